@@ -1,0 +1,114 @@
+//! The DbQueueActor: the only code that touches the database.
+//!
+//! Every operation is a message in one bounded mailbox, handled with `AtomicResponse`: the actor
+//! does not take the next message until the current operation's future has finished, so
+//! operations apply in arrival order (FIFO) and writes to one user never interleave.
+//! Each operation is also bounded by the configured database deadline.
+pub mod messages;
+mod mongo;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::mailbox::{ActorStats, HandlingTimer};
+use crate::ActorError;
+pub use messages::*;
+pub use mongo::{connect, MongoStore};
+
+pub struct DbQueueActor {
+    store: MongoStore,
+    stats: Arc<ActorStats>,
+    op_timeout: Duration,
+}
+
+impl DbQueueActor {
+    pub fn new(store: MongoStore, stats: Arc<ActorStats>, op_timeout: Duration) -> Self {
+        Self {
+            store,
+            stats,
+            op_timeout,
+        }
+    }
+
+    /// Runs `op` as this actor's one current operation, under the deadline, recording its time.
+    fn atomic<T, F>(
+        &self,
+        timer: HandlingTimer,
+        op: F,
+    ) -> AtomicResponse<Self, Result<T, ActorError>>
+    where
+        T: 'static,
+        F: Future<Output = Result<T, ActorError>> + 'static,
+    {
+        let deadline = self.op_timeout;
+        AtomicResponse::new(Box::pin(
+            async move {
+                let result = tokio::time::timeout(deadline, op)
+                    .await
+                    .unwrap_or(Err(ActorError::Timeout("database")));
+                timer.finish(&result);
+                result
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Actor for DbQueueActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Our `Mailbox` gate enforces the configured capacity; actix's own bound sits just
+        // above it so a send never parks.
+        ctx.set_mailbox_capacity(self.stats.capacity + 1);
+        self.stats.set_alive(true);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.stats.set_alive(false);
+    }
+}
+
+impl Supervised for DbQueueActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.stats.count_restart();
+    }
+}
+
+macro_rules! queued {
+    ($msg:ty, $reply:ty, |$store:ident, $m:ident| $body:expr) => {
+        impl Handler<$msg> for DbQueueActor {
+            type Result = AtomicResponse<Self, Result<$reply, ActorError>>;
+
+            fn handle(&mut self, $m: $msg, _: &mut Self::Context) -> Self::Result {
+                let timer = self.stats.start();
+                let $store = self.store.clone();
+                self.atomic(timer, async move { $body.await })
+            }
+        }
+    };
+}
+
+queued!(Ping, (), |store, _m| store.ping());
+queued!(EnsureIndexes, (), |store, _m| store.ensure_indexes());
+queued!(RegisterUser, (crate::domain::User, crate::domain::Wallet), |store, m| {
+    store.register(m.user, m.initial_balance, m.audit)
+});
+queued!(FindUserByEmail, Option<crate::domain::User>, |store, m| {
+    store.find_user_by_email(m.0)
+});
+queued!(FindUserById, Option<crate::domain::User>, |store, m| {
+    store.find_user_by_id(m.0)
+});
+queued!(
+    FindUserWithWallet,
+    Option<(crate::domain::User, Option<crate::domain::Wallet>)>,
+    |store, m| store.find_user_with_wallet(m.0)
+);
+queued!(RecordLogin, (), |store, m| store.record_login(
+    m.user_id, m.at, m.audit
+));
+queued!(WriteAudit, (), |store, m| store.write_audit(m.0));

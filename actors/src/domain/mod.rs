@@ -1,0 +1,15 @@
+//! Validated input types and the records the service hands back.
+//!
+//! Input becomes one of these newtypes through `parse`, which is the only constructor; messages
+//! to actors carry only these, never raw strings.
+mod email;
+mod ids;
+mod password;
+mod records;
+mod username;
+
+pub use email::Email;
+pub use ids::{SessionId, UserId};
+pub use password::Password;
+pub use records::{AuditEntry, EndReason, NewUser, Role, User, UserStatus, Wallet};
+pub use username::Username;

@@ -1,0 +1,36 @@
+//! The actors of the user-management service and the types they speak.
+//!
+//! Map of the crate:
+//! - [`domain`]: validated input types (`Email`, `Username`, `Password`, `UserId`, `SessionId`)
+//!   and the records the service returns (`User`, `Wallet`, `AuditEntry`).
+//! - [`db_queue`]: the **DbQueueActor**, the only code that touches MongoDB. Every operation is a
+//!   typed message taken in FIFO order, one at a time (`AtomicResponse`).
+//! - [`token`]: the **TokenActor**, the only code that signs, checks, rotates and revokes JWTs.
+//!   Revocation state lives in Redis.
+//! - [`session`]: the **SessionActor**: per-user live sessions in Redis, the concurrent-session
+//!   limit, the idle sweep, and the failed-login lockout counters.
+//! - [`hasher`]: the bcrypt pool, a `SyncArbiter` sized to the cores, so hashing never runs on an
+//!   HTTP worker thread.
+//! - [`mailbox`]: [`mailbox::Mailbox`], the bounded, instrumented way every caller reaches an
+//!   actor: it rejects at once when the mailbox is full, enforces a deadline and keeps the
+//!   figures `/health` reports.
+//! - [`redis_keys`] and [`scripts`]: the Redis key schema and the Lua scripts shared by the token
+//!   and session actors; every multi-key change is one atomic script, so limits and revocations
+//!   hold across service instances.
+//!
+//! Messages flow one way: the HTTP layer sends to actors; the SessionActor sends audit entries
+//! to the DbQueueActor. No actor knows about HTTP.
+#![deny(clippy::unwrap_used)]
+
+pub mod db_queue;
+pub mod domain;
+pub mod error;
+pub mod hasher;
+pub mod mailbox;
+pub mod redis_conn;
+pub mod redis_keys;
+pub mod scripts;
+pub mod session;
+pub mod token;
+
+pub use error::ActorError;

@@ -1,0 +1,219 @@
+//! The bounded, instrumented door to an actor.
+//!
+//! actix's `Addr::send` waits when a mailbox is full, and `try_send` drops the reply; neither
+//! gives "reject at once with a reason". [`Mailbox`] counts what is queued or running against
+//! the configured capacity, refuses beyond it with [`ActorError::Overloaded`], bounds the wait
+//! with a deadline, and keeps the figures `/health` shows ([`ActorStats`]).
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::ActorError;
+
+/// Live figures of one actor, shared between its callers and the actor itself.
+#[derive(Debug)]
+pub struct ActorStats {
+    pub name: &'static str,
+    pub capacity: usize,
+    /// Sent and not yet answered: queued plus running.
+    pending: AtomicUsize,
+    in_flight: AtomicUsize,
+    processed: AtomicU64,
+    failed: AtomicU64,
+    rejected: AtomicU64,
+    restarts: AtomicU64,
+    alive: AtomicBool,
+    /// Handling times in microseconds.
+    handling: Mutex<Histogram<u64>>,
+}
+
+/// A point-in-time copy of [`ActorStats`], the `/health` shape of one actor.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorSnapshot {
+    pub alive: bool,
+    pub mailbox_len: usize,
+    pub mailbox_capacity: usize,
+    pub in_flight: usize,
+    pub processed_total: u64,
+    pub failed_total: u64,
+    pub rejected_total: u64,
+    pub restarts: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl ActorStats {
+    pub fn new(name: &'static str, capacity: usize) -> Arc<Self> {
+        // Microseconds, three significant figures, up to one minute.
+        #[allow(clippy::expect_used)] // constant bounds that are valid: cannot fail
+        let histogram =
+            Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+        Arc::new(Self {
+            name,
+            capacity: capacity.max(1),
+            pending: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            processed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            alive: AtomicBool::new(true),
+            handling: Mutex::new(histogram),
+        })
+    }
+
+    /// Called by the actor when a handler starts; the returned guard records the outcome.
+    pub fn start(self: &Arc<Self>) -> HandlingTimer {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        HandlingTimer {
+            stats: Arc::clone(self),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn set_alive(&self, alive: bool) {
+        self.alive.store(alive, Ordering::Relaxed);
+    }
+
+    pub fn count_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) >= self.capacity
+    }
+
+    pub fn snapshot(&self) -> ActorSnapshot {
+        let pending = self.pending.load(Ordering::Relaxed);
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let (p50, p99) = match self.handling.lock() {
+            Ok(h) if !h.is_empty() => (
+                h.value_at_quantile(0.50) as f64 / 1000.0,
+                h.value_at_quantile(0.99) as f64 / 1000.0,
+            ),
+            _ => (0.0, 0.0),
+        };
+        ActorSnapshot {
+            alive: self.alive.load(Ordering::Relaxed),
+            mailbox_len: pending.saturating_sub(in_flight),
+            mailbox_capacity: self.capacity,
+            in_flight,
+            processed_total: self.processed.load(Ordering::Relaxed),
+            failed_total: self.failed.load(Ordering::Relaxed),
+            rejected_total: self.rejected.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            p50_ms: p50,
+            p99_ms: p99,
+        }
+    }
+}
+
+/// Records one handler's duration and outcome when finished (or dropped, as a failure).
+pub struct HandlingTimer {
+    stats: Arc<ActorStats>,
+    started: Instant,
+}
+
+impl HandlingTimer {
+    pub fn finish<T>(self, result: &Result<T, ActorError>) {
+        let failed = matches!(result, Err(e) if e.is_failure());
+        self.record(failed);
+    }
+
+    fn record(self, failed: bool) {
+        let micros = self.started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+        if let Ok(mut h) = self.stats.handling.lock() {
+            let _ = h.record(micros);
+        }
+        let counter = if failed {
+            &self.stats.failed
+        } else {
+            &self.stats.processed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for HandlingTimer {
+    fn drop(&mut self) {
+        // Dropped without `finish`: the handler was cancelled (actor stopped mid-way).
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct PendingSlot(Arc<ActorStats>);
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The address of an actor plus its capacity gate, deadline and figures.
+pub struct Mailbox<A: Actor> {
+    addr: Addr<A>,
+    stats: Arc<ActorStats>,
+    deadline: Duration,
+}
+
+impl<A: Actor> Clone for Mailbox<A> {
+    fn clone(&self) -> Self {
+        Self {
+            addr: self.addr.clone(),
+            stats: Arc::clone(&self.stats),
+            deadline: self.deadline,
+        }
+    }
+}
+
+impl<A: Actor> Mailbox<A> {
+    pub fn new(addr: Addr<A>, stats: Arc<ActorStats>, deadline: Duration) -> Self {
+        Self {
+            addr,
+            stats,
+            deadline,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<ActorStats> {
+        &self.stats
+    }
+
+    pub fn addr(&self) -> &Addr<A> {
+        &self.addr
+    }
+
+    /// Sends `msg` and awaits its reply: [`ActorError::Overloaded`] at once when the mailbox is
+    /// full, [`ActorError::Timeout`] past the deadline.
+    pub async fn call<M, T>(&self, msg: M) -> Result<T, ActorError>
+    where
+        M: Message<Result = Result<T, ActorError>> + Send + 'static,
+        T: Send + 'static,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let name = self.stats.name;
+        if self.stats.pending.fetch_add(1, Ordering::AcqRel) >= self.stats.capacity {
+            self.stats.pending.fetch_sub(1, Ordering::AcqRel);
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(ActorError::Overloaded(name));
+        }
+        let _slot = PendingSlot(Arc::clone(&self.stats));
+        match self.addr.send(msg).timeout(self.deadline).await {
+            Ok(reply) => reply,
+            Err(MailboxError::Timeout) => Err(ActorError::Timeout(name)),
+            Err(MailboxError::Closed) => Err(ActorError::Unavailable {
+                dependency: name,
+                cause: "the actor is not running".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Lua scripts: each multi-key change of session or token state is one atomic script, so limits,
+//! rotations and revocations hold when several service instances share one Redis.
+//!
+//! Keys a script derives itself (the sessions it evicts) are built from prefixes passed in ARGV;
+//! this needs a single Redis primary (not Redis Cluster).
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Ends one session if it exists.
+/// KEYS: session, ended, activity, user_sessions. ARGV: sid, reason, ended_ttl_s.
+/// Returns 1 when it ended the session, 0 when it was already gone.
+pub static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// Opens a session under the per-user limit.
+/// KEYS: user_sessions, activity, new session.
+/// ARGV: sid, uid, role, now_ms, max, policy (`evict_oldest` | `reject`), session_ttl_s,
+///       session_prefix, ended_prefix, ended_ttl_s.
+/// Returns {"ok", evicted sid…} or {"reject"}.
+pub static OPEN_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local sid, uid, role, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local max, policy, ttl = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local sess_prefix, ended_prefix, ended_ttl = ARGV[8], ARGV[9], ARGV[10]
+-- Forget members whose session hash has expired on its own.
+for _, s in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('EXISTS', sess_prefix .. s) == 0 then
+    redis.call('ZREM', KEYS[1], s)
+    redis.call('ZREM', KEYS[2], s)
+  end
+end
+local live = redis.call('ZCARD', KEYS[1])
+local result = {'ok'}
+if live >= max then
+  if policy == 'reject' then return {'reject'} end
+  local victims = redis.call('ZRANGE', KEYS[1], 0, live - max)
+  for _, s in ipairs(victims) do
+    redis.call('DEL', sess_prefix .. s)
+    redis.call('ZREM', KEYS[1], s)
+    redis.call('ZREM', KEYS[2], s)
+    redis.call('SET', ended_prefix .. s, 'evicted', 'EX', ended_ttl)
+    table.insert(result, s)
+  end
+end
+redis.call('HSET', KEYS[3], 'uid', uid, 'role', role, 'created', now, 'seen', now)
+redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('ZADD', KEYS[1], now, sid)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[2], now, sid)
+return result
+"#,
+    )
+});
+
+/// Binds a freshly issued token pair to its session.
+/// KEYS: session. ARGV: access_jti, refresh_jti. Returns 1, or 0 when the session is gone.
+pub static BIND_TOKENS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'ajti', ARGV[1], 'rjti', ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// Checks an access token against its session and marks the session active.
+/// KEYS: session, ended, activity. ARGV: sid, uid, jti, now_ms, idle_ms.
+/// Returns {"ok"}, {"ended", reason}, {"superseded"} or {"invalid"}.
+pub static CHECK_ACCESS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local f = redis.call('HMGET', KEYS[1], 'uid', 'ajti', 'seen')
+if not f[1] then
+  local reason = redis.call('GET', KEYS[2])
+  return {'ended', reason or 'expired'}
+end
+if f[1] ~= ARGV[2] then return {'invalid'} end
+local now = tonumber(ARGV[4])
+if now - tonumber(f[3]) > tonumber(ARGV[5]) then return {'ended', 'expired'} end
+if f[2] ~= ARGV[3] then return {'superseded'} end
+redis.call('HSET', KEYS[1], 'seen', now)
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+return {'ok'}
+"#,
+    )
+});
+
+/// Rotates a session's refresh token, detecting reuse.
+/// KEYS: session, ended, activity, user_sessions.
+/// ARGV: sid, uid, presented_jti, new_access_jti, new_refresh_jti, now_ms, idle_ms, grace_ms,
+///       successor (the new pair, kept for the grace window), session_ttl_s, ended_ttl_s.
+/// Returns {"ok"}, {"grace", successor}, {"reuse"}, {"ended", reason} or {"invalid"}.
+pub static ROTATE_REFRESH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local f = redis.call('HMGET', KEYS[1], 'uid', 'rjti', 'prev_rjti', 'rotated', 'succ', 'seen')
+if not f[1] then
+  local reason = redis.call('GET', KEYS[2])
+  return {'ended', reason or 'expired'}
+end
+if f[1] ~= ARGV[2] then return {'invalid'} end
+local now, idle, grace = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+if now - tonumber(f[6]) > idle then return {'ended', 'expired'} end
+if f[2] == ARGV[3] then
+  redis.call('HSET', KEYS[1], 'prev_rjti', ARGV[3], 'rotated', now, 'ajti', ARGV[4],
+             'rjti', ARGV[5], 'seen', now, 'succ', (grace > 0) and ARGV[9] or '')
+  redis.call('EXPIRE', KEYS[1], ARGV[10])
+  redis.call('ZADD', KEYS[3], now, ARGV[1])
+  return {'ok'}
+end
+if grace > 0 and f[3] == ARGV[3] and now - tonumber(f[4]) <= grace and f[5] and f[5] ~= '' then
+  return {'grace', f[5]}
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('SET', KEYS[2], 'refresh_reuse', 'EX', ARGV[11])
+return {'reuse'}
+"#,
+    )
+});
+
+/// Ends one session if it has been idle too long (used by the sweep; safe to race).
+/// KEYS: session, ended, activity. ARGV: sid, now_ms, idle_ms, ended_ttl_s, user_sessions_prefix.
+/// Returns the user id when this call ended it, else false.
+pub static EXPIRE_IF_IDLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local f = redis.call('HMGET', KEYS[1], 'uid', 'seen')
+if not f[1] then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return false
+end
+if tonumber(ARGV[2]) - tonumber(f[2]) <= tonumber(ARGV[3]) then return false end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', ARGV[5] .. f[1], ARGV[1])
+redis.call('SET', KEYS[2], 'expired', 'EX', ARGV[4])
+return f[1]
+"#,
+    )
+});
+
+/// Counts one failed login in a fixed window.
+/// KEYS: counter. ARGV: window_s. Returns the count.
+pub static COUNT_FAILURE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"#,
+    )
+});

@@ -1,0 +1,74 @@
+//! The TokenActor's messages.
+use actix::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{EndReason, Role, SessionId, UserId};
+use crate::ActorError;
+
+/// The claims of every token this service signs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id (24 hex).
+    pub sub: String,
+    /// The session id.
+    pub sid: String,
+    pub jti: String,
+    /// `access` or `refresh`.
+    pub typ: String,
+    pub role: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+}
+
+/// An authenticated caller, from a checked access token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    pub role: Role,
+}
+
+/// A signed access/refresh pair.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Lifetime of the access token in seconds.
+    pub expires_in: u64,
+}
+
+/// Sign a new pair for a session just opened, and bind it to that session.
+#[derive(Message)]
+#[rtype(result = "Result<TokenPair, ActorError>")]
+pub struct IssueTokens {
+    pub user_id: UserId,
+    pub role: Role,
+    pub session_id: SessionId,
+}
+
+/// Check an access token: signature, algorithm, expiry, type, and that its session is live and
+/// it is that session's current access token.
+#[derive(Message)]
+#[rtype(result = "Result<Principal, ActorError>")]
+pub struct ValidateAccess(pub String);
+
+/// Exchange a refresh token for a new pair; the old pair stops working. Presenting a rotated
+/// refresh token again ends the whole session (outside the grace window).
+#[derive(Message)]
+#[rtype(result = "Result<(Principal, TokenPair), ActorError>")]
+pub struct RotateRefresh(pub String);
+
+/// End a session: its access and refresh tokens stop working at once.
+#[derive(Message)]
+#[rtype(result = "Result<bool, ActorError>")]
+pub struct RevokeSession {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    pub reason: EndReason,
+}
+
+/// Round trip to Redis; used by readiness checks.
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct PingRedis;

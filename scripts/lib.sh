@@ -1,0 +1,87 @@
+# Shared helpers for scripts/test.sh and .ci/run: a pinned SecantusDB in a virtualenv and a
+# Redis that answers. Sourced, not run. Every wait is bounded; every server started here is
+# recorded by PID and stopped by `stop_started_services`.
+
+SECANTUS_VERSION="0.7.0b3"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+RUN_DIR="${RUN_DIR:-$ROOT/target/services}"
+STARTED_PIDS=()
+
+log() { echo "[services] $*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+ensure_venv() {
+  if [ ! -x "$VENV/bin/secantusd-py" ]; then
+    log "creating virtualenv $VENV with SecantusDB==$SECANTUS_VERSION"
+    python3 -m venv "$VENV" >/dev/null
+    timeout 600 "$VENV/bin/pip" install -q "SecantusDB==$SECANTUS_VERSION" >&2
+  fi
+}
+
+# start_secantus PORT [DATA_DIR]: starts SecantusDB, waits (<= 60 s) for a ping.
+start_secantus() {
+  local port="$1" storage="${2:-:memory:}" extra=()
+  mkdir -p "$RUN_DIR"
+  if [ "$storage" != ":memory:" ]; then extra=(--sync-on-commit); mkdir -p "$storage"; fi
+  "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path "$storage" \
+    --log-level WARNING "${extra[@]}" >"$RUN_DIR/secantus-$port.log" 2>&1 &
+  local pid=$!
+  STARTED_PIDS+=("$pid")
+  echo "$pid" >"$RUN_DIR/secantus-$port.pid"
+  local deadline=$((SECONDS + 60))
+  until "$VENV/bin/python" - "$port" >/dev/null 2>&1 <<'PY'
+import sys, pymongo
+c = pymongo.MongoClient(f"mongodb://127.0.0.1:{sys.argv[1]}/?directConnection=true", serverSelectionTimeoutMS=500)
+c.admin.command("ping")
+PY
+  do
+    if ! kill -0 "$pid" 2>/dev/null; then log "SecantusDB exited; see $RUN_DIR/secantus-$port.log"; return 1; fi
+    if [ $SECONDS -ge $deadline ]; then log "SecantusDB did not answer within 60 s"; return 1; fi
+    sleep 0.3
+  done
+  log "SecantusDB on 127.0.0.1:$port (pid $pid)"
+}
+
+# ensure_redis: sets REDIS_TEST_HOST/REDIS_TEST_PORT to a Redis that answers, starting one if
+# needed (installing redis-server from Debian's packages when it is missing).
+ensure_redis() {
+  REDIS_TEST_HOST=127.0.0.1
+  if command -v redis-cli >/dev/null && timeout 3 redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+    REDIS_TEST_PORT=6379
+    log "using the Redis on 127.0.0.1:6379"
+    return 0
+  fi
+  if ! command -v redis-server >/dev/null; then
+    log "installing redis-server"
+    (timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq redis-server) >/dev/null 2>&1 \
+      || { log "could not install redis-server"; return 1; }
+  fi
+  REDIS_TEST_PORT=$(free_port)
+  mkdir -p "$RUN_DIR"
+  redis-server --port "$REDIS_TEST_PORT" --bind 127.0.0.1 --daemonize yes --save '' \
+    --appendonly no --pidfile "$RUN_DIR/redis-$REDIS_TEST_PORT.pid" \
+    --logfile "$RUN_DIR/redis-$REDIS_TEST_PORT.log" >/dev/null
+  local deadline=$((SECONDS + 30))
+  until timeout 2 redis-cli -p "$REDIS_TEST_PORT" ping 2>/dev/null | grep -q PONG; do
+    if [ $SECONDS -ge $deadline ]; then log "Redis did not answer within 30 s"; return 1; fi
+    sleep 0.2
+  done
+  STARTED_PIDS+=("$(cat "$RUN_DIR/redis-$REDIS_TEST_PORT.pid")")
+  log "started Redis on 127.0.0.1:$REDIS_TEST_PORT"
+}
+
+stop_started_services() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED_PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  STARTED_PIDS=()
+}

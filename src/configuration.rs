@@ -1,0 +1,315 @@
+//! The settings tree: `config/default.toml` (compiled in, so the binary runs from any
+//! directory), then `config/<APP_ENV>.toml` if present, then `APP__SECTION__KEY` variables, then
+//! the seed's environment variable names. Secrets are `SecretString`s: they never print.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actors::session::LimitPolicy;
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The seed's (and SPEC's) environment variable names, and the setting each one sets.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("APP_ENV", "app_env"),
+    ("HOST", "server.host"),
+    ("PORT", "server.port"),
+    ("SERVER_WORKERS", "server.workers"),
+    ("SHUTDOWN_GRACE", "server.shutdown_grace"),
+    ("MONGODB_URI", "mongodb.uri"),
+    ("MONGODB_USER", "mongodb.user"),
+    ("MONGODB_PASSWORD", "mongodb.password"),
+    ("MONGODB_SERVER_SELECTION_TIMEOUT_MS", "mongodb.server_selection_timeout_ms"),
+    ("MONGODB_OP_TIMEOUT_MS", "mongodb.op_timeout_ms"),
+    ("REDIS_HOST", "redis.host"),
+    ("REDIS_PORT", "redis.port"),
+    ("REDIS_DB", "redis.db"),
+    ("REDIS_PASSWORD", "redis.password"),
+    ("REDIS_KEY_PREFIX", "redis.key_prefix"),
+    ("REDIS_TIMEOUT_MS", "redis.timeout_ms"),
+    ("JWT_SECRET_KEY", "jwt.secret_key"),
+    ("JWT_ACCESS_TOKEN_EXPIRES", "jwt.access_token_expires"),
+    ("JWT_REFRESH_TOKEN_EXPIRES", "jwt.refresh_token_expires"),
+    ("JWT_ISSUER", "jwt.issuer"),
+    ("SESSION_TIMEOUT", "sessions.session_timeout"),
+    ("MAX_CONCURRENT_SESSIONS", "sessions.max_concurrent_sessions"),
+    ("SESSION_LIMIT_POLICY", "sessions.limit_policy"),
+    ("SESSION_CHECK_INTERVAL", "sessions.session_check_interval"),
+    ("REFRESH_REUSE_GRACE", "sessions.refresh_reuse_grace"),
+    ("BCRYPT_COST", "security.bcrypt_cost"),
+    ("LOGIN_MAX_FAILURES", "security.login_max_failures"),
+    ("LOGIN_FAILURE_WINDOW", "security.login_failure_window"),
+    ("WALLET_INITIAL_BALANCE", "wallet.initial_balance"),
+    ("HASHER_THREADS", "actors.hasher_threads"),
+    ("ACTOR_CALL_TIMEOUT_MS", "actors.call_timeout_ms"),
+];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub app_env: String,
+    pub server: ServerSettings,
+    pub mongodb: MongoSettings,
+    pub redis: RedisSettings,
+    pub jwt: JwtSettings,
+    pub sessions: SessionsSettings,
+    pub security: SecuritySettings,
+    pub wallet: WalletSettings,
+    pub actors: ActorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MongoSettings {
+    pub uri: String,
+    pub user: String,
+    pub password: Option<SecretString>,
+    pub server_selection_timeout_ms: u64,
+    pub op_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub host: String,
+    pub port: u16,
+    pub db: i64,
+    pub password: Option<SecretString>,
+    pub key_prefix: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct JwtSettings {
+    pub secret_key: Option<SecretString>,
+    pub access_token_expires: u64,
+    pub refresh_token_expires: u64,
+    pub issuer: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionsSettings {
+    pub session_timeout: u64,
+    pub max_concurrent_sessions: u32,
+    pub limit_policy: String,
+    pub session_check_interval: u64,
+    pub refresh_reuse_grace: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecuritySettings {
+    pub bcrypt_cost: u32,
+    pub login_max_failures: u32,
+    pub login_failure_window: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WalletSettings {
+    pub initial_balance: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActorSettings {
+    pub db_queue_capacity: usize,
+    pub token_capacity: usize,
+    pub session_capacity: usize,
+    pub hasher_capacity: usize,
+    pub hasher_threads: usize,
+    pub call_timeout_ms: u64,
+}
+
+/// A setting that stops start-up; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+/// The environment variable that sets a key, for error messages.
+fn env_name_of(key: &str) -> Option<&'static str> {
+    ENV_VARS.iter().find(|(_, k)| *k == key).map(|(v, _)| *v)
+}
+
+fn named(key: &str) -> String {
+    match env_name_of(key) {
+        Some(var) => format!("{var} ({key})"),
+        None => key.to_string(),
+    }
+}
+
+impl Settings {
+    /// Loads from the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(&std::env::vars().collect())
+    }
+
+    /// Loads with `env` standing for the process environment (tests pass their own).
+    pub fn load_from(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let app_env = env
+            .get("APP_ENV")
+            .cloned()
+            .unwrap_or_else(|| "development".into());
+        let config_dir = env
+            .get("APP_CONFIG_DIR")
+            .cloned()
+            .unwrap_or_else(|| "config".into());
+        let mut builder = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(File::with_name(&format!("{config_dir}/{app_env}")).required(false))
+            .add_source(
+                Environment::with_prefix("APP")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(env.clone())),
+            );
+        for (var, key) in ENV_VARS {
+            if let Some(value) = env.get(*var) {
+                builder = builder
+                    .set_override(*key, value.as_str())
+                    .map_err(|e| ConfigError(format!("{var}: {e}")))?;
+            }
+        }
+        let config = builder.build().map_err(|e| ConfigError(e.to_string()))?;
+        let settings: Settings = config.try_deserialize().map_err(|e| {
+            // config names the key (`… for key `jwt.access_token_expires``); add its variable.
+            let msg = e.to_string();
+            let hint = ENV_VARS
+                .iter()
+                .find(|(_, k)| msg.contains(&format!("`{k}`")))
+                .map(|(v, _)| format!(" (environment variable {v})"))
+                .unwrap_or_default();
+            ConfigError(format!("{msg}{hint}"))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == "production"
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{} {why}", named(key))));
+        if !matches!(self.app_env.as_str(), "development" | "test" | "production") {
+            return fail("app_env", "must be one of: development, test, production");
+        }
+        let secret_len = self
+            .jwt
+            .secret_key
+            .as_ref()
+            .map_or(0, |s| s.expose_secret().len());
+        if self.is_production() && secret_len < 32 {
+            return fail(
+                "jwt.secret_key",
+                "must be set to at least 32 bytes when APP_ENV=production",
+            );
+        }
+        if !(4..=31).contains(&self.security.bcrypt_cost) {
+            return fail("security.bcrypt_cost", "must be between 4 and 31");
+        }
+        if self.sessions.max_concurrent_sessions == 0 {
+            return fail("sessions.max_concurrent_sessions", "must be at least 1");
+        }
+        self.limit_policy()?;
+        for (key, value) in [
+            ("jwt.access_token_expires", self.jwt.access_token_expires),
+            ("jwt.refresh_token_expires", self.jwt.refresh_token_expires),
+            ("sessions.session_timeout", self.sessions.session_timeout),
+            (
+                "sessions.session_check_interval",
+                self.sessions.session_check_interval,
+            ),
+            (
+                "security.login_failure_window",
+                self.security.login_failure_window,
+            ),
+        ] {
+            if value == 0 {
+                return fail(key, "must be greater than 0");
+            }
+        }
+        if self.wallet.initial_balance < 0 {
+            return fail("wallet.initial_balance", "must not be negative");
+        }
+        if self.mongodb.uri.trim().is_empty() {
+            return fail("mongodb.uri", "must not be empty");
+        }
+        Ok(())
+    }
+
+    pub fn limit_policy(&self) -> Result<LimitPolicy, ConfigError> {
+        match self.sessions.limit_policy.as_str() {
+            "evict_oldest" => Ok(LimitPolicy::EvictOldest),
+            "reject" => Ok(LimitPolicy::Reject),
+            _ => Err(ConfigError(format!(
+                "{} must be \"evict_oldest\" or \"reject\"",
+                named("sessions.limit_policy")
+            ))),
+        }
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.actors.call_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_seed_names_override() {
+        let s = Settings::load_from(&env(&[
+            ("JWT_ACCESS_TOKEN_EXPIRES", "60"),
+            ("MAX_CONCURRENT_SESSIONS", "3"),
+        ]));
+        let s = s.map_err(|e| e.to_string());
+        assert_eq!(
+            s.as_ref()
+                .map(|s| (s.jwt.access_token_expires, s.sessions.max_concurrent_sessions)),
+            Ok((60, 3))
+        );
+        assert_eq!(s.map(|s| s.jwt.refresh_token_expires), Ok(604800));
+    }
+
+    #[test]
+    fn production_refuses_a_short_secret_naming_the_variable() {
+        let err = Settings::load_from(&env(&[
+            ("APP_ENV", "production"),
+            ("JWT_SECRET_KEY", "short"),
+        ]))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("JWT_SECRET_KEY"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_number_names_its_variable() {
+        let err = Settings::load_from(&env(&[("BCRYPT_COST", "lots")]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("BCRYPT_COST"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::load_from(&env(&[("JWT_SECRET_KEY", "a-very-secret-value-xyz")]));
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("a-very-secret-value-xyz"));
+    }
+}

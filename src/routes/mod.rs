@@ -1,0 +1,68 @@
+//! Routes, one module per resource. `configure` is used by `main` and by the tests alike.
+pub mod auth;
+pub mod health;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::error::ApiError;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/auth")
+            .route("/register", web::post().to(auth::register))
+            .route("/login", web::post().to(auth::login))
+            .route("/logout", web::post().to(auth::logout))
+            .route("/refresh", web::post().to(auth::refresh))
+            .route("/me", web::get().to(auth::me)),
+    )
+    .service(
+        web::scope("/health")
+            .route("", web::get().to(health::health))
+            .route("/live", web::get().to(health::live))
+            .route("/ready", web::get().to(health::ready)),
+    )
+    .default_service(web::to(not_found));
+}
+
+/// JSON bodies: size-limited, any content type, and every failure as our error shape.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .content_type_required(false)
+        .error_handler(move |err, _| {
+            match err {
+                JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                    ApiError::PayloadTooLarge(format!("Request body is larger than {limit} bytes"))
+                }
+                JsonPayloadError::Deserialize(e) if e.is_eof() => {
+                    ApiError::BadRequest("Request body must be a JSON object".into())
+                }
+                JsonPayloadError::Deserialize(e) => {
+                    ApiError::BadRequest(format!("Invalid JSON body: {e}"))
+                }
+                JsonPayloadError::ContentType => {
+                    ApiError::BadRequest("Request body must be JSON".into())
+                }
+                other => ApiError::BadRequest(format!("Invalid request body: {other}")),
+            }
+            .into()
+        })
+}
+
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err: PathError, _| {
+        ApiError::BadRequest(format!("Invalid path: {err}")).into()
+    })
+}
+
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err: QueryPayloadError, _| {
+        ApiError::BadRequest(format!("Invalid query string: {err}")).into()
+    })
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::NotFound(format!("No route for {} {}", req.method(), req.path())).error_response()
+}

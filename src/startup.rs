@@ -1,0 +1,240 @@
+//! Starts each actor once, shares their mailboxes through `web::Data`, builds the `App`.
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Arbiter, Supervisor};
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use actors::db_queue::{self, DbQueueActor, EnsureIndexes};
+use actors::domain::Password;
+use actors::hasher::{HashPassword, HasherActor};
+use actors::mailbox::{ActorSnapshot, ActorStats, Mailbox};
+use actors::redis_conn;
+use actors::redis_keys::Keys;
+use actors::session::{SessionActor, SessionSettings};
+use actors::token::{TokenActor, TokenSettings};
+use rand::distr::{Alphanumeric, SampleString};
+use secrecy::{ExposeSecret, SecretString};
+use tracing_actix_web::TracingLogger;
+
+use crate::configuration::Settings;
+use crate::routes;
+
+/// What every handler shares: the actors' mailboxes and the settings.
+pub struct AppState {
+    pub db: Mailbox<DbQueueActor>,
+    pub tokens: Mailbox<TokenActor>,
+    pub sessions: Mailbox<SessionActor>,
+    pub hasher: Mailbox<HasherActor>,
+    pub settings: Arc<Settings>,
+    /// A bcrypt hash of a random password at the configured cost: login verifies against it
+    /// when the email is unknown, so both failures take the same time.
+    pub dummy_hash: String,
+    pub started_at: Instant,
+}
+
+impl AppState {
+    pub fn actor_snapshots(&self) -> BTreeMap<&'static str, ActorSnapshot> {
+        [
+            self.db.stats(),
+            self.tokens.stats(),
+            self.sessions.stats(),
+            self.hasher.stats(),
+        ]
+        .into_iter()
+        .map(|s| (s.name, s.snapshot()))
+        .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {cause}")]
+    Listen { addr: String, cause: std::io::Error },
+    #[error("MongoDB is not usable at start-up (MONGODB_URI): {0}")]
+    Mongo(String),
+    #[error("start-up failed: {0}")]
+    Other(String),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+/// The JWT secret: configured, or (outside production) a random one for this process.
+fn jwt_secret(settings: &Settings) -> SecretString {
+    match settings.jwt.secret_key.as_ref() {
+        Some(secret) if !secret.expose_secret().is_empty() => secret.clone(),
+        _ => {
+            tracing::warn!(
+                "JWT_SECRET_KEY is not set: using a random secret for this process; \
+                 tokens will not survive a restart nor work across instances"
+            );
+            SecretString::from(Alphanumeric.sample_string(&mut rand::rng(), 64))
+        }
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let settings = Arc::new(settings);
+        let a = &settings.actors;
+        let call_timeout = settings.call_timeout();
+
+        let store = db_queue::connect(
+            &settings.mongodb.uri,
+            Some(settings.mongodb.user.as_str()),
+            settings
+                .mongodb
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret()),
+            Duration::from_millis(settings.mongodb.server_selection_timeout_ms),
+        )
+        .await
+        .map_err(StartupError::Config)?;
+        let r = &settings.redis;
+        let redis = redis_conn::connect(
+            &r.host,
+            r.port,
+            r.db,
+            r.password.as_ref().map(|p| p.expose_secret()),
+            Duration::from_millis(r.timeout_ms),
+        )
+        .map_err(StartupError::Config)?;
+        let keys = Keys::new(settings.redis.key_prefix.clone());
+
+        // Each actor on its own arbiter (thread), away from the HTTP workers.
+        let db_stats = ActorStats::new("db_queue", a.db_queue_capacity);
+        let db_actor = {
+            let stats = db_stats.clone();
+            let op_timeout = Duration::from_millis(settings.mongodb.op_timeout_ms);
+            Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                DbQueueActor::new(store, stats, op_timeout)
+            })
+        };
+        let db = Mailbox::new(db_actor, db_stats, call_timeout);
+
+        let token_stats = ActorStats::new("token", a.token_capacity);
+        let token_settings = TokenSettings {
+            secret: jwt_secret(&settings),
+            issuer: settings.jwt.issuer.clone(),
+            access_ttl: Duration::from_secs(settings.jwt.access_token_expires),
+            refresh_ttl: Duration::from_secs(settings.jwt.refresh_token_expires),
+            idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
+            reuse_grace: Duration::from_secs(settings.sessions.refresh_reuse_grace),
+        };
+        let token_actor = {
+            let (stats, redis, keys) = (token_stats.clone(), redis.clone(), keys.clone());
+            Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                TokenActor::new(token_settings, redis, keys, stats)
+            })
+        };
+        let tokens = Mailbox::new(token_actor, token_stats, call_timeout);
+
+        let session_stats = ActorStats::new("session", a.session_capacity);
+        let session_settings = SessionSettings {
+            max_concurrent: settings.sessions.max_concurrent_sessions,
+            policy: settings
+                .limit_policy()
+                .map_err(|e| StartupError::Config(e.to_string()))?,
+            idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
+            check_interval: Duration::from_secs(settings.sessions.session_check_interval),
+            max_lifetime: Duration::from_secs(settings.jwt.refresh_token_expires),
+            login_max_failures: settings.security.login_max_failures,
+            login_failure_window: Duration::from_secs(settings.security.login_failure_window),
+        };
+        let session_actor = {
+            let (stats, db) = (session_stats.clone(), db.clone());
+            Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                SessionActor::new(session_settings, redis, keys, db, stats)
+            })
+        };
+        let sessions = Mailbox::new(session_actor, session_stats, call_timeout);
+
+        let hasher_stats = ActorStats::new("hasher", a.hasher_capacity);
+        let hasher_actor = HasherActor::start(
+            a.hasher_threads,
+            settings.security.bcrypt_cost,
+            hasher_stats.clone(),
+        );
+        let hasher = Mailbox::new(hasher_actor, hasher_stats, call_timeout);
+
+        // Unique indexes guard every duplicate rule: serve nothing until they exist.
+        db.call(EnsureIndexes)
+            .await
+            .map_err(|e| StartupError::Mongo(e.to_string()))?;
+
+        let dummy_password = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        let dummy_hash = match Password::parse(&dummy_password) {
+            Ok(p) => hasher
+                .call(HashPassword(p))
+                .await
+                .map_err(|e| StartupError::Other(e.to_string()))?,
+            Err(e) => return Err(StartupError::Other(e)),
+        };
+
+        let state = web::Data::new(AppState {
+            db,
+            tokens,
+            sessions,
+            hasher,
+            settings: Arc::clone(&settings),
+            dummy_hash,
+            started_at: Instant::now(),
+        });
+
+        let addr = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&addr).map_err(|cause| StartupError::Listen {
+            addr: addr.clone(),
+            cause,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|cause| StartupError::Listen { addr, cause })?
+            .port();
+        let body_limit = settings.server.max_body_bytes;
+        let server_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(server_state.clone())
+                .app_data(routes::json_config(body_limit))
+                .app_data(routes::path_config())
+                .app_data(routes::query_config())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .configure(routes::configure)
+        })
+        .shutdown_timeout(settings.server.shutdown_grace);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|e| StartupError::Other(format!("listen: {e}")))?
+            .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
