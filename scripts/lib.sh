@@ -3,6 +3,8 @@
 # recorded by PID and stopped by `stop_started_services`.
 
 SECANTUS_VERSION="0.7.0b3"
+# Python's bcrypt, for the test that the stored hashes are readable by the seed's service.
+PY_BCRYPT_VERSION="4.2.0"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 RUN_DIR="${RUN_DIR:-$ROOT/target/services}"
@@ -18,7 +20,7 @@ ensure_venv() {
   if [ ! -x "$VENV/bin/secantusd-py" ]; then
     log "creating virtualenv $VENV with SecantusDB==$SECANTUS_VERSION"
     python3 -m venv "$VENV" >/dev/null
-    timeout 600 "$VENV/bin/pip" install -q "SecantusDB==$SECANTUS_VERSION" >&2
+    timeout 600 "$VENV/bin/pip" install -q "SecantusDB==$SECANTUS_VERSION" "bcrypt==$PY_BCRYPT_VERSION" >&2
   fi
 }
 

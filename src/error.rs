@@ -96,6 +96,9 @@ pub fn token_message(rejection: &TokenRejection) -> String {
         TokenRejection::WrongType(_) => {
             "Wrong token type: an access token cannot be used as a refresh token".into()
         }
+        TokenRejection::ReuseDetected { .. } => {
+            token_message(&TokenRejection::Ended(EndReason::RefreshReuse))
+        }
         TokenRejection::Superseded => "Token has been superseded by a refresh".into(),
         TokenRejection::Ended(reason) => match reason {
             EndReason::Logout => "Token has been revoked by logout",

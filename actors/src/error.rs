@@ -22,6 +22,9 @@ pub enum TokenRejection {
     WrongType(&'static str),
     /// Its session has ended, for the given reason.
     Ended(EndReason),
+    /// This very request presented an already-rotated refresh token: the session has just been
+    /// revoked because of it (later attempts see `Ended(RefreshReuse)`).
+    ReuseDetected { user_id: String, session_id: String },
     /// An older access or refresh token of a session that has since rotated.
     Superseded,
 }

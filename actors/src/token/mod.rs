@@ -282,9 +282,12 @@ impl Handler<RotateRefresh> for TokenActor {
                             .map_err(|e| ActorError::Internal(format!("successor pair: {e}")))?;
                         Ok((principal, pair))
                     }
-                    (st, _) if st == "reuse" => Err(ActorError::Token(TokenRejection::Ended(
-                        EndReason::RefreshReuse,
-                    ))),
+                    (st, _) if st == "reuse" => {
+                        Err(ActorError::Token(TokenRejection::ReuseDetected {
+                            user_id: principal.user_id.to_hex(),
+                            session_id: sid.to_string(),
+                        }))
+                    }
                     (st, reason) if st == "ended" => Err(ended(reason)),
                     _ => Err(ActorError::Token(TokenRejection::Invalid)),
                 }

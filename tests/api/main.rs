@@ -1,0 +1,14 @@
+//! The black-box suite: the service started on a random port against a real MongoDB
+//! wire-protocol server and a real Redis, driven over HTTP. Each test has its own database and
+//! Redis key prefix, so tests run in parallel. `scripts/test.sh` starts the servers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod compat;
+mod cross_instance;
+mod health;
+mod helpers;
+mod login;
+mod register;
+mod sessions;
+mod tokens;
