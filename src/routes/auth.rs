@@ -231,19 +231,20 @@ pub async fn refresh(
     let ip = client_ip(&req);
     let (principal, tokens) = match state.tokens.call(RotateRefresh(token)).await {
         Ok(rotated) => rotated,
-        Err(ActorError::Token(rejection @ TokenRejection::ReuseDetected { .. })) => {
-            if let TokenRejection::ReuseDetected {
+        Err(ActorError::Token(TokenRejection::ReuseDetected {
+            user_id,
+            session_id,
+        })) => {
+            let entry = AuditEntry::new("token.refresh.reuse", "failure")
+                .user(&user_id)
+                .ip(ip)
+                .detail("session_id", session_id.as_str())
+                .detail("effect", "session revoked");
+            state.db.call(WriteAudit(entry)).await?;
+            let rejection = TokenRejection::ReuseDetected {
                 user_id,
                 session_id,
-            } = &rejection
-            {
-                let entry = AuditEntry::new("token.refresh.reuse", "failure")
-                    .user(user_id)
-                    .ip(ip)
-                    .detail("session_id", session_id.as_str())
-                    .detail("effect", "session revoked");
-                state.db.call(WriteAudit(entry)).await?;
-            }
+            };
             return Err(ActorError::Token(rejection).into());
         }
         Err(e) => return Err(e.into()),
