@@ -21,7 +21,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("MONGODB_URI", "mongodb.uri"),
     ("MONGODB_USER", "mongodb.user"),
     ("MONGODB_PASSWORD", "mongodb.password"),
-    ("MONGODB_SERVER_SELECTION_TIMEOUT_MS", "mongodb.server_selection_timeout_ms"),
+    (
+        "MONGODB_SERVER_SELECTION_TIMEOUT_MS",
+        "mongodb.server_selection_timeout_ms",
+    ),
     ("MONGODB_OP_TIMEOUT_MS", "mongodb.op_timeout_ms"),
     ("REDIS_HOST", "redis.host"),
     ("REDIS_PORT", "redis.port"),
@@ -34,7 +37,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("JWT_REFRESH_TOKEN_EXPIRES", "jwt.refresh_token_expires"),
     ("JWT_ISSUER", "jwt.issuer"),
     ("SESSION_TIMEOUT", "sessions.session_timeout"),
-    ("MAX_CONCURRENT_SESSIONS", "sessions.max_concurrent_sessions"),
+    (
+        "MAX_CONCURRENT_SESSIONS",
+        "sessions.max_concurrent_sessions",
+    ),
     ("SESSION_LIMIT_POLICY", "sessions.limit_policy"),
     ("SESSION_CHECK_INTERVAL", "sessions.session_check_interval"),
     ("REFRESH_REUSE_GRACE", "sessions.refresh_reuse_grace"),
@@ -278,8 +284,10 @@ mod tests {
         ]));
         let s = s.map_err(|e| e.to_string());
         assert_eq!(
-            s.as_ref()
-                .map(|s| (s.jwt.access_token_expires, s.sessions.max_concurrent_sessions)),
+            s.as_ref().map(|s| (
+                s.jwt.access_token_expires,
+                s.sessions.max_concurrent_sessions
+            )),
             Ok((60, 3))
         );
         assert_eq!(s.map(|s| s.jwt.refresh_token_expires), Ok(604800));

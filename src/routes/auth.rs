@@ -1,7 +1,11 @@
 //! `/auth`: registration, login, logout, refresh and the signed-in user.
 use actix_web::{web, HttpRequest, HttpResponse};
-use actors::db_queue::{FindUserByEmail, FindUserById, FindUserWithWallet, RecordLogin, RegisterUser, WriteAudit};
-use actors::domain::{AuditEntry, Email, EndReason, NewUser, Password, Role, User, UserStatus, Username};
+use actors::db_queue::{
+    FindUserByEmail, FindUserById, FindUserWithWallet, RecordLogin, RegisterUser, WriteAudit,
+};
+use actors::domain::{
+    AuditEntry, Email, EndReason, NewUser, Password, Role, User, UserStatus, Username,
+};
 use actors::error::TokenRejection;
 use actors::hasher::{HashPassword, VerifyPassword};
 use actors::session::{CheckLoginAllowed, ClearLoginFailures, OpenSession, RecordLoginFailure};
@@ -106,20 +110,24 @@ pub async fn login(
     let hash = user
         .as_ref()
         .map_or_else(|| state.dummy_hash.clone(), |u| u.password_hash.clone());
-    let verified = state
-        .hasher
-        .call(VerifyPassword { password, hash })
-        .await?;
+    let verified = state.hasher.call(VerifyPassword { password, hash }).await?;
     let user = match user {
         Some(user) if verified => user,
         user => {
-            let failures = state.sessions.call(RecordLoginFailure(email.clone())).await?;
+            let failures = state
+                .sessions
+                .call(RecordLoginFailure(email.clone()))
+                .await?;
             let mut entry = AuditEntry::new("auth.login.failure", "failure")
                 .email(email.as_str())
                 .ip(ip)
                 .detail(
                     "reason",
-                    if user.is_some() { "bad_password" } else { "unknown_email" },
+                    if user.is_some() {
+                        "bad_password"
+                    } else {
+                        "unknown_email"
+                    },
                 )
                 .detail("failures_in_window", failures as i64);
             if let Some(user) = &user {
@@ -143,7 +151,10 @@ pub async fn login(
         )));
     }
 
-    state.sessions.call(ClearLoginFailures(email.clone())).await?;
+    state
+        .sessions
+        .call(ClearLoginFailures(email.clone()))
+        .await?;
     let opened = state
         .sessions
         .call(OpenSession {
@@ -281,9 +292,9 @@ async fn usable_account(
         None => EndReason::Deleted,
     };
     end_session(state, principal, reason).await?;
-    Err(ApiError::Unauthorized(token_message(&TokenRejection::Ended(
-        reason,
-    ))))
+    Err(ApiError::Unauthorized(token_message(
+        &TokenRejection::Ended(reason),
+    )))
 }
 
 async fn end_session(

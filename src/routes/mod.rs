@@ -32,7 +32,8 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         .content_type_required(false)
         .error_handler(move |err, _| {
             match err {
-                JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => {
                     ApiError::PayloadTooLarge(format!("Request body is larger than {limit} bytes"))
                 }
                 JsonPayloadError::Deserialize(e) if e.is_eof() => {

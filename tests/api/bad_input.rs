@@ -36,14 +36,35 @@ async fn wrong_json_types_are_400_never_a_query() {
     let app = spawn_app().await;
     let (email, _) = app.create_user().await;
     let cases = [
-        ("/auth/login", json!({"email": {"$ne": null}, "password": PASSWORD})),
-        ("/auth/login", json!({"email": email, "password": {"$gt": ""}})),
-        ("/auth/login", json!({"email": ["a@b.co"], "password": PASSWORD})),
+        (
+            "/auth/login",
+            json!({"email": {"$ne": null}, "password": PASSWORD}),
+        ),
+        (
+            "/auth/login",
+            json!({"email": email, "password": {"$gt": ""}}),
+        ),
+        (
+            "/auth/login",
+            json!({"email": ["a@b.co"], "password": PASSWORD}),
+        ),
         ("/auth/login", json!({"email": 12, "password": PASSWORD})),
-        ("/auth/register", json!({"username": {"$ne": null}, "email": "x@example.com", "password": PASSWORD})),
-        ("/auth/register", json!({"username": "okname", "email": true, "password": PASSWORD})),
-        ("/auth/register", json!({"username": "okname", "email": "x@example.com", "password": 12345678})),
-        ("/auth/register", json!({"username": "okname", "email": "x@example.com"})),
+        (
+            "/auth/register",
+            json!({"username": {"$ne": null}, "email": "x@example.com", "password": PASSWORD}),
+        ),
+        (
+            "/auth/register",
+            json!({"username": "okname", "email": true, "password": PASSWORD}),
+        ),
+        (
+            "/auth/register",
+            json!({"username": "okname", "email": "x@example.com", "password": 12345678}),
+        ),
+        (
+            "/auth/register",
+            json!({"username": "okname", "email": "x@example.com"}),
+        ),
         ("/auth/refresh", json!({"refresh_token": {"$ne": null}})),
         ("/auth/refresh", json!({"refresh_token": ""})),
         ("/auth/refresh", json!({"token": "x"})),
@@ -54,7 +75,8 @@ async fn wrong_json_types_are_400_never_a_query() {
     }
     assert_eq!(app.count("users", doc! {}).await, 1);
     assert_eq!(
-        app.count("audit_log", doc! {"action": "auth.login.success"}).await,
+        app.count("audit_log", doc! {"action": "auth.login.success"})
+            .await,
         0
     );
 }
@@ -86,7 +108,12 @@ async fn a_73_byte_password_is_400_at_login_too() {
 async fn unknown_routes_are_404_in_the_error_shape() {
     let app = spawn_app().await;
 
-    let response = app.client.get(app.url("/no/such/thing")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/no/such/thing"))
+        .send()
+        .await
+        .unwrap();
 
     assert_error(response, StatusCode::NOT_FOUND).await;
 }

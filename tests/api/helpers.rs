@@ -110,12 +110,10 @@ impl TestApp {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        let mongo = mongodb::Client::with_uri_str(format!(
-            "{}/?directConnection=true",
-            mongo_base()
-        ))
-        .await
-        .unwrap();
+        let mongo =
+            mongodb::Client::with_uri_str(format!("{}/?directConnection=true", mongo_base()))
+                .await
+                .unwrap();
         let redis = redis::Client::open(format!("redis://{}:{}/", redis_host(), redis_port()))
             .unwrap()
             .get_multiplexed_async_connection()
@@ -172,8 +170,11 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Response {
-        self.post_json("/auth/login", &json!({"email": email, "password": password}))
-            .await
+        self.post_json(
+            "/auth/login",
+            &json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn me(&self, access_token: &str) -> Response {

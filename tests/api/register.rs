@@ -77,7 +77,9 @@ async fn a_duplicate_email_is_409_whatever_its_case() {
     let app = spawn_app().await;
     app.register("first_one", "dup@example.com", PASSWORD).await;
 
-    let response = app.register("second_one", "DUP@Example.com", PASSWORD).await;
+    let response = app
+        .register("second_one", "DUP@Example.com", PASSWORD)
+        .await;
 
     let message = assert_error(response, StatusCode::CONFLICT).await;
     assert!(message.to_lowercase().contains("email"), "{message}");
@@ -103,7 +105,12 @@ async fn invalid_fields_are_400_and_change_nothing() {
     let app = spawn_app().await;
     let cases = [
         ("ok_name", "not-an-email", PASSWORD, "email"),
-        ("ok_name", &format!("{}@example.com", "a".repeat(250)), PASSWORD, "email"),
+        (
+            "ok_name",
+            &format!("{}@example.com", "a".repeat(250)),
+            PASSWORD,
+            "email",
+        ),
         ("ab", "a@example.com", PASSWORD, "username"),
         (&"a".repeat(31), "a@example.com", PASSWORD, "username"),
         ("bad-name", "a@example.com", PASSWORD, "username"),
@@ -150,8 +157,14 @@ async fn twenty_parallel_registrations_of_one_email_give_exactly_one_user_and_wa
     });
     let statuses = futures::future::join_all(attempts).await;
 
-    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
-    let conflicts = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let conflicts = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
     assert_eq!((created, conflicts), (1, 19), "{statuses:?}");
     assert_eq!(app.count("users", doc! {}).await, 1);
     assert_eq!(app.count("wallets", doc! {}).await, 1);
@@ -171,7 +184,10 @@ async fn parallel_registrations_of_one_username_give_exactly_one_user() {
     });
     let statuses = futures::future::join_all(attempts).await;
 
-    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
     assert_eq!(created, 1, "{statuses:?}");
     assert_eq!(app.count("users", doc! {}).await, 1);
     assert_eq!(app.count("wallets", doc! {}).await, 1);

@@ -51,10 +51,16 @@ async fn tokens_carry_the_contract_claims() {
         assert!(a.get(key).is_some() && r.get(key).is_some(), "{key}");
     }
     assert_eq!(a["sub"], id.as_str());
-    assert_eq!((a["typ"].as_str(), r["typ"].as_str()), (Some("access"), Some("refresh")));
+    assert_eq!(
+        (a["typ"].as_str(), r["typ"].as_str()),
+        (Some("access"), Some("refresh"))
+    );
     assert_eq!(a["sid"], r["sid"]);
     assert_ne!(a["jti"], r["jti"]);
-    assert_eq!(a["exp"].as_i64().unwrap() - a["iat"].as_i64().unwrap(), 1800);
+    assert_eq!(
+        a["exp"].as_i64().unwrap() - a["iat"].as_i64().unwrap(),
+        1800
+    );
 }
 
 #[actix_web::test]
@@ -95,7 +101,8 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
     assert!(message.contains("reuse"), "{message}");
     assert_unauthorized(app.refresh(&new_refresh).await).await;
     assert_eq!(
-        app.count("audit_log", doc! {"action": "token.refresh.reuse"}).await,
+        app.count("audit_log", doc! {"action": "token.refresh.reuse"})
+            .await,
         1
     );
 }
@@ -151,7 +158,13 @@ async fn forged_tokens_are_401() {
         access.split('.').nth(2).unwrap()
     );
 
-    for token in [other_key, alg_none, tampered, "garbage".into(), "a.b.c".into()] {
+    for token in [
+        other_key,
+        alg_none,
+        tampered,
+        "garbage".into(),
+        "a.b.c".into(),
+    ] {
         let message = assert_unauthorized(app.me(&token).await).await;
         assert_eq!(message, "Invalid token");
     }

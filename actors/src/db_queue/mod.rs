@@ -94,9 +94,11 @@ macro_rules! queued {
 
 queued!(Ping, (), |store, _m| store.ping());
 queued!(EnsureIndexes, (), |store, _m| store.ensure_indexes());
-queued!(RegisterUser, (crate::domain::User, crate::domain::Wallet), |store, m| {
-    store.register(m.user, m.initial_balance, m.audit)
-});
+queued!(
+    RegisterUser,
+    (crate::domain::User, crate::domain::Wallet),
+    |store, m| { store.register(m.user, m.initial_balance, m.audit) }
+);
 queued!(FindUserByEmail, Option<crate::domain::User>, |store, m| {
     store.find_user_by_email(m.0)
 });
@@ -108,7 +110,6 @@ queued!(
     Option<(crate::domain::User, Option<crate::domain::Wallet>)>,
     |store, m| store.find_user_with_wallet(m.0)
 );
-queued!(RecordLogin, (), |store, m| store.record_login(
-    m.user_id, m.at, m.audit
-));
+queued!(RecordLogin, (), |store, m| store
+    .record_login(m.user_id, m.at, m.audit));
 queued!(WriteAudit, (), |store, m| store.write_audit(m.0));

@@ -3,10 +3,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mongodb::bson::{self, doc, oid::ObjectId, Document};
-use mongodb::error::{ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
-use mongodb::options::{
-    ClientOptions, Collation, CollationStrength, Credential, IndexOptions,
+use mongodb::error::{
+    ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
+use mongodb::options::{ClientOptions, Collation, CollationStrength, Credential, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::domain::{AuditEntry, Email, NewUser, User, UserId, Wallet};
@@ -207,7 +207,10 @@ impl MongoStore {
         session.start_transaction().await?;
         let inserted = async {
             self.users().insert_one(user).session(&mut session).await?;
-            self.wallets().insert_one(wallet).session(&mut session).await?;
+            self.wallets()
+                .insert_one(wallet)
+                .session(&mut session)
+                .await?;
             self.audit().insert_one(audit).session(&mut session).await?;
             Ok::<_, mongodb::error::Error>(())
         }
@@ -293,7 +296,7 @@ impl MongoStore {
             .update_one(
                 doc! {"_id": id.oid()},
                 doc! {"$set": {"last_login_at": bson::DateTime::from_chrono(at)},
-                      "$inc": {"login_count": 1_i64}},
+                "$inc": {"login_count": 1_i64}},
             )
             .await
             .map_err(ActorError::mongo)?;

@@ -11,7 +11,10 @@ impl Email {
             return Err("email is required".into());
         }
         if value.chars().count() > Self::MAX_LEN {
-            return Err(format!("email must be at most {} characters", Self::MAX_LEN));
+            return Err(format!(
+                "email must be at most {} characters",
+                Self::MAX_LEN
+            ));
         }
         // `email_address` implements the RFC grammar; we additionally require a dotted domain
         // part being absent is allowed by the RFC (user@localhost), which we accept too.
@@ -50,7 +53,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "   ", "no-at-sign", "@example.com", "a@", "A <a@b.c>", "a b@c.d"] {
+        for bad in [
+            "",
+            "   ",
+            "no-at-sign",
+            "@example.com",
+            "a@",
+            "A <a@b.c>",
+            "a b@c.d",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

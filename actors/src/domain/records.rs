@@ -374,7 +374,7 @@ mod tests {
     fn public_json_has_no_hash_and_rfc3339_times() {
         let id = ObjectId::new();
         let doc = doc! {"_id": id, "email": "a@b.co", "username": "abc", "password_hash": "$2b$secret",
-            "created_at": bson::DateTime::from_millis(1_705_314_600_000)};
+        "created_at": bson::DateTime::from_millis(1_705_314_600_000)};
         let json = User::from_document(&doc)
             .ok()
             .and_then(|u| serde_json::to_value(u).ok())

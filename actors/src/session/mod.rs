@@ -217,10 +217,7 @@ impl Handler<ClearLoginFailures> for SessionActor {
         let mut redis = self.redis.clone();
         let key = self.keys.login_failures(&msg.0);
         Box::pin(async move {
-            let result = redis
-                .del::<_, ()>(key)
-                .await
-                .map_err(ActorError::redis);
+            let result = redis.del::<_, ()>(key).await.map_err(ActorError::redis);
             timer.finish(&result);
             result
         })

@@ -244,7 +244,8 @@ impl Handler<RotateRefresh> for TokenActor {
         let timer = self.stats.start();
         let prepared = self.decode(&msg.0, "refresh").and_then(|claims| {
             let principal = principal(&claims)?;
-            let signed = self.sign_pair(&principal.user_id, principal.role, &principal.session_id)?;
+            let signed =
+                self.sign_pair(&principal.user_id, principal.role, &principal.session_id)?;
             Ok((claims, principal, signed))
         });
         let mut redis = self.redis.clone();
