@@ -25,23 +25,32 @@ return 1
 /// Opens a session under the per-user limit.
 /// KEYS: user_sessions, activity, new session.
 /// ARGV: sid, uid, role, now_ms, max, policy (`evict_oldest` | `reject`), session_ttl_s,
-///       session_prefix, ended_prefix, ended_ttl_s.
-/// Returns {"ok", evicted sid…} or {"reject"}.
+///       session_prefix, ended_prefix, ended_ttl_s, idle_ms.
+/// Sessions already idle past the timeout do not count: they are ended as expired first.
+/// Returns {"ok", "e:<evicted sid>"…, "x:<expired sid>"…} or {"reject"}.
 pub static OPEN_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local sid, uid, role, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local max, policy, ttl = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local sess_prefix, ended_prefix, ended_ttl = ARGV[8], ARGV[9], ARGV[10]
--- Forget members whose session hash has expired on its own.
+local idle = tonumber(ARGV[11])
+local result = {'ok'}
+-- Forget members whose record has gone; end those idle past the timeout.
 for _, s in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if redis.call('EXISTS', sess_prefix .. s) == 0 then
+  local seen = redis.call('HGET', sess_prefix .. s, 'seen')
+  if not seen then
     redis.call('ZREM', KEYS[1], s)
     redis.call('ZREM', KEYS[2], s)
+  elseif now - tonumber(seen) > idle then
+    redis.call('DEL', sess_prefix .. s)
+    redis.call('ZREM', KEYS[1], s)
+    redis.call('ZREM', KEYS[2], s)
+    redis.call('SET', ended_prefix .. s, 'expired', 'EX', ended_ttl)
+    table.insert(result, 'x:' .. s)
   end
 end
 local live = redis.call('ZCARD', KEYS[1])
-local result = {'ok'}
 if live >= max then
   if policy == 'reject' then return {'reject'} end
   local victims = redis.call('ZRANGE', KEYS[1], 0, live - max)
@@ -50,7 +59,7 @@ if live >= max then
     redis.call('ZREM', KEYS[1], s)
     redis.call('ZREM', KEYS[2], s)
     redis.call('SET', ended_prefix .. s, 'evicted', 'EX', ended_ttl)
-    table.insert(result, s)
+    table.insert(result, 'e:' .. s)
   end
 end
 redis.call('HSET', KEYS[3], 'uid', uid, 'role', role, 'created', now, 'seen', now)

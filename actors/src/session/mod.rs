@@ -76,6 +76,14 @@ impl SessionActor {
     }
 }
 
+/// The audit entry of a session ended for idleness.
+fn expired_entry(user_id: impl ToString, sid: &SessionId, s: &SessionSettings) -> AuditEntry {
+    AuditEntry::new("session.expired", "success")
+        .user(user_id)
+        .detail("session_id", sid.as_str())
+        .detail("idle_timeout_s", s.idle_timeout.as_secs() as i64)
+}
+
 impl Actor for SessionActor {
     type Context = Context<Self>;
 
@@ -126,6 +134,7 @@ impl Handler<OpenSession> for SessionActor {
                     .arg(keys.session_prefix())
                     .arg(keys.ended_prefix())
                     .arg(lifetime)
+                    .arg(s.idle_timeout.as_millis() as i64)
                     .invoke_async(&mut redis)
                     .await
                     .map_err(ActorError::redis)?;
@@ -133,8 +142,18 @@ impl Handler<OpenSession> for SessionActor {
                 if reply.next().as_deref() != Some("ok") {
                     return Err(ActorError::SessionLimit);
                 }
-                let evicted: Vec<SessionId> =
-                    reply.filter_map(|s| SessionId::parse(&s).ok()).collect();
+                let (mut evicted, mut expired) = (Vec::new(), Vec::new());
+                for item in reply {
+                    match item.split_once(':') {
+                        Some(("e", sid)) => evicted.extend(SessionId::parse(sid).ok()),
+                        Some(("x", sid)) => expired.extend(SessionId::parse(sid).ok()),
+                        _ => {}
+                    }
+                }
+                for sid in &expired {
+                    db.call(WriteAudit(expired_entry(msg.user_id, sid, &s)))
+                        .await?;
+                }
                 for victim in &evicted {
                     let entry = AuditEntry::new("session.evicted", "success")
                         .user(msg.user_id)
@@ -261,11 +280,7 @@ impl Handler<SweepIdleSessions> for SessionActor {
                         .map_err(ActorError::redis)?;
                     if let Some(uid) = uid {
                         ended += 1;
-                        let entry = AuditEntry::new("session.expired", "success")
-                            .user(uid)
-                            .detail("session_id", sid.as_str())
-                            .detail("idle_timeout_s", s.idle_timeout.as_secs() as i64);
-                        db.call(WriteAudit(entry)).await?;
+                        db.call(WriteAudit(expired_entry(uid, &sid, &s))).await?;
                     }
                 }
                 if ended > 0 {
