@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use actors::domain::{Email, Password, Username};
 use actors::session::LimitPolicy;
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
@@ -48,6 +49,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("LOGIN_MAX_FAILURES", "security.login_max_failures"),
     ("LOGIN_FAILURE_WINDOW", "security.login_failure_window"),
     ("WALLET_INITIAL_BALANCE", "wallet.initial_balance"),
+    ("BOOTSTRAP_ADMIN_EMAIL", "bootstrap.admin_email"),
+    ("BOOTSTRAP_ADMIN_USERNAME", "bootstrap.admin_username"),
+    ("BOOTSTRAP_ADMIN_PASSWORD", "bootstrap.admin_password"),
     ("HASHER_THREADS", "actors.hasher_threads"),
     ("ACTOR_CALL_TIMEOUT_MS", "actors.call_timeout_ms"),
 ];
@@ -62,6 +66,7 @@ pub struct Settings {
     pub sessions: SessionsSettings,
     pub security: SecuritySettings,
     pub wallet: WalletSettings,
+    pub bootstrap: BootstrapSettings,
     pub actors: ActorSettings,
 }
 
@@ -120,6 +125,20 @@ pub struct SecuritySettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct WalletSettings {
     pub initial_balance: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BootstrapSettings {
+    pub admin_email: String,
+    pub admin_username: String,
+    pub admin_password: Option<SecretString>,
+}
+
+/// The validated bootstrap administrator, when configured.
+pub struct BootstrapAdmin {
+    pub email: Email,
+    pub username: Username,
+    pub password: Password,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,7 +265,40 @@ impl Settings {
         if self.mongodb.uri.trim().is_empty() {
             return fail("mongodb.uri", "must not be empty");
         }
+        self.bootstrap_admin()?;
         Ok(())
+    }
+
+    /// The bootstrap administrator: all three variables or none.
+    pub fn bootstrap_admin(&self) -> Result<Option<BootstrapAdmin>, ConfigError> {
+        let b = &self.bootstrap;
+        let password = b
+            .admin_password
+            .as_ref()
+            .map(|p| p.expose_secret())
+            .unwrap_or_default();
+        let given = [
+            !b.admin_email.is_empty(),
+            !b.admin_username.is_empty(),
+            !password.is_empty(),
+        ];
+        if given.iter().all(|g| !g) {
+            return Ok(None);
+        }
+        if !given.iter().all(|g| *g) {
+            return Err(ConfigError(
+                "BOOTSTRAP_ADMIN_EMAIL, BOOTSTRAP_ADMIN_USERNAME and BOOTSTRAP_ADMIN_PASSWORD \
+                 must be set together"
+                    .into(),
+            ));
+        }
+        let wrap = |var: &str, e: String| ConfigError(format!("{var}: {e}"));
+        Ok(Some(BootstrapAdmin {
+            email: Email::parse(&b.admin_email).map_err(|e| wrap("BOOTSTRAP_ADMIN_EMAIL", e))?,
+            username: Username::parse(&b.admin_username)
+                .map_err(|e| wrap("BOOTSTRAP_ADMIN_USERNAME", e))?,
+            password: Password::parse(password).map_err(|e| wrap("BOOTSTRAP_ADMIN_PASSWORD", e))?,
+        }))
     }
 
     pub fn limit_policy(&self) -> Result<LimitPolicy, ConfigError> {

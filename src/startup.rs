@@ -7,19 +7,20 @@ use std::time::{Duration, Instant};
 use actix::{Arbiter, Supervisor};
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
-use actors::db_queue::{self, DbQueueActor, EnsureIndexes};
-use actors::domain::Password;
+use actors::db_queue::{self, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser};
+use actors::domain::{AuditEntry, NewUser, Password, Role, UserStatus};
 use actors::hasher::{HashPassword, HasherActor};
 use actors::mailbox::{ActorSnapshot, ActorStats, Mailbox};
 use actors::redis_conn;
 use actors::redis_keys::Keys;
 use actors::session::{SessionActor, SessionSettings};
 use actors::token::{TokenActor, TokenSettings};
+use actors::ActorError;
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::{ExposeSecret, SecretString};
 use tracing_actix_web::TracingLogger;
 
-use crate::configuration::Settings;
+use crate::configuration::{BootstrapAdmin, Settings};
 use crate::routes;
 
 /// What every handler shares: the actors' mailboxes and the settings.
@@ -33,6 +34,8 @@ pub struct AppState {
     /// when the email is unknown, so both failures take the same time.
     pub dummy_hash: String,
     pub started_at: Instant,
+    /// The MongoDB database in use (named in `MONGODB_URI`).
+    pub database_name: String,
 }
 
 impl AppState {
@@ -81,6 +84,55 @@ fn jwt_secret(settings: &Settings) -> SecretString {
     }
 }
 
+/// Creates the configured administrator unless a user with that email exists. Several instances
+/// starting together race on the unique index: exactly one creates it, the others see 409.
+async fn bootstrap_admin(
+    db: &Mailbox<DbQueueActor>,
+    hasher: &Mailbox<HasherActor>,
+    admin: BootstrapAdmin,
+    initial_balance: i64,
+) -> Result<(), StartupError> {
+    let other = |e: ActorError| StartupError::Other(format!("bootstrap admin: {e}"));
+    if let Some(existing) = db
+        .call(FindUserByEmail(admin.email.clone()))
+        .await
+        .map_err(other)?
+    {
+        if existing.role != Role::Admin {
+            tracing::warn!(
+                "BOOTSTRAP_ADMIN_EMAIL belongs to a user who is not an administrator; left as is"
+            );
+        }
+        return Ok(());
+    }
+    let password_hash = hasher
+        .call(HashPassword(admin.password))
+        .await
+        .map_err(other)?;
+    let audit = AuditEntry::new("user.bootstrap_admin", "success").email(admin.email.as_str());
+    let created = db
+        .call(RegisterUser {
+            user: NewUser {
+                email: admin.email,
+                username: admin.username,
+                password_hash,
+                role: Role::Admin,
+                status: UserStatus::Active,
+            },
+            initial_balance,
+            audit,
+        })
+        .await;
+    match created {
+        Ok((user, _)) => {
+            tracing::info!(user_id = %user.id, "bootstrap administrator created");
+            Ok(())
+        }
+        Err(ActorError::Duplicate(_)) => Ok(()),
+        Err(e) => Err(other(e)),
+    }
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let settings = Arc::new(settings);
@@ -100,6 +152,7 @@ impl Application {
         .await
         .map_err(StartupError::Config)?;
         let r = &settings.redis;
+        let database_name = store.database_name().to_string();
         let redis = redis_conn::connect(
             &r.host,
             r.port,
@@ -171,6 +224,13 @@ impl Application {
             .await
             .map_err(|e| StartupError::Mongo(e.to_string()))?;
 
+        if let Some(admin) = settings
+            .bootstrap_admin()
+            .map_err(|e| StartupError::Config(e.to_string()))?
+        {
+            bootstrap_admin(&db, &hasher, admin, settings.wallet.initial_balance).await?;
+        }
+
         let dummy_password = Alphanumeric.sample_string(&mut rand::rng(), 32);
         let dummy_hash = match Password::parse(&dummy_password) {
             Ok(p) => hasher
@@ -188,6 +248,7 @@ impl Application {
             settings: Arc::clone(&settings),
             dummy_hash,
             started_at: Instant::now(),
+            database_name,
         });
 
         let addr = format!("{}:{}", settings.server.host, settings.server.port);

@@ -22,6 +22,28 @@ return 1
     )
 });
 
+/// Ends every session of a user, except one if given.
+/// KEYS: user_sessions, activity. ARGV: reason, ended_ttl_s, session_prefix, ended_prefix,
+/// except_sid (or "").
+/// Returns the ended session ids.
+pub static END_USER_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ended = {}
+for _, s in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if s ~= ARGV[5] then
+    redis.call('DEL', ARGV[3] .. s)
+    redis.call('ZREM', KEYS[1], s)
+    redis.call('ZREM', KEYS[2], s)
+    redis.call('SET', ARGV[4] .. s, ARGV[1], 'EX', ARGV[2])
+    table.insert(ended, s)
+  end
+end
+return ended
+"#,
+    )
+});
+
 /// Opens a session under the per-user limit.
 /// KEYS: user_sessions, activity, new session.
 /// ARGV: sid, uid, role, now_ms, max, policy (`evict_oldest` | `reject`), session_ttl_s,

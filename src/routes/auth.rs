@@ -9,14 +9,14 @@ use actors::domain::{
 use actors::error::TokenRejection;
 use actors::hasher::{HashPassword, VerifyPassword};
 use actors::session::{CheckLoginAllowed, ClearLoginFailures, OpenSession, RecordLoginFailure};
-use actors::token::{IssueTokens, Principal, RevokeSession, RotateRefresh};
+use actors::token::{IssueTokens, RevokeSession, RotateRefresh};
 use actors::ActorError;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::error::{token_message, ApiError};
-use crate::extractors::{client_ip, Authenticated};
+use crate::error::ApiError;
+use crate::extractors::{client_ip, usable_account, Authenticated};
 use crate::startup::AppState;
 
 const INVALID_CREDENTIALS: &str = "Invalid email or password";
@@ -278,39 +278,6 @@ pub async fn refresh(
             "expires_in": tokens.expires_in,
         },
     })))
-}
-
-/// A deleted or non-active account ends the session presenting it: 401 saying why.
-async fn usable_account(
-    state: &AppState,
-    principal: &Principal,
-    user: Option<User>,
-) -> Result<User, ApiError> {
-    let reason = match user {
-        Some(user) if user.status == UserStatus::Active => return Ok(user),
-        Some(_) => EndReason::Suspended,
-        None => EndReason::Deleted,
-    };
-    end_session(state, principal, reason).await?;
-    Err(ApiError::Unauthorized(token_message(
-        &TokenRejection::Ended(reason),
-    )))
-}
-
-async fn end_session(
-    state: &AppState,
-    principal: &Principal,
-    reason: EndReason,
-) -> Result<(), ApiError> {
-    state
-        .tokens
-        .call(RevokeSession {
-            user_id: principal.user_id,
-            session_id: principal.session_id.clone(),
-            reason,
-        })
-        .await?;
-    Ok(())
 }
 
 #[tracing::instrument(skip_all)]

@@ -14,14 +14,15 @@ use crate::startup::AppState;
 /// How long a health probe waits for a dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-struct Probe {
-    mongodb: Result<(), String>,
-    redis: Result<(), String>,
-    actors: BTreeMap<&'static str, ActorSnapshot>,
+/// One look at the dependencies (through the actors' own mailboxes) and the actors' figures.
+pub struct Probe {
+    pub mongodb: Result<(), String>,
+    pub redis: Result<(), String>,
+    pub actors: BTreeMap<&'static str, ActorSnapshot>,
 }
 
 impl Probe {
-    async fn run(state: &AppState) -> Self {
+    pub async fn run(state: &AppState) -> Self {
         // Probes go through the actors' own mailboxes: a stuck queue shows as a failed probe.
         let mongodb = async {
             match tokio::time::timeout(PROBE_TIMEOUT, state.db.call(Ping)).await {
@@ -43,6 +44,14 @@ impl Probe {
             redis,
             actors: state.actor_snapshots(),
         }
+    }
+
+    pub fn mongodb_state(&self) -> &'static str {
+        state_of(&self.mongodb)
+    }
+
+    pub fn redis_state(&self) -> &'static str {
+        state_of(&self.redis)
     }
 
     fn dependencies_up(&self) -> bool {

@@ -1,6 +1,8 @@
 //! Routes, one module per resource. `configure` is used by `main` and by the tests alike.
+pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod users;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -14,8 +16,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/login", web::post().to(auth::login))
             .route("/logout", web::post().to(auth::logout))
             .route("/refresh", web::post().to(auth::refresh))
-            .route("/me", web::get().to(auth::me)),
+            .route("/me", web::get().to(auth::me))
+            .route("/test", web::get().to(admin::test))
+            .route("/{user_id}", web::put().to(users::update))
+            .route("/{user_id}", web::delete().to(users::delete)),
     )
+    .service(
+        web::scope("/users")
+            .route("", web::post().to(users::create))
+            .route("/search", web::post().to(users::search))
+            .route("/{user_id}", web::get().to(users::get)),
+    )
+    .route("/audit", web::get().to(admin::audit))
     .service(
         web::scope("/health")
             .route("", web::get().to(health::health))

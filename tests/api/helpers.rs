@@ -268,3 +268,51 @@ pub async fn assert_unauthorized(response: Response) -> String {
     );
     assert_error(response, StatusCode::UNAUTHORIZED).await
 }
+
+pub const ADMIN_EMAIL: &str = "root@example.com";
+
+/// The service with a bootstrap administrator; returns the app and an admin access token.
+pub async fn spawn_app_with_admin(overrides: &[(&str, &str)]) -> (TestApp, String) {
+    let mut all = vec![
+        ("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
+        ("BOOTSTRAP_ADMIN_USERNAME", "root_admin"),
+        ("BOOTSTRAP_ADMIN_PASSWORD", PASSWORD),
+        // The admin and the user under test may each hold a few sessions.
+        ("MAX_CONCURRENT_SESSIONS", "5"),
+    ];
+    all.extend_from_slice(overrides);
+    let app = spawn_app_with(&all).await;
+    let (admin, _) = app.tokens_for(ADMIN_EMAIL).await;
+    (app, admin)
+}
+
+impl TestApp {
+    pub async fn put_auth(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.client
+            .put(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete_auth(&self, path: &str, token: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_auth(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}

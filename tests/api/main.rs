@@ -12,3 +12,4 @@ mod login;
 mod register;
 mod sessions;
 mod tokens;
+mod users;

@@ -2,7 +2,7 @@
 use actix::Message;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{AuditEntry, Email, NewUser, User, UserId, Wallet};
+use crate::domain::{AuditEntry, Email, NewUser, User, UserChanges, UserId, UserStatus, Wallet};
 use crate::ActorError;
 
 /// Round trip to the database; used by readiness checks.
@@ -53,3 +53,44 @@ pub struct RecordLogin {
 #[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]
 pub struct WriteAudit(pub AuditEntry);
+
+/// Apply validated changes to a user; `None` when there is no such user. Duplicate email or
+/// username is [`ActorError::Duplicate`]. The audit entry is written with the change.
+#[derive(Message)]
+#[rtype(result = "Result<Option<User>, ActorError>")]
+pub struct UpdateUser {
+    pub id: UserId,
+    pub changes: UserChanges,
+    pub audit: AuditEntry,
+}
+
+/// Delete a user and close their wallet (kept, `status: "closed"`), in one transaction with the
+/// audit entry; `false` when there was no such user.
+#[derive(Message)]
+#[rtype(result = "Result<bool, ActorError>")]
+pub struct DeleteUser {
+    pub id: UserId,
+    pub audit: AuditEntry,
+}
+
+/// Users matching literal, case-insensitive substrings of username/email and an exact status,
+/// newest first; replies with one page and the total.
+#[derive(Message)]
+#[rtype(result = "Result<(Vec<User>, u64), ActorError>")]
+pub struct SearchUsers {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub status: Option<UserStatus>,
+    pub limit: i64,
+    pub skip: u64,
+}
+
+/// Audit entries, newest first, filtered by subject and/or action; one page and the total.
+#[derive(Message)]
+#[rtype(result = "Result<(Vec<serde_json::Value>, u64), ActorError>")]
+pub struct ListAudit {
+    pub user_id: Option<String>,
+    pub action: Option<String>,
+    pub limit: i64,
+    pub skip: u64,
+}

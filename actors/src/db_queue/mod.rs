@@ -113,3 +113,14 @@ queued!(
 queued!(RecordLogin, (), |store, m| store
     .record_login(m.user_id, m.at, m.audit));
 queued!(WriteAudit, (), |store, m| store.write_audit(m.0));
+queued!(UpdateUser, Option<crate::domain::User>, |store, m| {
+    store.update_user(m.id, m.changes, m.audit)
+});
+queued!(DeleteUser, bool, |store, m| store
+    .delete_user(m.id, m.audit));
+queued!(SearchUsers, (Vec<crate::domain::User>, u64), |store, m| {
+    store.search_users(m)
+});
+queued!(ListAudit, (Vec<serde_json::Value>, u64), |store, m| {
+    store.list_audit(m)
+});

@@ -9,7 +9,13 @@ use mongodb::error::{
 use mongodb::options::{ClientOptions, Collation, CollationStrength, Credential, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
-use crate::domain::{AuditEntry, Email, NewUser, User, UserId, Wallet};
+use futures::TryStreamExt;
+use mongodb::options::FindOptions;
+
+use super::messages::{ListAudit, SearchUsers};
+use crate::domain::{
+    audit_to_json, AuditEntry, Email, NewUser, User, UserChanges, UserId, Username, Wallet,
+};
 use crate::error::DuplicateField;
 use crate::ActorError;
 
@@ -47,6 +53,51 @@ pub async fn connect(
     Ok(MongoStore {
         db: client.database(&db_name),
     })
+}
+
+/// Commits (retrying an unknown commit result) or aborts a transaction after its writes.
+async fn finish_transaction(
+    mut session: mongodb::ClientSession,
+    writes: Result<(), mongodb::error::Error>,
+) -> Result<(), mongodb::error::Error> {
+    if let Err(e) = writes {
+        // Best effort: the server aborts an abandoned transaction by itself anyway.
+        let _ = session.abort_transaction().await;
+        return Err(e);
+    }
+    loop {
+        match session.commit_transaction().await {
+            Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// A case-insensitive literal substring match, served by a regex with every metacharacter
+/// escaped (so `.*` or `(` match themselves).
+fn contains_ci(needle: &str) -> Document {
+    doc! {"$regex": regex::escape(needle), "$options": "i"}
+}
+
+/// Runs `attempt` until it succeeds or fails with anything but a transient transaction error.
+async fn with_retries<F, Fut, T>(mut attempt: F) -> Result<T, mongodb::error::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, mongodb::error::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(e)
+                if tries < TRANSACTION_ATTEMPTS
+                    && e.contains_label(TRANSIENT_TRANSACTION_ERROR) =>
+            {
+                continue
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Username uniqueness ignores case: collation strength 2 (secondary) on the `username` index,
@@ -174,27 +225,21 @@ impl MongoStore {
         let wallet_doc = wallet.to_document();
         let audit_doc = audit.user(id.to_hex()).to_document();
 
-        let mut last_error = None;
-        for _ in 0..TRANSACTION_ATTEMPTS {
-            match self
-                .insert_in_transaction(&user_doc, &wallet_doc, &audit_doc)
-                .await
-            {
-                Ok(()) => {
-                    let user = User::from_document(&user_doc).map_err(ActorError::Internal)?;
-                    return Ok((user, wallet));
-                }
-                Err(e) if is_duplicate(&e) => {
-                    return Err(ActorError::Duplicate(self.which_duplicate(&new).await));
-                }
-                Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) => last_error = Some(e),
-                Err(e) => return Err(ActorError::mongo(e)),
+        let inserted =
+            with_retries(|| self.insert_in_transaction(&user_doc, &wallet_doc, &audit_doc)).await;
+        match inserted {
+            Ok(()) => {
+                let user = User::from_document(&user_doc).map_err(ActorError::Internal)?;
+                Ok((user, wallet))
             }
+            Err(e) if is_duplicate(&e) => {
+                let field = self
+                    .which_duplicate(Some(&new.email), Some(&new.username), None)
+                    .await;
+                Err(ActorError::Duplicate(field))
+            }
+            Err(e) => Err(ActorError::mongo(e)),
         }
-        Err(last_error.map_or_else(
-            || ActorError::Internal("register: transaction retries exhausted".into()),
-            ActorError::mongo,
-        ))
     }
 
     async fn insert_in_transaction(
@@ -215,34 +260,40 @@ impl MongoStore {
             Ok::<_, mongodb::error::Error>(())
         }
         .await;
-        if let Err(e) = inserted {
-            // Best effort: the server aborts an abandoned transaction by itself anyway.
-            let _ = session.abort_transaction().await;
-            return Err(e);
-        }
-        loop {
-            match session.commit_transaction().await {
-                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
-                other => return other,
-            }
-        }
+        finish_transaction(session, inserted).await
     }
 
-    async fn which_duplicate(&self, new: &NewUser) -> DuplicateField {
-        let email = self
-            .users()
-            .find_one(doc! {"email": new.email.as_str()})
-            .await;
-        if matches!(email, Ok(Some(_))) {
-            return DuplicateField::Email;
+    /// Which of the given values is taken (by a user other than `except`).
+    async fn which_duplicate(
+        &self,
+        email: Option<&Email>,
+        username: Option<&Username>,
+        except: Option<ObjectId>,
+    ) -> DuplicateField {
+        let not_me = |mut filter: Document| {
+            if let Some(id) = except {
+                filter.insert("_id", doc! {"$ne": id});
+            }
+            filter
+        };
+        if let Some(email) = email {
+            let found = self
+                .users()
+                .find_one(not_me(doc! {"email": email.as_str()}))
+                .await;
+            if matches!(found, Ok(Some(_))) {
+                return DuplicateField::Email;
+            }
         }
-        let username = self
-            .users()
-            .find_one(doc! {"username": new.username.as_str()})
-            .collation(case_insensitive())
-            .await;
-        if matches!(username, Ok(Some(_))) {
-            return DuplicateField::Username;
+        if let Some(username) = username {
+            let found = self
+                .users()
+                .find_one(not_me(doc! {"username": username.as_str()}))
+                .collation(case_insensitive())
+                .await;
+            if matches!(found, Ok(Some(_))) {
+                return DuplicateField::Username;
+            }
         }
         DuplicateField::Unknown
     }
@@ -309,5 +360,163 @@ impl MongoStore {
             .await
             .map(|_| ())
             .map_err(ActorError::mongo)
+    }
+}
+
+impl MongoStore {
+    pub async fn update_user(
+        self,
+        id: UserId,
+        changes: UserChanges,
+        audit: AuditEntry,
+    ) -> Result<Option<User>, ActorError> {
+        let now = bson::DateTime::now().to_chrono();
+        let set = changes.to_set_document(now);
+        let audit_doc = audit.to_document();
+        let updated = with_retries(|| async {
+            let mut session = self.db.client().start_session().await?;
+            session.start_transaction().await?;
+            let writes = async {
+                let r = self
+                    .users()
+                    .update_one(doc! {"_id": id.oid()}, doc! {"$set": set.clone()})
+                    .session(&mut session)
+                    .await?;
+                if r.matched_count == 1 {
+                    self.audit()
+                        .insert_one(&audit_doc)
+                        .session(&mut session)
+                        .await?;
+                }
+                Ok::<_, mongodb::error::Error>(r.matched_count == 1)
+            }
+            .await;
+            let matched = writes.as_ref().map_or(false, |m| *m);
+            finish_transaction(session, writes.map(|_| ())).await?;
+            Ok(matched)
+        })
+        .await;
+        match updated {
+            Ok(false) => Ok(None),
+            Ok(true) => self.find_user_by_id(id).await,
+            Err(e) if is_duplicate(&e) => {
+                let field = self
+                    .which_duplicate(
+                        changes.email.as_ref(),
+                        changes.username.as_ref(),
+                        Some(id.oid()),
+                    )
+                    .await;
+                Err(ActorError::Duplicate(field))
+            }
+            Err(e) => Err(ActorError::mongo(e)),
+        }
+    }
+
+    pub async fn delete_user(self, id: UserId, audit: AuditEntry) -> Result<bool, ActorError> {
+        let now = bson::DateTime::now();
+        let audit_doc = audit.to_document();
+        with_retries(|| async {
+            let mut session = self.db.client().start_session().await?;
+            session.start_transaction().await?;
+            let writes = async {
+                let deleted = self
+                    .users()
+                    .delete_one(doc! {"_id": id.oid()})
+                    .session(&mut session)
+                    .await?;
+                if deleted.deleted_count == 1 {
+                    self.wallets()
+                        .update_one(
+                            doc! {"user_id": id.to_hex()},
+                            doc! {"$set": {"status": "closed", "updated_at": now}},
+                        )
+                        .session(&mut session)
+                        .await?;
+                    self.audit()
+                        .insert_one(&audit_doc)
+                        .session(&mut session)
+                        .await?;
+                }
+                Ok::<_, mongodb::error::Error>(deleted.deleted_count == 1)
+            }
+            .await;
+            let deleted = writes.as_ref().map_or(false, |d| *d);
+            finish_transaction(session, writes.map(|_| ())).await?;
+            Ok(deleted)
+        })
+        .await
+        .map_err(ActorError::mongo)
+    }
+
+    pub async fn search_users(self, q: SearchUsers) -> Result<(Vec<User>, u64), ActorError> {
+        let mut filter = Document::new();
+        if let Some(username) = q.username.as_deref().filter(|s| !s.is_empty()) {
+            filter.insert("username", contains_ci(username));
+        }
+        if let Some(email) = q.email.as_deref().filter(|s| !s.is_empty()) {
+            filter.insert("email", contains_ci(email));
+        }
+        if let Some(status) = q.status {
+            filter.insert("status", status.as_str());
+        }
+        let total = self
+            .users()
+            .count_documents(filter.clone())
+            .await
+            .map_err(ActorError::mongo)?;
+        let options = FindOptions::builder()
+            .sort(doc! {"created_at": -1, "_id": -1})
+            .skip(q.skip)
+            .limit(q.limit)
+            .build();
+        let docs: Vec<Document> = self
+            .users()
+            .find(filter)
+            .with_options(options)
+            .await
+            .map_err(ActorError::mongo)?
+            .try_collect()
+            .await
+            .map_err(ActorError::mongo)?;
+        let users = docs
+            .iter()
+            .map(User::from_document)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ActorError::Internal)?;
+        Ok((users, total))
+    }
+
+    pub async fn list_audit(
+        self,
+        q: ListAudit,
+    ) -> Result<(Vec<serde_json::Value>, u64), ActorError> {
+        let mut filter = Document::new();
+        if let Some(user_id) = q.user_id {
+            filter.insert("user_id", user_id);
+        }
+        if let Some(action) = q.action {
+            filter.insert("action", action);
+        }
+        let total = self
+            .audit()
+            .count_documents(filter.clone())
+            .await
+            .map_err(ActorError::mongo)?;
+        let options = FindOptions::builder()
+            .sort(doc! {"at": -1, "_id": -1})
+            .skip(q.skip)
+            .limit(q.limit)
+            .build();
+        let docs: Vec<Document> = self
+            .audit()
+            .find(filter)
+            .with_options(options)
+            .await
+            .map_err(ActorError::mongo)?
+            .try_collect()
+            .await
+            .map_err(ActorError::mongo)?;
+        Ok((docs.iter().map(audit_to_json).collect(), total))
     }
 }

@@ -11,5 +11,7 @@ mod username;
 pub use email::Email;
 pub use ids::{SessionId, UserId};
 pub use password::Password;
-pub use records::{AuditEntry, EndReason, NewUser, Role, User, UserStatus, Wallet};
+pub use records::{
+    audit_to_json, AuditEntry, EndReason, NewUser, Role, User, UserChanges, UserStatus, Wallet,
+};
 pub use username::Username;

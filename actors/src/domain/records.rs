@@ -229,6 +229,69 @@ impl NewUser {
     }
 }
 
+/// What an update changes; `None` leaves a field as it is. Values are already validated (and
+/// the password already hashed).
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    pub email: Option<Email>,
+    pub username: Option<Username>,
+    pub password_hash: Option<String>,
+    pub status: Option<UserStatus>,
+    pub role: Option<Role>,
+}
+
+impl UserChanges {
+    pub fn is_empty(&self) -> bool {
+        self.email.is_none()
+            && self.username.is_none()
+            && self.password_hash.is_none()
+            && self.status.is_none()
+            && self.role.is_none()
+    }
+
+    /// The names of the fields changed, for the audit trail (never their secret values).
+    pub fn field_names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.email.is_some() {
+            names.push("email");
+        }
+        if self.username.is_some() {
+            names.push("username");
+        }
+        if self.password_hash.is_some() {
+            names.push("password");
+        }
+        if self.status.is_some() {
+            names.push("status");
+        }
+        if self.role.is_some() {
+            names.push("role");
+        }
+        names
+    }
+
+    pub fn to_set_document(&self, now: DateTime<Utc>) -> Document {
+        let mut set = doc! {"updated_at": bson::DateTime::from_chrono(now)};
+        if let Some(email) = &self.email {
+            set.insert("email", email.as_str());
+        }
+        if let Some(username) = &self.username {
+            set.insert("username", username.as_str());
+            set.insert("username_lower", username.lowercase());
+        }
+        if let Some(hash) = &self.password_hash {
+            set.insert("password_hash", hash.as_str());
+        }
+        if let Some(status) = self.status {
+            set.insert("status", status.as_str());
+        }
+        if let Some(role) = self.role {
+            set.insert("role", role.as_str());
+        }
+        set
+    }
+}
+
 /// A user's credit wallet. One per user; kept as `closed` when the user is deleted.
 #[derive(Debug, Clone, Serialize)]
 pub struct Wallet {
@@ -355,6 +418,20 @@ impl AuditEntry {
             "details": self.details.clone(),
         }
     }
+}
+
+/// An audit document as public JSON: dates in RFC 3339, `details` in relaxed extended JSON.
+pub fn audit_to_json(doc: &Document) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (key, value) in doc {
+        let json = match (key.as_str(), value) {
+            ("_id", Bson::ObjectId(id)) => serde_json::Value::String(id.to_hex()),
+            (_, Bson::DateTime(d)) => serde_json::Value::String(rfc3339(&d.to_chrono())),
+            (_, other) => other.clone().into_relaxed_extjson(),
+        };
+        out.insert(key.clone(), json);
+    }
+    serde_json::Value::Object(out)
 }
 
 #[cfg(test)]

@@ -68,6 +68,16 @@ pub struct RevokeSession {
     pub reason: EndReason,
 }
 
+/// End every session of a user (suspension, deletion, password change), except `keep` if
+/// given; replies with how many ended. Their tokens stop working at once on every instance.
+#[derive(Message)]
+#[rtype(result = "Result<usize, ActorError>")]
+pub struct RevokeUserSessions {
+    pub user_id: UserId,
+    pub reason: EndReason,
+    pub keep: Option<SessionId>,
+}
+
 /// Round trip to Redis; used by readiness checks.
 #[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]

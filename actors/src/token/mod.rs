@@ -328,6 +328,34 @@ impl Handler<RevokeSession> for TokenActor {
     }
 }
 
+impl Handler<RevokeUserSessions> for TokenActor {
+    type Result = ResponseFuture<Result<usize, ActorError>>;
+
+    fn handle(&mut self, msg: RevokeUserSessions, _: &mut Self::Context) -> Self::Result {
+        let timer = self.stats.start();
+        let mut redis = self.redis.clone();
+        let keys = self.keys.clone();
+        let ttl = self.settings.refresh_ttl.as_secs().max(1);
+        Box::pin(async move {
+            let keep = msg.keep.as_ref().map_or("", |s| s.as_str()).to_string();
+            let result = scripts::END_USER_SESSIONS
+                .key(keys.user_sessions(&msg.user_id))
+                .key(keys.activity())
+                .arg(msg.reason.as_str())
+                .arg(ttl)
+                .arg(keys.session_prefix())
+                .arg(keys.ended_prefix())
+                .arg(keep)
+                .invoke_async::<Vec<String>>(&mut redis)
+                .await
+                .map(|ended| ended.len())
+                .map_err(ActorError::redis);
+            timer.finish(&result);
+            result
+        })
+    }
+}
+
 impl Handler<PingRedis> for TokenActor {
     type Result = ResponseFuture<Result<(), ActorError>>;
 

@@ -1,0 +1,107 @@
+//! Administrator endpoints: the audit trail and the diagnostic `/auth/test`.
+use actix_web::{web, HttpResponse};
+use actors::db_queue::ListAudit;
+use actors::domain::UserId;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::extractors::Authenticated;
+use crate::routes::health::Probe;
+use crate::routes::users::page;
+use crate::startup::AppState;
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    user_id: Option<String>,
+    action: Option<String>,
+    limit: Option<i64>,
+    skip: Option<i64>,
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn audit(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.admin(&state).await?;
+    let q = query.into_inner();
+    let user_id = q
+        .user_id
+        .filter(|u| !u.is_empty())
+        .map(|u| UserId::parse(&u).map(|id| id.to_hex()))
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let action = q.action.filter(|a| !a.is_empty());
+    if action.as_ref().is_some_and(|a| a.len() > 100) {
+        return Err(ApiError::BadRequest(
+            "action must be at most 100 characters".into(),
+        ));
+    }
+    let (limit, skip) = page(q.limit, q.skip)?;
+    let (entries, total) = state
+        .db
+        .call(ListAudit {
+            user_id,
+            action,
+            limit,
+            skip,
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "entries": entries,
+        "total": total,
+        "limit": limit,
+        "skip": skip,
+    })))
+}
+
+/// Backends, connection state, queue status and the non-secret settings. No secret, password,
+/// key or connection string (it may embed credentials) appears here.
+#[tracing::instrument(skip_all)]
+pub async fn test(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    caller.admin(&state).await?;
+    let probe = Probe::run(&state).await;
+    let s = &state.settings;
+    let db = probe.actors.get("db_queue");
+    Ok(HttpResponse::Ok().json(json!({
+        "success": true,
+        "data": {
+            "service": "cs-user-management",
+            "version": env!("CARGO_PKG_VERSION"),
+            "app_env": s.app_env,
+            "backends": {"storage": "mongodb", "tokens": "redis"},
+            "connections": {
+                "mongodb": probe.mongodb_state(),
+                "redis": probe.redis_state(),
+            },
+            "database": state.database_name,
+            "database_queue": {
+                "queue_size": db.map_or(0, |d| d.mailbox_len),
+                "worker_alive": db.is_some_and(|d| d.alive),
+                "queue_enabled": true,
+                "pending_results": db.map_or(0, |d| d.in_flight),
+            },
+            "actors": probe.actors,
+            "settings": {
+                "jwt_access_token_expires": s.jwt.access_token_expires,
+                "jwt_refresh_token_expires": s.jwt.refresh_token_expires,
+                "jwt_issuer": s.jwt.issuer,
+                "session_timeout": s.sessions.session_timeout,
+                "max_concurrent_sessions": s.sessions.max_concurrent_sessions,
+                "session_limit_policy": s.sessions.limit_policy,
+                "session_check_interval": s.sessions.session_check_interval,
+                "refresh_reuse_grace": s.sessions.refresh_reuse_grace,
+                "bcrypt_cost": s.security.bcrypt_cost,
+                "login_max_failures": s.security.login_max_failures,
+                "login_failure_window": s.security.login_failure_window,
+                "wallet_initial_balance": s.wallet.initial_balance,
+                "redis_key_prefix": s.redis.key_prefix,
+            },
+        },
+    })))
+}
