@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Arbiter, Supervisor};
 use actix_web::dev::Server;
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 use actors::db_queue::{self, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser};
 use actors::domain::{AuditEntry, NewUser, Password, Role, UserStatus};
@@ -264,6 +265,7 @@ impl Application {
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(ErrorHandlers::new().default_handler(routes::json_error_body))
                 .wrap(TracingLogger::default())
                 .app_data(server_state.clone())
                 .app_data(routes::json_config(body_limit))

@@ -4,7 +4,10 @@ pub mod auth;
 pub mod health;
 pub mod users;
 
+use actix_web::dev::ServiceResponse;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::error::ApiError;
@@ -78,4 +81,29 @@ pub fn query_config() -> web::QueryConfig {
 async fn not_found(req: HttpRequest) -> HttpResponse {
     use actix_web::ResponseError;
     ApiError::NotFound(format!("No route for {} {}", req.method(), req.path())).error_response()
+}
+
+/// Gives every error response the contract's JSON shape, including the ones actix-web makes by
+/// itself (405 for a wrong method, 400 for a malformed request line or header).
+pub fn json_error_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .response()
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let message = status.canonical_reason().unwrap_or("Request failed");
+    let body = serde_json::json!({"success": false, "error": message}).to_string();
+    let (req, mut res) = res.into_parts();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let res = ServiceResponse::new(req, res.set_body(body))
+        .map_into_boxed_body()
+        .map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
 }

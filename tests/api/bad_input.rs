@@ -117,3 +117,18 @@ async fn unknown_routes_are_404_in_the_error_shape() {
 
     assert_error(response, StatusCode::NOT_FOUND).await;
 }
+
+#[actix_web::test]
+async fn a_wrong_method_is_a_4xx_in_the_error_shape() {
+    let app = spawn_app().await;
+
+    for path in ["/auth/login", "/auth/me", "/health/live", "/users/search"] {
+        let response = app.client.patch(app.url(path)).send().await.unwrap();
+        let status = response.status();
+        assert!(
+            status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED,
+            "{path}: {status}"
+        );
+        assert_error(response, status).await;
+    }
+}
