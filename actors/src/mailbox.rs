@@ -33,7 +33,7 @@ pub struct ActorStats {
 }
 
 /// A point-in-time copy of [`ActorStats`], the `/health` shape of one actor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActorSnapshot {
     pub alive: bool,
     pub mailbox_len: usize,

@@ -3,15 +3,19 @@ use actix_web::{web, HttpResponse};
 use actors::db_queue::ListAudit;
 use actors::domain::UserId;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 
 use crate::error::ApiError;
 use crate::extractors::Authenticated;
 use crate::routes::health::Probe;
+use crate::routes::responses::{
+    AuditResponse, DatabaseQueue, ErrorBody, PublicSettings, TestBackends, TestConnections,
+    TestData, TestResponse,
+};
 use crate::routes::users::page;
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 pub struct AuditQuery {
     user_id: Option<String>,
     action: Option<String>,
@@ -19,6 +23,15 @@ pub struct AuditQuery {
     skip: Option<i64>,
 }
 
+/// The audit trail, newest first (administrators).
+#[utoipa::path(get, path = "/audit", tag = "admin", params(AuditQuery), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of entries", body = AuditResponse),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not an administrator", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn audit(
     state: web::Data<AppState>,
@@ -49,16 +62,23 @@ pub async fn audit(
             skip,
         })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "entries": entries,
-        "total": total,
-        "limit": limit,
-        "skip": skip,
-    })))
+    Ok(HttpResponse::Ok().json(AuditResponse {
+        entries,
+        total,
+        limit,
+        skip,
+    }))
 }
 
 /// Backends, connection state, queue status and the non-secret settings. No secret, password,
 /// key or connection string (it may embed credentials) appears here.
+#[utoipa::path(get, path = "/auth/test", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Diagnostics", body = TestResponse),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not an administrator", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn test(
     state: web::Data<AppState>,
@@ -67,41 +87,38 @@ pub async fn test(
     caller.admin(&state).await?;
     let probe = Probe::run(&state).await;
     let s = &state.settings;
-    let db = probe.actors.get("db_queue");
-    Ok(HttpResponse::Ok().json(json!({
-        "success": true,
-        "data": {
-            "service": "cs-user-management",
-            "version": env!("CARGO_PKG_VERSION"),
-            "app_env": s.app_env,
-            "backends": {"storage": "mongodb", "tokens": "redis"},
-            "connections": {
-                "mongodb": probe.mongodb_state(),
-                "redis": probe.redis_state(),
+    Ok(HttpResponse::Ok().json(TestResponse {
+        success: true,
+        data: TestData {
+            service: "cs-user-management",
+            version: env!("CARGO_PKG_VERSION"),
+            backends: TestBackends {
+                storage: "mongodb",
+                tokens: "redis",
             },
-            "database": state.database_name,
-            "database_queue": {
-                "queue_size": db.map_or(0, |d| d.mailbox_len),
-                "worker_alive": db.is_some_and(|d| d.alive),
-                "queue_enabled": true,
-                "pending_results": db.map_or(0, |d| d.in_flight),
+            connections: TestConnections {
+                mongodb: probe.mongodb_state(),
+                redis: probe.redis_state(),
             },
-            "actors": probe.actors,
-            "settings": {
-                "jwt_access_token_expires": s.jwt.access_token_expires,
-                "jwt_refresh_token_expires": s.jwt.refresh_token_expires,
-                "jwt_issuer": s.jwt.issuer,
-                "session_timeout": s.sessions.session_timeout,
-                "max_concurrent_sessions": s.sessions.max_concurrent_sessions,
-                "session_limit_policy": s.sessions.limit_policy,
-                "session_check_interval": s.sessions.session_check_interval,
-                "refresh_reuse_grace": s.sessions.refresh_reuse_grace,
-                "bcrypt_cost": s.security.bcrypt_cost,
-                "login_max_failures": s.security.login_max_failures,
-                "login_failure_window": s.security.login_failure_window,
-                "wallet_initial_balance": s.wallet.initial_balance,
-                "redis_key_prefix": s.redis.key_prefix,
+            database: state.database_name.clone(),
+            database_queue: DatabaseQueue::from_snapshot(probe.actors.get("db_queue")),
+            settings: PublicSettings {
+                app_env: s.app_env.clone(),
+                jwt_access_token_expires: s.jwt.access_token_expires,
+                jwt_refresh_token_expires: s.jwt.refresh_token_expires,
+                jwt_issuer: s.jwt.issuer.clone(),
+                session_timeout: s.sessions.session_timeout,
+                max_concurrent_sessions: s.sessions.max_concurrent_sessions,
+                session_limit_policy: s.sessions.limit_policy.clone(),
+                session_check_interval: s.sessions.session_check_interval,
+                refresh_reuse_grace: s.sessions.refresh_reuse_grace,
+                bcrypt_cost: s.security.bcrypt_cost,
+                login_max_failures: s.security.login_max_failures,
+                login_failure_window: s.security.login_failure_window,
+                wallet_initial_balance: s.wallet.initial_balance,
+                redis_key_prefix: s.redis.key_prefix.clone(),
             },
+            actors: probe.actors,
         },
-    })))
+    }))
 }

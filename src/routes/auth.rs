@@ -13,30 +13,42 @@ use actors::token::{IssueTokens, RevokeSession, RotateRefresh};
 use actors::ActorError;
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::extractors::{client_ip, usable_account, Authenticated};
+use crate::routes::responses::{
+    ErrorBody, LoginData, LoginResponse, MeResponse, MessageResponse, RefreshResponse,
+    RegisterResponse, TokenData, UserAndWallet,
+};
 use crate::startup::AppState;
 
 const INVALID_CREDENTIALS: &str = "Invalid email or password";
 
 /// Fields a caller could send but may not set (`role`, `status`, `_id`, …) are not read: serde
 /// ignores them, so they are never applied.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
+    /// 3 to 30 of `[A-Za-z0-9_]`, unique case-insensitively.
+    #[schema(example = "ada_lovelace")]
     username: String,
+    /// RFC-valid, at most 254 characters; stored trimmed and lower-cased.
+    #[schema(example = "ada@example.com")]
     email: String,
+    /// At least 8 characters, at most 72 bytes.
+    #[schema(example = "correct-horse-9")]
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
+    #[schema(example = "ada@example.com")]
     email: String,
+    #[schema(example = "correct-horse-9")]
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RefreshRequest {
     refresh_token: String,
 }
@@ -45,6 +57,15 @@ fn bad(e: String) -> ApiError {
     ApiError::BadRequest(e)
 }
 
+/// Create an account and its wallet.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = RegisterResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 409, description = "Email or username in use", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all, fields(email = tracing::field::Empty))]
 pub async fn register(
     req: HttpRequest,
@@ -76,13 +97,28 @@ pub async fn register(
             audit,
         })
         .await?;
-    Ok(HttpResponse::Created().json(json!({
-        "success": true,
-        "message": "User registered successfully",
-        "data": {"user": user, "wallet": wallet},
-    })))
+    Ok(HttpResponse::Created().json(RegisterResponse {
+        success: true,
+        message: "User registered successfully".into(),
+        data: UserAndWallet {
+            user,
+            wallet: Some(wallet),
+        },
+    }))
 }
 
+/// Sign in: opens a session and returns an access and a refresh token.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = LoginResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Invalid email or password", body = ErrorBody),
+        (status = 403, description = "Account not active", body = ErrorBody),
+        (status = 409, description = "Session limit reached (policy `reject`)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all, fields(email = tracing::field::Empty))]
 pub async fn login(
     req: HttpRequest,
@@ -193,19 +229,26 @@ pub async fn login(
         login_count: user.login_count + 1,
         ..user
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "success": true,
-        "message": "Login successful",
-        "data": {
-            "user": user,
-            "access_token": tokens.access_token,
-            "refresh_token": tokens.refresh_token,
-            "token_type": "Bearer",
-            "expires_in": tokens.expires_in,
+    Ok(HttpResponse::Ok().json(LoginResponse {
+        success: true,
+        message: "Login successful".into(),
+        data: LoginData {
+            user,
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            token_type: "Bearer".into(),
+            expires_in: tokens.expires_in,
         },
-    })))
+    }))
 }
 
+/// End the caller's session: its access and refresh tokens stop working at once.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Logged out", body = MessageResponse),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn logout(
     req: HttpRequest,
@@ -226,9 +269,18 @@ pub async fn logout(
         .ip(client_ip(&req))
         .detail("session_id", principal.session_id.as_str());
     state.db.call(WriteAudit(entry)).await?;
-    Ok(HttpResponse::Ok().json(json!({"success": true, "message": "Logged out successfully"})))
+    Ok(HttpResponse::Ok().json(MessageResponse::new("Logged out successfully")))
 }
 
+/// Exchange a refresh token for a new pair (rotation; reuse revokes the session).
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new token pair", body = RefreshResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn refresh(
     req: HttpRequest,
@@ -269,17 +321,24 @@ pub async fn refresh(
         .ip(ip)
         .detail("session_id", principal.session_id.as_str());
     state.db.call(WriteAudit(entry)).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "success": true,
-        "data": {
-            "access_token": tokens.access_token,
-            "refresh_token": tokens.refresh_token,
-            "token_type": "Bearer",
-            "expires_in": tokens.expires_in,
+    Ok(HttpResponse::Ok().json(RefreshResponse {
+        success: true,
+        data: TokenData {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            token_type: "Bearer".into(),
+            expires_in: tokens.expires_in,
         },
-    })))
+    }))
 }
 
+/// The signed-in user and their wallet.
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = MeResponse),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn me(
     state: web::Data<AppState>,
@@ -289,8 +348,8 @@ pub async fn me(
     let (user, wallet) = found.unzip();
     let user = usable_account(&state, &principal, user).await?;
     let wallet = wallet.flatten();
-    Ok(HttpResponse::Ok().json(json!({
-        "success": true,
-        "data": {"user": user, "wallet": wallet},
-    })))
+    Ok(HttpResponse::Ok().json(MeResponse {
+        success: true,
+        data: UserAndWallet { user, wallet },
+    }))
 }

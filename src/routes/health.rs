@@ -3,13 +3,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::routes::responses::{DatabaseQueue, HealthDetails, HealthResponse, StatusResponse};
+use crate::startup::AppState;
 use actix_web::{web, HttpResponse};
 use actors::db_queue::Ping;
 use actors::mailbox::ActorSnapshot;
 use actors::token::PingRedis;
-use serde_json::json;
-
-use crate::startup::AppState;
 
 /// How long a health probe waits for a dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -73,6 +72,12 @@ fn state_of(r: &Result<(), String>) -> &'static str {
     }
 }
 
+/// Overall state, dependencies and every actor's mailbox figures.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses(
+        (status = 200, description = "healthy or degraded", body = HealthResponse),
+        (status = 503, description = "unhealthy", body = HealthResponse),
+    ))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let probe = Probe::run(&state).await;
     for (name, r) in [("mongodb", &probe.mongodb), ("redis", &probe.redis)] {
@@ -92,27 +97,21 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     } else {
         "healthy"
     };
-    let db = probe.actors.get("db_queue");
-    let body = json!({
-        "status": status,
-        "service": "cs-user-management",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": state.started_at.elapsed().as_secs(),
-        "dependencies": ["mongodb", "redis"],
-        "checks": {
-            "mongodb": state_of(&probe.mongodb),
-            "redis": state_of(&probe.redis),
+    let body = HealthResponse {
+        status,
+        service: "cs-user-management",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: state.started_at.elapsed().as_secs(),
+        dependencies: vec!["mongodb", "redis"],
+        checks: BTreeMap::from([
+            ("mongodb", probe.mongodb_state()),
+            ("redis", probe.redis_state()),
+        ]),
+        details: HealthDetails {
+            database_queue: DatabaseQueue::from_snapshot(probe.actors.get("db_queue")),
+            actors: probe.actors,
         },
-        "details": {
-            "database_queue": {
-                "queue_size": db.map_or(0, |d| d.mailbox_len),
-                "worker_alive": db.is_some_and(|d| d.alive),
-                "queue_enabled": true,
-                "pending_results": db.map_or(0, |d| d.in_flight),
-            },
-            "actors": probe.actors,
-        },
-    });
+    };
     if status == "unhealthy" {
         HttpResponse::ServiceUnavailable().json(body)
     } else {
@@ -120,21 +119,34 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "alive", body = StatusResponse)))]
 pub async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "alive"}))
+    HttpResponse::Ok().json(StatusResponse {
+        status: "alive",
+        checks: BTreeMap::new(),
+    })
 }
 
+/// 503 while a dependency is unreachable or a mailbox is full.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "ready", body = StatusResponse),
+        (status = 503, description = "not ready", body = StatusResponse),
+    ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let probe = Probe::run(&state).await;
-    let ready = probe.dependencies_up() && !probe.any_mailbox_full();
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": {
-            "mongodb": state_of(&probe.mongodb),
-            "redis": state_of(&probe.redis),
-            "mailboxes": if probe.any_mailbox_full() { "full" } else { "ok" },
-        },
-    });
+    let full = probe.any_mailbox_full();
+    let ready = probe.dependencies_up() && !full;
+    let body = StatusResponse {
+        status: if ready { "ready" } else { "not_ready" },
+        checks: BTreeMap::from([
+            ("mongodb", probe.mongodb_state()),
+            ("redis", probe.redis_state()),
+            ("mailboxes", if full { "full" } else { "ok" }),
+        ]),
+    };
     if ready {
         HttpResponse::Ok().json(body)
     } else {

@@ -2,6 +2,7 @@
 pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod responses;
 pub mod users;
 
 use actix_web::dev::ServiceResponse;
@@ -31,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/{user_id}", web::get().to(users::get)),
     )
     .route("/audit", web::get().to(admin::audit))
+    .route("/openapi.json", web::get().to(crate::openapi::serve))
     .service(
         web::scope("/health")
             .route("", web::get().to(health::health))

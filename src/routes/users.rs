@@ -8,10 +8,13 @@ use actors::domain::{
 use actors::hasher::{HashPassword, VerifyPassword};
 use actors::token::RevokeUserSessions;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 use crate::extractors::{client_ip, Authenticated};
+use crate::routes::responses::{
+    CreateUserResponse, ErrorBody, MessageResponse, SearchResponse, UpdateUserResponse, UserData,
+};
 use crate::startup::AppState;
 
 /// Search pages: `limit` defaults to 20 and is capped at 100.
@@ -41,15 +44,42 @@ pub fn page(limit: Option<i64>, skip: Option<i64>) -> Result<(i64, u64), ApiErro
     Ok((limit.min(MAX_LIMIT), skip as u64))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateUserRequest {
+    #[schema(example = "grace@example.com")]
     email: String,
+    #[schema(example = "grace_hopper")]
     username: String,
+    #[schema(example = "correct-horse-9")]
     password: String,
+    /// `active` (default), `inactive` or `suspended`.
+    #[schema(example = "active")]
     status: Option<String>,
+    /// `user` (default) or `admin`.
+    #[schema(example = "user")]
     role: Option<String>,
 }
 
+/// A user id in a path: 24 hexadecimal characters.
+#[derive(Deserialize, IntoParams)]
+pub struct UserPath {
+    /// 24 hexadecimal characters.
+    #[param(example = "507f1f77bcf86cd799439011")]
+    user_id: String,
+}
+
+/// Create a user (and their wallet), as an administrator.
+#[utoipa::path(post, path = "/users", tag = "users", request_body = CreateUserRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = CreateUserResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        (status = 409, description = "Email or username in use", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn create(
     req: HttpRequest,
@@ -97,20 +127,31 @@ pub async fn create(
             audit,
         })
         .await?;
-    Ok(HttpResponse::Created().json(json!({
-        "message": "User created successfully",
-        "user": user,
-        "status": "created",
-    })))
+    Ok(HttpResponse::Created().json(CreateUserResponse {
+        message: "User created successfully".into(),
+        user,
+        status: "created".into(),
+    }))
 }
 
+/// A user, to themself or an administrator.
+#[utoipa::path(get, path = "/users/{user_id}", tag = "users", params(UserPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Authenticated,
-    path: web::Path<String>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let target = user_id(&path)?;
+    let target = user_id(&path.user_id)?;
     caller.self_or_admin(&state, &target).await?;
     let user = state
         .db
@@ -121,7 +162,7 @@ pub async fn get(
 }
 
 /// Every field optional; `null` means "leave as is". Unknown fields are ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct UpdateUserRequest {
     username: Option<String>,
     email: Option<String>,
@@ -131,15 +172,29 @@ pub struct UpdateUserRequest {
     current_password: Option<String>,
 }
 
+/// Change a user: themself (username, email, password with `current_password`) or an
+/// administrator (also `status` and `role`).
+#[utoipa::path(put, path = "/auth/{user_id}", tag = "users", params(UserPath),
+    request_body = UpdateUserRequest, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Updated", body = UpdateUserResponse),
+        (status = 400, description = "Invalid input or id", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "Email or username in use", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn update(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Authenticated,
-    path: web::Path<String>,
+    path: web::Path<UserPath>,
     body: web::Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let target_id = user_id(&path)?;
+    let target_id = user_id(&path.user_id)?;
     let actor = caller.self_or_admin(&state, &target_id).await?;
     let body = body.into_inner();
     let is_self = actor.id == target_id;
@@ -248,11 +303,11 @@ pub async fn update(
         let keep = is_self.then(|| caller.0.session_id.clone());
         revoke_all(&state, target_id, EndReason::PasswordChanged, keep).await?;
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "success": true,
-        "message": "User updated successfully",
-        "data": {"user": user},
-    })))
+    Ok(HttpResponse::Ok().json(UpdateUserResponse {
+        success: true,
+        message: "User updated successfully".into(),
+        data: UserData { user },
+    }))
 }
 
 async fn revoke_all(
@@ -271,14 +326,26 @@ async fn revoke_all(
         .await?)
 }
 
+/// Delete a user (themself or by an administrator): sessions end at once, the wallet is kept
+/// as `closed`.
+#[utoipa::path(delete, path = "/auth/{user_id}", tag = "users", params(UserPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = MessageResponse),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn delete(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Authenticated,
-    path: web::Path<String>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let target_id = user_id(&path)?;
+    let target_id = user_id(&path.user_id)?;
     let actor = caller.self_or_admin(&state, &target_id).await?;
     let audit = AuditEntry::new("user.delete", "success")
         .user(target_id)
@@ -296,10 +363,12 @@ pub async fn delete(
         return Err(ApiError::NotFound("User not found".into()));
     }
     revoke_all(&state, target_id, EndReason::Deleted, None).await?;
-    Ok(HttpResponse::Ok().json(json!({"success": true, "message": "User deleted successfully"})))
+    Ok(HttpResponse::Ok().json(MessageResponse::new("User deleted successfully")))
 }
 
-#[derive(Deserialize)]
+/// All optional: `username`/`email` are literal case-insensitive substrings, `status` exact;
+/// `limit` defaults to 20 and is capped at 100.
+#[derive(Deserialize, ToSchema)]
 pub struct SearchRequest {
     username: Option<String>,
     email: Option<String>,
@@ -308,6 +377,17 @@ pub struct SearchRequest {
     skip: Option<i64>,
 }
 
+/// Search users, newest first (administrators).
+#[utoipa::path(post, path = "/users/search", tag = "users", request_body = SearchRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of matches", body = SearchResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn search(
     state: web::Data<AppState>,
@@ -343,10 +423,10 @@ pub async fn search(
             skip,
         })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "users": users,
-        "total": total,
-        "limit": limit,
-        "skip": skip,
-    })))
+    Ok(HttpResponse::Ok().json(SearchResponse {
+        users,
+        total,
+        limit,
+        skip,
+    }))
 }

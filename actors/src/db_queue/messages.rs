@@ -2,7 +2,9 @@
 use actix::Message;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{AuditEntry, Email, NewUser, User, UserChanges, UserId, UserStatus, Wallet};
+use crate::domain::{
+    AuditEntry, AuditRecord, Email, NewUser, User, UserChanges, UserId, UserStatus, Wallet,
+};
 use crate::ActorError;
 
 /// Round trip to the database; used by readiness checks.
@@ -87,7 +89,7 @@ pub struct SearchUsers {
 
 /// Audit entries, newest first, filtered by subject and/or action; one page and the total.
 #[derive(Message)]
-#[rtype(result = "Result<(Vec<serde_json::Value>, u64), ActorError>")]
+#[rtype(result = "Result<(Vec<AuditRecord>, u64), ActorError>")]
 pub struct ListAudit {
     pub user_id: Option<String>,
     pub action: Option<String>,

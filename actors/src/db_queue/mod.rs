@@ -121,6 +121,8 @@ queued!(DeleteUser, bool, |store, m| store
 queued!(SearchUsers, (Vec<crate::domain::User>, u64), |store, m| {
     store.search_users(m)
 });
-queued!(ListAudit, (Vec<serde_json::Value>, u64), |store, m| {
-    store.list_audit(m)
-});
+queued!(
+    ListAudit,
+    (Vec<crate::domain::AuditRecord>, u64),
+    |store, m| { store.list_audit(m) }
+);

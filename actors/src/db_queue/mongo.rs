@@ -14,7 +14,7 @@ use mongodb::options::FindOptions;
 
 use super::messages::{ListAudit, SearchUsers};
 use crate::domain::{
-    audit_to_json, AuditEntry, Email, NewUser, User, UserChanges, UserId, Username, Wallet,
+    AuditEntry, AuditRecord, Email, NewUser, User, UserChanges, UserId, Username, Wallet,
 };
 use crate::error::DuplicateField;
 use crate::ActorError;
@@ -487,10 +487,7 @@ impl MongoStore {
         Ok((users, total))
     }
 
-    pub async fn list_audit(
-        self,
-        q: ListAudit,
-    ) -> Result<(Vec<serde_json::Value>, u64), ActorError> {
+    pub async fn list_audit(self, q: ListAudit) -> Result<(Vec<AuditRecord>, u64), ActorError> {
         let mut filter = Document::new();
         if let Some(user_id) = q.user_id {
             filter.insert("user_id", user_id);
@@ -517,6 +514,6 @@ impl MongoStore {
             .try_collect()
             .await
             .map_err(ActorError::mongo)?;
-        Ok((docs.iter().map(audit_to_json).collect(), total))
+        Ok((docs.iter().map(AuditRecord::from_document).collect(), total))
     }
 }

@@ -12,6 +12,6 @@ pub use email::Email;
 pub use ids::{SessionId, UserId};
 pub use password::Password;
 pub use records::{
-    audit_to_json, AuditEntry, EndReason, NewUser, Role, User, UserChanges, UserStatus, Wallet,
+    AuditEntry, AuditRecord, EndReason, NewUser, Role, User, UserChanges, UserStatus, Wallet,
 };
 pub use username::Username;

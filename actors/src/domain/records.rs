@@ -3,10 +3,11 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use mongodb::bson::{self, doc, oid::ObjectId, Bson, Document};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{Email, UserId, Username};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,
@@ -30,7 +31,7 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserStatus {
     Active,
@@ -121,9 +122,11 @@ fn serialize_opt_time<S: serde::Serializer>(
 }
 
 /// A user account. Serializes to the public JSON shape; the hash is skipped.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct User {
+    /// 24 hexadecimal characters.
     #[serde(rename = "_id", serialize_with = "serialize_hex")]
+    #[schema(value_type = String, example = "507f1f77bcf86cd799439011")]
     pub id: UserId,
     pub email: String,
     pub username: String,
@@ -293,9 +296,10 @@ impl UserChanges {
 }
 
 /// A user's credit wallet. One per user; kept as `closed` when the user is deleted.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Wallet {
     #[serde(rename = "_id", serialize_with = "serialize_oid")]
+    #[schema(value_type = String, example = "507f1f77bcf86cd799439021")]
     pub id: ObjectId,
     pub user_id: String,
     pub balance: i64,
@@ -420,18 +424,48 @@ impl AuditEntry {
     }
 }
 
-/// An audit document as public JSON: dates in RFC 3339, `details` in relaxed extended JSON.
-pub fn audit_to_json(doc: &Document) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    for (key, value) in doc {
-        let json = match (key.as_str(), value) {
-            ("_id", Bson::ObjectId(id)) => serde_json::Value::String(id.to_hex()),
-            (_, Bson::DateTime(d)) => serde_json::Value::String(rfc3339(&d.to_chrono())),
-            (_, other) => other.clone().into_relaxed_extjson(),
-        };
-        out.insert(key.clone(), json);
+/// A stored audit entry as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditRecord {
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+    pub action: String,
+    /// The subject of the operation.
+    pub user_id: Option<String>,
+    /// Who acted; null when anonymous.
+    pub actor_id: Option<String>,
+    pub email: Option<String>,
+    pub ip: Option<String>,
+    pub outcome: String,
+    /// Operation-specific facts, as relaxed extended JSON.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+impl AuditRecord {
+    pub fn from_document(doc: &Document) -> Self {
+        let text = |key: &str| doc.get_str(key).ok().map(str::to_string);
+        Self {
+            id: doc
+                .get_object_id("_id")
+                .map(|id| id.to_hex())
+                .unwrap_or_default(),
+            at: get_time(doc, "at").map(|t| rfc3339(&t)).unwrap_or_default(),
+            action: text("action").unwrap_or_default(),
+            user_id: text("user_id"),
+            actor_id: text("actor_id"),
+            email: text("email"),
+            ip: text("ip"),
+            outcome: text("outcome").unwrap_or_default(),
+            details: doc
+                .get("details")
+                .cloned()
+                .map(Bson::into_relaxed_extjson)
+                .unwrap_or(serde_json::Value::Null),
+        }
     }
-    serde_json::Value::Object(out)
 }
 
 #[cfg(test)]

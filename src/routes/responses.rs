@@ -1,0 +1,232 @@
+//! The typed bodies every endpoint answers with. Handlers build these, and the OpenAPI document
+//! is generated from the same types, so the two cannot drift.
+use std::collections::BTreeMap;
+
+use actors::domain::{AuditRecord, User, Wallet};
+use actors::mailbox::ActorSnapshot;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every error: `{"success": false, "error": "<clear message>"}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    pub error: String,
+}
+
+/// `{"success": true, "message": …}`: logout and delete.
+#[derive(Serialize, ToSchema)]
+pub struct MessageResponse {
+    pub success: bool,
+    pub message: String,
+}
+
+impl MessageResponse {
+    pub fn new(message: &str) -> Self {
+        Self {
+            success: true,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserAndWallet {
+    pub user: User,
+    /// Null only for legacy accounts created without one.
+    pub wallet: Option<Wallet>,
+}
+
+/// 201 from `POST /auth/register`.
+#[derive(Serialize, ToSchema)]
+pub struct RegisterResponse {
+    pub success: bool,
+    #[schema(example = "User registered successfully")]
+    pub message: String,
+    pub data: UserAndWallet,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginData {
+    pub user: User,
+    pub access_token: String,
+    pub refresh_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: String,
+    /// Access token lifetime in seconds.
+    pub expires_in: u64,
+}
+
+/// 200 from `POST /auth/login` (the seed's shape).
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    pub success: bool,
+    #[schema(example = "Login successful")]
+    pub message: String,
+    pub data: LoginData,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenData {
+    pub access_token: String,
+    pub refresh_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+/// 200 from `POST /auth/refresh`.
+#[derive(Serialize, ToSchema)]
+pub struct RefreshResponse {
+    pub success: bool,
+    pub data: TokenData,
+}
+
+/// 200 from `GET /auth/me` (the seed's shape).
+#[derive(Serialize, ToSchema)]
+pub struct MeResponse {
+    pub success: bool,
+    pub data: UserAndWallet,
+}
+
+/// 201 from `POST /users` (the seed's shape).
+#[derive(Serialize, ToSchema)]
+pub struct CreateUserResponse {
+    #[schema(example = "User created successfully")]
+    pub message: String,
+    pub user: User,
+    #[schema(example = "created")]
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserData {
+    pub user: User,
+}
+
+/// 200 from `PUT /auth/{user_id}`.
+#[derive(Serialize, ToSchema)]
+pub struct UpdateUserResponse {
+    pub success: bool,
+    #[schema(example = "User updated successfully")]
+    pub message: String,
+    pub data: UserData,
+}
+
+/// 200 from `POST /users/search`.
+#[derive(Serialize, ToSchema)]
+pub struct SearchResponse {
+    pub users: Vec<User>,
+    pub total: u64,
+    pub limit: i64,
+    pub skip: u64,
+}
+
+/// 200 from `GET /audit`.
+#[derive(Serialize, ToSchema)]
+pub struct AuditResponse {
+    pub entries: Vec<AuditRecord>,
+    pub total: u64,
+    pub limit: i64,
+    pub skip: u64,
+}
+
+/// The seed's queue block.
+#[derive(Serialize, ToSchema)]
+pub struct DatabaseQueue {
+    pub queue_size: usize,
+    pub worker_alive: bool,
+    pub queue_enabled: bool,
+    pub pending_results: usize,
+}
+
+impl DatabaseQueue {
+    pub fn from_snapshot(db: Option<&ActorSnapshot>) -> Self {
+        Self {
+            queue_size: db.map_or(0, |d| d.mailbox_len),
+            worker_alive: db.is_some_and(|d| d.alive),
+            queue_enabled: true,
+            pending_results: db.map_or(0, |d| d.in_flight),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthDetails {
+    pub database_queue: DatabaseQueue,
+    /// One entry per actor: `db_queue`, `token`, `session`, `hasher`.
+    pub actors: BTreeMap<&'static str, ActorSnapshot>,
+}
+
+/// `GET /health`: 200 `healthy`/`degraded`, 503 `unhealthy`.
+#[derive(Serialize, ToSchema)]
+pub struct HealthResponse {
+    #[schema(example = "healthy")]
+    pub status: &'static str,
+    pub service: &'static str,
+    pub version: &'static str,
+    pub uptime_s: u64,
+    pub dependencies: Vec<&'static str>,
+    /// `up` or `down` per dependency.
+    pub checks: BTreeMap<&'static str, &'static str>,
+    pub details: HealthDetails,
+}
+
+/// `GET /health/live` and `GET /health/ready`.
+#[derive(Serialize, ToSchema)]
+pub struct StatusResponse {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    pub checks: BTreeMap<&'static str, &'static str>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestConnections {
+    pub mongodb: &'static str,
+    pub redis: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestBackends {
+    pub storage: &'static str,
+    pub tokens: &'static str,
+}
+
+/// Non-secret settings shown by `/auth/test`.
+#[derive(Serialize, ToSchema)]
+pub struct PublicSettings {
+    pub app_env: String,
+    pub jwt_access_token_expires: u64,
+    pub jwt_refresh_token_expires: u64,
+    pub jwt_issuer: String,
+    pub session_timeout: u64,
+    pub max_concurrent_sessions: u32,
+    pub session_limit_policy: String,
+    pub session_check_interval: u64,
+    pub refresh_reuse_grace: u64,
+    pub bcrypt_cost: u32,
+    pub login_max_failures: u32,
+    pub login_failure_window: u64,
+    pub wallet_initial_balance: i64,
+    pub redis_key_prefix: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestData {
+    pub service: &'static str,
+    pub version: &'static str,
+    pub backends: TestBackends,
+    pub connections: TestConnections,
+    pub database: String,
+    pub database_queue: DatabaseQueue,
+    pub actors: BTreeMap<&'static str, ActorSnapshot>,
+    pub settings: PublicSettings,
+}
+
+/// 200 from `GET /auth/test`.
+#[derive(Serialize, ToSchema)]
+pub struct TestResponse {
+    pub success: bool,
+    pub data: TestData,
+}
