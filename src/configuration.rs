@@ -8,7 +8,7 @@ use actors::domain::{Email, Password, Username};
 use actors::session::LimitPolicy;
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -56,7 +56,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("ACTOR_CALL_TIMEOUT_MS", "actors.call_timeout_ms"),
 ];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
     pub app_env: String,
     pub server: ServerSettings,
@@ -70,7 +70,7 @@ pub struct Settings {
     pub actors: ActorSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
@@ -79,34 +79,38 @@ pub struct ServerSettings {
     pub shutdown_grace: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct MongoSettings {
+    #[serde(serialize_with = "masked_uri")]
     pub uri: String,
     pub user: String,
+    #[serde(serialize_with = "masked")]
     pub password: Option<SecretString>,
     pub server_selection_timeout_ms: u64,
     pub op_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RedisSettings {
     pub host: String,
     pub port: u16,
     pub db: i64,
+    #[serde(serialize_with = "masked")]
     pub password: Option<SecretString>,
     pub key_prefix: String,
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct JwtSettings {
+    #[serde(serialize_with = "masked")]
     pub secret_key: Option<SecretString>,
     pub access_token_expires: u64,
     pub refresh_token_expires: u64,
     pub issuer: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SessionsSettings {
     pub session_timeout: u64,
     pub max_concurrent_sessions: u32,
@@ -115,22 +119,23 @@ pub struct SessionsSettings {
     pub refresh_reuse_grace: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SecuritySettings {
     pub bcrypt_cost: u32,
     pub login_max_failures: u32,
     pub login_failure_window: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WalletSettings {
     pub initial_balance: i64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BootstrapSettings {
     pub admin_email: String,
     pub admin_username: String,
+    #[serde(serialize_with = "masked")]
     pub admin_password: Option<SecretString>,
 }
 
@@ -141,7 +146,7 @@ pub struct BootstrapAdmin {
     pub password: Password,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ActorSettings {
     pub db_queue_capacity: usize,
     pub token_capacity: usize,
@@ -149,6 +154,32 @@ pub struct ActorSettings {
     pub hasher_capacity: usize,
     pub hasher_threads: usize,
     pub call_timeout_ms: u64,
+}
+
+/// Secrets print as `***` when set, `null` when not.
+fn masked<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(v) if !v.expose_secret().is_empty() => s.serialize_str("***"),
+        _ => s.serialize_none(),
+    }
+}
+
+/// A connection string with its password (if any) replaced by `***`.
+fn masked_uri<S: Serializer>(uri: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mask_uri_password(uri))
+}
+
+pub fn mask_uri_password(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &uri[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme_end + 3], &uri[at..]),
+                None => uri.to_string(),
+            }
+        }
+        _ => uri.to_string(),
+    }
 }
 
 /// A setting that stops start-up; the message names it.
@@ -364,6 +395,28 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("BCRYPT_COST"), "{err}");
+    }
+
+    #[test]
+    fn the_resolved_configuration_masks_secrets() {
+        let s = Settings::load_from(&env(&[
+            ("JWT_SECRET_KEY", "a-very-secret-value-xyz"),
+            (
+                "MONGODB_URI",
+                "mongodb://app:hunter22@db:27017/credit_system",
+            ),
+            ("REDIS_PASSWORD", "redis-secret-1"),
+        ]))
+        .map_err(|e| e.to_string());
+        let json = s.map(|s| serde_json::to_string(&s).unwrap_or_default());
+        let json = json.unwrap_or_default();
+        for secret in ["a-very-secret-value-xyz", "hunter22", "redis-secret-1"] {
+            assert!(!json.contains(secret), "{json}");
+        }
+        assert!(
+            json.contains("mongodb://app:***@db:27017/credit_system"),
+            "{json}"
+        );
     }
 
     #[test]

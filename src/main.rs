@@ -1,31 +1,131 @@
-//! The service binary: telemetry, configuration, start, wait.
-use cs_user_management::configuration::Settings;
-use cs_user_management::startup::Application;
+//! The service binary: telemetry, configuration, then one of the commands (default `serve`).
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use actors::db_queue::EnsureIndexes;
+use actors::domain::{Email, Password, Username};
+use clap::{Parser, Subcommand};
+use cs_user_management::configuration::{BootstrapAdmin, Settings};
+use cs_user_management::startup::{bootstrap_admin, Actors, Application};
 use cs_user_management::telemetry;
 
+/// The CS user-management service: registration, login, JWT sessions, user administration.
+/// Configuration comes from config/default.toml, config/<APP_ENV>.toml and the environment.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Print the resolved configuration (secrets masked); exit 2 if it is invalid.
+    CheckConfig,
+    /// Create the indexes and exit (`serve` does it too).
+    Migrate,
+    /// Create an administrator. The password is read from ADMIN_PASSWORD or the first line of
+    /// standard input, never from the command line.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        username: String,
+    },
+}
+
 #[actix_web::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
     telemetry::init();
     let settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
-            return std::process::ExitCode::from(2);
+            return ExitCode::from(2);
         }
     };
-    let app = match Application::build(settings).await {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::from(1);
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::CheckConfig => check_config(&settings),
+        Command::Migrate => migrate(&settings).await,
+        Command::CreateAdmin { email, username } => {
+            create_admin(&settings, &email, &username).await
         }
     };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let app = Application::build(settings)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(port = app.port(), "listening");
-    match app.run_until_stopped().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("server error: {e}");
-            std::process::ExitCode::from(1)
+    app.run_until_stopped()
+        .await
+        .map_err(|e| format!("server error: {e}"))
+}
+
+fn check_config(settings: &Settings) -> Result<(), String> {
+    use std::io::Write;
+    let json = serde_json::to_string_pretty(settings).map_err(|e| e.to_string())?;
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout(), "{json}");
+    Ok(())
+}
+
+async fn migrate(settings: &Settings) -> Result<(), String> {
+    let actors = Actors::start(settings).await.map_err(|e| e.to_string())?;
+    // `Actors::start` creates the indexes; say so explicitly for the operator.
+    actors
+        .db
+        .call(EnsureIndexes)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("indexes are in place in database {}", actors.database_name);
+    Ok(())
+}
+
+async fn create_admin(settings: &Settings, email: &str, username: &str) -> Result<(), String> {
+    let password = match std::env::var("ADMIN_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password from standard input: {e}"))?;
+            line.trim_end_matches(['\r', '\n']).to_string()
         }
+    };
+    let admin = BootstrapAdmin {
+        email: Email::parse(email).map_err(|e| format!("--email: {e}"))?,
+        username: Username::parse(username).map_err(|e| format!("--username: {e}"))?,
+        password: Password::parse(&password).map_err(|e| format!("password: {e}"))?,
+    };
+    let actors = Actors::start(settings).await.map_err(|e| e.to_string())?;
+    let created = bootstrap_admin(
+        &actors.db,
+        &actors.hasher,
+        admin,
+        settings.wallet.initial_balance,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if created {
+        println!("administrator {email} created");
+        Ok(())
+    } else {
+        Err(format!(
+            "a user with email {email} or username {username} already exists"
+        ))
     }
 }

@@ -10,6 +10,7 @@ use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 use actors::db_queue::{self, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser};
 use actors::domain::{AuditEntry, NewUser, Password, Role, UserStatus};
+use actors::error::DuplicateField;
 use actors::hasher::{HashPassword, HasherActor};
 use actors::mailbox::{ActorSnapshot, ActorStats, Mailbox};
 use actors::redis_conn;
@@ -87,12 +88,12 @@ fn jwt_secret(settings: &Settings) -> SecretString {
 
 /// Creates the configured administrator unless a user with that email exists. Several instances
 /// starting together race on the unique index: exactly one creates it, the others see 409.
-async fn bootstrap_admin(
+pub async fn bootstrap_admin(
     db: &Mailbox<DbQueueActor>,
     hasher: &Mailbox<HasherActor>,
     admin: BootstrapAdmin,
     initial_balance: i64,
-) -> Result<(), StartupError> {
+) -> Result<bool, StartupError> {
     let other = |e: ActorError| StartupError::Other(format!("bootstrap admin: {e}"));
     if let Some(existing) = db
         .call(FindUserByEmail(admin.email.clone()))
@@ -104,7 +105,7 @@ async fn bootstrap_admin(
                 "BOOTSTRAP_ADMIN_EMAIL belongs to a user who is not an administrator; left as is"
             );
         }
-        return Ok(());
+        return Ok(false);
     }
     let password_hash = hasher
         .call(HashPassword(admin.password))
@@ -126,17 +127,35 @@ async fn bootstrap_admin(
         .await;
     match created {
         Ok((user, _)) => {
-            tracing::info!(user_id = %user.id, "bootstrap administrator created");
-            Ok(())
+            tracing::info!(user_id = %user.id, "administrator created");
+            Ok(true)
         }
-        Err(ActorError::Duplicate(_)) => Ok(()),
+        // Another instance created it first (same email), or the username is taken.
+        Err(ActorError::Duplicate(field)) => {
+            if field == DuplicateField::Username {
+                tracing::warn!(
+                    "BOOTSTRAP_ADMIN_USERNAME is taken by another user; no administrator created"
+                );
+            }
+            Ok(false)
+        }
         Err(e) => Err(other(e)),
     }
 }
 
-impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let settings = Arc::new(settings);
+/// The running actors, started once per process.
+pub struct Actors {
+    pub db: Mailbox<DbQueueActor>,
+    pub tokens: Mailbox<TokenActor>,
+    pub sessions: Mailbox<SessionActor>,
+    pub hasher: Mailbox<HasherActor>,
+    pub database_name: String,
+}
+
+impl Actors {
+    /// Starts every actor (each on its own arbiter, away from the HTTP workers) and makes sure
+    /// the indexes exist. Used by `serve`, `migrate` and `create-admin` alike.
+    pub async fn start(settings: &Settings) -> Result<Self, StartupError> {
         let a = &settings.actors;
         let call_timeout = settings.call_timeout();
 
@@ -225,6 +244,26 @@ impl Application {
             .await
             .map_err(|e| StartupError::Mongo(e.to_string()))?;
 
+        Ok(Self {
+            db,
+            tokens,
+            sessions,
+            hasher,
+            database_name,
+        })
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let settings = Arc::new(settings);
+        let Actors {
+            db,
+            tokens,
+            sessions,
+            hasher,
+            database_name,
+        } = Actors::start(&settings).await?;
         if let Some(admin) = settings
             .bootstrap_admin()
             .map_err(|e| StartupError::Config(e.to_string()))?

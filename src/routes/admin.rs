@@ -17,9 +17,16 @@ use crate::startup::AppState;
 
 #[derive(Deserialize, IntoParams)]
 pub struct AuditQuery {
+    /// The subject: 24 hexadecimal characters.
+    #[param(pattern = "^[0-9a-fA-F]{24}$")]
     user_id: Option<String>,
+    /// E.g. `auth.login.failure`.
+    #[param(max_length = 100)]
     action: Option<String>,
+    /// 1 or more; more than 100 is served as 100.
+    #[param(minimum = 1)]
     limit: Option<i64>,
+    #[param(minimum = 0)]
     skip: Option<i64>,
 }
 
@@ -42,7 +49,6 @@ pub async fn audit(
     let q = query.into_inner();
     let user_id = q
         .user_id
-        .filter(|u| !u.is_empty())
         .map(|u| UserId::parse(&u).map(|id| id.to_hex()))
         .transpose()
         .map_err(ApiError::BadRequest)?;

@@ -30,26 +30,28 @@ const INVALID_CREDENTIALS: &str = "Invalid email or password";
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
     /// 3 to 30 of `[A-Za-z0-9_]`, unique case-insensitively.
-    #[schema(example = "ada_lovelace")]
+    #[schema(example = "ada_lovelace", pattern = "^[A-Za-z0-9_]{3,30}$")]
     username: String,
     /// RFC-valid, at most 254 characters; stored trimmed and lower-cased.
-    #[schema(example = "ada@example.com")]
+    #[schema(example = "ada@example.com", format = "email", max_length = 254)]
     email: String,
     /// At least 8 characters, at most 72 bytes.
-    #[schema(example = "correct-horse-9")]
+    #[schema(example = "correct-horse-9", min_length = 8, max_length = 72)]
     password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
-    #[schema(example = "ada@example.com")]
+    #[schema(example = "ada@example.com", format = "email", max_length = 254)]
     email: String,
-    #[schema(example = "correct-horse-9")]
+    /// At most 72 bytes.
+    #[schema(example = "correct-horse-9", min_length = 1, max_length = 72)]
     password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct RefreshRequest {
+    #[schema(min_length = 1)]
     refresh_token: String,
 }
 

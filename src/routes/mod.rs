@@ -14,32 +14,79 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/auth")
-            .route("/register", web::post().to(auth::register))
-            .route("/login", web::post().to(auth::login))
-            .route("/logout", web::post().to(auth::logout))
-            .route("/refresh", web::post().to(auth::refresh))
-            .route("/me", web::get().to(auth::me))
-            .route("/test", web::get().to(admin::test))
-            .route("/{user_id}", web::put().to(users::update))
-            .route("/{user_id}", web::delete().to(users::delete)),
-    )
-    .service(
-        web::scope("/users")
-            .route("", web::post().to(users::create))
-            .route("/search", web::post().to(users::search))
-            .route("/{user_id}", web::get().to(users::get)),
-    )
-    .route("/audit", web::get().to(admin::audit))
-    .route("/openapi.json", web::get().to(crate::openapi::serve))
-    .service(
-        web::scope("/health")
-            .route("", web::get().to(health::health))
-            .route("/live", web::get().to(health::live))
-            .route("/ready", web::get().to(health::ready)),
-    )
-    .default_service(web::to(not_found));
+    cfg.service(post("/auth/register").to(auth::register))
+        .service(post("/auth/login").to(auth::login))
+        .service(post("/auth/logout").to(auth::logout))
+        .service(post("/auth/refresh").to(auth::refresh))
+        .service(get("/auth/me").to(auth::me))
+        .service(get("/auth/test").to(admin::test))
+        .service(
+            web::resource("/auth/{user_id}")
+                .route(web::put().to(users::update))
+                .route(web::delete().to(users::delete))
+                .default_service(method_not_allowed("PUT, DELETE")),
+        )
+        .service(post("/users").to(users::create))
+        .service(post("/users/search").to(users::search))
+        .service(get("/users/{user_id}").to(users::get))
+        .service(get("/audit").to(admin::audit))
+        .service(get("/health").to(health::health))
+        .service(get("/health/live").to(health::live))
+        .service(get("/health/ready").to(health::ready))
+        .service(get("/openapi.json").to(crate::openapi::serve))
+        .default_service(web::to(not_found));
+}
+
+/// A resource served by one method; any other method gets 405 with `Allow`.
+struct OneMethod {
+    path: &'static str,
+    method: &'static str,
+    route: actix_web::Route,
+}
+
+fn post(path: &'static str) -> OneMethod {
+    OneMethod {
+        path,
+        method: "POST",
+        route: web::post(),
+    }
+}
+
+fn get(path: &'static str) -> OneMethod {
+    OneMethod {
+        path,
+        method: "GET",
+        route: web::get(),
+    }
+}
+
+impl OneMethod {
+    fn to<F, Args>(self, handler: F) -> actix_web::Resource
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        web::resource(self.path)
+            .route(self.route.to(handler))
+            .default_service(method_not_allowed(self.method))
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::route().to(move |req: HttpRequest| async move {
+        use actix_web::ResponseError;
+        let mut response = ApiError::MethodNotAllowed(format!(
+            "{} is not allowed on {}; use {allow}",
+            req.method(),
+            req.path()
+        ))
+        .error_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        response
+    })
 }
 
 /// JSON bodies: size-limited, any content type, and every failure as our error shape.

@@ -46,18 +46,17 @@ pub fn page(limit: Option<i64>, skip: Option<i64>) -> Result<(i64, u64), ApiErro
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUserRequest {
-    #[schema(example = "grace@example.com")]
+    #[schema(example = "grace@example.com", format = "email", max_length = 254)]
     email: String,
-    #[schema(example = "grace_hopper")]
+    #[schema(example = "grace_hopper", pattern = "^[A-Za-z0-9_]{3,30}$")]
     username: String,
-    #[schema(example = "correct-horse-9")]
+    /// At least 8 characters, at most 72 bytes.
+    #[schema(example = "correct-horse-9", min_length = 8, max_length = 72)]
     password: String,
-    /// `active` (default), `inactive` or `suspended`.
-    #[schema(example = "active")]
-    status: Option<String>,
-    /// `user` (default) or `admin`.
-    #[schema(example = "user")]
-    role: Option<String>,
+    /// Default `active`.
+    status: Option<UserStatus>,
+    /// Default `user`.
+    role: Option<Role>,
 }
 
 /// A user id in a path: 24 hexadecimal characters.
@@ -92,20 +91,8 @@ pub async fn create(
     let email = Email::parse(&body.email).map_err(bad)?;
     let username = Username::parse(&body.username).map_err(bad)?;
     let password = Password::parse(&body.password).map_err(bad)?;
-    let status = body
-        .status
-        .as_deref()
-        .map(UserStatus::parse)
-        .transpose()
-        .map_err(bad)?
-        .unwrap_or(UserStatus::Active);
-    let role = body
-        .role
-        .as_deref()
-        .map(Role::parse)
-        .transpose()
-        .map_err(bad)?
-        .unwrap_or(Role::User);
+    let status = body.status.unwrap_or(UserStatus::Active);
+    let role = body.role.unwrap_or(Role::User);
     let password_hash = state.hasher.call(HashPassword(password)).await?;
     let audit = AuditEntry::new("user.create", "success")
         .actor(admin.id)
@@ -164,10 +151,17 @@ pub async fn get(
 /// Every field optional; `null` means "leave as is". Unknown fields are ignored.
 #[derive(Deserialize, ToSchema)]
 pub struct UpdateUserRequest {
+    #[schema(pattern = "^[A-Za-z0-9_]{3,30}$")]
     username: Option<String>,
+    #[schema(format = "email", max_length = 254)]
     email: Option<String>,
-    status: Option<String>,
-    role: Option<String>,
+    /// Administrators only.
+    status: Option<UserStatus>,
+    /// Administrators only.
+    role: Option<Role>,
+    /// At least 8 characters, at most 72 bytes; needs `current_password` when changing one's
+    /// own.
+    #[schema(min_length = 8, max_length = 72)]
     password: Option<String>,
     current_password: Option<String>,
 }
@@ -221,18 +215,8 @@ pub async fn update(
             .map(Username::parse)
             .transpose()
             .map_err(bad)?,
-        status: body
-            .status
-            .as_deref()
-            .map(UserStatus::parse)
-            .transpose()
-            .map_err(bad)?,
-        role: body
-            .role
-            .as_deref()
-            .map(Role::parse)
-            .transpose()
-            .map_err(bad)?,
+        status: body.status,
+        role: body.role,
         password_hash: None,
     };
     let new_password = body
@@ -242,9 +226,12 @@ pub async fn update(
         .transpose()
         .map_err(bad)?;
     if changes.is_empty() && new_password.is_none() {
-        return Err(bad(
-            "Nothing to update: give username, email, password, status or role".into(),
-        ));
+        // Nothing to change: like any idempotent PUT, answer with the user as it is.
+        return Ok(HttpResponse::Ok().json(UpdateUserResponse {
+            success: true,
+            message: "User updated successfully".into(),
+            data: UserData { user: target },
+        }));
     }
     // Status and role are an administrator's to change; asking for the current value is not a
     // change. Checked before anything is applied.
@@ -370,10 +357,15 @@ pub async fn delete(
 /// `limit` defaults to 20 and is capped at 100.
 #[derive(Deserialize, ToSchema)]
 pub struct SearchRequest {
+    #[schema(max_length = 254)]
     username: Option<String>,
+    #[schema(max_length = 254)]
     email: Option<String>,
-    status: Option<String>,
+    status: Option<UserStatus>,
+    /// 1 or more; more than 100 is served as 100.
+    #[schema(minimum = 1)]
     limit: Option<i64>,
+    #[schema(minimum = 0)]
     skip: Option<i64>,
 }
 
@@ -406,12 +398,7 @@ pub async fn search(
             )));
         }
     }
-    let status = body
-        .status
-        .as_deref()
-        .map(UserStatus::parse)
-        .transpose()
-        .map_err(bad)?;
+    let status = body.status;
     let (limit, skip) = page(body.limit, body.skip)?;
     let (users, total): (Vec<User>, u64) = state
         .db

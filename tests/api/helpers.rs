@@ -76,8 +76,6 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub db: mongodb::Database,
-    pub redis: redis::aio::MultiplexedConnection,
-    pub prefix: String,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -114,17 +112,10 @@ impl TestApp {
             mongodb::Client::with_uri_str(format!("{}/?directConnection=true", mongo_base()))
                 .await
                 .unwrap();
-        let redis = redis::Client::open(format!("redis://{}:{}/", redis_host(), redis_port()))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
         TestApp {
             address,
             client,
             db: mongo.database(&iso.db_name),
-            redis,
-            prefix: iso.prefix.clone(),
         }
     }
 
