@@ -26,6 +26,9 @@ enum Command {
     CheckConfig,
     /// Create the indexes and exit (`serve` does it too).
     Migrate,
+    /// Exit 0 when the service on this host's configured PORT answers /health/live (for a
+    /// container HEALTHCHECK without curl).
+    Healthcheck,
     /// Create an administrator. The password is read from ADMIN_PASSWORD or the first line of
     /// standard input, never from the command line.
     CreateAdmin {
@@ -51,6 +54,7 @@ async fn main() -> ExitCode {
         Command::Serve => serve(settings).await,
         Command::CheckConfig => check_config(&settings),
         Command::Migrate => migrate(&settings).await,
+        Command::Healthcheck => healthcheck(&settings),
         Command::CreateAdmin { email, username } => {
             create_admin(&settings, &email, &username).await
         }
@@ -80,6 +84,27 @@ fn check_config(settings: &Settings) -> Result<(), String> {
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = writeln!(std::io::stdout(), "{json}");
     Ok(())
+}
+
+fn healthcheck(settings: &Settings) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+    let addr = SocketAddr::from(([127, 0, 0, 1], settings.server.port));
+    let timeout = Duration::from_secs(2);
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    stream
+        .write_all(b"GET /health/live HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut head = [0_u8; 12];
+    stream.read_exact(&mut head).map_err(|e| e.to_string())?;
+    if head.ends_with(b" 200") {
+        Ok(())
+    } else {
+        Err(format!("unhealthy: {}", String::from_utf8_lossy(&head)))
+    }
 }
 
 async fn migrate(settings: &Settings) -> Result<(), String> {

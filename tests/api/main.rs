@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod cli;
 mod compat;
 mod cross_instance;
+mod docs;
 mod health;
 mod helpers;
 mod login;

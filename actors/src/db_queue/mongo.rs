@@ -391,7 +391,7 @@ impl MongoStore {
                 Ok::<_, mongodb::error::Error>(r.matched_count == 1)
             }
             .await;
-            let matched = writes.as_ref().map_or(false, |m| *m);
+            let matched = writes.as_ref().is_ok_and(|m| *m);
             finish_transaction(session, writes.map(|_| ())).await?;
             Ok(matched)
         })
@@ -441,7 +441,7 @@ impl MongoStore {
                 Ok::<_, mongodb::error::Error>(deleted.deleted_count == 1)
             }
             .await;
-            let deleted = writes.as_ref().map_or(false, |d| *d);
+            let deleted = writes.as_ref().is_ok_and(|d| *d);
             finish_transaction(session, writes.map(|_| ())).await?;
             Ok(deleted)
         })
