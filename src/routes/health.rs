@@ -155,3 +155,11 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             .json(body)
     }
 }
+
+/// The live operations page: plain HTML and a small script, no build step, no CDN. It polls
+/// `/health` and draws each actor's mailbox length and p99 over the last minutes.
+pub async fn ops_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("../../static/ops.html"))
+}

@@ -34,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/health/live").to(health::live))
         .service(get("/health/ready").to(health::ready))
         .service(get("/openapi.json").to(crate::openapi::serve))
+        .service(get("/ops").to(health::ops_page))
         .default_service(web::to(not_found));
 }
 
