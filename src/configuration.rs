@@ -54,6 +54,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BOOTSTRAP_ADMIN_PASSWORD", "bootstrap.admin_password"),
     ("HASHER_THREADS", "actors.hasher_threads"),
     ("ACTOR_CALL_TIMEOUT_MS", "actors.call_timeout_ms"),
+    ("PROBE_INTERVAL_MS", "actors.probe_interval_ms"),
 ];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -154,6 +155,7 @@ pub struct ActorSettings {
     pub hasher_capacity: usize,
     pub hasher_threads: usize,
     pub call_timeout_ms: u64,
+    pub probe_interval_ms: u64,
 }
 
 /// Secrets print as `***` when set, `null` when not.
@@ -285,6 +287,8 @@ impl Settings {
                 "security.login_failure_window",
                 self.security.login_failure_window,
             ),
+            ("actors.probe_interval_ms", self.actors.probe_interval_ms),
+            ("actors.call_timeout_ms", self.actors.call_timeout_ms),
         ] {
             if value == 0 {
                 return fail(key, "must be greater than 0");

@@ -10,6 +10,7 @@
 pub mod configuration;
 pub mod error;
 pub mod extractors;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

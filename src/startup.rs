@@ -13,6 +13,7 @@ use actors::domain::{AuditEntry, NewUser, Password, Role, UserStatus};
 use actors::error::DuplicateField;
 use actors::hasher::{HashPassword, HasherActor};
 use actors::mailbox::{ActorSnapshot, ActorStats, Mailbox};
+use actors::probe::Dependency;
 use actors::redis_conn;
 use actors::redis_keys::Keys;
 use actors::session::{SessionActor, SessionSettings};
@@ -38,19 +39,33 @@ pub struct AppState {
     pub started_at: Instant,
     /// The MongoDB database in use (named in `MONGODB_URI`).
     pub database_name: String,
+    /// Last probe results, kept current by the actors that own the connections.
+    pub mongodb: Arc<Dependency>,
+    pub redis: Arc<Dependency>,
 }
 
 impl AppState {
-    pub fn actor_snapshots(&self) -> BTreeMap<&'static str, ActorSnapshot> {
+    fn all_stats(&self) -> [&Arc<ActorStats>; 4] {
         [
             self.db.stats(),
             self.tokens.stats(),
             self.sessions.stats(),
             self.hasher.stats(),
         ]
-        .into_iter()
-        .map(|s| (s.name, s.snapshot()))
-        .collect()
+    }
+
+    pub fn actor_snapshots(&self) -> BTreeMap<&'static str, ActorSnapshot> {
+        self.all_stats()
+            .into_iter()
+            .map(|s| (s.name, s.snapshot()))
+            .collect()
+    }
+
+    /// True when any actor restarted within `window`.
+    pub fn restarted_within(&self, window: Duration) -> bool {
+        self.all_stats()
+            .into_iter()
+            .any(|s| s.restarted_within(window))
     }
 }
 
@@ -145,6 +160,8 @@ pub async fn bootstrap_admin(
 
 /// The running actors, started once per process.
 pub struct Actors {
+    pub mongodb: Arc<Dependency>,
+    pub redis: Arc<Dependency>,
     pub db: Mailbox<DbQueueActor>,
     pub tokens: Mailbox<TokenActor>,
     pub sessions: Mailbox<SessionActor>,
@@ -158,6 +175,9 @@ impl Actors {
     pub async fn start(settings: &Settings) -> Result<Self, StartupError> {
         let a = &settings.actors;
         let call_timeout = settings.call_timeout();
+        let probe_interval = Duration::from_millis(a.probe_interval_ms);
+        let mongodb = Dependency::new("mongodb");
+        let redis_state = Dependency::new("redis");
 
         let store = db_queue::connect(
             &settings.mongodb.uri,
@@ -188,8 +208,9 @@ impl Actors {
         let db_actor = {
             let stats = db_stats.clone();
             let op_timeout = Duration::from_millis(settings.mongodb.op_timeout_ms);
+            let mongodb = mongodb.clone();
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                DbQueueActor::new(store, stats, op_timeout)
+                DbQueueActor::new(store, stats, op_timeout, mongodb, probe_interval)
             })
         };
         let db = Mailbox::new(db_actor, db_stats, call_timeout);
@@ -205,8 +226,9 @@ impl Actors {
         };
         let token_actor = {
             let (stats, redis, keys) = (token_stats.clone(), redis.clone(), keys.clone());
+            let state = redis_state.clone();
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                TokenActor::new(token_settings, redis, keys, stats)
+                TokenActor::new(token_settings, redis, keys, stats, state, probe_interval)
             })
         };
         let tokens = Mailbox::new(token_actor, token_stats, call_timeout);
@@ -244,7 +266,16 @@ impl Actors {
             .await
             .map_err(|e| StartupError::Mongo(e.to_string()))?;
 
+        // Give the first probes a moment, so /health is right from the first request.
+        let first_probes = Instant::now();
+        while !(mongodb.is_checked() && redis_state.is_checked())
+            && first_probes.elapsed() < probe_interval.max(Duration::from_secs(2))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(Self {
+            mongodb,
+            redis: redis_state,
             db,
             tokens,
             sessions,
@@ -256,8 +287,11 @@ impl Actors {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        crate::metrics::install();
         let settings = Arc::new(settings);
         let Actors {
+            mongodb,
+            redis,
             db,
             tokens,
             sessions,
@@ -289,6 +323,8 @@ impl Application {
             dummy_hash,
             started_at: Instant::now(),
             database_name,
+            mongodb,
+            redis,
         });
 
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
@@ -305,6 +341,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(routes::json_error_body))
+                .wrap(actix_web::middleware::from_fn(crate::metrics::http_metrics))
                 .wrap(TracingLogger::default())
                 .app_data(server_state.clone())
                 .app_data(routes::json_config(body_limit))

@@ -14,6 +14,8 @@
 //! - [`mailbox`]: [`mailbox::Mailbox`], the bounded, instrumented way every caller reaches an
 //!   actor: it rejects at once when the mailbox is full, enforces a deadline and keeps the
 //!   figures `/health` reports.
+//! - [`probe`]: each connection-owning actor pings its backend on a timer, off its mailbox, and
+//!   publishes up/down for `/health`.
 //! - [`redis_keys`] and [`scripts`]: the Redis key schema and the Lua scripts shared by the token
 //!   and session actors; every multi-key change is one atomic script, so limits and revocations
 //!   hold across service instances.
@@ -27,6 +29,7 @@ pub mod domain;
 pub mod error;
 pub mod hasher;
 pub mod mailbox;
+pub mod probe;
 pub mod redis_conn;
 pub mod redis_keys;
 pub mod scripts;

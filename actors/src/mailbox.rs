@@ -27,6 +27,8 @@ pub struct ActorStats {
     failed: AtomicU64,
     rejected: AtomicU64,
     restarts: AtomicU64,
+    /// When the actor last restarted (ms since the epoch; 0 = never).
+    last_restart_ms: AtomicU64,
     alive: AtomicBool,
     /// Handling times in microseconds.
     handling: Mutex<Histogram<u64>>,
@@ -62,6 +64,7 @@ impl ActorStats {
             failed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            last_restart_ms: AtomicU64::new(0),
             alive: AtomicBool::new(true),
             handling: Mutex::new(histogram),
         })
@@ -82,6 +85,14 @@ impl ActorStats {
 
     pub fn count_restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.last_restart_ms.store(now_ms(), Ordering::Relaxed);
+        metrics::counter!("actor_restarts_total", "actor" => self.name).increment(1);
+    }
+
+    /// True when the actor restarted within `window`.
+    pub fn restarted_within(&self, window: Duration) -> bool {
+        let last = self.last_restart_ms.load(Ordering::Relaxed);
+        last != 0 && now_ms().saturating_sub(last) <= window.as_millis() as u64
     }
 
     pub fn is_full(&self) -> bool {
@@ -113,6 +124,12 @@ impl ActorStats {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Records one handler's duration and outcome when finished (or dropped, as a failure).
 pub struct HandlingTimer {
     stats: Arc<ActorStats>,
@@ -126,16 +143,22 @@ impl HandlingTimer {
     }
 
     fn record(self, failed: bool) {
-        let micros = self.started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+        let elapsed = self.started.elapsed();
+        let micros = elapsed.as_micros().clamp(1, 60_000_000) as u64;
         if let Ok(mut h) = self.stats.handling.lock() {
             let _ = h.record(micros);
         }
-        let counter = if failed {
-            &self.stats.failed
+        let name = self.stats.name;
+        metrics::histogram!("actor_handling_seconds", "actor" => name)
+            .record(elapsed.as_secs_f64());
+        let (counter, outcome) = if failed {
+            (&self.stats.failed, "failed")
         } else {
-            &self.stats.processed
+            (&self.stats.processed, "processed")
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("actor_messages_total", "actor" => name, "outcome" => outcome)
+            .increment(1);
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         std::mem::forget(self);
     }
@@ -204,6 +227,7 @@ impl<A: Actor> Mailbox<A> {
         if self.stats.pending.fetch_add(1, Ordering::AcqRel) >= self.stats.capacity {
             self.stats.pending.fetch_sub(1, Ordering::AcqRel);
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("actor_rejected_total", "actor" => name).increment(1);
             return Err(ActorError::Overloaded(name));
         }
         let _slot = PendingSlot(Arc::clone(&self.stats));
@@ -216,4 +240,59 @@ impl<A: Actor> Mailbox<A> {
             }),
         }
     }
+}
+
+/// Runs a handler's future inside the actor's context. A panic becomes an
+/// [`ActorError::Unavailable`] for the caller (503, never a hang) and stops the actor, so its
+/// `Supervisor` restarts it (counted in `restarts`); queued messages wait in the same mailbox.
+/// (A [`HandlingTimer`] moved into the future counts the panic as a failure when dropped.)
+pub fn guarded<A, T, F>(name: &'static str, fut: F) -> ResponseActFuture<A, Result<T, ActorError>>
+where
+    A: Actor<Context = Context<A>>,
+    T: 'static,
+    F: std::future::Future<Output = Result<T, ActorError>> + 'static,
+{
+    use futures::FutureExt;
+    let caught = std::panic::AssertUnwindSafe(fut).catch_unwind();
+    Box::pin(actix::fut::wrap_future::<_, A>(caught).map(
+        move |outcome, _actor, ctx: &mut Context<A>| {
+            outcome.unwrap_or_else(|_| {
+                tracing::error!(actor = name, "actor handler panicked; restarting the actor");
+                ctx.stop();
+                Err(ActorError::Unavailable {
+                    dependency: name,
+                    cause: "the actor failed and is restarting".into(),
+                })
+            })
+        },
+    ))
+}
+
+/// Test-only: makes the receiving actor's handler panic, to prove it is restarted.
+#[cfg(feature = "fault-injection")]
+#[derive(actix::Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct InjectPanic;
+
+/// Implements [`InjectPanic`] for an actor whose handlers run through [`guarded`].
+#[cfg(feature = "fault-injection")]
+#[macro_export]
+macro_rules! inject_panic_handler {
+    ($actor:ty, $name:literal) => {
+        impl actix::Handler<$crate::mailbox::InjectPanic> for $actor {
+            type Result = actix::ResponseActFuture<Self, Result<(), $crate::ActorError>>;
+
+            fn handle(
+                &mut self,
+                _: $crate::mailbox::InjectPanic,
+                _: &mut Self::Context,
+            ) -> Self::Result {
+                let timer = self.stats.start();
+                $crate::mailbox::guarded($name, async move {
+                    let _timer = timer;
+                    panic!("injected fault");
+                })
+            }
+        }
+    };
 }

@@ -35,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/health/ready").to(health::ready))
         .service(get("/openapi.json").to(crate::openapi::serve))
         .service(get("/ops").to(health::ops_page))
+        .service(get("/metrics").to(crate::metrics::serve))
         .default_service(web::to(not_found));
 }
 

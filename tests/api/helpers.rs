@@ -307,3 +307,23 @@ impl TestApp {
             .unwrap()
     }
 }
+
+/// Like [`spawn_app_with`], also handing back the service's state (its actors' mailboxes), for
+/// tests that reach into an actor directly (fault injection).
+pub async fn spawn_app_with_state(
+    overrides: &[(&str, &str)],
+) -> (
+    TestApp,
+    actix_web::web::Data<cs_user_management::startup::AppState>,
+) {
+    init_logs();
+    let iso = Isolation::new();
+    let settings = Settings::load_from(&iso.env(overrides)).expect("test settings load");
+    let app = Application::build(settings)
+        .await
+        .expect("the service starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    actix_web::rt::spawn(app.run_until_stopped());
+    (TestApp::connect(address, &iso).await, state)
+}

@@ -7,11 +7,6 @@ use crate::domain::{
 };
 use crate::ActorError;
 
-/// Round trip to the database; used by readiness checks.
-#[derive(Message)]
-#[rtype(result = "Result<(), ActorError>")]
-pub struct Ping;
-
 /// Create the collections' indexes (idempotent).
 #[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]

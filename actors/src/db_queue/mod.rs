@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::mailbox::{ActorStats, HandlingTimer};
+use crate::mailbox::{guarded, ActorStats, HandlingTimer};
+use crate::probe::Dependency;
 use crate::ActorError;
 pub use messages::*;
 pub use mongo::{connect, MongoStore};
@@ -22,14 +23,24 @@ pub struct DbQueueActor {
     store: MongoStore,
     stats: Arc<ActorStats>,
     op_timeout: Duration,
+    mongodb: Arc<Dependency>,
+    probe_interval: Duration,
 }
 
 impl DbQueueActor {
-    pub fn new(store: MongoStore, stats: Arc<ActorStats>, op_timeout: Duration) -> Self {
+    pub fn new(
+        store: MongoStore,
+        stats: Arc<ActorStats>,
+        op_timeout: Duration,
+        mongodb: Arc<Dependency>,
+        probe_interval: Duration,
+    ) -> Self {
         Self {
             store,
             stats,
             op_timeout,
+            mongodb,
+            probe_interval,
         }
     }
 
@@ -44,16 +55,13 @@ impl DbQueueActor {
         F: Future<Output = Result<T, ActorError>> + 'static,
     {
         let deadline = self.op_timeout;
-        AtomicResponse::new(Box::pin(
-            async move {
-                let result = tokio::time::timeout(deadline, op)
-                    .await
-                    .unwrap_or(Err(ActorError::Timeout("database")));
-                timer.finish(&result);
-                result
-            }
-            .into_actor(self),
-        ))
+        AtomicResponse::new(guarded("db_queue", async move {
+            let result = tokio::time::timeout(deadline, op)
+                .await
+                .unwrap_or(Err(ActorError::Timeout("database")));
+            timer.finish(&result);
+            result
+        }))
     }
 }
 
@@ -65,6 +73,10 @@ impl Actor for DbQueueActor {
         // above it so a send never parks.
         ctx.set_mailbox_capacity(self.stats.capacity + 1);
         self.stats.set_alive(true);
+        // The probe pings on its own task, never queued behind operations.
+        let store = self.store.clone();
+        self.mongodb
+            .watch(self.probe_interval, move || store.clone().ping());
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -92,7 +104,6 @@ macro_rules! queued {
     };
 }
 
-queued!(Ping, (), |store, _m| store.ping());
 queued!(EnsureIndexes, (), |store, _m| store.ensure_indexes());
 queued!(
     RegisterUser,
@@ -126,3 +137,6 @@ queued!(
     (Vec<crate::domain::AuditRecord>, u64),
     |store, m| { store.list_audit(m) }
 );
+
+#[cfg(feature = "fault-injection")]
+crate::inject_panic_handler!(DbQueueActor, "db_queue");

@@ -16,7 +16,7 @@ use redis::AsyncCommands;
 
 use crate::db_queue::{DbQueueActor, WriteAudit};
 use crate::domain::{AuditEntry, SessionId};
-use crate::mailbox::{ActorStats, Mailbox};
+use crate::mailbox::{guarded, ActorStats, Mailbox};
 use crate::redis_keys::Keys;
 use crate::scripts;
 use crate::ActorError;
@@ -108,7 +108,7 @@ impl Supervised for SessionActor {
 }
 
 impl Handler<OpenSession> for SessionActor {
-    type Result = ResponseFuture<Result<OpenedSession, ActorError>>;
+    type Result = ResponseActFuture<Self, Result<OpenedSession, ActorError>>;
 
     fn handle(&mut self, msg: OpenSession, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
@@ -116,7 +116,7 @@ impl Handler<OpenSession> for SessionActor {
         let keys = self.keys.clone();
         let s = Arc::clone(&self.settings);
         let db = self.db.clone();
-        Box::pin(async move {
+        guarded("session", async move {
             let result = async {
                 let sid = SessionId::new();
                 let lifetime = s.max_lifetime.as_secs().max(1);
@@ -178,7 +178,7 @@ impl Handler<OpenSession> for SessionActor {
 }
 
 impl Handler<CheckLoginAllowed> for SessionActor {
-    type Result = ResponseFuture<Result<(), ActorError>>;
+    type Result = ResponseActFuture<Self, Result<(), ActorError>>;
 
     fn handle(&mut self, msg: CheckLoginAllowed, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
@@ -186,7 +186,7 @@ impl Handler<CheckLoginAllowed> for SessionActor {
         let key = self.keys.login_failures(&msg.0);
         let max = u64::from(self.settings.login_max_failures);
         let window = self.settings.login_failure_window.as_secs();
-        Box::pin(async move {
+        guarded("session", async move {
             let result = async {
                 let (count, ttl): (Option<u64>, i64) = redis::pipe()
                     .get(&key)
@@ -208,14 +208,14 @@ impl Handler<CheckLoginAllowed> for SessionActor {
 }
 
 impl Handler<RecordLoginFailure> for SessionActor {
-    type Result = ResponseFuture<Result<u64, ActorError>>;
+    type Result = ResponseActFuture<Self, Result<u64, ActorError>>;
 
     fn handle(&mut self, msg: RecordLoginFailure, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let mut redis = self.redis.clone();
         let key = self.keys.login_failures(&msg.0);
         let window = self.settings.login_failure_window.as_secs().max(1);
-        Box::pin(async move {
+        guarded("session", async move {
             let result = scripts::COUNT_FAILURE
                 .key(key)
                 .arg(window)
@@ -229,13 +229,13 @@ impl Handler<RecordLoginFailure> for SessionActor {
 }
 
 impl Handler<ClearLoginFailures> for SessionActor {
-    type Result = ResponseFuture<Result<(), ActorError>>;
+    type Result = ResponseActFuture<Self, Result<(), ActorError>>;
 
     fn handle(&mut self, msg: ClearLoginFailures, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let mut redis = self.redis.clone();
         let key = self.keys.login_failures(&msg.0);
-        Box::pin(async move {
+        guarded("session", async move {
             let result = redis.del::<_, ()>(key).await.map_err(ActorError::redis);
             timer.finish(&result);
             result
@@ -244,7 +244,7 @@ impl Handler<ClearLoginFailures> for SessionActor {
 }
 
 impl Handler<SweepIdleSessions> for SessionActor {
-    type Result = ResponseFuture<Result<usize, ActorError>>;
+    type Result = ResponseActFuture<Self, Result<usize, ActorError>>;
 
     fn handle(&mut self, _: SweepIdleSessions, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
@@ -252,7 +252,7 @@ impl Handler<SweepIdleSessions> for SessionActor {
         let keys = self.keys.clone();
         let s = Arc::clone(&self.settings);
         let db = self.db.clone();
-        Box::pin(async move {
+        guarded("session", async move {
             let result = async {
                 let now = Utc::now().timestamp_millis();
                 let idle_ms = s.idle_timeout.as_millis() as i64;
@@ -297,3 +297,6 @@ impl Handler<SweepIdleSessions> for SessionActor {
         })
     }
 }
+
+#[cfg(feature = "fault-injection")]
+crate::inject_panic_handler!(SessionActor, "session");

@@ -77,8 +77,3 @@ pub struct RevokeUserSessions {
     pub reason: EndReason,
     pub keep: Option<SessionId>,
 }
-
-/// Round trip to Redis; used by readiness checks.
-#[derive(Message)]
-#[rtype(result = "Result<(), ActorError>")]
-pub struct PingRedis;

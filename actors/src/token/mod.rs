@@ -16,7 +16,8 @@ use redis::Value;
 
 use crate::domain::{EndReason, Role, SessionId, UserId};
 use crate::error::TokenRejection;
-use crate::mailbox::ActorStats;
+use crate::mailbox::{guarded, ActorStats};
+use crate::probe::Dependency;
 use crate::redis_keys::Keys;
 use crate::scripts;
 use crate::ActorError;
@@ -43,6 +44,8 @@ pub struct TokenActor {
     redis: ConnectionManager,
     keys: Keys,
     stats: Arc<ActorStats>,
+    redis_state: Arc<Dependency>,
+    probe_interval: Duration,
 }
 
 impl TokenActor {
@@ -51,6 +54,8 @@ impl TokenActor {
         redis: ConnectionManager,
         keys: Keys,
         stats: Arc<ActorStats>,
+        redis_state: Arc<Dependency>,
+        probe_interval: Duration,
     ) -> Self {
         use secrecy::ExposeSecret;
         let secret = settings.secret.expose_secret().as_bytes();
@@ -66,6 +71,8 @@ impl TokenActor {
             redis,
             keys,
             stats,
+            redis_state,
+            probe_interval,
         }
     }
 
@@ -149,6 +156,17 @@ impl Actor for TokenActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.stats.capacity + 1);
         self.stats.set_alive(true);
+        let redis = self.redis.clone();
+        self.redis_state.watch(self.probe_interval, move || {
+            let mut redis = redis.clone();
+            async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut redis)
+                    .await
+                    .map(|_| ())
+                    .map_err(ActorError::redis)
+            }
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -163,14 +181,14 @@ impl Supervised for TokenActor {
 }
 
 impl Handler<IssueTokens> for TokenActor {
-    type Result = ResponseFuture<Result<TokenPair, ActorError>>;
+    type Result = ResponseActFuture<Self, Result<TokenPair, ActorError>>;
 
     fn handle(&mut self, msg: IssueTokens, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let signed = self.sign_pair(&msg.user_id, msg.role, &msg.session_id);
         let mut redis = self.redis.clone();
         let session_key = self.keys.session(&msg.session_id);
-        Box::pin(async move {
+        guarded("token", async move {
             let result = async {
                 let (pair, ajti, rjti) = signed?;
                 let bound: i64 = scripts::BIND_TOKENS
@@ -194,7 +212,7 @@ impl Handler<IssueTokens> for TokenActor {
 }
 
 impl Handler<ValidateAccess> for TokenActor {
-    type Result = ResponseFuture<Result<Principal, ActorError>>;
+    type Result = ResponseActFuture<Self, Result<Principal, ActorError>>;
 
     fn handle(&mut self, msg: ValidateAccess, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
@@ -205,7 +223,7 @@ impl Handler<ValidateAccess> for TokenActor {
         let mut redis = self.redis.clone();
         let keys = self.keys.clone();
         let idle_ms = self.settings.idle_timeout.as_millis() as i64;
-        Box::pin(async move {
+        guarded("token", async move {
             let result = async {
                 let (claims, principal) = decoded?;
                 let sid = &principal.session_id;
@@ -238,7 +256,7 @@ impl Handler<ValidateAccess> for TokenActor {
 }
 
 impl Handler<RotateRefresh> for TokenActor {
-    type Result = ResponseFuture<Result<(Principal, TokenPair), ActorError>>;
+    type Result = ResponseActFuture<Self, Result<(Principal, TokenPair), ActorError>>;
 
     fn handle(&mut self, msg: RotateRefresh, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
@@ -251,7 +269,7 @@ impl Handler<RotateRefresh> for TokenActor {
         let mut redis = self.redis.clone();
         let keys = self.keys.clone();
         let s = Arc::clone(&self.settings);
-        Box::pin(async move {
+        guarded("token", async move {
             let result = async {
                 let (claims, principal, (pair, ajti, rjti)) = prepared?;
                 let sid = &principal.session_id;
@@ -301,14 +319,14 @@ impl Handler<RotateRefresh> for TokenActor {
 }
 
 impl Handler<RevokeSession> for TokenActor {
-    type Result = ResponseFuture<Result<bool, ActorError>>;
+    type Result = ResponseActFuture<Self, Result<bool, ActorError>>;
 
     fn handle(&mut self, msg: RevokeSession, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let mut redis = self.redis.clone();
         let keys = self.keys.clone();
         let ttl = self.settings.refresh_ttl.as_secs().max(1);
-        Box::pin(async move {
+        guarded("token", async move {
             let sid = &msg.session_id;
             let result = scripts::END_SESSION
                 .key(keys.session(sid))
@@ -329,14 +347,14 @@ impl Handler<RevokeSession> for TokenActor {
 }
 
 impl Handler<RevokeUserSessions> for TokenActor {
-    type Result = ResponseFuture<Result<usize, ActorError>>;
+    type Result = ResponseActFuture<Self, Result<usize, ActorError>>;
 
     fn handle(&mut self, msg: RevokeUserSessions, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let mut redis = self.redis.clone();
         let keys = self.keys.clone();
         let ttl = self.settings.refresh_ttl.as_secs().max(1);
-        Box::pin(async move {
+        guarded("token", async move {
             let keep = msg.keep.as_ref().map_or("", |s| s.as_str()).to_string();
             let result = scripts::END_USER_SESSIONS
                 .key(keys.user_sessions(&msg.user_id))
@@ -356,17 +374,5 @@ impl Handler<RevokeUserSessions> for TokenActor {
     }
 }
 
-impl Handler<PingRedis> for TokenActor {
-    type Result = ResponseFuture<Result<(), ActorError>>;
-
-    fn handle(&mut self, _: PingRedis, _: &mut Self::Context) -> Self::Result {
-        let mut redis = self.redis.clone();
-        Box::pin(async move {
-            redis::cmd("PING")
-                .query_async::<String>(&mut redis)
-                .await
-                .map(|_| ())
-                .map_err(ActorError::redis)
-        })
-    }
-}
+#[cfg(feature = "fault-injection")]
+crate::inject_panic_handler!(TokenActor, "token");

@@ -1,0 +1,75 @@
+//! Dependency watchers: each actor that owns a connection pings its backend on a timer, off its
+//! mailbox, and publishes up/down here. `/health` reads these flags at once, so a long queue never
+//! makes a healthy database look down, and an outage shows within one probe interval.
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ActorError;
+
+/// The last known state of one backend.
+#[derive(Debug)]
+pub struct Dependency {
+    pub name: &'static str,
+    up: AtomicBool,
+    checked: AtomicBool,
+    watching: AtomicBool,
+}
+
+impl Dependency {
+    pub fn new(name: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            up: AtomicBool::new(false),
+            checked: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// True once the first probe has finished.
+    pub fn is_checked(&self) -> bool {
+        self.checked.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, result: &Result<(), ActorError>) {
+        let up = result.is_ok();
+        metrics::gauge!("dependency_up", "dependency" => self.name).set(f64::from(u8::from(up)));
+        self.checked.store(true, Ordering::Relaxed);
+        let was = self.up.swap(up, Ordering::Relaxed);
+        match result {
+            Err(e) if was || !self.is_checked() => {
+                tracing::warn!(dependency = self.name, error = %e, "dependency down")
+            }
+            Ok(()) if !was => tracing::info!(dependency = self.name, "dependency up"),
+            _ => {}
+        }
+    }
+
+    /// Pings now and then every `interval` on the current arbiter, for as long as the actor
+    /// system runs. Starting it again (an actor restart) is a no-op.
+    pub fn watch<F, Fut>(self: &Arc<Self>, interval: Duration, ping: F)
+    where
+        F: Fn() -> Fut + 'static,
+        Fut: Future<Output = Result<(), ActorError>> + 'static,
+    {
+        if self.watching.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let dependency = Arc::clone(self);
+        let deadline = interval.max(Duration::from_millis(500));
+        actix::spawn(async move {
+            loop {
+                let result = tokio::time::timeout(deadline, ping())
+                    .await
+                    .unwrap_or(Err(ActorError::Timeout(dependency.name)));
+                dependency.set(&result);
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+}

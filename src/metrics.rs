@@ -1,0 +1,75 @@
+//! Prometheus metrics (the `metrics` facade with its Prometheus exporter): HTTP requests per
+//! route, every actor's mailbox and handling time, dependency state. Served at `GET /metrics`.
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::startup::AppState;
+
+/// Latency buckets in seconds: sub-millisecond token checks up to multi-second bcrypt queues.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once (later calls, e.g. a second app in tests, reuse it).
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .map_err(|e| tracing::warn!(error = %e, "metrics buckets"))
+            .ok()?;
+        builder
+            .install_recorder()
+            .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+            .ok()
+    });
+}
+
+/// Counts and times every request by method, route pattern and status.
+pub async fn http_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let response = next.call(req).await;
+    let status = match &response {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.as_response_error().status_code().as_u16(),
+    };
+    let labels = [("method", method), ("route", route)];
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    let [(_, method), (_, route)] = labels;
+    metrics::counter!("http_requests_total", "method" => method, "route" => route,
+        "status" => status.to_string())
+    .increment(1);
+    response
+}
+
+/// `GET /metrics`: Prometheus text, with the actors' gauges refreshed at scrape time.
+pub async fn serve(state: web::Data<AppState>) -> HttpResponse {
+    for (name, a) in state.actor_snapshots() {
+        metrics::gauge!("actor_mailbox_len", "actor" => name).set(a.mailbox_len as f64);
+        metrics::gauge!("actor_mailbox_capacity", "actor" => name).set(a.mailbox_capacity as f64);
+        metrics::gauge!("actor_in_flight", "actor" => name).set(a.in_flight as f64);
+        metrics::gauge!("actor_alive", "actor" => name).set(f64::from(u8::from(a.alive)));
+        metrics::gauge!("actor_restarts", "actor" => name).set(a.restarts as f64);
+    }
+    match HANDLE.get().and_then(Option::as_ref) {
+        Some(handle) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(handle.render()),
+        None => HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "success": false, "error": "metrics recorder unavailable"
+        })),
+    }
+}

@@ -1,0 +1,75 @@
+//! Actors that fail are restarted without restarting the process, counted, and serve again;
+//! `/metrics` exports every actor's figures.
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, spawn_app_with_state, PASSWORD};
+
+#[cfg(feature = "fault-injection")]
+#[actix_web::test]
+async fn a_panicking_actor_is_restarted_counted_and_serves_again() {
+    use actors::mailbox::InjectPanic;
+    use actors::ActorError;
+
+    let (app, state) = spawn_app_with_state(&[]).await;
+    let (email, _, _, _) = app.signed_in_user().await;
+
+    let db = state.db.call(InjectPanic).await;
+    let tokens = state.tokens.call(InjectPanic).await;
+    let sessions = state.sessions.call(InjectPanic).await;
+
+    // The caller caught in the failure gets an error that maps to 503, not a hang or a 500.
+    for outcome in [db, tokens, sessions] {
+        assert!(
+            matches!(outcome, Err(ActorError::Unavailable { .. })),
+            "{outcome:?}"
+        );
+    }
+    let health: Value = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for actor in ["db_queue", "token", "session"] {
+        let figures = &health["details"]["actors"][actor];
+        assert_eq!(figures["restarts"], 1, "{actor}: {figures}");
+        assert_eq!(figures["alive"], true, "{actor}: {figures}");
+    }
+    assert_eq!(health["status"], "degraded");
+    // Normal service: sign in again, use the token.
+    let login = app.login(&email, PASSWORD).await;
+    assert_eq!(login.status(), StatusCode::OK);
+    let body: Value = login.json().await.unwrap();
+    let access = body["data"]["access_token"].as_str().unwrap();
+    assert_eq!(app.me(access).await.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn metrics_export_http_and_actor_figures_in_prometheus_text() {
+    let app = spawn_app().await;
+    app.signed_in_user().await;
+
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    for needle in [
+        "http_requests_total{",
+        "route=\"/auth/login\"",
+        "http_request_duration_seconds_bucket{",
+        "actor_handling_seconds_bucket{",
+        "actor_messages_total{",
+        "actor_mailbox_len{actor=\"db_queue\"}",
+        "actor_mailbox_capacity{actor=\"hasher\"}",
+        "actor_in_flight{actor=\"token\"}",
+        "actor_alive{actor=\"session\"}",
+        "dependency_up{dependency=\"mongodb\"}",
+        "dependency_up{dependency=\"redis\"}",
+    ] {
+        assert!(text.contains(needle), "missing {needle}");
+    }
+}
