@@ -13,5 +13,6 @@ mod helpers;
 mod login;
 mod register;
 mod sessions;
+mod supervision;
 mod tokens;
 mod users;
