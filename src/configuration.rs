@@ -55,6 +55,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("HASHER_THREADS", "actors.hasher_threads"),
     ("ACTOR_CALL_TIMEOUT_MS", "actors.call_timeout_ms"),
     ("PROBE_INTERVAL_MS", "actors.probe_interval_ms"),
+    ("USER_CACHE_TTL_MS", "actors.user_cache_ttl_ms"),
 ];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -156,6 +157,7 @@ pub struct ActorSettings {
     pub hasher_threads: usize,
     pub call_timeout_ms: u64,
     pub probe_interval_ms: u64,
+    pub user_cache_ttl_ms: u64,
 }
 
 /// Secrets print as `***` when set, `null` when not.

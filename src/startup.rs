@@ -8,7 +8,9 @@ use actix::{Arbiter, Supervisor};
 use actix_web::dev::Server;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
-use actors::db_queue::{self, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser};
+use actors::db_queue::{
+    self, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser, UserCache,
+};
 use actors::domain::{AuditEntry, NewUser, Password, Role, UserStatus};
 use actors::error::DuplicateField;
 use actors::hasher::{HashPassword, HasherActor};
@@ -42,6 +44,8 @@ pub struct AppState {
     /// Last probe results, kept current by the actors that own the connections.
     pub mongodb: Arc<Dependency>,
     pub redis: Arc<Dependency>,
+    /// Read-only view of the DbQueueActor's user cache (see `UserCache`).
+    pub user_cache: UserCache,
 }
 
 impl AppState {
@@ -160,6 +164,8 @@ pub async fn bootstrap_admin(
 
 /// The running actors, started once per process.
 pub struct Actors {
+    /// Users with wallets recently read; filled and invalidated by the DbQueueActor only.
+    pub user_cache: UserCache,
     pub mongodb: Arc<Dependency>,
     pub redis: Arc<Dependency>,
     pub db: Mailbox<DbQueueActor>,
@@ -177,6 +183,7 @@ impl Actors {
         let call_timeout = settings.call_timeout();
         let probe_interval = Duration::from_millis(a.probe_interval_ms);
         let mongodb = Dependency::new("mongodb");
+        let user_cache = UserCache::new(Duration::from_millis(a.user_cache_ttl_ms), 100_000);
         let redis_state = Dependency::new("redis");
 
         let store = db_queue::connect(
@@ -208,9 +215,9 @@ impl Actors {
         let db_actor = {
             let stats = db_stats.clone();
             let op_timeout = Duration::from_millis(settings.mongodb.op_timeout_ms);
-            let mongodb = mongodb.clone();
+            let (mongodb, cache) = (mongodb.clone(), user_cache.clone());
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                DbQueueActor::new(store, stats, op_timeout, mongodb, probe_interval)
+                DbQueueActor::new(store, stats, op_timeout, mongodb, probe_interval, cache)
             })
         };
         let db = Mailbox::new(db_actor, db_stats, call_timeout);
@@ -274,6 +281,7 @@ impl Actors {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(Self {
+            user_cache,
             mongodb,
             redis: redis_state,
             db,
@@ -290,6 +298,7 @@ impl Application {
         crate::metrics::install();
         let settings = Arc::new(settings);
         let Actors {
+            user_cache,
             mongodb,
             redis,
             db,
@@ -325,6 +334,7 @@ impl Application {
             database_name,
             mongodb,
             redis,
+            user_cache,
         });
 
         let addr = format!("{}:{}", settings.server.host, settings.server.port);

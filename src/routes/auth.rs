@@ -346,8 +346,12 @@ pub async fn me(
     state: web::Data<AppState>,
     Authenticated(principal): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let found = state.db.call(FindUserWithWallet(principal.user_id)).await?;
-    let (user, wallet) = found.unzip();
+    // The cache answers most reads without the database (see `UserCache`).
+    let found = match state.user_cache.get(&principal.user_id) {
+        Some(hit) => Some(hit),
+        None => state.db.call(FindUserWithWallet(principal.user_id)).await?,
+    };
+    let (user, wallet) = found.map(|f| (*f).clone()).unzip();
     let user = usable_account(&state, &principal, user).await?;
     let wallet = wallet.flatten();
     Ok(HttpResponse::Ok().json(MeResponse {

@@ -25,15 +25,26 @@ async fn a_panicking_actor_is_restarted_counted_and_serves_again() {
             "{outcome:?}"
         );
     }
-    let health: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The restart happens just after the caller is answered: poll for it (bounded).
+    let mut health = Value::Null;
+    for _ in 0..50 {
+        health = app
+            .client
+            .get(app.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let restarted = ["db_queue", "token", "session"]
+            .iter()
+            .all(|a| health["details"]["actors"][a]["restarts"] == 1);
+        if restarted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     for actor in ["db_queue", "token", "session"] {
         let figures = &health["details"]["actors"][actor];
         assert_eq!(figures["restarts"], 1, "{actor}: {figures}");

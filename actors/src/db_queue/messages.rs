@@ -27,9 +27,9 @@ pub struct RegisterUser {
 #[rtype(result = "Result<Option<User>, ActorError>")]
 pub struct FindUserByEmail(pub Email);
 
-/// A user and their wallet (the wallet may be missing for legacy data).
+/// A user and their wallet (the wallet may be missing for legacy data); fills the user cache.
 #[derive(Message)]
-#[rtype(result = "Result<Option<(User, Option<Wallet>)>, ActorError>")]
+#[rtype(result = "Result<Option<super::UserWithWallet>, ActorError>")]
 pub struct FindUserWithWallet(pub UserId);
 
 /// A user by id, hash included.

@@ -4,6 +4,7 @@
 //! does not take the next message until the current operation's future has finished, so
 //! operations apply in arrival order (FIFO) and writes to one user never interleave.
 //! Each operation is also bounded by the configured database deadline.
+mod cache;
 pub mod messages;
 mod mongo;
 
@@ -16,6 +17,7 @@ use actix::prelude::*;
 use crate::mailbox::{guarded, ActorStats, HandlingTimer};
 use crate::probe::Dependency;
 use crate::ActorError;
+pub use cache::{UserCache, UserWithWallet};
 pub use messages::*;
 pub use mongo::{connect, MongoStore};
 
@@ -25,6 +27,7 @@ pub struct DbQueueActor {
     op_timeout: Duration,
     mongodb: Arc<Dependency>,
     probe_interval: Duration,
+    cache: UserCache,
 }
 
 impl DbQueueActor {
@@ -34,6 +37,7 @@ impl DbQueueActor {
         op_timeout: Duration,
         mongodb: Arc<Dependency>,
         probe_interval: Duration,
+        cache: UserCache,
     ) -> Self {
         Self {
             store,
@@ -41,6 +45,7 @@ impl DbQueueActor {
             op_timeout,
             mongodb,
             probe_interval,
+            cache,
         }
     }
 
@@ -116,19 +121,7 @@ queued!(FindUserByEmail, Option<crate::domain::User>, |store, m| {
 queued!(FindUserById, Option<crate::domain::User>, |store, m| {
     store.find_user_by_id(m.0)
 });
-queued!(
-    FindUserWithWallet,
-    Option<(crate::domain::User, Option<crate::domain::Wallet>)>,
-    |store, m| store.find_user_with_wallet(m.0)
-);
-queued!(RecordLogin, (), |store, m| store
-    .record_login(m.user_id, m.at, m.audit));
 queued!(WriteAudit, (), |store, m| store.write_audit(m.0));
-queued!(UpdateUser, Option<crate::domain::User>, |store, m| {
-    store.update_user(m.id, m.changes, m.audit)
-});
-queued!(DeleteUser, bool, |store, m| store
-    .delete_user(m.id, m.audit));
 queued!(SearchUsers, (Vec<crate::domain::User>, u64), |store, m| {
     store.search_users(m)
 });
@@ -140,3 +133,59 @@ queued!(
 
 #[cfg(feature = "fault-injection")]
 crate::inject_panic_handler!(DbQueueActor, "db_queue");
+
+/// Writes to one user drop their cached copy, before and after the write, inside the FIFO order.
+macro_rules! invalidating {
+    ($msg:ty, $reply:ty, |$store:ident, $m:ident| $id:expr, $body:expr) => {
+        impl Handler<$msg> for DbQueueActor {
+            type Result = AtomicResponse<Self, Result<$reply, ActorError>>;
+
+            fn handle(&mut self, $m: $msg, _: &mut Self::Context) -> Self::Result {
+                let timer = self.stats.start();
+                let $store = self.store.clone();
+                let (cache, id) = (self.cache.clone(), $id);
+                cache.invalidate(&id);
+                self.atomic(timer, async move {
+                    let result = $body.await;
+                    cache.invalidate(&id);
+                    result
+                })
+            }
+        }
+    };
+}
+
+invalidating!(
+    RecordLogin,
+    (),
+    |store, m| m.user_id,
+    store.record_login(m.user_id, m.at, m.audit)
+);
+invalidating!(
+    UpdateUser,
+    Option<crate::domain::User>,
+    |store, m| m.id,
+    store.update_user(m.id, m.changes, m.audit)
+);
+invalidating!(
+    DeleteUser,
+    bool,
+    |store, m| m.id,
+    store.delete_user(m.id, m.audit)
+);
+
+impl Handler<FindUserWithWallet> for DbQueueActor {
+    type Result = AtomicResponse<Self, Result<Option<UserWithWallet>, ActorError>>;
+
+    fn handle(&mut self, msg: FindUserWithWallet, _: &mut Self::Context) -> Self::Result {
+        let timer = self.stats.start();
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        self.atomic(timer, async move {
+            let found = store.find_user_with_wallet(msg.0).await?.map(Arc::new);
+            if let Some(found) = &found {
+                cache.insert(msg.0, Arc::clone(found));
+            }
+            Ok(found)
+        })
+    }
+}

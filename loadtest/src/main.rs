@@ -1,0 +1,128 @@
+//! `loadtest`: a load generator for the CS user-management service, plus the baselines the
+//! benchmark compares against.
+//!
+//! - `run`: closed-loop load (or paced, with `--rate`) on one scenario: `register`, `login`
+//!   (pre-seeded users, cycling), `me` (GET /auth/me with live tokens), `refresh`, `mixed`, or a
+//!   plain `get` of any path. Prints requests/s, p50/p99/max latency and status counts.
+//! - `bcrypt`: bare bcrypt verifies/s on all cores (the physical ceiling for logins/s).
+//! - `baseline`: a bare actix-web handler returning a small JSON body (the ceiling for GETs).
+//! - `queue`: user look-ups/s through the DbQueueActor versus the mongodb driver directly.
+#![deny(clippy::unwrap_used)]
+
+mod queue;
+mod scenarios;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load a deployment with one scenario and report throughput, latency and statuses.
+    Run(scenarios::RunArgs),
+    /// Bare bcrypt verifies per second on `threads` threads (default: all cores).
+    Bcrypt {
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve a bare actix-web JSON handler on 127.0.0.1:PORT (for the me_ratio baseline).
+    Baseline {
+        #[arg(long)]
+        port: u16,
+        /// Worker threads (0 = actix-web's default).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+    /// Look-ups/s through the DbQueueActor and through the driver directly, same server.
+    Queue(queue::QueueArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run(args) => scenarios::run(args),
+        Command::Bcrypt {
+            cost,
+            duration,
+            threads,
+            json,
+        } => bcrypt_bench(cost, Duration::from_secs_f64(duration), threads, json),
+        Command::Baseline { port, workers } => baseline(port, workers),
+        Command::Queue(args) => queue::run(args),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn bcrypt_bench(cost: u32, duration: Duration, threads: usize, json: bool) -> Result<(), String> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        threads
+    };
+    let hash = bcrypt::hash("benchmark-password", cost).map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let hash = hash.clone();
+            std::thread::spawn(move || {
+                let mut n = 0_u64;
+                while started.elapsed() < duration {
+                    if bcrypt::verify("benchmark-password", &hash).unwrap_or(false) {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    let per_sec = total as f64 / started.elapsed().as_secs_f64();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"cost": cost, "threads": threads, "verifies": total, "per_sec": per_sec})
+        );
+    } else {
+        println!("bcrypt cost {cost} on {threads} threads: {total} verifies, {per_sec:.1}/s");
+    }
+    Ok(())
+}
+
+fn baseline(port: u16, workers: usize) -> Result<(), String> {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    actix_web::rt::System::new().block_on(async move {
+        let mut server = HttpServer::new(|| {
+            App::new().default_service(web::to(|| async {
+                HttpResponse::Ok().json(serde_json::json!({"success": true, "data": {"ok": 1}}))
+            }))
+        });
+        if workers > 0 {
+            server = server.workers(workers);
+        }
+        server
+            .bind(("127.0.0.1", port))
+            .map_err(|e| e.to_string())?
+            .run()
+            .await
+            .map_err(|e| e.to_string())
+    })
+}

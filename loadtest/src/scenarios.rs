@@ -1,0 +1,368 @@
+//! The `run` subcommand: scenarios against a live deployment over HTTP.
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Scenario {
+    /// POST /auth/register with fresh users.
+    Register,
+    /// POST /auth/login cycling over pre-seeded users.
+    Login,
+    /// GET /auth/me with live access tokens.
+    Me,
+    /// POST /auth/refresh, each worker rotating its own session's token.
+    Refresh,
+    /// 80 % me, 10 % login, 10 % register.
+    Mixed,
+    /// GET of `--path` (e.g. /health, or a baseline server).
+    Get,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Base URL of the deployment.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    base_url: String,
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    /// Concurrent workers (each keeps one request in flight).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds of measured load.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Pre-seeded users for login/me/refresh/mixed (at least `concurrency` for refresh).
+    #[arg(long, default_value_t = 64)]
+    users: usize,
+    /// Name prefix of the seeded users (re-runs reuse them).
+    #[arg(long, default_value = "lt")]
+    user_prefix: String,
+    #[arg(long, default_value = "load-test-password-1")]
+    password: String,
+    /// Path for the `get` scenario.
+    #[arg(long, default_value = "/health")]
+    path: String,
+    /// Pace each worker so the total is about this many requests/s (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Shared {
+    client: reqwest::Client,
+    base: String,
+    password: String,
+    path: String,
+    /// Access tokens for `me`; refresh tokens per worker for `refresh`.
+    access: Vec<String>,
+    refresh: Vec<tokio::sync::Mutex<String>>,
+    /// Emails to log in with.
+    emails: Vec<String>,
+    counter: AtomicUsize,
+    errors: AtomicU64,
+}
+
+pub fn run(args: RunArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let base = args.base_url.trim_end_matches('/').to_string();
+    let users = match args.scenario {
+        Scenario::Refresh => args.users.max(args.concurrency),
+        Scenario::Register | Scenario::Get => 0,
+        _ => args.users,
+    };
+    let emails = seed_users(&client, &base, &args.user_prefix, users, &args.password).await?;
+    let (access, refresh) = match args.scenario {
+        Scenario::Me | Scenario::Refresh | Scenario::Mixed => {
+            // Mixed logs in with the second half and reads with the first, so logins do not
+            // evict the sessions being read.
+            let readers = if args.scenario == Scenario::Mixed {
+                &emails[..emails.len() / 2]
+            } else {
+                &emails[..]
+            };
+            sign_in_all(&client, &base, readers, &args.password).await?
+        }
+        _ => (Vec::new(), Vec::new()),
+    };
+    let login_emails = if args.scenario == Scenario::Mixed {
+        emails[emails.len() / 2..].to_vec()
+    } else {
+        emails
+    };
+    let shared = Arc::new(Shared {
+        client,
+        base,
+        password: args.password.clone(),
+        path: args.path.clone(),
+        access,
+        refresh: refresh.into_iter().map(tokio::sync::Mutex::new).collect(),
+        emails: login_emails,
+        counter: AtomicUsize::new(0),
+        errors: AtomicU64::new(0),
+    });
+
+    let duration = Duration::from_secs_f64(args.duration);
+    let pace =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|worker| {
+            let shared = Arc::clone(&shared);
+            let scenario = args.scenario;
+            tokio::spawn(async move {
+                worker_loop(shared, scenario, worker, started, duration, pace).await
+            })
+        })
+        .collect();
+    let mut histogram = new_histogram()?;
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    for w in futures::future::join_all(workers).await {
+        let (h, s) = w.map_err(|e| e.to_string())?;
+        histogram.add(&h).map_err(|e| e.to_string())?;
+        for (k, v) in s {
+            *statuses.entry(k).or_default() += v;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    report(
+        &args,
+        &histogram,
+        &statuses,
+        shared.errors.load(Ordering::Relaxed),
+        elapsed,
+    );
+    Ok(())
+}
+
+fn new_histogram() -> Result<Histogram<u64>, String> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())
+}
+
+async fn worker_loop(
+    shared: Arc<Shared>,
+    scenario: Scenario,
+    worker: usize,
+    started: Instant,
+    duration: Duration,
+    pace: Option<Duration>,
+) -> (Histogram<u64>, BTreeMap<u16, u64>) {
+    #[allow(clippy::expect_used)] // constant, valid bounds
+    let mut histogram = new_histogram().expect("valid histogram bounds");
+    let mut statuses = BTreeMap::new();
+    let mut next = Instant::now();
+    while started.elapsed() < duration {
+        if let Some(pace) = pace {
+            tokio::time::sleep_until(next.into()).await;
+            next += pace;
+        }
+        let sent = Instant::now();
+        match one_request(&shared, scenario, worker).await {
+            Ok(status) => {
+                let _ = histogram.record(sent.elapsed().as_micros().max(1) as u64);
+                *statuses.entry(status).or_default() += 1;
+            }
+            Err(_) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    (histogram, statuses)
+}
+
+async fn one_request(
+    shared: &Shared,
+    scenario: Scenario,
+    worker: usize,
+) -> Result<u16, reqwest::Error> {
+    let n = shared.counter.fetch_add(1, Ordering::Relaxed);
+    let scenario = match scenario {
+        Scenario::Mixed => match n % 10 {
+            0 => Scenario::Login,
+            1 => Scenario::Register,
+            _ => Scenario::Me,
+        },
+        other => other,
+    };
+    let c = &shared.client;
+    let response = match scenario {
+        Scenario::Register => {
+            let tag = uuid::Uuid::new_v4().simple().to_string();
+            c.post(format!("{}/auth/register", shared.base))
+                .json(&json!({"username": format!("r{}", &tag[..20]),
+                              "email": format!("r-{tag}@load.test"), "password": shared.password}))
+                .send()
+                .await?
+        }
+        Scenario::Login => {
+            let email = &shared.emails[n % shared.emails.len().max(1)];
+            c.post(format!("{}/auth/login", shared.base))
+                .json(&json!({"email": email, "password": shared.password}))
+                .send()
+                .await?
+        }
+        Scenario::Me => {
+            let token = &shared.access[n % shared.access.len().max(1)];
+            c.get(format!("{}/auth/me", shared.base))
+                .bearer_auth(token)
+                .send()
+                .await?
+        }
+        Scenario::Refresh => {
+            let mut token = shared.refresh[worker % shared.refresh.len()].lock().await;
+            let response = c
+                .post(format!("{}/auth/refresh", shared.base))
+                .json(&json!({"refresh_token": *token}))
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            if let Ok(body) = response.json::<Value>().await {
+                if let Some(t) = body["data"]["refresh_token"].as_str() {
+                    *token = t.to_string();
+                }
+            }
+            return Ok(status);
+        }
+        Scenario::Get | Scenario::Mixed => {
+            c.get(format!("{}{}", shared.base, shared.path))
+                .send()
+                .await?
+        }
+    };
+    let status = response.status().as_u16();
+    // Read the body so the connection is reused.
+    let _ = response.bytes().await;
+    Ok(status)
+}
+
+/// Registers `count` users (409 means they exist from an earlier run); returns their emails.
+async fn seed_users(
+    client: &reqwest::Client,
+    base: &str,
+    prefix: &str,
+    count: usize,
+    password: &str,
+) -> Result<Vec<String>, String> {
+    let emails: Vec<String> = (0..count)
+        .map(|i| format!("{prefix}-{i}@load.test"))
+        .collect();
+    let register = |i: usize, email: &String| {
+        let email = email.clone();
+        async move {
+            let response = client
+            .post(format!("{base}/auth/register"))
+            .json(&json!({"username": format!("{prefix}_{i}"), "email": email, "password": password}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+            match response.status().as_u16() {
+                201 | 409 => Ok(()),
+                other => Err(format!("seeding {email}: HTTP {other}")),
+            }
+        }
+    };
+    for (n, chunk) in emails.chunks(16).enumerate() {
+        let batch = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, e)| register(n * 16 + i, e));
+        for r in futures::future::join_all(batch).await {
+            r?;
+        }
+    }
+    Ok(emails)
+}
+
+/// Logs every user in once; returns their access and refresh tokens.
+async fn sign_in_all(
+    client: &reqwest::Client,
+    base: &str,
+    emails: &[String],
+    password: &str,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let (mut access, mut refresh) = (Vec::new(), Vec::new());
+    for chunk in emails.chunks(16) {
+        let logins = chunk.iter().map(|email| async move {
+            let response = client
+                .post(format!("{base}/auth/login"))
+                .json(&json!({"email": email, "password": password}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let body: Value = response.json().await.map_err(|e| e.to_string())?;
+            let token = |k: &str| body["data"][k].as_str().map(str::to_string);
+            match (token("access_token"), token("refresh_token")) {
+                (Some(a), Some(r)) => Ok((a, r)),
+                _ => Err(format!("login of {email} failed: {body}")),
+            }
+        });
+        for r in futures::future::join_all(logins).await {
+            let (a, r) = r?;
+            access.push(a);
+            refresh.push(r);
+        }
+    }
+    Ok((access, refresh))
+}
+
+fn report(
+    args: &RunArgs,
+    h: &Histogram<u64>,
+    statuses: &BTreeMap<u16, u64>,
+    errors: u64,
+    elapsed: f64,
+) {
+    let requests: u64 = statuses.values().sum();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let rps = requests as f64 / elapsed;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "scenario": format!("{:?}", args.scenario).to_lowercase(),
+                "concurrency": args.concurrency,
+                "duration_s": elapsed,
+                "requests": requests,
+                "rps": rps,
+                "p50_ms": ms(0.50),
+                "p99_ms": ms(0.99),
+                "max_ms": h.max() as f64 / 1000.0,
+                "statuses": statuses,
+                "errors": errors,
+            })
+        );
+    } else {
+        println!(
+            "scenario={:?} concurrency={} duration={elapsed:.1}s",
+            args.scenario, args.concurrency
+        );
+        println!("requests: {requests} ({rps:.1}/s), connection errors: {errors}");
+        println!(
+            "latency ms: p50 {:.2}  p99 {:.2}  max {:.2}",
+            ms(0.50),
+            ms(0.99),
+            h.max() as f64 / 1000.0
+        );
+        let s: Vec<String> = statuses.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("statuses: {}", s.join(" "));
+    }
+}

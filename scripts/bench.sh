@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The benchmark: in one run on one machine, side by side, the five figures of BENCHMARKS.md.
+#   1. login_ratio  logins/s through the service (BCRYPT_COST=10, concurrency 16 and 64) over
+#                   bare bcrypt verifies/s at cost 10 on all cores; login p99 at 64 against
+#                   1.25 x (64 / that ceiling)
+#   2. me_ratio     GET /auth/me/s (concurrency 64, Redis) over a bare actix-web JSON handler
+#   3. queue_ratio  look-ups/s through the DbQueueActor over the driver called directly
+#   4. mixed        GET /auth/me and /health p99 during a login storm at cost 12 (64 concurrent)
+#   5. peak RSS     of the service processes
+# Usage: scripts/bench.sh            full run (about 3 minutes of load), writes BENCHMARKS.md
+#        scripts/bench.sh --smoke    a few seconds per step with debug builds; proves it works
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
+if [ $SMOKE = 1 ]; then D=2; USERS=16; PROFILE=debug; else D=15; USERS=128; PROFILE=release; fi
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; stop_started_services; }
+trap cleanup EXIT
+
+cd "$ROOT"
+if [ $PROFILE = release ]; then
+  timeout 1800 cargo build -q --release --locked -p cs-user-management -p loadtest
+else
+  timeout 1800 cargo build -q --locked -p cs-user-management -p loadtest
+fi
+BIN="$ROOT/target/$PROFILE/cs-user-management"
+LT="$ROOT/target/$PROFILE/loadtest"
+
+ensure_venv
+ensure_redis
+MONGO_PORT=$(free_port)
+start_secantus "$MONGO_PORT"
+OUT="$RUN_DIR/bench"; mkdir -p "$OUT"
+RUN_ID="b$(date +%s)"
+
+# start_service NAME COST: starts the service, sets URL_<NAME> and PID_<NAME>.
+start_service() {
+  local name="$1" cost="$2" port; port=$(free_port)
+  env APP_ENV=test HOST=127.0.0.1 PORT="$port" BCRYPT_COST="$cost" RUST_LOG=warn \
+    MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/bench_$name?directConnection=true" \
+    REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="$RUN_ID:$name:" \
+    JWT_SECRET_KEY="benchmark-secret-key-0123456789abcdef" \
+    "$BIN" >"$OUT/service-$name.log" 2>&1 &
+  local pid=$!; PIDS+=("$pid")
+  local deadline=$((SECONDS + 60))
+  until curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; do
+    [ $SECONDS -ge $deadline ] && { log "service $name did not start"; cat "$OUT/service-$name.log"; exit 1; }
+    sleep 0.2
+  done
+  printf -v "URL_$name" '%s' "http://127.0.0.1:$port"
+  printf -v "PID_$name" '%s' "$pid"
+}
+
+peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+field() { "$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
+
+log "1/5 login ratio (BCRYPT_COST=10)"
+"$LT" bcrypt --cost 10 --duration "$D" --json >"$OUT/bcrypt-before.json"
+start_service c10 10
+"$LT" run --base-url "$URL_c10" --scenario login --concurrency 16 --duration "$D" \
+  --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login16.json"
+"$LT" run --base-url "$URL_c10" --scenario login --concurrency 64 --duration "$D" \
+  --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login64.json"
+"$LT" bcrypt --cost 10 --duration "$D" --json >"$OUT/bcrypt-after.json"
+
+log "2/5 me ratio"
+"$LT" run --base-url "$URL_c10" --scenario me --concurrency 64 --duration "$D" \
+  --users "$USERS" --user-prefix "${RUN_ID}m" --json >"$OUT/me64.json"
+BASE_PORT=$(free_port)
+"$LT" baseline --port "$BASE_PORT" >"$OUT/baseline.log" 2>&1 &
+PIDS+=("$!")
+deadline=$((SECONDS + 30))
+until curl -fsS "http://127.0.0.1:$BASE_PORT/" >/dev/null 2>&1; do
+  [ $SECONDS -ge $deadline ] && { log "baseline did not start"; exit 1; }; sleep 0.1
+done
+"$LT" run --base-url "http://127.0.0.1:$BASE_PORT" --scenario get --path / --concurrency 64 \
+  --duration "$D" --json >"$OUT/bare64.json"
+
+log "3/5 queue ratio"
+"$LT" queue --mongodb-uri "mongodb://127.0.0.1:$MONGO_PORT/bench_queue?directConnection=true" \
+  --concurrency 16 --duration "$D" --json >"$OUT/queue.json"
+
+log "4/5 mixed load (login storm at BCRYPT_COST=12)"
+start_service c12 12
+# Seed and sign in the readers first (the storm's users are seeded by its own run).
+"$LT" run --base-url "$URL_c12" --scenario login --concurrency 8 --duration 0.1 \
+  --users 64 --user-prefix "${RUN_ID}s" --json >/dev/null
+"$LT" run --base-url "$URL_c12" --scenario login --concurrency 64 --duration "$((D * 2))" \
+  --users 64 --user-prefix "${RUN_ID}s" --json >"$OUT/storm.json" &
+STORM=$!
+sleep 2
+"$LT" run --base-url "$URL_c12" --scenario me --concurrency 4 --rate 40 --duration "$D" \
+  --users 8 --user-prefix "${RUN_ID}r" --json >"$OUT/mixed-me.json" &
+ME=$!
+"$LT" run --base-url "$URL_c12" --scenario get --path /health --concurrency 2 --rate 20 \
+  --duration "$D" --json >"$OUT/mixed-health.json"
+wait "$ME" "$STORM"
+
+log "5/5 peak RSS"
+RSS10=$(peak_rss_mib "$PID_c10"); RSS12=$(peak_rss_mib "$PID_c12")
+
+# Figures.
+B=$("$VENV/bin/python" -c "import json; a=json.load(open('$OUT/bcrypt-before.json')); b=json.load(open('$OUT/bcrypt-after.json')); print((a['per_sec']+b['per_sec'])/2)")
+"$VENV/bin/python" - "$OUT" "$B" "$RSS10" "$RSS12" "$SMOKE" "$D" <<'PY' | tee "$OUT/summary.md"
+import json, sys, platform, datetime, subprocess
+out, ceiling, rss10, rss12, smoke, d = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1", sys.argv[6]
+j = lambda n: json.load(open(f"{out}/{n}.json"))
+l16, l64, me, bare, q = j("login16"), j("login64"), j("me64"), j("bare64"), j("queue")
+storm, mme, mh = j("storm"), j("mixed-me"), j("mixed-health")
+ok200 = lambda r: r["statuses"].get("200", 0) / max(r["duration_s"], 1e-9)
+fair = 1.25 * 64 / ceiling * 1000
+rows = [
+  ("login_ratio @16", f"{ok200(l16):.1f}/s ÷ {ceiling:.1f}/s = **{ok200(l16)/ceiling:.3f}**", "≥ 0.97"),
+  ("login_ratio @64", f"{ok200(l64):.1f}/s ÷ {ceiling:.1f}/s = **{ok200(l64)/ceiling:.3f}**", "≥ 0.97"),
+  ("login p99 @64", f"**{l64['p99_ms']:.0f} ms** (1.25 × 64 ÷ ceiling = {fair:.0f} ms)", f"≤ {fair:.0f} ms"),
+  ("me_ratio @64", f"{ok200(me):.0f}/s ÷ {ok200(bare):.0f}/s = **{ok200(me)/ok200(bare):.3f}**", "≥ 0.35"),
+  ("queue_ratio @16", f"{q['queued_per_sec']:.0f}/s ÷ {q['direct_per_sec']:.0f}/s = **{q['queue_ratio']:.3f}**", "≥ 0.80"),
+  ("mixed: /auth/me p99", f"**{mme['p99_ms']:.1f} ms** (storm: {ok200(storm):.1f} logins/s)", "< 20 ms"),
+  ("mixed: /health p99", f"**{mh['p99_ms']:.1f} ms**", "< 20 ms"),
+  ("peak RSS", f"**{max(rss10, rss12):.1f} MiB** (cost-10 instance {rss10:.1f}, cost-12 instance {rss12:.1f})", "< 64 MiB"),
+]
+cpu = next((l.split(":",1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+import os
+print(f"## Run of {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC{' (smoke)' if smoke else ''}\n")
+print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
+      f"Backends: SecantusDB 0.7.0b3 in memory (MongoDB wire protocol; 5–10× slower than mongod), "
+      f"Redis on loopback. {d} s per measurement; release build.\n")
+print("| figure | measured | target |\n|---|---|---|")
+for r in rows: print(f"| {r[0]} | {r[1]} | {r[2]} |")
+print()
+print("Statuses: " + "; ".join(f"{n}: {j(n)['statuses']}" for n in ["login16","login64","me64","bare64","storm","mixed-me","mixed-health"]))
+PY
+
+if [ $SMOKE = 0 ]; then
+  {
+    echo "# Benchmarks"
+    echo
+    echo "Produced by \`scripts/bench.sh\` (the newest run first; compare with the previous ones)."
+    echo "Commands: \`loadtest bcrypt\`, \`loadtest run --scenario login|me|get\`, \`loadtest queue\`,"
+    echo "\`loadtest baseline\`; see the script for the exact arguments."
+    echo
+    cat "$OUT/summary.md"
+    echo
+    [ -f BENCHMARKS.md ] && sed -n '/^## Run of/,$p' BENCHMARKS.md
+  } > "$OUT/BENCHMARKS.new" && mv "$OUT/BENCHMARKS.new" BENCHMARKS.md
+  log "wrote BENCHMARKS.md"
+fi
