@@ -76,6 +76,20 @@ ensure_redis() {
   log "started Redis on 127.0.0.1:$REDIS_TEST_PORT"
 }
 
+# ensure_chromium: makes sure a `chromium` is on PATH for the browser test of /ops (tests/api/
+# ops_page.rs), installing Debian's package when it is missing. CHROMIUM, if set, names the binary.
+ensure_chromium() {
+  local binary="${CHROMIUM:-chromium}"
+  if command -v "$binary" >/dev/null; then
+    return 0
+  fi
+  log "installing chromium"
+  (timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || { log "could not install chromium"; return 1; }
+  command -v "$binary" >/dev/null || { log "chromium installed but \`$binary\` is not on PATH"; return 1; }
+  log "installed $(chromium --version 2>/dev/null)"
+}
+
 stop_started_services() {
   local pid
   for pid in "${STARTED_PIDS[@]}"; do

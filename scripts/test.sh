@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against real services: a SecantusDB (MongoDB wire protocol) started
-# here in a pinned virtualenv, and a Redis (the local one, or one started here).
+# here in a pinned virtualenv, and a Redis (the local one, or one started here); headless Chromium
+# (installed here if missing) renders the /ops page.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -8,6 +9,7 @@ trap stop_started_services EXIT
 
 ensure_venv
 ensure_redis
+ensure_chromium
 MONGO_PORT=$(free_port)
 start_secantus "$MONGO_PORT"
 
