@@ -47,7 +47,7 @@ return ended
 /// Opens a session under the per-user limit.
 /// KEYS: user_sessions, activity, new session.
 /// ARGV: sid, uid, role, now_ms, max, policy (`evict_oldest` | `reject`), session_ttl_s,
-///       session_prefix, ended_prefix, ended_ttl_s, idle_ms.
+///       session_prefix, ended_prefix, ended_ttl_s, idle_ms, access_jti, refresh_jti.
 /// Sessions already idle past the timeout do not count: they are ended as expired first.
 /// Returns {"ok", "e:<evicted sid>"…, "x:<expired sid>"…} or {"reject"}.
 pub static OPEN_SESSION: LazyLock<Script> = LazyLock::new(|| {
@@ -84,24 +84,13 @@ if live >= max then
     table.insert(result, 'e:' .. s)
   end
 end
-redis.call('HSET', KEYS[3], 'uid', uid, 'role', role, 'created', now, 'seen', now)
+redis.call('HSET', KEYS[3], 'uid', uid, 'role', role, 'created', now, 'seen', now,
+           'ajti', ARGV[12], 'rjti', ARGV[13])
 redis.call('EXPIRE', KEYS[3], ttl)
 redis.call('ZADD', KEYS[1], now, sid)
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], now, sid)
 return result
-"#,
-    )
-});
-
-/// Binds a freshly issued token pair to its session.
-/// KEYS: session. ARGV: access_jti, refresh_jti. Returns 1, or 0 when the session is gone.
-pub static BIND_TOKENS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'ajti', ARGV[1], 'rjti', ARGV[2])
-return 1
 "#,
     )
 });

@@ -133,15 +133,18 @@ pub async fn login(
     tracing::Span::current().record("email", email.as_str());
     let ip = client_ip(&req);
 
-    if let Err(e) = state.sessions.call(CheckLoginAllowed(email.clone())).await {
-        if matches!(e, ActorError::LockedOut(_)) {
-            let entry = AuditEntry::new("auth.login.failure", "locked_out")
-                .email(email.as_str())
-                .ip(ip.clone());
-            state.db.call(WriteAudit(entry)).await?;
+    let earlier_failures = match state.sessions.call(CheckLoginAllowed(email.clone())).await {
+        Ok(count) => count,
+        Err(e) => {
+            if matches!(e, ActorError::LockedOut(_)) {
+                let entry = AuditEntry::new("auth.login.failure", "locked_out")
+                    .email(email.as_str())
+                    .ip(ip.clone());
+                state.db.call(WriteAudit(entry)).await?;
+            }
+            return Err(e.into());
         }
-        return Err(e.into());
-    }
+    };
 
     let user = state.db.call(FindUserByEmail(email.clone())).await?;
     // Unknown email and wrong password cost the same bcrypt verify, so timing tells nothing.
@@ -189,9 +192,18 @@ pub async fn login(
         )));
     }
 
-    state
-        .sessions
-        .call(ClearLoginFailures(email.clone()))
+    if earlier_failures > 0 {
+        state
+            .sessions
+            .call(ClearLoginFailures(email.clone()))
+            .await?;
+    }
+    let issued = state
+        .tokens
+        .call(IssueTokens {
+            user_id: user.id,
+            role: user.role,
+        })
         .await?;
     let opened = state
         .sessions
@@ -200,16 +212,12 @@ pub async fn login(
             role: user.role,
             email: email.as_str().to_string(),
             ip: ip.clone(),
+            session_id: issued.session_id.clone(),
+            access_jti: issued.access_jti,
+            refresh_jti: issued.refresh_jti,
         })
         .await?;
-    let tokens = state
-        .tokens
-        .call(IssueTokens {
-            user_id: user.id,
-            role: user.role,
-            session_id: opened.session_id.clone(),
-        })
-        .await?;
+    let tokens = issued.pair;
     let now = Utc::now();
     let entry = AuditEntry::new("auth.login.success", "success")
         .user(user.id)

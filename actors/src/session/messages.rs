@@ -14,6 +14,10 @@ pub struct OpenSession {
     pub role: Role,
     pub email: String,
     pub ip: Option<String>,
+    /// The id and token `jti`s the TokenActor signed for this session.
+    pub session_id: SessionId,
+    pub access_jti: String,
+    pub refresh_jti: String,
 }
 
 #[derive(Debug, Clone)]
@@ -22,9 +26,10 @@ pub struct OpenedSession {
     pub evicted: Vec<SessionId>,
 }
 
-/// Fails with [`ActorError::LockedOut`] while an email has too many recent failed logins.
+/// Fails with [`ActorError::LockedOut`] while an email has too many recent failed logins;
+/// otherwise replies with the failures counted so far in the window.
 #[derive(Message)]
-#[rtype(result = "Result<(), ActorError>")]
+#[rtype(result = "Result<u64, ActorError>")]
 pub struct CheckLoginAllowed(pub Email);
 
 /// Count a failed login for an email; replies with the failures in the current window.

@@ -118,7 +118,7 @@ impl Handler<OpenSession> for SessionActor {
         let db = self.db.clone();
         guarded("session", async move {
             let result = async {
-                let sid = SessionId::new();
+                let sid = msg.session_id.clone();
                 let lifetime = s.max_lifetime.as_secs().max(1);
                 let reply: Vec<String> = scripts::OPEN_SESSION
                     .key(keys.user_sessions(&msg.user_id))
@@ -135,6 +135,8 @@ impl Handler<OpenSession> for SessionActor {
                     .arg(keys.ended_prefix())
                     .arg(lifetime)
                     .arg(s.idle_timeout.as_millis() as i64)
+                    .arg(&msg.access_jti)
+                    .arg(&msg.refresh_jti)
                     .invoke_async(&mut redis)
                     .await
                     .map_err(ActorError::redis)?;
@@ -178,7 +180,7 @@ impl Handler<OpenSession> for SessionActor {
 }
 
 impl Handler<CheckLoginAllowed> for SessionActor {
-    type Result = ResponseActFuture<Self, Result<(), ActorError>>;
+    type Result = ResponseActFuture<Self, Result<u64, ActorError>>;
 
     fn handle(&mut self, msg: CheckLoginAllowed, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
@@ -194,11 +196,12 @@ impl Handler<CheckLoginAllowed> for SessionActor {
                     .query_async(&mut redis)
                     .await
                     .map_err(ActorError::redis)?;
-                if max > 0 && count.unwrap_or(0) >= max {
+                let count = count.unwrap_or(0);
+                if max > 0 && count >= max {
                     let retry = if ttl > 0 { ttl as u64 } else { window };
                     return Err(ActorError::LockedOut(retry.max(1)));
                 }
-                Ok(())
+                Ok(count)
             }
             .await;
             timer.finish(&result);

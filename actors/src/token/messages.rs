@@ -38,13 +38,21 @@ pub struct TokenPair {
     pub expires_in: u64,
 }
 
-/// Sign a new pair for a session just opened, and bind it to that session.
+/// Sign a new pair for a new session (its id is chosen here); the SessionActor then opens the
+/// session with these `jti`s.
 #[derive(Message)]
-#[rtype(result = "Result<TokenPair, ActorError>")]
+#[rtype(result = "Result<IssuedTokens, ActorError>")]
 pub struct IssueTokens {
     pub user_id: UserId,
     pub role: Role,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    pub pair: TokenPair,
     pub session_id: SessionId,
+    pub access_jti: String,
+    pub refresh_jti: String,
 }
 
 /// Check an access token: signature, algorithm, expiry, type, and that its session is live and

@@ -181,33 +181,23 @@ impl Supervised for TokenActor {
 }
 
 impl Handler<IssueTokens> for TokenActor {
-    type Result = ResponseActFuture<Self, Result<TokenPair, ActorError>>;
+    type Result = Result<IssuedTokens, ActorError>;
 
+    /// Signing only: the SessionActor stores the `jti`s with the session it opens, in the same
+    /// script, so no concurrent sign-in can slip between opening and binding.
     fn handle(&mut self, msg: IssueTokens, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
-        let signed = self.sign_pair(&msg.user_id, msg.role, &msg.session_id);
-        let mut redis = self.redis.clone();
-        let session_key = self.keys.session(&msg.session_id);
-        guarded("token", async move {
-            let result = async {
-                let (pair, ajti, rjti) = signed?;
-                let bound: i64 = scripts::BIND_TOKENS
-                    .key(session_key)
-                    .arg(ajti)
-                    .arg(rjti)
-                    .invoke_async(&mut redis)
-                    .await
-                    .map_err(ActorError::redis)?;
-                if bound == 0 {
-                    // Evicted by a concurrent sign-in between opening and binding.
-                    return Err(ActorError::Token(TokenRejection::Ended(EndReason::Evicted)));
-                }
-                Ok(pair)
-            }
-            .await;
-            timer.finish(&result);
-            result
-        })
+        let session_id = SessionId::new();
+        let result = self.sign_pair(&msg.user_id, msg.role, &session_id).map(
+            |(pair, access_jti, refresh_jti)| IssuedTokens {
+                pair,
+                session_id,
+                access_jti,
+                refresh_jti,
+            },
+        );
+        timer.finish(&result);
+        result
     }
 }
 
