@@ -9,7 +9,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 use actors::db_queue::{
-    self, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser, UserCache,
+    self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser, UserCache,
 };
 use actors::domain::{AuditEntry, NewUser, Password, Role, UserStatus};
 use actors::error::DuplicateField;
@@ -30,7 +30,7 @@ use crate::routes;
 
 /// What every handler shares: the actors' mailboxes and the settings.
 pub struct AppState {
-    pub db: Mailbox<DbQueueActor>,
+    pub db: DbQueue,
     pub tokens: Mailbox<TokenActor>,
     pub sessions: Mailbox<SessionActor>,
     pub hasher: Mailbox<HasherActor>,
@@ -108,7 +108,7 @@ fn jwt_secret(settings: &Settings) -> SecretString {
 /// Creates the configured administrator unless a user with that email exists. Several instances
 /// starting together race on the unique index: exactly one creates it, the others see 409.
 pub async fn bootstrap_admin(
-    db: &Mailbox<DbQueueActor>,
+    db: &DbQueue,
     hasher: &Mailbox<HasherActor>,
     admin: BootstrapAdmin,
     initial_balance: i64,
@@ -168,7 +168,7 @@ pub struct Actors {
     pub user_cache: UserCache,
     pub mongodb: Arc<Dependency>,
     pub redis: Arc<Dependency>,
-    pub db: Mailbox<DbQueueActor>,
+    pub db: DbQueue,
     pub tokens: Mailbox<TokenActor>,
     pub sessions: Mailbox<SessionActor>,
     pub hasher: Mailbox<HasherActor>,
@@ -220,7 +220,10 @@ impl Actors {
                 DbQueueActor::new(store, stats, op_timeout, mongodb, probe_interval, cache)
             })
         };
-        let db = Mailbox::new(db_actor, db_stats, call_timeout);
+        let db = DbQueue::new(
+            Mailbox::new(db_actor, db_stats, call_timeout),
+            Duration::from_millis(settings.mongodb.op_timeout_ms),
+        );
 
         let token_stats = ActorStats::new("token", a.token_capacity);
         let token_settings = TokenSettings {

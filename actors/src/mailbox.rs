@@ -30,8 +30,61 @@ pub struct ActorStats {
     /// When the actor last restarted (ms since the epoch; 0 = never).
     last_restart_ms: AtomicU64,
     alive: AtomicBool,
-    /// Handling times in microseconds.
-    handling: Mutex<Histogram<u64>>,
+    /// Handling times in microseconds over the recent past.
+    handling: Mutex<RecentTimes>,
+}
+
+/// Handling times of the last one to two minutes: two histograms, rotated every minute, so the
+/// p50/p99 in `/health` follow the load instead of averaging over the whole uptime.
+#[derive(Debug)]
+struct RecentTimes {
+    current: Histogram<u64>,
+    previous: Histogram<u64>,
+    rotated: Instant,
+}
+
+impl RecentTimes {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn new() -> Self {
+        // Microseconds, three significant figures, up to one minute.
+        #[allow(clippy::expect_used)] // constant bounds that are valid: cannot fail
+        let empty = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+        Self {
+            current: empty.clone(),
+            previous: empty,
+            rotated: Instant::now(),
+        }
+    }
+
+    fn rotate(&mut self) {
+        let age = self.rotated.elapsed();
+        if age >= Self::WINDOW {
+            std::mem::swap(&mut self.previous, &mut self.current);
+            self.current.reset();
+            if age >= Self::WINDOW * 2 {
+                self.previous.reset();
+            }
+            self.rotated = Instant::now();
+        }
+    }
+
+    fn record(&mut self, micros: u64) {
+        self.rotate();
+        let _ = self.current.record(micros);
+    }
+
+    /// (p50, p99) in milliseconds; zeros when nothing was handled recently.
+    fn percentiles(&mut self) -> (f64, f64) {
+        self.rotate();
+        let mut both = self.previous.clone();
+        let _ = both.add(&self.current);
+        if both.is_empty() {
+            return (0.0, 0.0);
+        }
+        let ms = |q: f64| both.value_at_quantile(q) as f64 / 1000.0;
+        (ms(0.50), ms(0.99))
+    }
 }
 
 /// A point-in-time copy of [`ActorStats`], the `/health` shape of one actor.
@@ -52,9 +105,6 @@ pub struct ActorSnapshot {
 impl ActorStats {
     pub fn new(name: &'static str, capacity: usize) -> Arc<Self> {
         // Microseconds, three significant figures, up to one minute.
-        #[allow(clippy::expect_used)] // constant bounds that are valid: cannot fail
-        let histogram =
-            Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
         Arc::new(Self {
             name,
             capacity: capacity.max(1),
@@ -66,7 +116,7 @@ impl ActorStats {
             restarts: AtomicU64::new(0),
             last_restart_ms: AtomicU64::new(0),
             alive: AtomicBool::new(true),
-            handling: Mutex::new(histogram),
+            handling: Mutex::new(RecentTimes::new()),
         })
     }
 
@@ -95,6 +145,12 @@ impl ActorStats {
         last != 0 && now_ms().saturating_sub(last) <= window.as_millis() as u64
     }
 
+    /// Counts work refused without being done (expired in the queue, dependency down).
+    pub fn count_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("actor_rejected_total", "actor" => self.name).increment(1);
+    }
+
     pub fn is_full(&self) -> bool {
         self.pending.load(Ordering::Relaxed) >= self.capacity
     }
@@ -102,13 +158,10 @@ impl ActorStats {
     pub fn snapshot(&self) -> ActorSnapshot {
         let pending = self.pending.load(Ordering::Relaxed);
         let in_flight = self.in_flight.load(Ordering::Relaxed);
-        let (p50, p99) = match self.handling.lock() {
-            Ok(h) if !h.is_empty() => (
-                h.value_at_quantile(0.50) as f64 / 1000.0,
-                h.value_at_quantile(0.99) as f64 / 1000.0,
-            ),
-            _ => (0.0, 0.0),
-        };
+        let (p50, p99) = self
+            .handling
+            .lock()
+            .map_or((0.0, 0.0), |mut h| h.percentiles());
         ActorSnapshot {
             alive: self.alive.load(Ordering::Relaxed),
             mailbox_len: pending.saturating_sub(in_flight),
@@ -146,7 +199,7 @@ impl HandlingTimer {
         let elapsed = self.started.elapsed();
         let micros = elapsed.as_micros().clamp(1, 60_000_000) as u64;
         if let Ok(mut h) = self.stats.handling.lock() {
-            let _ = h.record(micros);
+            h.record(micros);
         }
         let name = self.stats.name;
         metrics::histogram!("actor_handling_seconds", "actor" => name)
@@ -214,6 +267,11 @@ impl<A: Actor> Mailbox<A> {
         &self.addr
     }
 
+    /// How long a caller waits (queueing included).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// Sends `msg` and awaits its reply: [`ActorError::Overloaded`] at once when the mailbox is
     /// full, [`ActorError::Timeout`] past the deadline.
     pub async fn call<M, T>(&self, msg: M) -> Result<T, ActorError>
@@ -223,15 +281,27 @@ impl<A: Actor> Mailbox<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
+        self.call_with_grace(msg, Duration::ZERO).await
+    }
+
+    /// Like [`Mailbox::call`], waiting `grace` longer than the deadline: for an actor that
+    /// refuses work not started by the deadline itself, so an operation it did start is always
+    /// answered with its real outcome.
+    pub async fn call_with_grace<M, T>(&self, msg: M, grace: Duration) -> Result<T, ActorError>
+    where
+        M: Message<Result = Result<T, ActorError>> + Send + 'static,
+        T: Send + 'static,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
         let name = self.stats.name;
         if self.stats.pending.fetch_add(1, Ordering::AcqRel) >= self.stats.capacity {
             self.stats.pending.fetch_sub(1, Ordering::AcqRel);
-            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("actor_rejected_total", "actor" => name).increment(1);
+            self.stats.count_rejected();
             return Err(ActorError::Overloaded(name));
         }
         let _slot = PendingSlot(Arc::clone(&self.stats));
-        match self.addr.send(msg).timeout(self.deadline).await {
+        match self.addr.send(msg).timeout(self.deadline + grace).await {
             Ok(reply) => reply,
             Err(MailboxError::Timeout) => Err(ActorError::Timeout(name)),
             Err(MailboxError::Closed) => Err(ActorError::Unavailable {

@@ -2,7 +2,7 @@
 //! mailbox, and publishes up/down here. `/health` reads these flags at once, so a long queue never
 //! makes a healthy database look down, and an outage shows within one probe interval.
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,8 @@ use crate::ActorError;
 pub struct Dependency {
     pub name: &'static str,
     up: AtomicBool,
+    /// Failed probes in a row.
+    failures: AtomicU32,
     checked: AtomicBool,
     watching: AtomicBool,
 }
@@ -22,6 +24,7 @@ impl Dependency {
         Arc::new(Self {
             name,
             up: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
             checked: AtomicBool::new(false),
             watching: AtomicBool::new(false),
         })
@@ -29,6 +32,12 @@ impl Dependency {
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Down for at least two probes in a row: work needing it is refused at once rather than
+    /// left to time out (one slow probe under load is not enough to refuse anything).
+    pub fn confirmed_down(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) >= 2
     }
 
     /// True once the first probe has finished.
@@ -40,6 +49,11 @@ impl Dependency {
         let up = result.is_ok();
         metrics::gauge!("dependency_up", "dependency" => self.name).set(f64::from(u8::from(up)));
         self.checked.store(true, Ordering::Relaxed);
+        if up {
+            self.failures.store(0, Ordering::Relaxed);
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
         let was = self.up.swap(up, Ordering::Relaxed);
         match result {
             Err(e) if was || !self.is_checked() => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Supervisor;
-use actors::db_queue::{self, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser};
+use actors::db_queue::{self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser};
 use actors::domain::{AuditEntry, Email, NewUser, Role, UserStatus, Username};
 use actors::mailbox::{ActorStats, Mailbox};
 use actors::probe::Dependency;
@@ -49,7 +49,10 @@ async fn run_async(args: QueueArgs) -> Result<(), String> {
             )
         })
     };
-    let queue = Mailbox::new(actor, stats, Duration::from_secs(30));
+    let queue = DbQueue::new(
+        Mailbox::new(actor, stats, Duration::from_secs(30)),
+        Duration::from_secs(10),
+    );
     queue.call(EnsureIndexes).await.map_err(|e| e.to_string())?;
     let emails = seed(&queue, args.users).await?;
 
@@ -107,7 +110,7 @@ async fn run_async(args: QueueArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn seed(queue: &Mailbox<DbQueueActor>, count: usize) -> Result<Vec<Email>, String> {
+async fn seed(queue: &DbQueue, count: usize) -> Result<Vec<Email>, String> {
     let mut emails = Vec::with_capacity(count);
     for i in 0..count {
         let email = Email::parse(&format!("q-{i}@queue.bench"))?;

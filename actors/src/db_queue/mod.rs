@@ -10,11 +10,11 @@ mod mongo;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::mailbox::{guarded, ActorStats, HandlingTimer};
+use crate::mailbox::{guarded, ActorStats, HandlingTimer, Mailbox};
 use crate::probe::Dependency;
 use crate::ActorError;
 pub use cache::{UserCache, UserWithWallet};
@@ -70,6 +70,76 @@ impl DbQueueActor {
     }
 }
 
+/// A database operation and the moment its caller stops waiting for it to start. The actor
+/// refuses an operation whose caller has given up (it would otherwise be applied after a 503),
+/// and answers at once while MongoDB is confirmed down.
+pub struct Queued<M> {
+    msg: M,
+    start_by: Instant,
+}
+
+impl<M: Message> Message for Queued<M> {
+    type Result = M::Result;
+}
+
+impl DbQueueActor {
+    /// Why an operation is refused without being tried: its caller stopped waiting before it
+    /// could start, or MongoDB is confirmed down.
+    fn refusal(&self, start_by: Instant) -> Option<ActorError> {
+        let refusal = if Instant::now() >= start_by {
+            ActorError::Timeout("db_queue")
+        } else if self.mongodb.confirmed_down() {
+            ActorError::Unavailable {
+                dependency: "mongodb",
+                cause: "down at the last probes".into(),
+            }
+        } else {
+            return None;
+        };
+        self.stats.count_rejected();
+        Some(refusal)
+    }
+}
+
+fn refused<T: 'static>(e: ActorError) -> AtomicResponse<DbQueueActor, Result<T, ActorError>> {
+    AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))))
+}
+
+/// How every caller reaches the DbQueueActor: bounded, and waiting for an operation that has
+/// started until it finishes (bounded by the operation timeout), so a write that was applied is
+/// never answered with a 503.
+#[derive(Clone)]
+pub struct DbQueue {
+    mailbox: Mailbox<DbQueueActor>,
+    op_timeout: Duration,
+}
+
+impl DbQueue {
+    pub fn new(mailbox: Mailbox<DbQueueActor>, op_timeout: Duration) -> Self {
+        Self {
+            mailbox,
+            op_timeout,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<ActorStats> {
+        self.mailbox.stats()
+    }
+
+    pub async fn call<M, T>(&self, msg: M) -> Result<T, ActorError>
+    where
+        M: Message<Result = Result<T, ActorError>> + Send + 'static,
+        T: Send + 'static,
+        DbQueueActor: Handler<Queued<M>>,
+    {
+        let start_by = Instant::now() + self.mailbox.deadline();
+        let grace = self.op_timeout + Duration::from_millis(500);
+        self.mailbox
+            .call_with_grace::<Queued<M>, T>(Queued { msg, start_by }, grace)
+            .await
+    }
+}
+
 impl Actor for DbQueueActor {
     type Context = Context<Self>;
 
@@ -97,10 +167,14 @@ impl Supervised for DbQueueActor {
 
 macro_rules! queued {
     ($msg:ty, $reply:ty, |$store:ident, $m:ident| $body:expr) => {
-        impl Handler<$msg> for DbQueueActor {
+        impl Handler<Queued<$msg>> for DbQueueActor {
             type Result = AtomicResponse<Self, Result<$reply, ActorError>>;
 
-            fn handle(&mut self, $m: $msg, _: &mut Self::Context) -> Self::Result {
+            fn handle(&mut self, queued: Queued<$msg>, _: &mut Self::Context) -> Self::Result {
+                if let Some(e) = self.refusal(queued.start_by) {
+                    return refused(e);
+                }
+                let $m = queued.msg;
                 let timer = self.stats.start();
                 let $store = self.store.clone();
                 self.atomic(timer, async move { $body.await })
@@ -132,15 +206,30 @@ queued!(
 );
 
 #[cfg(feature = "fault-injection")]
-crate::inject_panic_handler!(DbQueueActor, "db_queue");
+impl Handler<Queued<crate::mailbox::InjectPanic>> for DbQueueActor {
+    type Result = AtomicResponse<Self, Result<(), ActorError>>;
+
+    fn handle(
+        &mut self,
+        _: Queued<crate::mailbox::InjectPanic>,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        let timer = self.stats.start();
+        self.atomic(timer, async { panic!("injected fault") })
+    }
+}
 
 /// Writes to one user drop their cached copy, before and after the write, inside the FIFO order.
 macro_rules! invalidating {
     ($msg:ty, $reply:ty, |$store:ident, $m:ident| $id:expr, $body:expr) => {
-        impl Handler<$msg> for DbQueueActor {
+        impl Handler<Queued<$msg>> for DbQueueActor {
             type Result = AtomicResponse<Self, Result<$reply, ActorError>>;
 
-            fn handle(&mut self, $m: $msg, _: &mut Self::Context) -> Self::Result {
+            fn handle(&mut self, queued: Queued<$msg>, _: &mut Self::Context) -> Self::Result {
+                if let Some(e) = self.refusal(queued.start_by) {
+                    return refused(e);
+                }
+                let $m = queued.msg;
                 let timer = self.stats.start();
                 let $store = self.store.clone();
                 let (cache, id) = (self.cache.clone(), $id);
@@ -174,10 +263,18 @@ invalidating!(
     store.delete_user(m.id, m.audit)
 );
 
-impl Handler<FindUserWithWallet> for DbQueueActor {
+impl Handler<Queued<FindUserWithWallet>> for DbQueueActor {
     type Result = AtomicResponse<Self, Result<Option<UserWithWallet>, ActorError>>;
 
-    fn handle(&mut self, msg: FindUserWithWallet, _: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        queued: Queued<FindUserWithWallet>,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        if let Some(e) = self.refusal(queued.start_by) {
+            return refused(e);
+        }
+        let msg = queued.msg;
         let timer = self.stats.start();
         let (store, cache) = (self.store.clone(), self.cache.clone());
         self.atomic(timer, async move {

@@ -14,9 +14,9 @@ use chrono::Utc;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use crate::db_queue::{DbQueueActor, WriteAudit};
+use crate::db_queue::{DbQueue, WriteAudit};
 use crate::domain::{AuditEntry, SessionId};
-use crate::mailbox::{guarded, ActorStats, Mailbox};
+use crate::mailbox::{guarded, ActorStats};
 use crate::redis_keys::Keys;
 use crate::scripts;
 use crate::ActorError;
@@ -54,7 +54,7 @@ pub struct SessionActor {
     settings: Arc<SessionSettings>,
     redis: ConnectionManager,
     keys: Keys,
-    db: Mailbox<DbQueueActor>,
+    db: DbQueue,
     stats: Arc<ActorStats>,
 }
 
@@ -63,7 +63,7 @@ impl SessionActor {
         settings: SessionSettings,
         redis: ConnectionManager,
         keys: Keys,
-        db: Mailbox<DbQueueActor>,
+        db: DbQueue,
         stats: Arc<ActorStats>,
     ) -> Self {
         Self {
