@@ -100,6 +100,34 @@ where
     }
 }
 
+/// One page of `filter`'s matches in `sort` order, and how many match in all.
+async fn page(
+    collection: &Collection<Document>,
+    filter: Document,
+    sort: Document,
+    skip: u64,
+    limit: i64,
+) -> Result<(Vec<Document>, u64), ActorError> {
+    let total = collection
+        .count_documents(filter.clone())
+        .await
+        .map_err(ActorError::mongo)?;
+    let options = FindOptions::builder()
+        .sort(sort)
+        .skip(skip)
+        .limit(limit)
+        .build();
+    let docs = collection
+        .find(filter)
+        .with_options(options)
+        .await
+        .map_err(ActorError::mongo)?
+        .try_collect()
+        .await
+        .map_err(ActorError::mongo)?;
+    Ok((docs, total))
+}
+
 /// Username uniqueness ignores case: collation strength 2 (secondary) on the `username` index,
 /// which also covers users written by the seed's service without a lower-cased copy.
 fn case_insensitive() -> Collation {
@@ -460,25 +488,14 @@ impl MongoStore {
         if let Some(status) = q.status {
             filter.insert("status", status.as_str());
         }
-        let total = self
-            .users()
-            .count_documents(filter.clone())
-            .await
-            .map_err(ActorError::mongo)?;
-        let options = FindOptions::builder()
-            .sort(doc! {"created_at": -1, "_id": -1})
-            .skip(q.skip)
-            .limit(q.limit)
-            .build();
-        let docs: Vec<Document> = self
-            .users()
-            .find(filter)
-            .with_options(options)
-            .await
-            .map_err(ActorError::mongo)?
-            .try_collect()
-            .await
-            .map_err(ActorError::mongo)?;
+        let (docs, total) = page(
+            &self.users(),
+            filter,
+            doc! {"created_at": -1, "_id": -1},
+            q.skip,
+            q.limit,
+        )
+        .await?;
         let users = docs
             .iter()
             .map(User::from_document)
@@ -495,25 +512,14 @@ impl MongoStore {
         if let Some(action) = q.action {
             filter.insert("action", action);
         }
-        let total = self
-            .audit()
-            .count_documents(filter.clone())
-            .await
-            .map_err(ActorError::mongo)?;
-        let options = FindOptions::builder()
-            .sort(doc! {"at": -1, "_id": -1})
-            .skip(q.skip)
-            .limit(q.limit)
-            .build();
-        let docs: Vec<Document> = self
-            .audit()
-            .find(filter)
-            .with_options(options)
-            .await
-            .map_err(ActorError::mongo)?
-            .try_collect()
-            .await
-            .map_err(ActorError::mongo)?;
+        let (docs, total) = page(
+            &self.audit(),
+            filter,
+            doc! {"at": -1, "_id": -1},
+            q.skip,
+            q.limit,
+        )
+        .await?;
         Ok((docs.iter().map(AuditRecord::from_document).collect(), total))
     }
 }
