@@ -15,6 +15,9 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 /// The seed's (and SPEC's) environment variable names, and the setting each one sets.
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("APP_ENV", "app_env"),
+    ("STORAGE_BACKEND", "storage.backend"),
+    ("TOKENS_BACKEND", "tokens.backend"),
+    ("DATA_DIR", "storage.data_dir"),
     ("HOST", "server.host"),
     ("PORT", "server.port"),
     ("SERVER_WORKERS", "server.workers"),
@@ -62,6 +65,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
 pub struct Settings {
     pub app_env: String,
     pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub tokens: TokensSettings,
     pub mongodb: MongoSettings,
     pub redis: RedisSettings,
     pub jwt: JwtSettings,
@@ -79,6 +84,33 @@ pub struct ServerSettings {
     pub workers: usize,
     pub max_body_bytes: usize,
     pub shutdown_grace: u64,
+}
+
+/// Where users, wallets and the audit trail live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageBackend {
+    Mongodb,
+    Embedded,
+}
+
+/// Where token and session state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokensBackend {
+    Redis,
+    Embedded,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StorageSettings {
+    /// `mongodb` | `embedded`; empty = chosen at load time (see [`Settings::load_from`]).
+    pub backend: String,
+    pub data_dir: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TokensSettings {
+    /// `redis` | `embedded`; empty = chosen at load time.
+    pub backend: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -236,7 +268,7 @@ impl Settings {
             }
         }
         let config = builder.build().map_err(|e| ConfigError(e.to_string()))?;
-        let settings: Settings = config.try_deserialize().map_err(|e| {
+        let mut settings: Settings = config.try_deserialize().map_err(|e| {
             // config names the key (`… for key `jwt.access_token_expires``); add its variable.
             let msg = e.to_string();
             let hint = ENV_VARS
@@ -246,8 +278,46 @@ impl Settings {
                 .unwrap_or_default();
             ConfigError(format!("{msg}{hint}"))
         })?;
+        settings.choose_backends(env);
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Unset backends follow the environment: MongoDB when `MONGODB_URI` is set, Redis when
+    /// `REDIS_HOST` is set; otherwise the embedded store in `DATA_DIR`. So a fresh machine runs
+    /// with nothing installed, and the seed's deployments keep their servers.
+    fn choose_backends(&mut self, env: &HashMap<String, String>) {
+        let set = |names: [&str; 2]| names.iter().any(|n| env.contains_key(*n));
+        if self.storage.backend.is_empty() {
+            let mongo = set(["MONGODB_URI", "APP__MONGODB__URI"]);
+            self.storage.backend = if mongo { "mongodb" } else { "embedded" }.into();
+        }
+        if self.tokens.backend.is_empty() {
+            let redis = set(["REDIS_HOST", "APP__REDIS__HOST"]);
+            self.tokens.backend = if redis { "redis" } else { "embedded" }.into();
+        }
+    }
+
+    pub fn storage_backend(&self) -> Result<StorageBackend, ConfigError> {
+        match self.storage.backend.as_str() {
+            "mongodb" => Ok(StorageBackend::Mongodb),
+            "embedded" => Ok(StorageBackend::Embedded),
+            _ => Err(ConfigError(format!(
+                "{} must be \"mongodb\" or \"embedded\"",
+                named("storage.backend")
+            ))),
+        }
+    }
+
+    pub fn tokens_backend(&self) -> Result<TokensBackend, ConfigError> {
+        match self.tokens.backend.as_str() {
+            "redis" => Ok(TokensBackend::Redis),
+            "embedded" => Ok(TokensBackend::Embedded),
+            _ => Err(ConfigError(format!(
+                "{} must be \"redis\" or \"embedded\"",
+                named("tokens.backend")
+            ))),
+        }
     }
 
     pub fn is_production(&self) -> bool {
@@ -299,8 +369,14 @@ impl Settings {
         if self.wallet.initial_balance < 0 {
             return fail("wallet.initial_balance", "must not be negative");
         }
-        if self.mongodb.uri.trim().is_empty() {
+        let storage = self.storage_backend()?;
+        let tokens = self.tokens_backend()?;
+        if storage == StorageBackend::Mongodb && self.mongodb.uri.trim().is_empty() {
             return fail("mongodb.uri", "must not be empty");
+        }
+        let embedded = storage == StorageBackend::Embedded || tokens == TokensBackend::Embedded;
+        if embedded && self.storage.data_dir.trim().is_empty() {
+            return fail("storage.data_dir", "must not be empty");
         }
         self.bootstrap_admin()?;
         Ok(())
@@ -423,6 +499,31 @@ mod tests {
             json.contains("mongodb://app:***@db:27017/credit_system"),
             "{json}"
         );
+    }
+
+    #[test]
+    fn the_embedded_pair_is_the_default_and_servers_are_chosen_by_their_variables() {
+        let backends = |pairs: &[(&str, &str)]| {
+            Settings::load_from(&env(pairs))
+                .map(|s| (s.storage.backend, s.tokens.backend))
+                .map_err(|e| e.to_string())
+        };
+        let pair = |a: &str, b: &str| Ok((a.to_string(), b.to_string()));
+        assert_eq!(backends(&[]), pair("embedded", "embedded"));
+        assert_eq!(
+            backends(&[("MONGODB_URI", "mongodb://db/x"), ("REDIS_HOST", "r")]),
+            pair("mongodb", "redis")
+        );
+        assert_eq!(
+            backends(&[("MONGODB_URI", "mongodb://db/x")]),
+            pair("mongodb", "embedded")
+        );
+        assert_eq!(
+            backends(&[("REDIS_HOST", "r"), ("STORAGE_BACKEND", "embedded")]),
+            pair("embedded", "redis")
+        );
+        let err = backends(&[("TOKENS_BACKEND", "memcached")]).unwrap_err();
+        assert!(err.contains("TOKENS_BACKEND"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use actix_web::dev::Server;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 use actors::db_queue::{
-    self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser, UserCache,
+    self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser, SqliteStore, Store,
+    UserCache,
 };
 use actors::domain::{AuditEntry, NewUser, Password, Role, UserStatus};
 use actors::error::DuplicateField;
@@ -19,13 +20,14 @@ use actors::probe::Dependency;
 use actors::redis_conn;
 use actors::redis_keys::Keys;
 use actors::session::{SessionActor, SessionSettings};
+use actors::session_store::{RedisSessions, SessionStore, SqliteSessions};
 use actors::token::{TokenActor, TokenSettings};
 use actors::ActorError;
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::{ExposeSecret, SecretString};
 use tracing_actix_web::TracingLogger;
 
-use crate::configuration::{BootstrapAdmin, Settings};
+use crate::configuration::{BootstrapAdmin, Settings, StorageBackend, TokensBackend};
 use crate::routes;
 
 /// What every handler shares: the actors' mailboxes and the settings.
@@ -39,11 +41,12 @@ pub struct AppState {
     /// when the email is unknown, so both failures take the same time.
     pub dummy_hash: String,
     pub started_at: Instant,
-    /// The MongoDB database in use (named in `MONGODB_URI`).
+    /// The MongoDB database in use (named in `MONGODB_URI`), or the embedded database's file.
     pub database_name: String,
-    /// Last probe results, kept current by the actors that own the connections.
-    pub mongodb: Arc<Dependency>,
-    pub redis: Arc<Dependency>,
+    /// Last probe results, kept current by the actors that own the connections: the database
+    /// (MongoDB or SQLite) and the token/session store (Redis or SQLite).
+    pub database: Arc<Dependency>,
+    pub token_store: Arc<Dependency>,
     /// Read-only view of the DbQueueActor's user cache (see `UserCache`).
     pub user_cache: UserCache,
 }
@@ -79,8 +82,8 @@ pub enum StartupError {
     Config(String),
     #[error("cannot listen on {addr}: {cause}")]
     Listen { addr: String, cause: std::io::Error },
-    #[error("MongoDB is not usable at start-up (MONGODB_URI): {0}")]
-    Mongo(String),
+    #[error("the database is not usable at start-up: {0}")]
+    Database(String),
     #[error("start-up failed: {0}")]
     Other(String),
 }
@@ -91,17 +94,64 @@ pub struct Application {
     state: web::Data<AppState>,
 }
 
-/// The JWT secret: configured, or (outside production) a random one for this process.
+/// The JWT secret: configured, or (outside production, which refuses to start without one) a
+/// development secret generated once and kept in `DATA_DIR/jwt_secret`, so tokens survive
+/// restarts. If that file cannot be written, a random secret for this process only.
 fn jwt_secret(settings: &Settings) -> SecretString {
-    match settings.jwt.secret_key.as_ref() {
-        Some(secret) if !secret.expose_secret().is_empty() => secret.clone(),
-        _ => {
+    if let Some(secret) = settings.jwt.secret_key.as_ref() {
+        if !secret.expose_secret().is_empty() {
+            return secret.clone();
+        }
+    }
+    let path = std::path::Path::new(&settings.storage.data_dir).join("jwt_secret");
+    match dev_secret(&path) {
+        Ok(secret) => {
             tracing::warn!(
-                "JWT_SECRET_KEY is not set: using a random secret for this process; \
-                 tokens will not survive a restart nor work across instances"
+                path = %path.display(),
+                "JWT_SECRET_KEY is not set: using the development secret kept in the data \
+                 directory; set JWT_SECRET_KEY in production"
+            );
+            secret
+        }
+        Err(e) => {
+            tracing::warn!(
+                path = %path.display(), error = %e,
+                "JWT_SECRET_KEY is not set and no development secret can be kept: using a \
+                 random secret for this process; tokens will not survive a restart"
             );
             SecretString::from(Alphanumeric.sample_string(&mut rand::rng(), 64))
         }
+    }
+}
+
+/// Reads the kept development secret, or creates it (readable by this user only).
+fn dev_secret(path: &std::path::Path) -> std::io::Result<SecretString> {
+    use std::io::Write;
+    if let Ok(kept) = std::fs::read_to_string(path) {
+        if kept.trim().len() >= 32 {
+            return Ok(SecretString::from(kept.trim().to_string()));
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let secret = Alphanumeric.sample_string(&mut rand::rng(), 64);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(secret.as_bytes())?;
+            file.sync_all()?;
+            Ok(SecretString::from(secret))
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let kept = std::fs::read_to_string(path)?;
+            Ok(SecretString::from(kept.trim().to_string()))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -166,8 +216,8 @@ pub async fn bootstrap_admin(
 pub struct Actors {
     /// Users with wallets recently read; filled and invalidated by the DbQueueActor only.
     pub user_cache: UserCache,
-    pub mongodb: Arc<Dependency>,
-    pub redis: Arc<Dependency>,
+    pub database: Arc<Dependency>,
+    pub token_store: Arc<Dependency>,
     pub db: DbQueue,
     pub tokens: Mailbox<TokenActor>,
     pub sessions: Mailbox<SessionActor>,
@@ -182,42 +232,63 @@ impl Actors {
         let a = &settings.actors;
         let call_timeout = settings.call_timeout();
         let probe_interval = Duration::from_millis(a.probe_interval_ms);
-        let mongodb = Dependency::new("mongodb");
         let user_cache = UserCache::new(Duration::from_millis(a.user_cache_ttl_ms), 100_000);
-        let redis_state = Dependency::new("redis");
-
-        let store = db_queue::connect(
-            &settings.mongodb.uri,
-            Some(settings.mongodb.user.as_str()),
-            settings
-                .mongodb
-                .password
-                .as_ref()
-                .map(|p| p.expose_secret()),
-            Duration::from_millis(settings.mongodb.server_selection_timeout_ms),
-        )
-        .await
-        .map_err(StartupError::Config)?;
-        let r = &settings.redis;
-        let database_name = store.database_name().to_string();
-        let redis = redis_conn::connect(
-            &r.host,
-            r.port,
-            r.db,
-            r.password.as_ref().map(|p| p.expose_secret()),
-            Duration::from_millis(r.timeout_ms),
-        )
-        .map_err(StartupError::Config)?;
-        let keys = Keys::new(settings.redis.key_prefix.clone());
+        let config = |e: crate::configuration::ConfigError| StartupError::Config(e.to_string());
+        let data_dir = std::path::Path::new(&settings.storage.data_dir);
+        let store = match settings.storage_backend().map_err(config)? {
+            StorageBackend::Mongodb => Store::Mongo(
+                db_queue::connect(
+                    &settings.mongodb.uri,
+                    Some(settings.mongodb.user.as_str()),
+                    settings
+                        .mongodb
+                        .password
+                        .as_ref()
+                        .map(|p| p.expose_secret()),
+                    Duration::from_millis(settings.mongodb.server_selection_timeout_ms),
+                )
+                .await
+                .map_err(StartupError::Config)?,
+            ),
+            StorageBackend::Embedded => {
+                Store::Embedded(SqliteStore::open(data_dir).map_err(StartupError::Config)?)
+            }
+        };
+        let session_store = match settings.tokens_backend().map_err(config)? {
+            TokensBackend::Redis => {
+                let r = &settings.redis;
+                let connection = redis_conn::connect(
+                    &r.host,
+                    r.port,
+                    r.db,
+                    r.password.as_ref().map(|p| p.expose_secret()),
+                    Duration::from_millis(r.timeout_ms),
+                )
+                .map_err(StartupError::Config)?;
+                SessionStore::Redis(RedisSessions::new(connection, Keys::new(&r.key_prefix)))
+            }
+            TokensBackend::Embedded => SessionStore::Embedded(
+                SqliteSessions::open(data_dir).map_err(StartupError::Config)?,
+            ),
+        };
+        let database = Dependency::new(store.backend());
+        let token_store = Dependency::new(session_store.backend());
+        let database_name = store.database_name();
+        tracing::info!(
+            storage = store.backend(),
+            tokens = session_store.backend(),
+            database = %database_name,
+            "backends chosen"
+        );
 
         // Each actor on its own arbiter (thread), away from the HTTP workers.
         let db_stats = ActorStats::new("db_queue", a.db_queue_capacity);
         let db_actor = {
             let stats = db_stats.clone();
             let op_timeout = Duration::from_millis(settings.mongodb.op_timeout_ms);
-            let (mongodb, cache) = (mongodb.clone(), user_cache.clone());
+            let (database, cache) = (database.clone(), user_cache.clone());
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                DbQueueActor::new(store, stats, op_timeout, mongodb, probe_interval, cache)
+                DbQueueActor::new(store, stats, op_timeout, database, probe_interval, cache)
             })
         };
         let db = DbQueue::new(
@@ -235,10 +306,10 @@ impl Actors {
             reuse_grace: Duration::from_secs(settings.sessions.refresh_reuse_grace),
         };
         let token_actor = {
-            let (stats, redis, keys) = (token_stats.clone(), redis.clone(), keys.clone());
-            let state = redis_state.clone();
+            let (stats, store) = (token_stats.clone(), session_store.clone());
+            let state = token_store.clone();
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                TokenActor::new(token_settings, redis, keys, stats, state, probe_interval)
+                TokenActor::new(token_settings, store, stats, state, probe_interval)
             })
         };
         let tokens = Mailbox::new(token_actor, token_stats, call_timeout);
@@ -258,7 +329,7 @@ impl Actors {
         let session_actor = {
             let (stats, db) = (session_stats.clone(), db.clone());
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                SessionActor::new(session_settings, redis, keys, db, stats)
+                SessionActor::new(session_settings, session_store, db, stats)
             })
         };
         let sessions = Mailbox::new(session_actor, session_stats, call_timeout);
@@ -274,19 +345,19 @@ impl Actors {
         // Unique indexes guard every duplicate rule: serve nothing until they exist.
         db.call(EnsureIndexes)
             .await
-            .map_err(|e| StartupError::Mongo(e.to_string()))?;
+            .map_err(|e| StartupError::Database(e.to_string()))?;
 
         // Give the first probes a moment, so /health is right from the first request.
         let first_probes = Instant::now();
-        while !(mongodb.is_checked() && redis_state.is_checked())
+        while !(database.is_checked() && token_store.is_checked())
             && first_probes.elapsed() < probe_interval.max(Duration::from_secs(2))
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(Self {
             user_cache,
-            mongodb,
-            redis: redis_state,
+            database,
+            token_store,
             db,
             tokens,
             sessions,
@@ -302,8 +373,8 @@ impl Application {
         let settings = Arc::new(settings);
         let Actors {
             user_cache,
-            mongodb,
-            redis,
+            database,
+            token_store,
             db,
             tokens,
             sessions,
@@ -335,8 +406,8 @@ impl Application {
             dummy_hash,
             started_at: Instant::now(),
             database_name,
-            mongodb,
-            redis,
+            database,
+            token_store,
             user_cache,
         });
 

@@ -3,12 +3,16 @@
 //! Map of the crate:
 //! - [`domain`]: validated input types (`Email`, `Username`, `Password`, `UserId`, `SessionId`)
 //!   and the records the service returns (`User`, `Wallet`, `AuditEntry`).
-//! - [`db_queue`]: the **DbQueueActor**, the only code that touches MongoDB. Every operation is a
-//!   typed message taken in FIFO order, one at a time (`AtomicResponse`).
+//! - [`db_queue`]: the **DbQueueActor**, the only code that touches the database (a
+//!   [`db_queue::Store`]: MongoDB, or the embedded SQLite file). Every operation is a typed
+//!   message taken in FIFO order, one at a time (`AtomicResponse`).
 //! - [`token`]: the **TokenActor**, the only code that signs, checks, rotates and revokes JWTs.
-//!   Revocation state lives in Redis.
-//! - [`session`]: the **SessionActor**: per-user live sessions in Redis, the concurrent-session
-//!   limit, the idle sweep, and the failed-login lockout counters.
+//!   Revocation state lives in the [`session_store::SessionStore`] (Redis or embedded).
+//! - [`session`]: the **SessionActor**: per-user live sessions, the concurrent-session limit,
+//!   the idle sweep, and the failed-login lockout counters, in the same store.
+//! - [`session_store`]: token and session state on Redis (one Lua script per change) or in the
+//!   embedded SQLite file (one transaction per change); [`sqlite`] is the embedded backend's
+//!   connection.
 //! - [`hasher`]: the bcrypt pool, a `SyncArbiter` sized to the cores, so hashing never runs on an
 //!   HTTP worker thread.
 //! - [`mailbox`]: [`mailbox::Mailbox`], the bounded, instrumented way every caller reaches an
@@ -34,6 +38,8 @@ pub mod redis_conn;
 pub mod redis_keys;
 pub mod scripts;
 pub mod session;
+pub mod session_store;
+pub mod sqlite;
 pub mod token;
 
 pub use error::ActorError;

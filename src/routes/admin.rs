@@ -9,8 +9,7 @@ use crate::error::ApiError;
 use crate::extractors::Authenticated;
 use crate::routes::health::Probe;
 use crate::routes::responses::{
-    AuditResponse, DatabaseQueue, ErrorBody, PublicSettings, TestBackends, TestConnections,
-    TestData, TestResponse,
+    AuditResponse, DatabaseQueue, ErrorBody, PublicSettings, TestBackends, TestData, TestResponse,
 };
 use crate::routes::users::page;
 use crate::startup::AppState;
@@ -99,13 +98,10 @@ pub async fn test(
             service: "cs-user-management",
             version: env!("CARGO_PKG_VERSION"),
             backends: TestBackends {
-                storage: "mongodb",
-                tokens: "redis",
+                storage: s.storage.backend.clone(),
+                tokens: s.tokens.backend.clone(),
             },
-            connections: TestConnections {
-                mongodb: probe.mongodb_state(),
-                redis: probe.redis_state(),
-            },
+            connections: probe.checks(),
             database: state.database_name.clone(),
             database_queue: DatabaseQueue::from_snapshot(probe.actors.get("db_queue")),
             settings: PublicSettings {

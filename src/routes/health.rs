@@ -7,44 +7,50 @@ use crate::routes::responses::{DatabaseQueue, HealthDetails, HealthResponse, Sta
 use crate::startup::AppState;
 use actix_web::{web, HttpResponse};
 use actors::mailbox::ActorSnapshot;
+use actors::probe::Dependency;
 
 /// An actor that restarted this recently makes the service `degraded`.
 const RECENT_RESTART: Duration = Duration::from_secs(60);
 
 /// One look at the dependencies (through the actors' own mailboxes) and the actors' figures.
 pub struct Probe {
-    pub mongodb: Result<(), String>,
-    pub redis: Result<(), String>,
+    /// The database (`mongodb` or `sqlite`) and the token store (`redis` or `sqlite_sessions`).
+    pub dependencies: [(&'static str, Result<(), String>); 2],
     pub actors: BTreeMap<&'static str, ActorSnapshot>,
 }
 
 impl Probe {
     /// Reads the probe flags the actors keep current; never waits on a dependency or a queue.
     pub async fn run(state: &AppState) -> Self {
-        let flag = |up: bool, name: &str| {
-            if up {
+        let flag = |d: &Dependency| {
+            let state = if d.is_up() {
                 Ok(())
             } else {
-                Err(format!("{name} did not answer its last probe"))
-            }
+                Err(format!("{} did not answer its last probe", d.name))
+            };
+            (d.name, state)
         };
         Self {
-            mongodb: flag(state.mongodb.is_up(), "mongodb"),
-            redis: flag(state.redis.is_up(), "redis"),
+            dependencies: [flag(&state.database), flag(&state.token_store)],
             actors: state.actor_snapshots(),
         }
     }
 
-    pub fn mongodb_state(&self) -> &'static str {
-        state_of(&self.mongodb)
+    /// The backends in use, by name.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.dependencies.iter().map(|(name, _)| *name).collect()
     }
 
-    pub fn redis_state(&self) -> &'static str {
-        state_of(&self.redis)
+    /// `up` or `down` for each backend.
+    pub fn checks(&self) -> BTreeMap<&'static str, &'static str> {
+        self.dependencies
+            .iter()
+            .map(|(name, r)| (*name, state_of(r)))
+            .collect()
     }
 
     fn dependencies_up(&self) -> bool {
-        self.mongodb.is_ok() && self.redis.is_ok()
+        self.dependencies.iter().all(|(_, r)| r.is_ok())
     }
 
     fn any_mailbox_full(&self) -> bool {
@@ -70,7 +76,7 @@ fn state_of(r: &Result<(), String>) -> &'static str {
     ))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let probe = Probe::run(&state).await;
-    for (name, r) in [("mongodb", &probe.mongodb), ("redis", &probe.redis)] {
+    for (name, r) in &probe.dependencies {
         if let Err(cause) = r {
             tracing::warn!(dependency = name, %cause, "health probe failed");
         }
@@ -93,11 +99,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         service: "cs-user-management",
         version: env!("CARGO_PKG_VERSION"),
         uptime_s: state.started_at.elapsed().as_secs(),
-        dependencies: vec!["mongodb", "redis"],
-        checks: BTreeMap::from([
-            ("mongodb", probe.mongodb_state()),
-            ("redis", probe.redis_state()),
-        ]),
+        dependencies: probe.names(),
+        checks: probe.checks(),
         details: HealthDetails {
             database_queue: DatabaseQueue::from_snapshot(probe.actors.get("db_queue")),
             actors: probe.actors,
@@ -132,11 +135,11 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let ready = probe.dependencies_up() && !full;
     let body = StatusResponse {
         status: if ready { "ready" } else { "not_ready" },
-        checks: BTreeMap::from([
-            ("mongodb", probe.mongodb_state()),
-            ("redis", probe.redis_state()),
-            ("mailboxes", if full { "full" } else { "ok" }),
-        ]),
+        checks: {
+            let mut checks = probe.checks();
+            checks.insert("mailboxes", if full { "full" } else { "ok" });
+            checks
+        },
     };
     if ready {
         HttpResponse::Ok().json(body)

@@ -182,15 +182,11 @@ pub struct StatusResponse {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct TestConnections {
-    pub mongodb: &'static str,
-    pub redis: &'static str,
-}
-
-#[derive(Serialize, ToSchema)]
 pub struct TestBackends {
-    pub storage: &'static str,
-    pub tokens: &'static str,
+    /// `mongodb` or `embedded`.
+    pub storage: String,
+    /// `redis` or `embedded`.
+    pub tokens: String,
 }
 
 /// Non-secret settings shown by `/auth/test`.
@@ -217,7 +213,9 @@ pub struct TestData {
     pub service: &'static str,
     pub version: &'static str,
     pub backends: TestBackends,
-    pub connections: TestConnections,
+    /// `up` or `down` per backend in use (`mongodb`/`sqlite`, `redis`/`sqlite_sessions`).
+    #[schema(value_type = Object)]
+    pub connections: BTreeMap<&'static str, &'static str>,
     pub database: String,
     pub database_queue: DatabaseQueue,
     pub actors: BTreeMap<&'static str, ActorSnapshot>,

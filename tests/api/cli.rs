@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::process::{Command, Output, Stdio};
 
-use mongodb::bson::{doc, Document};
+use mongodb::bson::doc;
 use reqwest::StatusCode;
 
 use crate::helpers::{spawn_app, Isolation, TestApp, PASSWORD};
@@ -75,12 +75,7 @@ async fn migrate_creates_the_indexes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let app = TestApp::connect(String::new(), &iso).await;
-    let names = app
-        .db
-        .collection::<Document>("users")
-        .list_index_names()
-        .await
-        .unwrap();
+    let names = app.store.index_names("users").await;
     for index in ["email_unique", "username_ci_unique", "status", "created_at"] {
         assert!(names.iter().any(|n| n == index), "{index} in {names:?}");
     }
@@ -121,11 +116,9 @@ async fn create_admin_makes_an_administrator_who_can_sign_in() {
     assert!(!again.status.success());
     let app = TestApp::connect(String::new(), &iso).await;
     let admin = app
-        .db
-        .collection::<Document>("users")
-        .find_one(doc! {"email": "ops@example.com"})
+        .store
+        .find_one("users", doc! {"email": "ops@example.com"})
         .await
-        .unwrap()
         .expect("created");
     assert_eq!(admin.get_str("role").unwrap(), "admin");
     assert_eq!(app.count("wallets", doc! {}).await, 1);

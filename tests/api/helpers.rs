@@ -1,10 +1,15 @@
 //! Spawning the service for a test, and one helper per endpoint.
+//!
+//! The suite runs against one pair of backends per run: MongoDB + Redis (the default), or the
+//! embedded SQLite pair with `TEST_BACKEND=embedded`. `scripts/test.sh` runs it both ways. A test
+//! that reads or changes stored data directly goes through [`Backdoor`], which speaks to either.
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cs_user_management::configuration::Settings;
 use cs_user_management::startup::Application;
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, Bson, Document};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -27,10 +32,43 @@ pub fn redis_port() -> u16 {
         .unwrap_or(6379)
 }
 
-/// A fresh database name and Redis prefix, and the environment that points the service at them.
+/// True when this run tests the embedded backend (`TEST_BACKEND=embedded`).
+pub fn embedded() -> bool {
+    std::env::var("TEST_BACKEND").is_ok_and(|b| b == "embedded")
+}
+
+/// For a test about MongoDB or Redis themselves (their outages, the seed's MongoDB data): on the
+/// embedded run it says why it does not apply and the test returns.
+pub fn needs_servers(why: &str) -> bool {
+    if embedded() {
+        eprintln!("not applicable to the embedded backend: {why}");
+        return false;
+    }
+    true
+}
+
+/// The names `/health` gives the backends of this run.
+pub fn dependency_names() -> [&'static str; 2] {
+    if embedded() {
+        ["sqlite", "sqlite_sessions"]
+    } else {
+        ["mongodb", "redis"]
+    }
+}
+
+/// Where embedded tests keep their data directories (`scripts/test.sh` removes it afterwards).
+fn data_root() -> PathBuf {
+    std::env::var_os("TEST_DATA_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("cs-um-test-data"))
+}
+
+/// A fresh database name, Redis prefix and data directory, and the environment that points the
+/// service at them.
 pub struct Isolation {
     pub db_name: String,
     pub prefix: String,
+    pub data_dir: PathBuf,
 }
 
 impl Isolation {
@@ -39,6 +77,7 @@ impl Isolation {
         Self {
             db_name: format!("test_{}", &id[..16]),
             prefix: format!("test:{}:", &id[..16]),
+            data_dir: data_root().join(&id[..16]),
         }
     }
 
@@ -48,23 +87,27 @@ impl Isolation {
             ("HOST", "127.0.0.1".to_string()),
             ("PORT", "0".to_string()),
             ("SERVER_WORKERS", "2".to_string()),
-            (
-                "MONGODB_URI",
-                format!(
-                    "{}/{}?directConnection=true&serverSelectionTimeoutMS=5000",
-                    mongo_base(),
-                    self.db_name
-                ),
-            ),
-            ("REDIS_HOST", redis_host()),
-            ("REDIS_PORT", redis_port().to_string()),
-            ("REDIS_KEY_PREFIX", self.prefix.clone()),
+            ("DATA_DIR", self.data_dir.display().to_string()),
             ("JWT_SECRET_KEY", TEST_SECRET.to_string()),
             ("BCRYPT_COST", "4".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if embedded() {
+            env.insert("STORAGE_BACKEND".into(), "embedded".into());
+            env.insert("TOKENS_BACKEND".into(), "embedded".into());
+        } else {
+            let uri = format!(
+                "{}/{}?directConnection=true&serverSelectionTimeoutMS=5000",
+                mongo_base(),
+                self.db_name
+            );
+            env.insert("MONGODB_URI".into(), uri);
+            env.insert("REDIS_HOST".into(), redis_host());
+            env.insert("REDIS_PORT".into(), redis_port().to_string());
+            env.insert("REDIS_KEY_PREFIX".into(), self.prefix.clone());
+        }
         for (k, v) in overrides {
             env.insert(k.to_string(), v.to_string());
         }
@@ -72,10 +115,212 @@ impl Isolation {
     }
 }
 
+/// Direct access to what the service stored, on either backend, for assertions and for setting
+/// up states the API cannot reach (a user suspended behind the service's back).
+pub enum Backdoor {
+    Mongo(mongodb::Database),
+    /// `DATA_DIR/users.db`.
+    Sqlite(PathBuf),
+}
+
+/// A document's fields as SQL columns and values (`_id` is the `id` column; an ObjectId is
+/// its hex).
+fn sql_pairs(doc: &Document) -> Vec<(String, rusqlite::types::Value)> {
+    use rusqlite::types::Value;
+    doc.iter()
+        .map(|(key, value)| {
+            let column = if key == "_id" { "id" } else { key.as_str() };
+            let value = match value {
+                Bson::String(s) => Value::Text(s.clone()),
+                Bson::ObjectId(id) => Value::Text(id.to_hex()),
+                Bson::Int32(i) => Value::Integer(i64::from(*i)),
+                Bson::Int64(i) => Value::Integer(*i),
+                Bson::Null => Value::Null,
+                other => panic!("the backdoor does not translate {other:?}"),
+            };
+            (column.to_string(), value)
+        })
+        .collect()
+}
+
+/// A filter of equalities as a SQL condition and its arguments.
+fn sql_filter(filter: &Document) -> (String, Vec<rusqlite::types::Value>) {
+    let pairs = sql_pairs(filter);
+    let mut condition = vec!["1 = 1".to_string()];
+    condition.extend(pairs.iter().map(|(c, _)| format!("{c} IS ?")));
+    (
+        condition.join(" AND "),
+        pairs.into_iter().map(|(_, v)| v).collect(),
+    )
+}
+
+fn row_document(row: &rusqlite::Row, columns: &[String]) -> Document {
+    use rusqlite::types::ValueRef;
+    let mut doc = Document::new();
+    for (i, column) in columns.iter().enumerate() {
+        let value = match row.get_ref(i).unwrap() {
+            ValueRef::Null => Bson::Null,
+            ValueRef::Integer(n) => Bson::Int64(n),
+            ValueRef::Real(f) => Bson::Double(f),
+            ValueRef::Text(t) | ValueRef::Blob(t) => {
+                Bson::String(String::from_utf8_lossy(t).into_owned())
+            }
+        };
+        let key = if column == "id" { "_id" } else { column.as_str() };
+        doc.insert(key, value);
+    }
+    doc
+}
+
+impl Backdoor {
+    fn sqlite<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> T + Send + 'static,
+    ) -> impl std::future::Future<Output = T> {
+        let Backdoor::Sqlite(path) = self else {
+            panic!("not the embedded backend")
+        };
+        let path = path.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = rusqlite::Connection::open(&path).unwrap();
+                conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                f(&conn)
+            })
+            .await
+            .unwrap()
+        }
+    }
+
+    /// The MongoDB database, for the tests that are about MongoDB itself.
+    pub fn mongo(&self) -> &mongodb::Database {
+        match self {
+            Backdoor::Mongo(db) => db,
+            Backdoor::Sqlite(_) => panic!("this test needs MongoDB"),
+        }
+    }
+
+    pub async fn find(&self, table: &str, filter: Document) -> Vec<Document> {
+        match self {
+            Backdoor::Mongo(db) => {
+                use futures::TryStreamExt;
+                let cursor = db.collection::<Document>(table).find(filter).await.unwrap();
+                cursor.try_collect().await.unwrap()
+            }
+            Backdoor::Sqlite(_) => {
+                let sql = format!("SELECT * FROM {table} WHERE {}", sql_filter(&filter).0);
+                let args = sql_filter(&filter).1;
+                self.sqlite(move |c| {
+                    let mut statement = c.prepare(&sql).unwrap();
+                    let columns: Vec<String> = statement
+                        .column_names()
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect();
+                    statement
+                        .query_map(rusqlite::params_from_iter(args.iter()), |row| {
+                            Ok(row_document(row, &columns))
+                        })
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect()
+                })
+                .await
+            }
+        }
+    }
+
+    pub async fn find_one(&self, table: &str, filter: Document) -> Option<Document> {
+        self.find(table, filter).await.into_iter().next()
+    }
+
+    pub async fn count(&self, table: &str, filter: Document) -> u64 {
+        match self {
+            Backdoor::Mongo(db) => db
+                .collection::<Document>(table)
+                .count_documents(filter)
+                .await
+                .unwrap(),
+            Backdoor::Sqlite(_) => self.find(table, filter).await.len() as u64,
+        }
+    }
+
+    /// `$set` on the first match.
+    pub async fn set(&self, table: &str, filter: Document, set: Document) {
+        match self {
+            Backdoor::Mongo(db) => {
+                db.collection::<Document>(table)
+                    .update_one(filter, doc! {"$set": set})
+                    .await
+                    .unwrap();
+            }
+            Backdoor::Sqlite(_) => {
+                let (condition, mut args) = sql_filter(&filter);
+                let pairs = sql_pairs(&set);
+                let assignments: Vec<String> =
+                    pairs.iter().map(|(c, _)| format!("{c} = ?")).collect();
+                let mut all: Vec<_> = pairs.into_iter().map(|(_, v)| v).collect();
+                all.append(&mut args);
+                let sql = format!(
+                    "UPDATE {table} SET {} WHERE {condition}",
+                    assignments.join(", ")
+                );
+                self.sqlite(move |c| c.execute(&sql, rusqlite::params_from_iter(all.iter())))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    pub async fn delete_one(&self, table: &str, filter: Document) {
+        match self {
+            Backdoor::Mongo(db) => {
+                db.collection::<Document>(table)
+                    .delete_one(filter)
+                    .await
+                    .unwrap();
+            }
+            Backdoor::Sqlite(_) => {
+                let (condition, args) = sql_filter(&filter);
+                let sql = format!("DELETE FROM {table} WHERE {condition}");
+                self.sqlite(move |c| c.execute(&sql, rusqlite::params_from_iter(args.iter())))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// The names of a collection's (table's) indexes.
+    pub async fn index_names(&self, table: &str) -> Vec<String> {
+        match self {
+            Backdoor::Mongo(db) => db
+                .collection::<Document>(table)
+                .list_index_names()
+                .await
+                .unwrap(),
+            Backdoor::Sqlite(_) => {
+                let table = table.to_string();
+                self.sqlite(move |c| {
+                    let mut statement = c
+                        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?")
+                        .unwrap();
+                    statement
+                        .query_map([table], |r| r.get(0))
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect()
+                })
+                .await
+            }
+        }
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub db: mongodb::Database,
+    /// What the service stored, read directly.
+    pub store: Backdoor,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -108,14 +353,19 @@ impl TestApp {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        let mongo =
-            mongodb::Client::with_uri_str(format!("{}/?directConnection=true", mongo_base()))
-                .await
-                .unwrap();
+        let store = if embedded() {
+            Backdoor::Sqlite(iso.data_dir.join("users.db"))
+        } else {
+            let mongo =
+                mongodb::Client::with_uri_str(format!("{}/?directConnection=true", mongo_base()))
+                    .await
+                    .unwrap();
+            Backdoor::Mongo(mongo.database(&iso.db_name))
+        };
         TestApp {
             address,
             client,
-            db: mongo.database(&iso.db_name),
+            store,
         }
     }
 
@@ -216,22 +466,14 @@ impl TestApp {
     }
 
     pub async fn count(&self, collection: &str, filter: Document) -> u64 {
-        self.db
-            .collection::<Document>(collection)
-            .count_documents(filter)
-            .await
-            .unwrap()
+        self.store.count(collection, filter).await
     }
 
     pub async fn audit_actions(&self, user_id: &str) -> Vec<String> {
-        use futures::TryStreamExt;
-        let cursor = self
-            .db
-            .collection::<Document>("audit_log")
-            .find(doc! {"user_id": user_id})
-            .await
-            .unwrap();
-        let docs: Vec<Document> = cursor.try_collect().await.unwrap();
+        let docs = self
+            .store
+            .find("audit_log", doc! {"user_id": user_id})
+            .await;
         docs.iter()
             .map(|d| d.get_str("action").unwrap_or_default().to_string())
             .collect()

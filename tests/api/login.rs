@@ -1,4 +1,4 @@
-use mongodb::bson::{doc, Document};
+use mongodb::bson::doc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -26,11 +26,9 @@ async fn login_returns_the_seed_shape_and_counts_the_login() {
     assert!(data["user"].get("password_hash").is_none());
 
     let stored = app
-        .db
-        .collection::<Document>("users")
-        .find_one(doc! {"email": &email})
+        .store
+        .find_one("users", doc! {"email": &email})
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(stored.get_i64("login_count").unwrap(), 1);
     assert!(stored.get_datetime("last_login_at").is_ok());
@@ -79,11 +77,9 @@ async fn a_correct_password_for_a_non_active_account_is_403() {
     let app = spawn_app().await;
     for status in ["suspended", "inactive"] {
         let (email, _) = app.create_user().await;
-        app.db
-            .collection::<Document>("users")
-            .update_one(doc! {"email": &email}, doc! {"$set": {"status": status}})
-            .await
-            .unwrap();
+        app.store
+            .set("users", doc! {"email": &email}, doc! {"status": status})
+            .await;
 
         let message = assert_error(app.login(&email, PASSWORD).await, StatusCode::FORBIDDEN).await;
 

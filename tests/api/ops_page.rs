@@ -11,7 +11,6 @@ use tokio::process::Command;
 use crate::helpers::{spawn_app, TestApp};
 
 const ACTORS: [&str; 4] = ["db_queue", "token", "session", "hasher"];
-const DEPENDENCIES: [&str; 2] = ["mongodb", "redis"];
 
 /// Flags for a quiet, isolated, headless run; `--virtual-time-budget` lets the page's timers
 /// (the 2 s poll) run for 8 virtual seconds, i.e. about four polls, before the dump.
@@ -116,7 +115,7 @@ async fn the_ops_page_renders_every_actor_and_dependency_from_health() {
             "no card for actor {actor} in the rendered page:\n{dom}"
         );
     }
-    for dependency in DEPENDENCIES {
+    for dependency in crate::helpers::dependency_names() {
         assert!(
             dom.contains(&format!("data-dependency=\"{dependency}\"")),
             "no entry for dependency {dependency} in the rendered page:\n{dom}"

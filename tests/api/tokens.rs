@@ -1,7 +1,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mongodb::bson::{doc, oid::ObjectId, Document};
+use mongodb::bson::{doc, oid::ObjectId};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -212,11 +212,9 @@ async fn missing_or_non_bearer_authorization_is_401() {
 async fn a_deleted_users_token_is_401_saying_so() {
     let app = spawn_app().await;
     let (_, id, access, refresh) = app.signed_in_user().await;
-    app.db
-        .collection::<Document>("users")
-        .delete_one(doc! {"_id": ObjectId::parse_str(&id).unwrap()})
-        .await
-        .unwrap();
+    app.store
+        .delete_one("users", doc! {"_id": ObjectId::parse_str(&id).unwrap()})
+        .await;
 
     let message = assert_unauthorized(app.me(&access).await).await;
 
@@ -228,14 +226,13 @@ async fn a_deleted_users_token_is_401_saying_so() {
 async fn a_suspended_users_token_is_401_saying_so() {
     let app = spawn_app().await;
     let (_, id, access, _) = app.signed_in_user().await;
-    app.db
-        .collection::<Document>("users")
-        .update_one(
+    app.store
+        .set(
+            "users",
             doc! {"_id": ObjectId::parse_str(&id).unwrap()},
-            doc! {"$set": {"status": "suspended"}},
+            doc! {"status": "suspended"},
         )
-        .await
-        .unwrap();
+        .await;
 
     let message = assert_unauthorized(app.me(&access).await).await;
 

@@ -1,5 +1,5 @@
 //! User administration: who may read, change and delete which account.
-use mongodb::bson::{doc, oid::ObjectId, Document};
+use mongodb::bson::{doc, oid::ObjectId};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -374,11 +374,9 @@ async fn deleting_a_user_revokes_their_tokens_and_closes_their_wallet() {
         0
     );
     let wallet = app
-        .db
-        .collection::<Document>("wallets")
-        .find_one(doc! {"user_id": &id})
+        .store
+        .find_one("wallets", doc! {"user_id": &id})
         .await
-        .unwrap()
         .expect("the wallet is kept");
     assert_eq!(wallet.get_str("status").unwrap(), "closed");
 }
@@ -516,8 +514,16 @@ async fn the_test_endpoint_reports_backends_without_secrets() {
     let text = response.text().await.unwrap();
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["success"], json!(true));
-    assert_eq!(body["data"]["backends"]["storage"], "mongodb");
-    assert_eq!(body["data"]["connections"]["redis"], "up");
+    let [database, token_store] = crate::helpers::dependency_names();
+    let (storage, tokens) = if crate::helpers::embedded() {
+        ("embedded", "embedded")
+    } else {
+        ("mongodb", "redis")
+    };
+    assert_eq!(body["data"]["backends"]["storage"], storage);
+    assert_eq!(body["data"]["backends"]["tokens"], tokens);
+    assert_eq!(body["data"]["connections"][database], "up");
+    assert_eq!(body["data"]["connections"][token_store], "up");
     assert!(body["data"]["database_queue"]["worker_alive"]
         .as_bool()
         .unwrap());

@@ -7,6 +7,8 @@
 mod cache;
 pub mod messages;
 mod mongo;
+mod sqlite;
+mod store;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,22 +22,25 @@ use crate::ActorError;
 pub use cache::{UserCache, UserWithWallet};
 pub use messages::*;
 pub use mongo::{connect, MongoStore};
+pub use sqlite::SqliteStore;
+pub use store::Store;
 
 pub struct DbQueueActor {
-    store: MongoStore,
+    store: Store,
     stats: Arc<ActorStats>,
     op_timeout: Duration,
-    mongodb: Arc<Dependency>,
+    /// The store's probe state (MongoDB or the embedded file).
+    database: Arc<Dependency>,
     probe_interval: Duration,
     cache: UserCache,
 }
 
 impl DbQueueActor {
     pub fn new(
-        store: MongoStore,
+        store: Store,
         stats: Arc<ActorStats>,
         op_timeout: Duration,
-        mongodb: Arc<Dependency>,
+        database: Arc<Dependency>,
         probe_interval: Duration,
         cache: UserCache,
     ) -> Self {
@@ -43,7 +48,7 @@ impl DbQueueActor {
             store,
             stats,
             op_timeout,
-            mongodb,
+            database,
             probe_interval,
             cache,
         }
@@ -72,7 +77,7 @@ impl DbQueueActor {
 
 /// A database operation and the moment its caller stops waiting for it to start. The actor
 /// refuses an operation whose caller has given up (it would otherwise be applied after a 503),
-/// and answers at once while MongoDB is confirmed down.
+/// and answers at once while the database is confirmed down.
 pub struct Queued<M> {
     msg: M,
     start_by: Instant,
@@ -84,13 +89,13 @@ impl<M: Message> Message for Queued<M> {
 
 impl DbQueueActor {
     /// Why an operation is refused without being tried: its caller stopped waiting before it
-    /// could start, or MongoDB is confirmed down.
+    /// could start, or the database is confirmed down.
     fn refusal(&self, start_by: Instant) -> Option<ActorError> {
         let refusal = if Instant::now() >= start_by {
             ActorError::Timeout("db_queue")
-        } else if self.mongodb.confirmed_down() {
+        } else if self.database.confirmed_down() {
             ActorError::Unavailable {
-                dependency: "mongodb",
+                dependency: self.database.name,
                 cause: "down at the last probes".into(),
             }
         } else {
@@ -150,7 +155,7 @@ impl Actor for DbQueueActor {
         self.stats.set_alive(true);
         // The probe pings on its own task, never queued behind operations.
         let store = self.store.clone();
-        self.mongodb
+        self.database
             .watch(self.probe_interval, move || store.clone().ping());
     }
 

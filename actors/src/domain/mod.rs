@@ -11,6 +11,7 @@ mod username;
 pub use email::Email;
 pub use ids::{SessionId, UserId};
 pub use password::Password;
+pub(crate) use records::rfc3339;
 pub use records::{
     AuditEntry, AuditRecord, EndReason, NewUser, Role, User, UserChanges, UserStatus, Wallet,
 };

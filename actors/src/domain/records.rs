@@ -103,7 +103,7 @@ impl EndReason {
 }
 
 /// RFC 3339 UTC with a `Z`, to the second: `2024-01-15T10:30:00Z`.
-fn rfc3339(at: &DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 

@@ -1,9 +1,10 @@
-//! The SessionActor: each user's live sessions in Redis, the concurrent-session limit, the
-//! periodic idle sweep, and the failed-login lockout counters.
+//! The SessionActor: each user's live sessions, the concurrent-session limit, the periodic idle
+//! sweep, and the failed-login lockout counters.
 //!
-//! All state is in Redis and every change is one Lua script, so limits and lockouts hold across
-//! service instances; the sweep may run on every instance at once, and each expired session is
-//! ended (and audited) exactly once.
+//! All state is in the [`SessionStore`] (Redis, or the embedded file) and every change is one
+//! atomic operation there, so limits and lockouts hold across service instances sharing it; the
+//! sweep may run on every instance at once, and each expired session is ended (and audited)
+//! exactly once.
 pub mod messages;
 
 use std::sync::Arc;
@@ -11,14 +12,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
-use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
 
 use crate::db_queue::{DbQueue, WriteAudit};
 use crate::domain::{AuditEntry, SessionId};
 use crate::mailbox::{guarded, ActorStats};
-use crate::redis_keys::Keys;
-use crate::scripts;
+use crate::session_store::{OpenRequest, Opening, SessionStore};
 use crate::ActorError;
 pub use messages::*;
 
@@ -52,8 +50,7 @@ pub struct SessionSettings {
 
 pub struct SessionActor {
     settings: Arc<SessionSettings>,
-    redis: ConnectionManager,
-    keys: Keys,
+    store: SessionStore,
     db: DbQueue,
     stats: Arc<ActorStats>,
 }
@@ -61,15 +58,13 @@ pub struct SessionActor {
 impl SessionActor {
     pub fn new(
         settings: SessionSettings,
-        redis: ConnectionManager,
-        keys: Keys,
+        store: SessionStore,
         db: DbQueue,
         stats: Arc<ActorStats>,
     ) -> Self {
         Self {
             settings: Arc::new(settings),
-            redis,
-            keys,
+            store,
             db,
             stats,
         }
@@ -112,46 +107,29 @@ impl Handler<OpenSession> for SessionActor {
 
     fn handle(&mut self, msg: OpenSession, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
-        let mut redis = self.redis.clone();
-        let keys = self.keys.clone();
+        let store = self.store.clone();
         let s = Arc::clone(&self.settings);
         let db = self.db.clone();
         guarded("session", async move {
             let result = async {
                 let sid = msg.session_id.clone();
-                let lifetime = s.max_lifetime.as_secs().max(1);
-                let reply: Vec<String> = scripts::OPEN_SESSION
-                    .key(keys.user_sessions(&msg.user_id))
-                    .key(keys.activity())
-                    .key(keys.session(&sid))
-                    .arg(sid.as_str())
-                    .arg(msg.user_id.to_hex())
-                    .arg(msg.role.as_str())
-                    .arg(Utc::now().timestamp_millis())
-                    .arg(s.max_concurrent.max(1))
-                    .arg(s.policy.as_str())
-                    .arg(lifetime)
-                    .arg(keys.session_prefix())
-                    .arg(keys.ended_prefix())
-                    .arg(lifetime)
-                    .arg(s.idle_timeout.as_millis() as i64)
-                    .arg(&msg.access_jti)
-                    .arg(&msg.refresh_jti)
-                    .invoke_async(&mut redis)
-                    .await
-                    .map_err(ActorError::redis)?;
-                let mut reply = reply.into_iter();
-                if reply.next().as_deref() != Some("ok") {
+                let opening = store
+                    .open_session(OpenRequest {
+                        sid: sid.clone(),
+                        uid: msg.user_id,
+                        role: msg.role,
+                        now_ms: Utc::now().timestamp_millis(),
+                        max: s.max_concurrent,
+                        policy: s.policy,
+                        lifetime_s: s.max_lifetime.as_secs(),
+                        idle_ms: s.idle_timeout.as_millis() as i64,
+                        access_jti: msg.access_jti.clone(),
+                        refresh_jti: msg.refresh_jti.clone(),
+                    })
+                    .await?;
+                let Opening::Opened { evicted, expired } = opening else {
                     return Err(ActorError::SessionLimit);
-                }
-                let (mut evicted, mut expired) = (Vec::new(), Vec::new());
-                for item in reply {
-                    match item.split_once(':') {
-                        Some(("e", sid)) => evicted.extend(SessionId::parse(sid).ok()),
-                        Some(("x", sid)) => expired.extend(SessionId::parse(sid).ok()),
-                        _ => {}
-                    }
-                }
+                };
                 for sid in &expired {
                     db.call(WriteAudit(expired_entry(msg.user_id, sid, &s)))
                         .await?;
@@ -184,22 +162,14 @@ impl Handler<CheckLoginAllowed> for SessionActor {
 
     fn handle(&mut self, msg: CheckLoginAllowed, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
-        let mut redis = self.redis.clone();
-        let key = self.keys.login_failures(&msg.0);
+        let store = self.store.clone();
         let max = u64::from(self.settings.login_max_failures);
         let window = self.settings.login_failure_window.as_secs();
         guarded("session", async move {
             let result = async {
-                let (count, ttl): (Option<u64>, i64) = redis::pipe()
-                    .get(&key)
-                    .ttl(&key)
-                    .query_async(&mut redis)
-                    .await
-                    .map_err(ActorError::redis)?;
-                let count = count.unwrap_or(0);
+                let (count, ttl) = store.failures(msg.0).await?;
                 if max > 0 && count >= max {
-                    let retry = if ttl > 0 { ttl as u64 } else { window };
-                    return Err(ActorError::LockedOut(retry.max(1)));
+                    return Err(ActorError::LockedOut(ttl.unwrap_or(window).max(1)));
                 }
                 Ok(count)
             }
@@ -215,16 +185,10 @@ impl Handler<RecordLoginFailure> for SessionActor {
 
     fn handle(&mut self, msg: RecordLoginFailure, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
-        let mut redis = self.redis.clone();
-        let key = self.keys.login_failures(&msg.0);
-        let window = self.settings.login_failure_window.as_secs().max(1);
+        let store = self.store.clone();
+        let window = self.settings.login_failure_window.as_secs();
         guarded("session", async move {
-            let result = scripts::COUNT_FAILURE
-                .key(key)
-                .arg(window)
-                .invoke_async::<u64>(&mut redis)
-                .await
-                .map_err(ActorError::redis);
+            let result = store.count_failure(msg.0, window).await;
             timer.finish(&result);
             result
         })
@@ -236,10 +200,9 @@ impl Handler<ClearLoginFailures> for SessionActor {
 
     fn handle(&mut self, msg: ClearLoginFailures, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
-        let mut redis = self.redis.clone();
-        let key = self.keys.login_failures(&msg.0);
+        let store = self.store.clone();
         guarded("session", async move {
-            let result = redis.del::<_, ()>(key).await.map_err(ActorError::redis);
+            let result = store.clear_failures(msg.0).await;
             timer.finish(&result);
             result
         })
@@ -251,41 +214,28 @@ impl Handler<SweepIdleSessions> for SessionActor {
 
     fn handle(&mut self, _: SweepIdleSessions, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
-        let mut redis = self.redis.clone();
-        let keys = self.keys.clone();
+        let store = self.store.clone();
         let s = Arc::clone(&self.settings);
         let db = self.db.clone();
         guarded("session", async move {
             let result = async {
                 let now = Utc::now().timestamp_millis();
                 let idle_ms = s.idle_timeout.as_millis() as i64;
-                let stale: Vec<String> = redis
-                    .zrangebyscore_limit(keys.activity(), "-inf", now - idle_ms, 0, 500)
-                    .await
-                    .map_err(ActorError::redis)?;
+                let lifetime = s.max_lifetime.as_secs();
                 let mut ended = 0;
-                for raw in stale {
+                for raw in store.idle_candidates(now - idle_ms, 500).await? {
                     let Ok(sid) = SessionId::parse(&raw) else {
-                        let _: Result<(), _> = redis.zrem(keys.activity(), &raw).await;
                         continue;
                     };
-                    let uid: Option<String> = scripts::EXPIRE_IF_IDLE
-                        .key(keys.session(&sid))
-                        .key(keys.ended(&sid))
-                        .key(keys.activity())
-                        .arg(sid.as_str())
-                        .arg(now)
-                        .arg(idle_ms)
-                        .arg(s.max_lifetime.as_secs().max(1))
-                        .arg(keys.user_sessions_prefix())
-                        .invoke_async(&mut redis)
-                        .await
-                        .map_err(ActorError::redis)?;
-                    if let Some(uid) = uid {
+                    let expired = store
+                        .expire_if_idle(sid.clone(), now, idle_ms, lifetime)
+                        .await?;
+                    if let Some(uid) = expired {
                         ended += 1;
                         db.call(WriteAudit(expired_entry(uid, &sid, &s))).await?;
                     }
                 }
+                store.housekeeping(now).await?;
                 if ended > 0 {
                     tracing::info!(ended, "idle sessions expired");
                 }

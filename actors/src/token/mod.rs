@@ -1,8 +1,8 @@
 //! The TokenActor: the only code that signs, checks, rotates and revokes JWTs.
 //!
-//! Tokens are HS256 JWTs. Whether a token is still good is decided by its session's state in
-//! Redis (current access and refresh `jti`, or why the session ended), read and changed by one
-//! Lua script per operation, so every instance sharing the Redis agrees at once.
+//! Tokens are HS256 JWTs. Whether a token is still good is decided by its session's state in the
+//! [`SessionStore`] (current access and refresh `jti`, or why the session ended), read and changed
+//! atomically by one operation each, so every instance sharing the store agrees at once.
 pub mod messages;
 
 use std::sync::Arc;
@@ -11,15 +11,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::Utc;
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use redis::aio::ConnectionManager;
-use redis::Value;
 
 use crate::domain::{EndReason, Role, SessionId, UserId};
 use crate::error::TokenRejection;
 use crate::mailbox::{guarded, ActorStats};
 use crate::probe::Dependency;
-use crate::redis_keys::Keys;
-use crate::scripts;
+use crate::session_store::{AccessCheck, RotateRequest, Rotation, SessionStore};
 use crate::ActorError;
 pub use messages::*;
 
@@ -41,20 +38,18 @@ pub struct TokenActor {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
-    redis: ConnectionManager,
-    keys: Keys,
+    store: SessionStore,
     stats: Arc<ActorStats>,
-    redis_state: Arc<Dependency>,
+    store_state: Arc<Dependency>,
     probe_interval: Duration,
 }
 
 impl TokenActor {
     pub fn new(
         settings: TokenSettings,
-        redis: ConnectionManager,
-        keys: Keys,
+        store: SessionStore,
         stats: Arc<ActorStats>,
-        redis_state: Arc<Dependency>,
+        store_state: Arc<Dependency>,
         probe_interval: Duration,
     ) -> Self {
         use secrecy::ExposeSecret;
@@ -68,10 +63,9 @@ impl TokenActor {
             decoding: DecodingKey::from_secret(secret),
             validation,
             settings: Arc::new(settings),
-            redis,
-            keys,
+            store,
             stats,
-            redis_state,
+            store_state,
             probe_interval,
         }
     }
@@ -133,20 +127,7 @@ fn principal(claims: &Claims) -> Result<Principal, ActorError> {
     })
 }
 
-/// Reads a script's `{status, arg?}` reply.
-fn script_reply(value: Value) -> Result<(String, Option<String>), ActorError> {
-    let parts: Vec<String> = redis::from_redis_value(value)
-        .map_err(|e| ActorError::Internal(format!("unexpected script reply: {e}")))?;
-    let mut it = parts.into_iter();
-    let status = it.next().unwrap_or_default();
-    Ok((status, it.next()))
-}
-
-fn ended(reason: Option<String>) -> ActorError {
-    let reason = reason
-        .as_deref()
-        .and_then(EndReason::parse)
-        .unwrap_or(EndReason::Expired);
+fn ended(reason: EndReason) -> ActorError {
     ActorError::Token(TokenRejection::Ended(reason))
 }
 
@@ -156,16 +137,10 @@ impl Actor for TokenActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.stats.capacity + 1);
         self.stats.set_alive(true);
-        let redis = self.redis.clone();
-        self.redis_state.watch(self.probe_interval, move || {
-            let mut redis = redis.clone();
-            async move {
-                redis::cmd("PING")
-                    .query_async::<String>(&mut redis)
-                    .await
-                    .map(|_| ())
-                    .map_err(ActorError::redis)
-            }
+        let store = self.store.clone();
+        self.store_state.watch(self.probe_interval, move || {
+            let store = store.clone();
+            async move { store.ping().await }
         });
     }
 
@@ -210,32 +185,25 @@ impl Handler<ValidateAccess> for TokenActor {
             let p = principal(&c)?;
             Ok((c, p))
         });
-        let mut redis = self.redis.clone();
-        let keys = self.keys.clone();
+        let store = self.store.clone();
         let idle_ms = self.settings.idle_timeout.as_millis() as i64;
         guarded("token", async move {
             let result = async {
                 let (claims, principal) = decoded?;
-                let sid = &principal.session_id;
-                let reply: Value = scripts::CHECK_ACCESS
-                    .key(keys.session(sid))
-                    .key(keys.ended(sid))
-                    .key(keys.activity())
-                    .arg(sid.as_str())
-                    .arg(&claims.sub)
-                    .arg(&claims.jti)
-                    .arg(Utc::now().timestamp_millis())
-                    .arg(idle_ms)
-                    .invoke_async(&mut redis)
-                    .await
-                    .map_err(ActorError::redis)?;
-                match script_reply(reply)? {
-                    (s, _) if s == "ok" => Ok(principal),
-                    (s, reason) if s == "ended" => Err(ended(reason)),
-                    (s, _) if s == "superseded" => {
-                        Err(ActorError::Token(TokenRejection::Superseded))
-                    }
-                    _ => Err(ActorError::Token(TokenRejection::Invalid)),
+                let check = store
+                    .check_access(
+                        principal.session_id.clone(),
+                        claims.sub,
+                        claims.jti,
+                        Utc::now().timestamp_millis(),
+                        idle_ms,
+                    )
+                    .await?;
+                match check {
+                    AccessCheck::Live => Ok(principal),
+                    AccessCheck::Ended(reason) => Err(ended(reason)),
+                    AccessCheck::Superseded => Err(ActorError::Token(TokenRejection::Superseded)),
+                    AccessCheck::Invalid => Err(ActorError::Token(TokenRejection::Invalid)),
                 }
             }
             .await;
@@ -256,49 +224,40 @@ impl Handler<RotateRefresh> for TokenActor {
                 self.sign_pair(&principal.user_id, principal.role, &principal.session_id)?;
             Ok((claims, principal, signed))
         });
-        let mut redis = self.redis.clone();
-        let keys = self.keys.clone();
+        let store = self.store.clone();
         let s = Arc::clone(&self.settings);
         guarded("token", async move {
             let result = async {
-                let (claims, principal, (pair, ajti, rjti)) = prepared?;
-                let sid = &principal.session_id;
+                let (claims, principal, (pair, access_jti, refresh_jti)) = prepared?;
                 let successor = serde_json::to_string(&pair)
                     .map_err(|e| ActorError::Internal(format!("successor pair: {e}")))?;
-                let reply: Value = scripts::ROTATE_REFRESH
-                    .key(keys.session(sid))
-                    .key(keys.ended(sid))
-                    .key(keys.activity())
-                    .key(keys.user_sessions(&principal.user_id))
-                    .arg(sid.as_str())
-                    .arg(&claims.sub)
-                    .arg(&claims.jti)
-                    .arg(ajti)
-                    .arg(rjti)
-                    .arg(Utc::now().timestamp_millis())
-                    .arg(s.idle_timeout.as_millis() as i64)
-                    .arg(s.reuse_grace.as_millis() as i64)
-                    .arg(successor)
-                    .arg(s.refresh_ttl.as_secs().max(1))
-                    .arg(s.refresh_ttl.as_secs().max(1))
-                    .invoke_async(&mut redis)
-                    .await
-                    .map_err(ActorError::redis)?;
-                match script_reply(reply)? {
-                    (st, _) if st == "ok" => Ok((principal, pair)),
-                    (st, Some(previous)) if st == "grace" => {
+                let rotation = store
+                    .rotate(RotateRequest {
+                        sid: principal.session_id.clone(),
+                        uid: claims.sub,
+                        presented_jti: claims.jti,
+                        access_jti,
+                        refresh_jti,
+                        now_ms: Utc::now().timestamp_millis(),
+                        idle_ms: s.idle_timeout.as_millis() as i64,
+                        grace_ms: s.reuse_grace.as_millis() as i64,
+                        successor,
+                        lifetime_s: s.refresh_ttl.as_secs(),
+                    })
+                    .await?;
+                match rotation {
+                    Rotation::Rotated => Ok((principal, pair)),
+                    Rotation::Grace(previous) => {
                         let pair = serde_json::from_str(&previous)
                             .map_err(|e| ActorError::Internal(format!("successor pair: {e}")))?;
                         Ok((principal, pair))
                     }
-                    (st, _) if st == "reuse" => {
-                        Err(ActorError::Token(TokenRejection::ReuseDetected {
-                            user_id: principal.user_id.to_hex(),
-                            session_id: sid.to_string(),
-                        }))
-                    }
-                    (st, reason) if st == "ended" => Err(ended(reason)),
-                    _ => Err(ActorError::Token(TokenRejection::Invalid)),
+                    Rotation::Reuse => Err(ActorError::Token(TokenRejection::ReuseDetected {
+                        user_id: principal.user_id.to_hex(),
+                        session_id: principal.session_id.to_string(),
+                    })),
+                    Rotation::Ended(reason) => Err(ended(reason)),
+                    Rotation::Invalid => Err(ActorError::Token(TokenRejection::Invalid)),
                 }
             }
             .await;
@@ -313,23 +272,12 @@ impl Handler<RevokeSession> for TokenActor {
 
     fn handle(&mut self, msg: RevokeSession, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
-        let mut redis = self.redis.clone();
-        let keys = self.keys.clone();
-        let ttl = self.settings.refresh_ttl.as_secs().max(1);
+        let store = self.store.clone();
+        let ttl = self.settings.refresh_ttl.as_secs();
         guarded("token", async move {
-            let sid = &msg.session_id;
-            let result = scripts::END_SESSION
-                .key(keys.session(sid))
-                .key(keys.ended(sid))
-                .key(keys.activity())
-                .key(keys.user_sessions(&msg.user_id))
-                .arg(sid.as_str())
-                .arg(msg.reason.as_str())
-                .arg(ttl)
-                .invoke_async::<i64>(&mut redis)
-                .await
-                .map(|n| n == 1)
-                .map_err(ActorError::redis);
+            let result = store
+                .end_session(msg.user_id, msg.session_id, msg.reason, ttl)
+                .await;
             timer.finish(&result);
             result
         })
@@ -341,23 +289,13 @@ impl Handler<RevokeUserSessions> for TokenActor {
 
     fn handle(&mut self, msg: RevokeUserSessions, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
-        let mut redis = self.redis.clone();
-        let keys = self.keys.clone();
-        let ttl = self.settings.refresh_ttl.as_secs().max(1);
+        let store = self.store.clone();
+        let ttl = self.settings.refresh_ttl.as_secs();
         guarded("token", async move {
-            let keep = msg.keep.as_ref().map_or("", |s| s.as_str()).to_string();
-            let result = scripts::END_USER_SESSIONS
-                .key(keys.user_sessions(&msg.user_id))
-                .key(keys.activity())
-                .arg(msg.reason.as_str())
-                .arg(ttl)
-                .arg(keys.session_prefix())
-                .arg(keys.ended_prefix())
-                .arg(keep)
-                .invoke_async::<Vec<String>>(&mut redis)
+            let result = store
+                .end_user_sessions(msg.user_id, msg.reason, ttl, msg.keep)
                 .await
-                .map(|ended| ended.len())
-                .map_err(ActorError::redis);
+                .map(|ended| ended.len());
             timer.finish(&result);
             result
         })

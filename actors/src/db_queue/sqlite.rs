@@ -1,0 +1,502 @@
+//! The embedded store behind the DbQueueActor: users, wallets and the audit trail in one SQLite
+//! file (`DATA_DIR/users.db`), with the MongoDB store's guarantees: unique email and
+//! (case-insensitive) username by unique indexes, a user and their wallet (and the audit entry)
+//! written in one transaction, the same ordering of searches and audit pages. Ids are the same
+//! 24-hex ObjectIds, so a user's id looks the same on either backend.
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use mongodb::bson::{oid::ObjectId, Bson};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+
+use super::messages::{ListAudit, SearchUsers};
+use crate::domain::{
+    AuditEntry, AuditRecord, Email, NewUser, Role, User, UserChanges, UserId, UserStatus, Wallet,
+};
+use crate::error::DuplicateField;
+use crate::sqlite::{sqlite_error, unique_violation, Durability, SqliteDb};
+use crate::ActorError;
+
+/// The schema, idempotent. Index names match the MongoDB store's.
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS users (
+  id TEXT PRIMARY KEY NOT NULL,
+  email TEXT NOT NULL,
+  username TEXT NOT NULL,
+  username_lower TEXT NOT NULL,
+  password_hash TEXT NOT NULL,
+  status TEXT NOT NULL,
+  role TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  last_login_at INTEGER,
+  login_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS email_unique ON users(email);
+CREATE UNIQUE INDEX IF NOT EXISTS username_ci_unique ON users(username_lower);
+CREATE INDEX IF NOT EXISTS "status" ON users(status);
+CREATE INDEX IF NOT EXISTS "created_at" ON users(created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS wallets (
+  id TEXT PRIMARY KEY NOT NULL,
+  user_id TEXT NOT NULL,
+  balance INTEGER NOT NULL,
+  currency TEXT NOT NULL,
+  status TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS user_id_unique ON wallets(user_id);
+CREATE TABLE IF NOT EXISTS audit_log (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  action TEXT NOT NULL,
+  user_id TEXT,
+  actor_id TEXT,
+  email TEXT,
+  ip TEXT,
+  outcome TEXT NOT NULL,
+  details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS "at" ON audit_log(at DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS user_at ON audit_log(user_id, at DESC);
+CREATE INDEX IF NOT EXISTS action_at ON audit_log(action, at DESC);
+PRAGMA user_version = 1;
+"#;
+
+const USER_COLUMNS: &str = "id, email, username, status, role, created_at, updated_at, \
+                            last_login_at, login_count, password_hash";
+const WALLET_COLUMNS: &str = "id, user_id, balance, currency, status, created_at, updated_at";
+
+const NAME: &str = "sqlite";
+
+fn db_error(e: rusqlite::Error) -> ActorError {
+    sqlite_error(NAME, e)
+}
+
+/// Now, to the millisecond: what is stored is what the reply says.
+fn now_ms() -> DateTime<Utc> {
+    let ms = Utc::now().timestamp_millis();
+    DateTime::from_timestamp_millis(ms).unwrap_or_else(Utc::now)
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn parse_oid(raw: &str) -> rusqlite::Result<ObjectId> {
+    ObjectId::parse_str(raw).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn user_from_row(row: &Row) -> rusqlite::Result<User> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(3)?;
+    let role: String = row.get(4)?;
+    Ok(User {
+        id: parse_oid(&id)?.into(),
+        email: row.get(1)?,
+        username: row.get(2)?,
+        status: UserStatus::parse(&status).unwrap_or(UserStatus::Active),
+        role: Role::parse(&role).unwrap_or(Role::User),
+        created_at: time(row.get(5)?),
+        updated_at: time(row.get(6)?),
+        last_login_at: row.get::<_, Option<i64>>(7)?.map(time),
+        login_count: row.get(8)?,
+        password_hash: row.get(9)?,
+    })
+}
+
+fn wallet_from_row(row: &Row) -> rusqlite::Result<Wallet> {
+    let id: String = row.get(0)?;
+    Ok(Wallet {
+        id: parse_oid(&id)?,
+        user_id: row.get(1)?,
+        balance: row.get(2)?,
+        currency: row.get(3)?,
+        status: row.get(4)?,
+        created_at: time(row.get(5)?),
+        updated_at: time(row.get(6)?),
+    })
+}
+
+fn audit_from_row(row: &Row) -> rusqlite::Result<AuditRecord> {
+    let details: String = row.get(8)?;
+    Ok(AuditRecord {
+        id: row.get(0)?,
+        at: crate::domain::rfc3339(&time(row.get(1)?)),
+        action: row.get(2)?,
+        user_id: row.get(3)?,
+        actor_id: row.get(4)?,
+        email: row.get(5)?,
+        ip: row.get(6)?,
+        outcome: row.get(7)?,
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+fn insert_audit(c: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
+    let details = Bson::Document(entry.details.clone()).into_relaxed_extjson();
+    c.prepare_cached(
+        "INSERT INTO audit_log (id, at, action, user_id, actor_id, email, ip, outcome, details) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        ObjectId::new().to_hex(),
+        entry.at.timestamp_millis(),
+        entry.action,
+        entry.user_id,
+        entry.actor_id,
+        entry.email,
+        entry.ip,
+        entry.outcome,
+        details.to_string(),
+    ])?;
+    Ok(())
+}
+
+fn find_user(c: &Connection, column: &str, value: &str) -> rusqlite::Result<Option<User>> {
+    c.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE {column} = ?"
+    ))?
+    .query_row([value], user_from_row)
+    .optional()
+}
+
+/// A write that hit a unique index is a 409 naming the field; anything else is a failure.
+fn write_error(e: rusqlite::Error) -> ActorError {
+    match unique_violation(&e) {
+        Some("users.email") => ActorError::Duplicate(DuplicateField::Email),
+        Some("users.username_lower") => ActorError::Duplicate(DuplicateField::Username),
+        Some(_) => ActorError::Duplicate(DuplicateField::Unknown),
+        None => db_error(e),
+    }
+}
+
+/// One page of a query's rows in its order, and how many match in all.
+fn page<T>(
+    c: &Connection,
+    from_where: &str,
+    order: &str,
+    columns: &str,
+    args: Vec<Value>,
+    (skip, limit): (u64, i64),
+    map: impl FnMut(&Row) -> rusqlite::Result<T>,
+) -> rusqlite::Result<(Vec<T>, u64)> {
+    let total: i64 = c
+        .prepare_cached(&format!("SELECT COUNT(*) {from_where}"))?
+        .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
+    let mut paged = args;
+    paged.push(Value::Integer(limit.max(0)));
+    paged.push(Value::Integer(i64::try_from(skip).unwrap_or(i64::MAX)));
+    let rows = c
+        .prepare_cached(&format!(
+            "SELECT {columns} {from_where} ORDER BY {order} LIMIT ? OFFSET ?"
+        ))?
+        .query_map(params_from_iter(paged.iter()), map)?
+        .collect::<rusqlite::Result<Vec<T>>>()?;
+    Ok((rows, u64::try_from(total).unwrap_or(0)))
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: SqliteDb,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) `dir/users.db`. Commits are on disk before they are acknowledged.
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        let db = SqliteDb::open(&dir.join("users.db"), NAME, Durability::Full, SCHEMA)?;
+        Ok(Self { db })
+    }
+
+    pub fn database_name(&self) -> String {
+        self.db.path().display().to_string()
+    }
+
+    pub async fn ping(self) -> Result<(), ActorError> {
+        self.db.ping().await
+    }
+
+    pub async fn ensure_indexes(self) -> Result<(), ActorError> {
+        self.db
+            .run(|c| c.execute_batch(SCHEMA).map_err(db_error))
+            .await
+    }
+
+    /// User, wallet and the audit entry in one transaction.
+    pub async fn register(
+        self,
+        new: NewUser,
+        initial_balance: i64,
+        audit: AuditEntry,
+    ) -> Result<(User, Wallet), ActorError> {
+        let now = now_ms();
+        let id = UserId::new();
+        let wallet = Wallet::new(&id, initial_balance, now);
+        let user = User {
+            id,
+            email: new.email.as_str().to_string(),
+            username: new.username.as_str().to_string(),
+            status: new.status,
+            role: new.role,
+            created_at: now,
+            updated_at: now,
+            last_login_at: None,
+            login_count: 0,
+            password_hash: new.password_hash,
+        };
+        let audit = audit.user(id.to_hex());
+        let username_lower = new.username.lowercase();
+        self.db
+            .run(move |c| {
+                let tx = c.transaction().map_err(db_error)?;
+                tx.prepare_cached(
+                    "INSERT INTO users (id, email, username, username_lower, password_hash, \
+                     status, role, created_at, updated_at, last_login_at, login_count) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        user.id.to_hex(),
+                        user.email,
+                        user.username,
+                        username_lower,
+                        user.password_hash,
+                        user.status.as_str(),
+                        user.role.as_str(),
+                        now.timestamp_millis(),
+                        now.timestamp_millis(),
+                    ])
+                })
+                .map_err(write_error)?;
+                tx.prepare_cached(&format!(
+                    "INSERT INTO wallets ({WALLET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        wallet.id.to_hex(),
+                        wallet.user_id,
+                        wallet.balance,
+                        wallet.currency,
+                        wallet.status,
+                        now.timestamp_millis(),
+                        now.timestamp_millis(),
+                    ])
+                })
+                .map_err(write_error)?;
+                insert_audit(&tx, &audit).map_err(db_error)?;
+                tx.commit().map_err(db_error)?;
+                Ok((user, wallet))
+            })
+            .await
+    }
+
+    pub async fn find_user_by_email(self, email: Email) -> Result<Option<User>, ActorError> {
+        self.db
+            .run(move |c| find_user(c, "email", email.as_str()).map_err(db_error))
+            .await
+    }
+
+    pub async fn find_user_by_id(self, id: UserId) -> Result<Option<User>, ActorError> {
+        self.db
+            .run(move |c| find_user(c, "id", &id.to_hex()).map_err(db_error))
+            .await
+    }
+
+    pub async fn find_user_with_wallet(
+        self,
+        id: UserId,
+    ) -> Result<Option<(User, Option<Wallet>)>, ActorError> {
+        self.db
+            .run(move |c| {
+                let hex = id.to_hex();
+                let Some(user) = find_user(c, "id", &hex).map_err(db_error)? else {
+                    return Ok(None);
+                };
+                let wallet = c
+                    .prepare_cached(&format!(
+                        "SELECT {WALLET_COLUMNS} FROM wallets WHERE user_id = ?"
+                    ))
+                    .and_then(|mut s| s.query_row([&hex], wallet_from_row).optional())
+                    .map_err(db_error)?;
+                Ok(Some((user, wallet)))
+            })
+            .await
+    }
+
+    pub async fn record_login(
+        self,
+        id: UserId,
+        at: DateTime<Utc>,
+        audit: AuditEntry,
+    ) -> Result<(), ActorError> {
+        self.db
+            .run(move |c| {
+                let tx = c.transaction().map_err(db_error)?;
+                tx.prepare_cached(
+                    "UPDATE users SET last_login_at = ?, login_count = login_count + 1 \
+                     WHERE id = ?",
+                )
+                .and_then(|mut s| s.execute(params![at.timestamp_millis(), id.to_hex()]))
+                .map_err(db_error)?;
+                insert_audit(&tx, &audit).map_err(db_error)?;
+                tx.commit().map_err(db_error)
+            })
+            .await
+    }
+
+    pub async fn write_audit(self, entry: AuditEntry) -> Result<(), ActorError> {
+        self.db
+            .run(move |c| insert_audit(c, &entry).map_err(db_error))
+            .await
+    }
+
+    pub async fn update_user(
+        self,
+        id: UserId,
+        changes: UserChanges,
+        audit: AuditEntry,
+    ) -> Result<Option<User>, ActorError> {
+        let now = now_ms();
+        let mut sets = vec!["updated_at = ?"];
+        let mut args = vec![Value::Integer(now.timestamp_millis())];
+        if let Some(email) = &changes.email {
+            sets.push("email = ?");
+            args.push(Value::Text(email.as_str().to_string()));
+        }
+        if let Some(username) = &changes.username {
+            sets.push("username = ?");
+            args.push(Value::Text(username.as_str().to_string()));
+            sets.push("username_lower = ?");
+            args.push(Value::Text(username.lowercase()));
+        }
+        if let Some(hash) = &changes.password_hash {
+            sets.push("password_hash = ?");
+            args.push(Value::Text(hash.clone()));
+        }
+        if let Some(status) = changes.status {
+            sets.push("status = ?");
+            args.push(Value::Text(status.as_str().to_string()));
+        }
+        if let Some(role) = changes.role {
+            sets.push("role = ?");
+            args.push(Value::Text(role.as_str().to_string()));
+        }
+        let hex = id.to_hex();
+        args.push(Value::Text(hex.clone()));
+        let sql = format!("UPDATE users SET {} WHERE id = ?", sets.join(", "));
+        self.db
+            .run(move |c| {
+                let tx = c.transaction().map_err(db_error)?;
+                let matched = tx
+                    .execute(&sql, params_from_iter(args.iter()))
+                    .map_err(write_error)?;
+                if matched == 0 {
+                    return Ok(None);
+                }
+                insert_audit(&tx, &audit).map_err(db_error)?;
+                let user = find_user(&tx, "id", &hex).map_err(db_error)?;
+                tx.commit().map_err(db_error)?;
+                Ok(user)
+            })
+            .await
+    }
+
+    /// Deletes the user, closes (keeps) the wallet and writes the audit entry, in one transaction.
+    pub async fn delete_user(self, id: UserId, audit: AuditEntry) -> Result<bool, ActorError> {
+        let now = now_ms().timestamp_millis();
+        self.db
+            .run(move |c| {
+                let hex = id.to_hex();
+                let tx = c.transaction().map_err(db_error)?;
+                let deleted = tx
+                    .execute("DELETE FROM users WHERE id = ?", [&hex])
+                    .map_err(db_error)?;
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "UPDATE wallets SET status = 'closed', updated_at = ? WHERE user_id = ?",
+                    params![now, hex],
+                )
+                .map_err(db_error)?;
+                insert_audit(&tx, &audit).map_err(db_error)?;
+                tx.commit().map_err(db_error)?;
+                Ok(true)
+            })
+            .await
+    }
+
+    /// Literal, case-insensitive substrings (`instr` on lower-cased copies: no pattern syntax
+    /// at all), newest first.
+    pub async fn search_users(self, q: SearchUsers) -> Result<(Vec<User>, u64), ActorError> {
+        let mut conditions = Vec::new();
+        let mut args = Vec::new();
+        if let Some(username) = q.username.as_deref().filter(|s| !s.is_empty()) {
+            conditions.push("instr(username_lower, ?) > 0");
+            args.push(Value::Text(username.to_lowercase()));
+        }
+        if let Some(email) = q.email.as_deref().filter(|s| !s.is_empty()) {
+            conditions.push("instr(lower(email), ?) > 0");
+            args.push(Value::Text(email.to_lowercase()));
+        }
+        if let Some(status) = q.status {
+            conditions.push("status = ?");
+            args.push(Value::Text(status.as_str().to_string()));
+        }
+        let from_where = where_clause("users", &conditions);
+        self.db
+            .run(move |c| {
+                page(
+                    c,
+                    &from_where,
+                    "created_at DESC, id DESC",
+                    USER_COLUMNS,
+                    args,
+                    (q.skip, q.limit),
+                    user_from_row,
+                )
+                .map_err(db_error)
+            })
+            .await
+    }
+
+    pub async fn list_audit(self, q: ListAudit) -> Result<(Vec<AuditRecord>, u64), ActorError> {
+        let mut conditions = Vec::new();
+        let mut args = Vec::new();
+        if let Some(user_id) = q.user_id {
+            conditions.push("user_id = ?");
+            args.push(Value::Text(user_id));
+        }
+        if let Some(action) = q.action {
+            conditions.push("action = ?");
+            args.push(Value::Text(action));
+        }
+        let from_where = where_clause("audit_log", &conditions);
+        self.db
+            .run(move |c| {
+                page(
+                    c,
+                    &from_where,
+                    "at DESC, seq DESC",
+                    "id, at, action, user_id, actor_id, email, ip, outcome, details",
+                    args,
+                    (q.skip, q.limit),
+                    audit_from_row,
+                )
+                .map_err(db_error)
+            })
+            .await
+    }
+}
+
+fn where_clause(table: &str, conditions: &[&str]) -> String {
+    if conditions.is_empty() {
+        format!("FROM {table}")
+    } else {
+        format!("FROM {table} WHERE {}", conditions.join(" AND "))
+    }
+}

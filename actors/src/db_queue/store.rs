@@ -1,0 +1,63 @@
+//! The one place that knows there are two stores: the DbQueueActor holds a [`Store`] and calls
+//! the same operation whichever backend is behind it.
+use chrono::{DateTime, Utc};
+
+use super::messages::{ListAudit, SearchUsers};
+use super::mongo::MongoStore;
+use super::sqlite::SqliteStore;
+use crate::domain::{AuditEntry, AuditRecord, Email, NewUser, User, UserChanges, UserId, Wallet};
+use crate::ActorError;
+
+/// The database behind the DbQueueActor: MongoDB, or the embedded SQLite file.
+#[derive(Clone)]
+pub enum Store {
+    Mongo(MongoStore),
+    Embedded(SqliteStore),
+}
+
+/// Forwards one operation to whichever store is configured.
+macro_rules! forward {
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        impl Store {
+            $(pub async fn $name(self, $($arg: $ty),*) -> Result<$ret, ActorError> {
+                match self {
+                    Store::Mongo(s) => s.$name($($arg),*).await,
+                    Store::Embedded(s) => s.$name($($arg),*).await,
+                }
+            })*
+        }
+    };
+}
+
+forward! {
+    fn ping() -> ();
+    fn ensure_indexes() -> ();
+    fn register(user: NewUser, initial_balance: i64, audit: AuditEntry) -> (User, Wallet);
+    fn find_user_by_email(email: Email) -> Option<User>;
+    fn find_user_by_id(id: UserId) -> Option<User>;
+    fn find_user_with_wallet(id: UserId) -> Option<(User, Option<Wallet>)>;
+    fn record_login(id: UserId, at: DateTime<Utc>, audit: AuditEntry) -> ();
+    fn write_audit(entry: AuditEntry) -> ();
+    fn update_user(id: UserId, changes: UserChanges, audit: AuditEntry) -> Option<User>;
+    fn delete_user(id: UserId, audit: AuditEntry) -> bool;
+    fn search_users(q: SearchUsers) -> (Vec<User>, u64);
+    fn list_audit(q: ListAudit) -> (Vec<AuditRecord>, u64);
+}
+
+impl Store {
+    /// The MongoDB database's name, or the embedded database's file.
+    pub fn database_name(&self) -> String {
+        match self {
+            Store::Mongo(s) => s.database_name().to_string(),
+            Store::Embedded(s) => s.database_name(),
+        }
+    }
+
+    /// The backend's name, as `/health` lists it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Mongo(_) => "mongodb",
+            Store::Embedded(_) => "sqlite",
+        }
+    }
+}

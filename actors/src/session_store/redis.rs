@@ -1,0 +1,266 @@
+//! Session and token state in Redis: one Lua script per multi-key change (see [`crate::scripts`]),
+//! so every instance sharing the Redis agrees at once.
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Value};
+
+use super::{AccessCheck, OpenRequest, Opening, RotateRequest, Rotation};
+use crate::domain::{Email, EndReason, SessionId, UserId};
+use crate::redis_keys::Keys;
+use crate::scripts;
+use crate::ActorError;
+
+#[derive(Clone)]
+pub struct RedisSessions {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+/// Reads a script's `{status, arg?}` reply.
+fn script_reply(value: Value) -> Result<(String, Option<String>), ActorError> {
+    let parts: Vec<String> = redis::from_redis_value(value)
+        .map_err(|e| ActorError::Internal(format!("unexpected script reply: {e}")))?;
+    let mut it = parts.into_iter();
+    let status = it.next().unwrap_or_default();
+    Ok((status, it.next()))
+}
+
+fn reason(raw: Option<String>) -> EndReason {
+    raw.as_deref()
+        .and_then(EndReason::parse)
+        .unwrap_or(EndReason::Expired)
+}
+
+impl RedisSessions {
+    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+        Self { conn, keys }
+    }
+
+    pub async fn ping(&self) -> Result<(), ActorError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(|_| ())
+            .map_err(ActorError::redis)
+    }
+
+    pub async fn open_session(&self, req: OpenRequest) -> Result<Opening, ActorError> {
+        let keys = &self.keys;
+        let reply: Vec<String> = scripts::OPEN_SESSION
+            .key(keys.user_sessions(&req.uid))
+            .key(keys.activity())
+            .key(keys.session(&req.sid))
+            .arg(req.sid.as_str())
+            .arg(req.uid.to_hex())
+            .arg(req.role.as_str())
+            .arg(req.now_ms)
+            .arg(req.max.max(1))
+            .arg(req.policy.as_str())
+            .arg(req.lifetime_s.max(1))
+            .arg(keys.session_prefix())
+            .arg(keys.ended_prefix())
+            .arg(req.lifetime_s.max(1))
+            .arg(req.idle_ms)
+            .arg(&req.access_jti)
+            .arg(&req.refresh_jti)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)?;
+        let mut reply = reply.into_iter();
+        if reply.next().as_deref() != Some("ok") {
+            return Ok(Opening::Rejected);
+        }
+        let (mut evicted, mut expired) = (Vec::new(), Vec::new());
+        for item in reply {
+            match item.split_once(':') {
+                Some(("e", sid)) => evicted.extend(SessionId::parse(sid).ok()),
+                Some(("x", sid)) => expired.extend(SessionId::parse(sid).ok()),
+                _ => {}
+            }
+        }
+        Ok(Opening::Opened { evicted, expired })
+    }
+
+    pub async fn check_access(
+        &self,
+        sid: SessionId,
+        uid: String,
+        jti: String,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<AccessCheck, ActorError> {
+        let keys = &self.keys;
+        let reply: Value = scripts::CHECK_ACCESS
+            .key(keys.session(&sid))
+            .key(keys.ended(&sid))
+            .key(keys.activity())
+            .arg(sid.as_str())
+            .arg(uid)
+            .arg(jti)
+            .arg(now_ms)
+            .arg(idle_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)?;
+        Ok(match script_reply(reply)? {
+            (s, _) if s == "ok" => AccessCheck::Live,
+            (s, why) if s == "ended" => AccessCheck::Ended(reason(why)),
+            (s, _) if s == "superseded" => AccessCheck::Superseded,
+            _ => AccessCheck::Invalid,
+        })
+    }
+
+    pub async fn rotate(&self, req: RotateRequest) -> Result<Rotation, ActorError> {
+        let keys = &self.keys;
+        let reply: Value = scripts::ROTATE_REFRESH
+            .key(keys.session(&req.sid))
+            .key(keys.ended(&req.sid))
+            .key(keys.activity())
+            .key(keys.user_sessions_prefix() + &req.uid)
+            .arg(req.sid.as_str())
+            .arg(&req.uid)
+            .arg(&req.presented_jti)
+            .arg(&req.access_jti)
+            .arg(&req.refresh_jti)
+            .arg(req.now_ms)
+            .arg(req.idle_ms)
+            .arg(req.grace_ms)
+            .arg(&req.successor)
+            .arg(req.lifetime_s.max(1))
+            .arg(req.lifetime_s.max(1))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)?;
+        Ok(match script_reply(reply)? {
+            (s, _) if s == "ok" => Rotation::Rotated,
+            (s, Some(previous)) if s == "grace" => Rotation::Grace(previous),
+            (s, _) if s == "reuse" => Rotation::Reuse,
+            (s, why) if s == "ended" => Rotation::Ended(reason(why)),
+            _ => Rotation::Invalid,
+        })
+    }
+
+    pub async fn end_session(
+        &self,
+        uid: UserId,
+        sid: SessionId,
+        reason: EndReason,
+        ended_ttl_s: u64,
+    ) -> Result<bool, ActorError> {
+        let keys = &self.keys;
+        scripts::END_SESSION
+            .key(keys.session(&sid))
+            .key(keys.ended(&sid))
+            .key(keys.activity())
+            .key(keys.user_sessions(&uid))
+            .arg(sid.as_str())
+            .arg(reason.as_str())
+            .arg(ended_ttl_s.max(1))
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(|n| n == 1)
+            .map_err(ActorError::redis)
+    }
+
+    pub async fn end_user_sessions(
+        &self,
+        uid: UserId,
+        reason: EndReason,
+        ended_ttl_s: u64,
+        keep: Option<SessionId>,
+    ) -> Result<Vec<String>, ActorError> {
+        let keys = &self.keys;
+        let keep = keep.as_ref().map_or("", |s| s.as_str()).to_string();
+        scripts::END_USER_SESSIONS
+            .key(keys.user_sessions(&uid))
+            .key(keys.activity())
+            .arg(reason.as_str())
+            .arg(ended_ttl_s.max(1))
+            .arg(keys.session_prefix())
+            .arg(keys.ended_prefix())
+            .arg(keep)
+            .invoke_async::<Vec<String>>(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)
+    }
+
+    pub async fn idle_candidates(
+        &self,
+        cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, ActorError> {
+        let mut conn = self.conn.clone();
+        let stale: Vec<String> = conn
+            .zrangebyscore_limit(
+                self.keys.activity(),
+                "-inf",
+                cutoff_ms,
+                0,
+                isize::try_from(limit).unwrap_or(isize::MAX),
+            )
+            .await
+            .map_err(ActorError::redis)?;
+        // Members that are not session ids cannot be ended; forget them.
+        for raw in stale.iter().filter(|s| SessionId::parse(s).is_err()) {
+            let _: Result<(), _> = conn.zrem(self.keys.activity(), raw).await;
+        }
+        Ok(stale)
+    }
+
+    pub async fn expire_if_idle(
+        &self,
+        sid: SessionId,
+        now_ms: i64,
+        idle_ms: i64,
+        ended_ttl_s: u64,
+    ) -> Result<Option<String>, ActorError> {
+        let keys = &self.keys;
+        scripts::EXPIRE_IF_IDLE
+            .key(keys.session(&sid))
+            .key(keys.ended(&sid))
+            .key(keys.activity())
+            .arg(sid.as_str())
+            .arg(now_ms)
+            .arg(idle_ms)
+            .arg(ended_ttl_s.max(1))
+            .arg(keys.user_sessions_prefix())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)
+    }
+
+    pub async fn failures(&self, email: Email) -> Result<(u64, Option<u64>), ActorError> {
+        let key = self.keys.login_failures(&email);
+        let (count, ttl): (Option<u64>, i64) = redis::pipe()
+            .get(&key)
+            .ttl(&key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)?;
+        Ok((
+            count.unwrap_or(0),
+            u64::try_from(ttl).ok().filter(|t| *t > 0),
+        ))
+    }
+
+    pub async fn count_failure(&self, email: Email, window_s: u64) -> Result<u64, ActorError> {
+        scripts::COUNT_FAILURE
+            .key(self.keys.login_failures(&email))
+            .arg(window_s.max(1))
+            .invoke_async::<u64>(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)
+    }
+
+    pub async fn clear_failures(&self, email: Email) -> Result<(), ActorError> {
+        self.conn
+            .clone()
+            .del::<_, ()>(self.keys.login_failures(&email))
+            .await
+            .map_err(ActorError::redis)
+    }
+
+    /// Redis expires keys by itself.
+    pub async fn housekeeping(&self, _now_ms: i64) -> Result<(), ActorError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,435 @@
+//! Session and token state in the embedded SQLite file `DATA_DIR/sessions.db`: the same rules as
+//! the Redis scripts, each operation one transaction. Several processes on one host may share the
+//! file (SQLite locks it), so instances sharing a data directory agree at once as with Redis.
+//! Expiry that Redis does by itself is a column here: expired rows count as gone and are purged
+//! by the periodic sweep.
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{AccessCheck, OpenRequest, Opening, RotateRequest, Rotation};
+use crate::domain::{Email, EndReason, SessionId, UserId};
+use crate::session::LimitPolicy;
+use crate::sqlite::{sqlite_error, Durability, SqliteDb};
+use crate::ActorError;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS sessions (
+  sid TEXT PRIMARY KEY NOT NULL,
+  uid TEXT NOT NULL,
+  role TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  seen INTEGER NOT NULL,
+  ajti TEXT NOT NULL,
+  rjti TEXT NOT NULL,
+  prev_rjti TEXT,
+  rotated INTEGER,
+  succ TEXT,
+  expires INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(uid, created);
+CREATE INDEX IF NOT EXISTS sessions_seen ON sessions(seen);
+CREATE TABLE IF NOT EXISTS ended (
+  sid TEXT PRIMARY KEY NOT NULL,
+  reason TEXT NOT NULL,
+  expires INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS login_failures (
+  email TEXT PRIMARY KEY NOT NULL,
+  count INTEGER NOT NULL,
+  expires INTEGER NOT NULL
+);
+PRAGMA user_version = 1;
+"#;
+
+const NAME: &str = "sqlite_sessions";
+
+fn db_error(e: rusqlite::Error) -> ActorError {
+    sqlite_error(NAME, e)
+}
+
+fn ms(seconds: u64) -> i64 {
+    i64::try_from(seconds.max(1).saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// A write transaction that takes the lock at once, so two processes never deadlock upgrading.
+fn write(c: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    c.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+/// Ends `sid`: its row goes, and why it ended is kept until `until`.
+fn end(tx: &Connection, sid: &str, reason: EndReason, until: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM sessions WHERE sid = ?")?
+        .execute([sid])?;
+    tx.prepare_cached("INSERT OR REPLACE INTO ended (sid, reason, expires) VALUES (?, ?, ?)")?
+        .execute(params![sid, reason.as_str(), until])?;
+    Ok(())
+}
+
+/// Why a session that is not live ended (`expired` when nothing is known).
+fn ended_reason(c: &Connection, sid: &str, now: i64) -> rusqlite::Result<EndReason> {
+    let reason: Option<String> = c
+        .prepare_cached("SELECT reason FROM ended WHERE sid = ? AND expires > ?")?
+        .query_row(params![sid, now], |r| r.get(0))
+        .optional()?;
+    Ok(reason
+        .as_deref()
+        .and_then(EndReason::parse)
+        .unwrap_or(EndReason::Expired))
+}
+
+#[derive(Clone)]
+pub struct SqliteSessions {
+    db: SqliteDb,
+}
+
+impl SqliteSessions {
+    /// Opens (or creates) `dir/sessions.db`. Commits survive the process being killed
+    /// (`synchronous=NORMAL` in WAL mode).
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        let db = SqliteDb::open(&dir.join("sessions.db"), NAME, Durability::Normal, SCHEMA)?;
+        Ok(Self { db })
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, ActorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.db.run(move |c| f(c).map_err(db_error)).await
+    }
+
+    pub async fn ping(&self) -> Result<(), ActorError> {
+        self.db.clone().ping().await
+    }
+
+    pub async fn open_session(&self, req: OpenRequest) -> Result<Opening, ActorError> {
+        self.run(move |c| {
+            let tx = write(c)?;
+            let now = req.now_ms;
+            let ended_until = now + ms(req.lifetime_s);
+            let uid = req.uid.to_hex();
+            let existing: Vec<(String, i64, i64)> = tx
+                .prepare_cached(
+                    "SELECT sid, seen, expires FROM sessions WHERE uid = ? ORDER BY created, sid",
+                )?
+                .query_map([&uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let (mut live, mut expired, mut evicted) = (Vec::new(), Vec::new(), Vec::new());
+            for (sid, seen, expires) in existing {
+                if expires <= now {
+                    tx.prepare_cached("DELETE FROM sessions WHERE sid = ?")?
+                        .execute([&sid])?;
+                } else if now - seen > req.idle_ms {
+                    end(&tx, &sid, EndReason::Expired, ended_until)?;
+                    expired.extend(SessionId::parse(&sid).ok());
+                } else {
+                    live.push(sid);
+                }
+            }
+            let max = req.max.max(1) as usize;
+            if live.len() >= max {
+                if req.policy == LimitPolicy::Reject {
+                    tx.commit()?;
+                    return Ok(Opening::Rejected);
+                }
+                for sid in &live[..=live.len() - max] {
+                    end(&tx, sid, EndReason::Evicted, ended_until)?;
+                    evicted.extend(SessionId::parse(sid).ok());
+                }
+            }
+            tx.prepare_cached(
+                "INSERT INTO sessions (sid, uid, role, created, seen, ajti, rjti, expires) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                req.sid.as_str(),
+                uid,
+                req.role.as_str(),
+                now,
+                now,
+                req.access_jti,
+                req.refresh_jti,
+                now + ms(req.lifetime_s),
+            ])?;
+            tx.commit()?;
+            Ok(Opening::Opened { evicted, expired })
+        })
+        .await
+    }
+
+    pub async fn check_access(
+        &self,
+        sid: SessionId,
+        uid: String,
+        jti: String,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<AccessCheck, ActorError> {
+        self.run(move |c| {
+            let sid = sid.as_str();
+            let row: Option<(String, String, i64)> = c
+                .prepare_cached(
+                    "SELECT uid, ajti, seen FROM sessions WHERE sid = ? AND expires > ?",
+                )?
+                .query_row(params![sid, now_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            let Some((owner, ajti, seen)) = row else {
+                return Ok(AccessCheck::Ended(ended_reason(c, sid, now_ms)?));
+            };
+            if owner != uid {
+                return Ok(AccessCheck::Invalid);
+            }
+            if now_ms - seen > idle_ms {
+                return Ok(AccessCheck::Ended(EndReason::Expired));
+            }
+            if ajti != jti {
+                return Ok(AccessCheck::Superseded);
+            }
+            // Activity is recorded at most once a second, as on Redis.
+            if now_ms - seen >= 1000 {
+                c.prepare_cached("UPDATE sessions SET seen = max(seen, ?) WHERE sid = ?")?
+                    .execute(params![now_ms, sid])?;
+            }
+            Ok(AccessCheck::Live)
+        })
+        .await
+    }
+
+    pub async fn rotate(&self, req: RotateRequest) -> Result<Rotation, ActorError> {
+        self.run(move |c| {
+            let tx = write(c)?;
+            let sid = req.sid.as_str();
+            let now = req.now_ms;
+            type Row = (
+                String,
+                String,
+                Option<String>,
+                Option<i64>,
+                Option<String>,
+                i64,
+            );
+            let row: Option<Row> = tx
+                .prepare_cached(
+                    "SELECT uid, rjti, prev_rjti, rotated, succ, seen FROM sessions \
+                     WHERE sid = ? AND expires > ?",
+                )?
+                .query_row(params![sid, now], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .optional()?;
+            let Some((owner, rjti, prev_rjti, rotated, succ, seen)) = row else {
+                return Ok(Rotation::Ended(ended_reason(&tx, sid, now)?));
+            };
+            if owner != req.uid {
+                return Ok(Rotation::Invalid);
+            }
+            if now - seen > req.idle_ms {
+                return Ok(Rotation::Ended(EndReason::Expired));
+            }
+            if rjti == req.presented_jti {
+                let succ = if req.grace_ms > 0 {
+                    req.successor
+                } else {
+                    String::new()
+                };
+                tx.prepare_cached(
+                    "UPDATE sessions SET prev_rjti = ?, rotated = ?, ajti = ?, rjti = ?, \
+                     seen = ?, succ = ?, expires = ? WHERE sid = ?",
+                )?
+                .execute(params![
+                    req.presented_jti,
+                    now,
+                    req.access_jti,
+                    req.refresh_jti,
+                    now,
+                    succ,
+                    now + ms(req.lifetime_s),
+                    sid,
+                ])?;
+                tx.commit()?;
+                return Ok(Rotation::Rotated);
+            }
+            let in_grace = req.grace_ms > 0
+                && prev_rjti.as_deref() == Some(req.presented_jti.as_str())
+                && rotated.is_some_and(|at| now - at <= req.grace_ms);
+            if let Some(previous) = succ.filter(|s| in_grace && !s.is_empty()) {
+                return Ok(Rotation::Grace(previous));
+            }
+            end(&tx, sid, EndReason::RefreshReuse, now + ms(req.lifetime_s))?;
+            tx.commit()?;
+            Ok(Rotation::Reuse)
+        })
+        .await
+    }
+
+    pub async fn end_session(
+        &self,
+        _uid: UserId,
+        sid: SessionId,
+        reason: EndReason,
+        ended_ttl_s: u64,
+    ) -> Result<bool, ActorError> {
+        self.run(move |c| {
+            let tx = write(c)?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let live: Option<i64> = tx
+                .prepare_cached("SELECT 1 FROM sessions WHERE sid = ? AND expires > ?")?
+                .query_row(params![sid.as_str(), now], |r| r.get(0))
+                .optional()?;
+            if live.is_none() {
+                return Ok(false);
+            }
+            end(&tx, sid.as_str(), reason, now + ms(ended_ttl_s))?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn end_user_sessions(
+        &self,
+        uid: UserId,
+        reason: EndReason,
+        ended_ttl_s: u64,
+        keep: Option<SessionId>,
+    ) -> Result<Vec<String>, ActorError> {
+        self.run(move |c| {
+            let tx = write(c)?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let keep = keep.as_ref().map_or("", |s| s.as_str());
+            let sids: Vec<String> = tx
+                .prepare_cached("SELECT sid FROM sessions WHERE uid = ? AND sid != ?")?
+                .query_map(params![uid.to_hex(), keep], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for sid in &sids {
+                end(&tx, sid, reason, now + ms(ended_ttl_s))?;
+            }
+            tx.commit()?;
+            Ok(sids)
+        })
+        .await
+    }
+
+    pub async fn idle_candidates(
+        &self,
+        cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, ActorError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |c| {
+            c.prepare_cached("SELECT sid FROM sessions WHERE seen <= ? ORDER BY seen LIMIT ?")?
+                .query_map(params![cutoff_ms, limit], |r| r.get(0))?
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn expire_if_idle(
+        &self,
+        sid: SessionId,
+        now_ms: i64,
+        idle_ms: i64,
+        ended_ttl_s: u64,
+    ) -> Result<Option<String>, ActorError> {
+        self.run(move |c| {
+            let tx = write(c)?;
+            let row: Option<(String, i64, i64)> = tx
+                .prepare_cached("SELECT uid, seen, expires FROM sessions WHERE sid = ?")?
+                .query_row([sid.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let Some((uid, seen, expires)) = row else {
+                return Ok(None);
+            };
+            if expires <= now_ms {
+                // Outlived its refresh token: gone without a trace, as a Redis key would be.
+                tx.prepare_cached("DELETE FROM sessions WHERE sid = ?")?
+                    .execute([sid.as_str()])?;
+                tx.commit()?;
+                return Ok(None);
+            }
+            if now_ms - seen <= idle_ms {
+                return Ok(None);
+            }
+            end(
+                &tx,
+                sid.as_str(),
+                EndReason::Expired,
+                now_ms + ms(ended_ttl_s),
+            )?;
+            tx.commit()?;
+            Ok(Some(uid))
+        })
+        .await
+    }
+
+    pub async fn failures(&self, email: Email) -> Result<(u64, Option<u64>), ActorError> {
+        self.run(move |c| {
+            let now = chrono::Utc::now().timestamp_millis();
+            let row: Option<(i64, i64)> = c
+                .prepare_cached(
+                    "SELECT count, expires FROM login_failures WHERE email = ? AND expires > ?",
+                )?
+                .query_row(params![email.as_str(), now], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok(match row {
+                Some((count, expires)) => (
+                    u64::try_from(count).unwrap_or(0),
+                    u64::try_from((expires - now + 999) / 1000).ok(),
+                ),
+                None => (0, None),
+            })
+        })
+        .await
+    }
+
+    /// Counts one failure in a fixed window that starts with the first failure.
+    pub async fn count_failure(&self, email: Email, window_s: u64) -> Result<u64, ActorError> {
+        self.run(move |c| {
+            let now = chrono::Utc::now().timestamp_millis();
+            let tx = write(c)?;
+            let count: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO login_failures (email, count, expires) VALUES (?1, 1, ?2 + ?3) \
+                     ON CONFLICT(email) DO UPDATE SET \
+                       count = CASE WHEN expires > ?2 THEN count + 1 ELSE 1 END, \
+                       expires = CASE WHEN expires > ?2 THEN expires ELSE ?2 + ?3 END \
+                     RETURNING count",
+                )?
+                .query_row(params![email.as_str(), now, ms(window_s)], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+        .await
+    }
+
+    pub async fn clear_failures(&self, email: Email) -> Result<(), ActorError> {
+        self.run(move |c| {
+            c.prepare_cached("DELETE FROM login_failures WHERE email = ?")?
+                .execute([email.as_str()])
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Drops what has expired: what Redis would have dropped by itself.
+    pub async fn housekeeping(&self, now_ms: i64) -> Result<(), ActorError> {
+        self.run(move |c| {
+            let tx = write(c)?;
+            tx.execute("DELETE FROM sessions WHERE expires <= ?", [now_ms])?;
+            tx.execute("DELETE FROM ended WHERE expires <= ?", [now_ms])?;
+            tx.execute("DELETE FROM login_failures WHERE expires <= ?", [now_ms])?;
+            tx.commit()
+        })
+        .await
+    }
+}

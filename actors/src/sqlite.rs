@@ -1,0 +1,141 @@
+//! The embedded backend's one connection per database file: SQLite (bundled, so nothing needs
+//! installing) in WAL mode. Each call runs on tokio's blocking pool, never on an actor's or an
+//! HTTP worker's thread.
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::ActorError;
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit is on disk before it is acknowledged (survives power loss).
+    Full,
+    /// `synchronous=NORMAL` in WAL mode: a commit survives the process being killed; the last
+    /// moments before a power loss may be lost.
+    Normal,
+}
+
+/// One SQLite database file shared by clones; calls are serialised on its one connection.
+#[derive(Clone)]
+pub struct SqliteDb {
+    conn: Arc<Mutex<Connection>>,
+    path: Arc<PathBuf>,
+    /// The name this database reports in errors and `/health`.
+    name: &'static str,
+}
+
+impl SqliteDb {
+    /// Opens (creating if needed) `path` and its directory; `schema` is run once (it must be
+    /// idempotent: `CREATE … IF NOT EXISTS`).
+    pub fn open(
+        path: &Path,
+        name: &'static str,
+        durability: Durability,
+        schema: &str,
+    ) -> Result<Self, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("DATA_DIR {}: cannot create it: {e}", dir.display()))?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.busy_timeout(Duration::from_secs(5))
+            .and_then(|()| {
+                conn.execute_batch(&format!(
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; \
+                     PRAGMA foreign_keys=ON;"
+                ))
+            })
+            .and_then(|()| conn.execute_batch(schema))
+            .map_err(|e| format!("{}: cannot prepare the database: {e}", path.display()))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path.to_path_buf()),
+            name,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, ActorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, ActorError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let name = self.name;
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves SQLite consistent (an open transaction is
+            // rolled back when dropped), so a poisoned lock is still usable.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| ActorError::Internal(format!("{name}: blocking task failed: {e}")))?
+    }
+
+    /// `SELECT 1`: the probe.
+    pub async fn ping(self) -> Result<(), ActorError> {
+        let name = self.name;
+        self.run(move |c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(|e| sqlite_error(name, e))
+        })
+        .await
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// A busy or unreadable database file is "unavailable" (503); anything else is internal.
+pub fn sqlite_error(name: &'static str, e: rusqlite::Error) -> ActorError {
+    let unavailable = matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::CannotOpen
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::ReadOnly
+        )
+    );
+    if unavailable {
+        ActorError::Unavailable {
+            dependency: name,
+            cause: e.to_string(),
+        }
+    } else {
+        ActorError::Internal(format!("{name}: {e}"))
+    }
+}
+
+/// The column a UNIQUE constraint failure names (`UNIQUE constraint failed: users.email`).
+pub fn unique_violation(e: &rusqlite::Error) -> Option<&str> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, Some(message))
+            if f.code == ErrorCode::ConstraintViolation =>
+        {
+            message
+                .strip_prefix("UNIQUE constraint failed: ")
+                .map(|cols| cols.split(',').next().unwrap_or(cols).trim())
+        }
+        _ => None,
+    }
+}
