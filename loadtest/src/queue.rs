@@ -40,7 +40,7 @@ async fn run_async(args: QueueArgs) -> Result<(), String> {
         let (store, stats) = (store.clone(), stats.clone());
         Supervisor::start(move |_| {
             DbQueueActor::new(
-                store,
+                db_queue::Store::Mongo(store),
                 stats,
                 Duration::from_secs(10),
                 Dependency::new("mongodb"),

@@ -166,7 +166,11 @@ fn row_document(row: &rusqlite::Row, columns: &[String]) -> Document {
                 Bson::String(String::from_utf8_lossy(t).into_owned())
             }
         };
-        let key = if column == "id" { "_id" } else { column.as_str() };
+        let key = if column == "id" {
+            "_id"
+        } else {
+            column.as_str()
+        };
         doc.insert(key, value);
     }
     doc
@@ -302,7 +306,9 @@ impl Backdoor {
                 let table = table.to_string();
                 self.sqlite(move |c| {
                     let mut statement = c
-                        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?")
+                        .prepare(
+                            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+                        )
                         .unwrap();
                     statement
                         .query_map([table], |r| r.get(0))

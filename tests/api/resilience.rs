@@ -1117,3 +1117,99 @@ async fn sigterm_during_a_write_burst_loses_no_acknowledged_registration() {
         "the last acknowledged user signs in on the restarted service"
     );
 }
+
+#[actix_web::test]
+async fn after_a_kill_9_and_restart_users_sessions_and_revocations_are_as_they_were() {
+    // Arrange: the real binary with no JWT secret configured (the development secret kept in
+    // the data directory), a user with two sessions, one of them logged out.
+    let scratch = ScratchDir::new("restart");
+    let iso = Isolation::new();
+    let settings = [("JWT_SECRET_KEY", ""), ("MAX_CONCURRENT_SESSIONS", "5")];
+    let (mut service, app) = start_service(&iso, &settings, &scratch).await;
+    let (email, _) = app.create_user().await;
+    let (revoked_access, revoked_refresh) = app.tokens_for(&email).await;
+    let (live_access, live_refresh) = app.tokens_for(&email).await;
+    assert_eq!(app.logout(&revoked_access).await.status(), StatusCode::OK);
+
+    // Act: kill -9, start again on the same data.
+    service.kill().await;
+    let (_restarted, again) = start_service(&iso, &settings, &scratch).await;
+
+    // Assert
+    assert_eq!(
+        again.me(&revoked_access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a logged-out access token stays dead"
+    );
+    let body: Value = again.refresh(&revoked_refresh).await.json().await.unwrap();
+    assert!(
+        body["error"].as_str().is_some_and(|m| m.contains("logout")),
+        "a logged-out refresh token stays dead, saying why: {body}"
+    );
+    assert_eq!(
+        again.me(&live_access).await.status(),
+        StatusCode::OK,
+        "the live session still works (same kept secret, same session state)"
+    );
+    assert_eq!(again.refresh(&live_refresh).await.status(), StatusCode::OK);
+    assert_eq!(again.login(&email, PASSWORD).await.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn a_kill_9_during_a_registration_burst_loses_no_acknowledged_registration() {
+    // Arrange: the real binary, continuous registrations from eight clients.
+    let scratch = ScratchDir::new("kill9");
+    let iso = Isolation::new();
+    let settings = [("BCRYPT_COST", "4")];
+    let (mut service, app) = start_service(&iso, &settings, &scratch).await;
+    let client = hang_detecting_client();
+    let mut load = Load::new();
+    for _ in 0..8 {
+        let (client, base) = (client.clone(), app.address.clone());
+        load.add(move || {
+            let (client, base) = (client.clone(), base.clone());
+            async move { register_new_user(&client, &base).await }
+        });
+    }
+    let flowing = poll_until(Duration::from_secs(20), || async {
+        load.count(|e| e.status() == Some(StatusCode::CREATED)) >= 30
+    })
+    .await;
+    assert!(flowing, "registrations succeed before the kill");
+
+    // Act: SIGKILL mid-burst: no shutdown, no flush, nothing.
+    let killed_at = Instant::now();
+    service.kill().await;
+    let stream = load.finish().await;
+
+    // Assert: before the kill only 201/503; every 201 is there, with its wallet, afterwards.
+    println!("kill -9: {}", summary(&stream));
+    let bad: Vec<String> = stream
+        .iter()
+        .filter(|e| e.finished_at < killed_at)
+        .filter_map(|e| e.violation(&[StatusCode::CREATED, StatusCode::SERVICE_UNAVAILABLE]))
+        .collect();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let acknowledged: Vec<String> = stream.iter().filter_map(Exchange::registered_id).collect();
+    println!("  acknowledged registrations: {}", acknowledged.len());
+    let (_restarted, again) = start_service(&iso, &settings, &scratch).await;
+    let missing = missing_users_and_wallets(&again.store, &acknowledged).await;
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged registrations are missing after kill -9:\n{}",
+        missing.len(),
+        acknowledged.len(),
+        missing.join("\n")
+    );
+    let last = stream
+        .iter()
+        .rev()
+        .find(|e| e.registered_id().is_some())
+        .unwrap();
+    let email = last.label.rsplit(' ').next().unwrap();
+    assert_eq!(
+        again.login(email, PASSWORD).await.status(),
+        StatusCode::OK,
+        "the last acknowledged user signs in after the restart"
+    );
+}
