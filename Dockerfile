@@ -17,13 +17,18 @@ COPY config config
 COPY actors actors
 COPY src src
 RUN touch src/main.rs src/lib.rs actors/src/lib.rs \
- && cargo build --release --locked --bin cs-user-management
+ && cargo build --release --locked --bin cs-user-management \
+ && mkdir -p /data
 
 # distroless: CA certificates and glibc, no shell, no package manager; "nonroot" is uid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=build /app/target/release/cs-user-management /usr/local/bin/cs-user-management
+# The embedded backend's directory (used when MONGODB_URI / REDIS_HOST are not set), owned by
+# the runtime user; mount a volume there to keep its data.
+COPY --from=build --chown=65532:65532 /data /data
 USER 65532:65532
-ENV APP_ENV=production HOST=0.0.0.0 PORT=8080
+ENV APP_ENV=production HOST=0.0.0.0 PORT=8080 DATA_DIR=/data
+VOLUME ["/data"]
 EXPOSE 8080
 # The binary checks itself (GET /health/live on its own port): no curl in the image.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

@@ -2,7 +2,8 @@
 # Fuzzes the live service with Schemathesis (pinned in .venv) over every operation of its own
 # /openapi.json, with an administrator's token for the protected ones. Fails on any 5xx or any
 # response that violates the document.
-# Usage: scripts/schemathesis.sh [MAX_EXAMPLES]   (needs a built debug binary: cargo build)
+# Usage: [SCHEMATHESIS_BACKEND=embedded] scripts/schemathesis.sh [MAX_EXAMPLES]
+#        (needs a built debug binary: cargo build)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 SCHEMATHESIS_VERSION="4.32.5"
@@ -15,14 +16,19 @@ ensure_venv
 if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   timeout 600 "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" >&2
 fi
-ensure_redis
-MONGO_PORT=$(free_port)
-start_secantus "$MONGO_PORT"
 PORT=$(free_port)
+# SCHEMATHESIS_BACKEND=embedded fuzzes the embedded SQLite pair; the default, MongoDB + Redis.
+if [ "${SCHEMATHESIS_BACKEND:-servers}" = embedded ]; then
+  backend_env=(STORAGE_BACKEND=embedded TOKENS_BACKEND=embedded DATA_DIR="$RUN_DIR/fuzz-data-$PORT")
+else
+  ensure_redis
+  MONGO_PORT=$(free_port)
+  start_secantus "$MONGO_PORT"
+  backend_env=(MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/fuzz?directConnection=true"
+    REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="fuzz:$PORT:")
+fi
 ADMIN_PASSWORD="fuzz-admin-password-1"
-env APP_ENV=test HOST=127.0.0.1 PORT="$PORT" BCRYPT_COST=4 \
-  MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/fuzz?directConnection=true" \
-  REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="fuzz:$PORT:" \
+env APP_ENV=test HOST=127.0.0.1 PORT="$PORT" BCRYPT_COST=4 "${backend_env[@]}" \
   JWT_SECRET_KEY="fuzzing-secret-key-0123456789abcdef" MAX_CONCURRENT_SESSIONS=10 \
   BOOTSTRAP_ADMIN_EMAIL=fuzz-admin@example.com BOOTSTRAP_ADMIN_USERNAME=fuzz_admin \
   BOOTSTRAP_ADMIN_PASSWORD="$ADMIN_PASSWORD" RUST_LOG=warn \

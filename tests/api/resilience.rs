@@ -1121,37 +1121,60 @@ async fn sigterm_during_a_write_burst_loses_no_acknowledged_registration() {
 #[actix_web::test]
 async fn after_a_kill_9_and_restart_users_sessions_and_revocations_are_as_they_were() {
     // Arrange: the real binary with no JWT secret configured (the development secret kept in
-    // the data directory), a user with two sessions, one of them logged out.
+    // the data directory). User A: one session logged out, one live whose refresh token was
+    // rotated once. User B: locked out by failed logins.
     let scratch = ScratchDir::new("restart");
     let iso = Isolation::new();
-    let settings = [("JWT_SECRET_KEY", ""), ("MAX_CONCURRENT_SESSIONS", "5")];
+    let settings = [
+        ("JWT_SECRET_KEY", ""),
+        ("MAX_CONCURRENT_SESSIONS", "5"),
+        ("LOGIN_MAX_FAILURES", "2"),
+    ];
     let (mut service, app) = start_service(&iso, &settings, &scratch).await;
     let (email, _) = app.create_user().await;
     let (revoked_access, revoked_refresh) = app.tokens_for(&email).await;
-    let (live_access, live_refresh) = app.tokens_for(&email).await;
+    let (_, rotated_refresh) = app.tokens_for(&email).await;
     assert_eq!(app.logout(&revoked_access).await.status(), StatusCode::OK);
+    let rotation: Value = app.refresh(&rotated_refresh).await.json().await.unwrap();
+    let live_access = rotation["data"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (locked_email, _) = app.create_user().await;
+    for _ in 0..2 {
+        let wrong = app.login(&locked_email, "not-the-password").await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
 
     // Act: kill -9, start again on the same data.
     service.kill().await;
     let (_restarted, again) = start_service(&iso, &settings, &scratch).await;
 
-    // Assert
+    // Assert: the logged-out session stays dead, saying why.
     assert_eq!(
         again.me(&revoked_access).await.status(),
-        StatusCode::UNAUTHORIZED,
-        "a logged-out access token stays dead"
+        StatusCode::UNAUTHORIZED
     );
     let body: Value = again.refresh(&revoked_refresh).await.json().await.unwrap();
     assert!(
         body["error"].as_str().is_some_and(|m| m.contains("logout")),
-        "a logged-out refresh token stays dead, saying why: {body}"
+        "{body}"
+    );
+    // The live session works (same kept secret, same session state).
+    assert_eq!(again.me(&live_access).await.status(), StatusCode::OK);
+    // The lockout counter survived.
+    let locked = again.login(&locked_email, PASSWORD).await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The refresh family survived: the rotated token is recognised as reuse and ends the session.
+    assert_eq!(
+        again.refresh(&rotated_refresh).await.status(),
+        StatusCode::UNAUTHORIZED
     );
     assert_eq!(
         again.me(&live_access).await.status(),
-        StatusCode::OK,
-        "the live session still works (same kept secret, same session state)"
+        StatusCode::UNAUTHORIZED,
+        "reuse of a rotated refresh token revoked its session"
     );
-    assert_eq!(again.refresh(&live_refresh).await.status(), StatusCode::OK);
     assert_eq!(again.login(&email, PASSWORD).await.status(), StatusCode::OK);
 }
 
