@@ -7,6 +7,8 @@
 #   3. queue_ratio  look-ups/s through the DbQueueActor over the driver called directly
 #   4. mixed        GET /auth/me and /health p99 during a login storm at cost 12 (64 concurrent)
 #   5. peak RSS     of the service processes
+# Figures 1 and 2 are measured on both backends in the same run: MongoDB (SecantusDB) + Redis,
+# and the embedded SQLite pair (the default on a machine with nothing configured).
 # Usage: scripts/bench.sh            full run (about 3 minutes of load), writes BENCHMARKS.md
 #        scripts/bench.sh --smoke    a few seconds per step with debug builds; proves it works
 set -euo pipefail
@@ -36,13 +38,18 @@ start_secantus "$MONGO_PORT"
 OUT="$RUN_DIR/bench"; mkdir -p "$OUT"
 RUN_ID="b$(date +%s)"
 
-# start_service NAME COST: starts the service, sets URL_<NAME> and PID_<NAME>.
+# start_service NAME COST [embedded]: starts the service (on SecantusDB + Redis, or on the
+# embedded pair), sets URL_<NAME> and PID_<NAME>.
 start_service() {
-  local name="$1" cost="$2" port; port=$(free_port)
+  local name="$1" cost="$2" port backend_env; port=$(free_port)
+  if [ "${3:-}" = embedded ]; then
+    backend_env=(STORAGE_BACKEND=embedded TOKENS_BACKEND=embedded DATA_DIR="$OUT/data-$RUN_ID-$name")
+  else
+    backend_env=(MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/bench_$name?directConnection=true"
+      REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="$RUN_ID:$name:")
+  fi
   env APP_ENV=test HOST=127.0.0.1 PORT="$port" BCRYPT_COST="$cost" RUST_LOG=warn \
-    MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/bench_$name?directConnection=true" \
-    REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="$RUN_ID:$name:" \
-    JWT_SECRET_KEY="benchmark-secret-key-0123456789abcdef" \
+    "${backend_env[@]}" JWT_SECRET_KEY="benchmark-secret-key-0123456789abcdef" \
     "$BIN" >"$OUT/service-$name.log" 2>&1 &
   local pid=$!; PIDS+=("$pid")
   local deadline=$((SECONDS + 60))
@@ -64,11 +71,18 @@ start_service c10 "$LOW"
   --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login16.json"
 "$LT" run --base-url "$URL_c10" --scenario login --concurrency 64 --duration "$D" \
   --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login64.json"
+start_service e10 "$LOW" embedded
+"$LT" run --base-url "$URL_e10" --scenario login --concurrency 16 --duration "$D" \
+  --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login16-embedded.json"
+"$LT" run --base-url "$URL_e10" --scenario login --concurrency 64 --duration "$D" \
+  --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login64-embedded.json"
 "$LT" bcrypt --cost "$LOW" --duration "$D" --json >"$OUT/bcrypt-after.json"
 
 log "2/5 me ratio"
 "$LT" run --base-url "$URL_c10" --scenario me --concurrency 64 --duration "$D" \
   --users "$USERS" --user-prefix "${RUN_ID}m" --json >"$OUT/me64.json"
+"$LT" run --base-url "$URL_e10" --scenario me --concurrency 64 --duration "$D" \
+  --users "$USERS" --user-prefix "${RUN_ID}m" --json >"$OUT/me64-embedded.json"
 BASE_PORT=$(free_port)
 "$LT" baseline --port "$BASE_PORT" >"$OUT/baseline.log" 2>&1 &
 PIDS+=("$!")
@@ -100,15 +114,17 @@ ME=$!
 wait "$ME" "$STORM"
 
 log "5/5 peak RSS"
-RSS10=$(peak_rss_mib "$PID_c10"); RSS12=$(peak_rss_mib "$PID_c12")
+RSS10=$(peak_rss_mib "$PID_c10"); RSS12=$(peak_rss_mib "$PID_c12"); RSSE=$(peak_rss_mib "$PID_e10")
 
 # Figures.
 B=$("$VENV/bin/python" -c "import json; a=json.load(open('$OUT/bcrypt-before.json')); b=json.load(open('$OUT/bcrypt-after.json')); print((a['per_sec']+b['per_sec'])/2)")
-"$VENV/bin/python" - "$OUT" "$B" "$RSS10" "$RSS12" "$SMOKE" "$D" <<'PY' | tee "$OUT/summary.md"
+"$VENV/bin/python" - "$OUT" "$B" "$RSS10" "$RSS12" "$SMOKE" "$D" "$RSSE" <<'PY' | tee "$OUT/summary.md"
 import json, sys, platform, datetime, subprocess
 out, ceiling, rss10, rss12, smoke, d = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1", sys.argv[6]
+rsse = float(sys.argv[7])
 j = lambda n: json.load(open(f"{out}/{n}.json"))
 l16, l64, me, bare, q = j("login16"), j("login64"), j("me64"), j("bare64"), j("queue")
+e16, e64, eme = j("login16-embedded"), j("login64-embedded"), j("me64-embedded")
 storm, mme, mh = j("storm"), j("mixed-me"), j("mixed-health")
 ok200 = lambda r: r["statuses"].get("200", 0) / max(r["duration_s"], 1e-9)
 fair = 1.25 * 64 / ceiling * 1000
@@ -120,18 +136,22 @@ rows = [
   ("queue_ratio @16", f"{q['queued_per_sec']:.0f}/s ÷ {q['direct_per_sec']:.0f}/s = **{q['queue_ratio']:.3f}**", "≥ 0.80"),
   ("mixed: /auth/me p99", f"**{mme['p99_ms']:.1f} ms** (storm: {ok200(storm):.1f} logins/s)", "< 20 ms"),
   ("mixed: /health p99", f"**{mh['p99_ms']:.1f} ms**", "< 20 ms"),
-  ("peak RSS", f"**{max(rss10, rss12):.1f} MiB** (cost-10 instance {rss10:.1f}, cost-12 instance {rss12:.1f})", "< 64 MiB"),
+  ("peak RSS", f"**{max(rss10, rss12, rsse):.1f} MiB** (cost-10 instance {rss10:.1f}, cost-12 instance {rss12:.1f}, embedded {rsse:.1f})", "< 64 MiB"),
+  ("login_ratio @16, embedded", f"{ok200(e16):.1f}/s ÷ {ceiling:.1f}/s = **{ok200(e16)/ceiling:.3f}**", "≥ 0.97"),
+  ("login_ratio @64, embedded", f"{ok200(e64):.1f}/s ÷ {ceiling:.1f}/s = **{ok200(e64)/ceiling:.3f}**", "≥ 0.97"),
+  ("login p99 @64, embedded", f"**{e64['p99_ms']:.0f} ms**", f"≤ {fair:.0f} ms"),
+  ("me_ratio @64, embedded", f"{ok200(eme):.0f}/s ÷ {ok200(bare):.0f}/s = **{ok200(eme)/ok200(bare):.3f}**", "(≥ 0.35 is for Redis)"),
 ]
 cpu = next((l.split(":",1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 import os
 print(f"## Run of {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC{' (smoke)' if smoke else ''}\n")
 print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
       f"Backends: SecantusDB 0.7.0b3 in memory (MongoDB wire protocol; 5–10× slower than mongod), "
-      f"Redis on loopback. {d} s per measurement; {'debug build, low bcrypt costs: figures not meaningful' if smoke else 'release build'}.\n")
+      f"Redis on loopback; rows marked embedded: the SQLite pair on local disk. {d} s per measurement; {'debug build, low bcrypt costs: figures not meaningful' if smoke else 'release build'}.\n")
 print("| figure | measured | target |\n|---|---|---|")
 for r in rows: print(f"| {r[0]} | {r[1]} | {r[2]} |")
 print()
-print("Statuses: " + "; ".join(f"{n}: {j(n)['statuses']}" for n in ["login16","login64","me64","bare64","storm","mixed-me","mixed-health"]))
+print("Statuses: " + "; ".join(f"{n}: {j(n)['statuses']}" for n in ["login16","login64","me64","bare64","storm","mixed-me","mixed-health","login16-embedded","login64-embedded","me64-embedded"]))
 PY
 
 if [ $SMOKE = 0 ]; then

@@ -42,17 +42,17 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// A directory under the system temp dir, removed when dropped (kept, and named on stderr, when
 /// the test is failing, so the servers' logs can be read).
-struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(pub(crate) PathBuf);
 
 impl ScratchDir {
-    fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let path = std::env::temp_dir().join(format!("cs-um-resilience-{tag}-{}", &id[..12]));
         std::fs::create_dir_all(&path).expect("the scratch directory is created");
         Self(path)
     }
 
-    fn join(&self, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -69,14 +69,14 @@ impl Drop for ScratchDir {
 
 /// A child process this test started; SIGKILLed when dropped, so a failing test leaves none
 /// behind. Its stdout and stderr go to `log`.
-struct Server {
+pub(crate) struct Server {
     name: &'static str,
     child: Child,
     log: PathBuf,
 }
 
 impl Server {
-    fn spawn(
+    pub(crate) fn spawn(
         name: &'static str,
         program: &Path,
         args: &[&str],
@@ -116,7 +116,7 @@ impl Server {
     }
 
     /// The last lines of the process's output, for failure messages.
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(30)..].join("\n");
@@ -134,7 +134,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
@@ -172,7 +172,7 @@ where
 }
 
 /// Waits (bounded) until `up` answers true; false if the process exited or time ran out.
-async fn wait_until_up<F, Fut>(server: &mut Server, mut up: F) -> bool
+pub(crate) async fn wait_until_up<F, Fut>(server: &mut Server, mut up: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
