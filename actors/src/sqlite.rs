@@ -1,8 +1,10 @@
 //! The embedded backend's one connection per database file: SQLite (bundled, so nothing needs
-//! installing) in WAL mode. Each call runs on tokio's blocking pool, never on an actor's or an
-//! HTTP worker's thread.
+//! installing) in WAL mode. The connection lives on its own thread, which runs the calls sent to
+//! it one at a time in arrival order, never on an actor's or an HTTP worker's thread; a burst of
+//! calls waits in its queue instead of parking a thread each.
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -19,10 +21,13 @@ pub enum Durability {
     Normal,
 }
 
-/// One SQLite database file shared by clones; calls are serialised on its one connection.
+type Call = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// One SQLite database file shared by clones; calls are serialised on its one connection, on
+/// its own thread (which ends when the last clone is dropped).
 #[derive(Clone)]
 pub struct SqliteDb {
-    conn: Arc<Mutex<Connection>>,
+    calls: mpsc::Sender<Call>,
     path: Arc<PathBuf>,
     /// The name this database reports in errors and `/health`.
     name: &'static str,
@@ -59,8 +64,13 @@ impl SqliteDb {
             })
             .and_then(|()| conn.execute_batch(schema))
             .map_err(|e| format!("{}: cannot prepare the database: {e}", path.display()))?;
+        let (calls, queue) = mpsc::channel::<Call>();
+        std::thread::Builder::new()
+            .name(format!("{name}-db"))
+            .spawn(move || serve(conn, queue))
+            .map_err(|e| format!("{}: cannot start its thread: {e}", path.display()))?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            calls,
             path: Arc::new(path.to_path_buf()),
             name,
         })
@@ -70,22 +80,26 @@ impl SqliteDb {
         &self.path
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the connection on the database's thread, after the calls sent before it.
     pub async fn run<T, F>(&self, f: F) -> Result<T, ActorError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, ActorError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
         let name = self.name;
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock leaves SQLite consistent (an open transaction is
-            // rolled back when dropped), so a poisoned lock is still usable.
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| ActorError::Internal(format!("{name}: blocking task failed: {e}")))?
+        let gone = || ActorError::Unavailable {
+            dependency: name,
+            cause: "its thread has stopped".into(),
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let call: Call = Box::new(move |conn| {
+            // The caller may have stopped waiting; nothing to do about that here.
+            let _ = reply.send(f(conn));
+        });
+        self.calls.send(call).map_err(|_| gone())?;
+        answer
+            .await
+            .map_err(|_| ActorError::Internal(format!("{name}: the call panicked")))?
     }
 
     /// `SELECT 1`: the probe.
@@ -100,6 +114,16 @@ impl SqliteDb {
 
     pub fn name(&self) -> &'static str {
         self.name
+    }
+}
+
+/// The database thread: runs each call in turn until every sender is gone. A call that panics
+/// is dropped (its caller sees the thread's answer missing and gets a 503); an open transaction
+/// in it is rolled back when dropped, so the connection stays consistent and serves the next.
+fn serve(mut conn: Connection, queue: mpsc::Receiver<Call>) {
+    for call in queue {
+        let conn = &mut conn;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || call(conn)));
     }
 }
 
