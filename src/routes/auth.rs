@@ -219,19 +219,22 @@ pub async fn login(
         .await?;
     let tokens = issued.pair;
     let now = Utc::now();
-    let entry = AuditEntry::new("auth.login.success", "success")
-        .user(user.id)
-        .actor(user.id)
-        .email(email.as_str())
-        .ip(ip)
-        .detail("session_id", opened.session_id.as_str())
-        .detail("evicted_sessions", opened.evicted.len() as i64);
+    let mut audit = opened.audit;
+    audit.push(
+        AuditEntry::new("auth.login.success", "success")
+            .user(user.id)
+            .actor(user.id)
+            .email(email.as_str())
+            .ip(ip)
+            .detail("session_id", opened.session_id.as_str())
+            .detail("evicted_sessions", opened.evicted.len() as i64),
+    );
     state
         .db
         .call(RecordLogin {
             user_id: user.id,
             at: now,
-            audit: entry,
+            audit,
         })
         .await?;
     let user = User {

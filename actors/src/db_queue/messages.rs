@@ -37,13 +37,14 @@ pub struct FindUserWithWallet(pub UserId);
 #[rtype(result = "Result<Option<User>, ActorError>")]
 pub struct FindUserById(pub UserId);
 
-/// Stamp a successful login: `last_login_at = at`, `login_count += 1`, and write its audit entry.
+/// Stamp a successful login: `last_login_at = at`, `login_count += 1`, and write its audit
+/// entries (the sessions it ended, then the login itself) in one insert.
 #[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]
 pub struct RecordLogin {
     pub user_id: UserId,
     pub at: DateTime<Utc>,
-    pub audit: AuditEntry,
+    pub audit: Vec<AuditEntry>,
 }
 
 /// Append an entry to the audit trail.

@@ -369,7 +369,7 @@ impl MongoStore {
         self,
         id: UserId,
         at: DateTime<Utc>,
-        audit: AuditEntry,
+        audit: Vec<AuditEntry>,
     ) -> Result<(), ActorError> {
         self.users()
             .update_one(
@@ -379,7 +379,14 @@ impl MongoStore {
             )
             .await
             .map_err(ActorError::mongo)?;
-        self.write_audit(audit).await
+        if audit.is_empty() {
+            return Ok(());
+        }
+        self.audit()
+            .insert_many(audit.iter().map(AuditEntry::to_document))
+            .await
+            .map(|_| ())
+            .map_err(ActorError::mongo)
     }
 
     pub async fn write_audit(self, entry: AuditEntry) -> Result<(), ActorError> {

@@ -331,7 +331,7 @@ impl SqliteStore {
         self,
         id: UserId,
         at: DateTime<Utc>,
-        audit: AuditEntry,
+        audit: Vec<AuditEntry>,
     ) -> Result<(), ActorError> {
         self.db
             .run(move |c| {
@@ -342,7 +342,9 @@ impl SqliteStore {
                 )
                 .and_then(|mut s| s.execute(params![at.timestamp_millis(), id.to_hex()]))
                 .map_err(db_error)?;
-                insert_audit(&tx, &audit).map_err(db_error)?;
+                for entry in &audit {
+                    insert_audit(&tx, entry).map_err(db_error)?;
+                }
                 tx.commit().map_err(db_error)
             })
             .await

@@ -36,7 +36,7 @@ forward! {
     fn find_user_by_email(email: Email) -> Option<User>;
     fn find_user_by_id(id: UserId) -> Option<User>;
     fn find_user_with_wallet(id: UserId) -> Option<(User, Option<Wallet>)>;
-    fn record_login(id: UserId, at: DateTime<Utc>, audit: AuditEntry) -> ();
+    fn record_login(id: UserId, at: DateTime<Utc>, audit: Vec<AuditEntry>) -> ();
     fn write_audit(entry: AuditEntry) -> ();
     fn update_user(id: UserId, changes: UserChanges, audit: AuditEntry) -> Option<User>;
     fn delete_user(id: UserId, audit: AuditEntry) -> bool;

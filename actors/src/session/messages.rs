@@ -1,7 +1,7 @@
 //! The SessionActor's messages.
 use actix::Message;
 
-use crate::domain::{Email, Role, SessionId, UserId};
+use crate::domain::{AuditEntry, Email, Role, SessionId, UserId};
 use crate::ActorError;
 
 /// Open a session for a user who just proved their password, under the concurrent-session
@@ -24,6 +24,9 @@ pub struct OpenSession {
 pub struct OpenedSession {
     pub session_id: SessionId,
     pub evicted: Vec<SessionId>,
+    /// The entries of the sessions this ended (evicted, or found idle past the timeout), for
+    /// the caller to write with the login's own entry in one database operation.
+    pub audit: Vec<AuditEntry>,
 }
 
 /// Fails with [`ActorError::LockedOut`] while an email has too many recent failed logins;

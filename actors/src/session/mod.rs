@@ -109,7 +109,6 @@ impl Handler<OpenSession> for SessionActor {
         let timer = self.stats.start();
         let store = self.store.clone();
         let s = Arc::clone(&self.settings);
-        let db = self.db.clone();
         guarded("session", async move {
             let result = async {
                 let sid = msg.session_id.clone();
@@ -130,24 +129,24 @@ impl Handler<OpenSession> for SessionActor {
                 let Opening::Opened { evicted, expired } = opening else {
                     return Err(ActorError::SessionLimit);
                 };
-                for sid in &expired {
-                    db.call(WriteAudit(expired_entry(msg.user_id, sid, &s)))
-                        .await?;
-                }
-                for victim in &evicted {
-                    let entry = AuditEntry::new("session.evicted", "success")
+                let mut audit: Vec<AuditEntry> = expired
+                    .iter()
+                    .map(|gone| expired_entry(msg.user_id, gone, &s))
+                    .collect();
+                audit.extend(evicted.iter().map(|victim| {
+                    AuditEntry::new("session.evicted", "success")
                         .user(msg.user_id)
                         .actor(msg.user_id)
                         .email(&msg.email)
                         .ip(msg.ip.clone())
                         .detail("session_id", victim.as_str())
                         .detail("by_session_id", sid.as_str())
-                        .detail("policy", s.policy.as_str());
-                    db.call(WriteAudit(entry)).await?;
-                }
+                        .detail("policy", s.policy.as_str())
+                }));
                 Ok(OpenedSession {
                     session_id: sid,
                     evicted,
+                    audit,
                 })
             }
             .await;
