@@ -10,7 +10,9 @@ use cs_user_management::startup::{bootstrap_admin, Actors, Application};
 use cs_user_management::telemetry;
 
 /// mimalloc: the service allocates many small, short-lived objects per request (headers, JSON,
-/// futures); glibc's malloc showed as ~12 % of CPU under load.
+/// futures); glibc's malloc showed as ~12 % of CPU under load. Built with `no_thp`: with
+/// transparent huge pages its arenas grow in 2 MiB steps (peak RSS 59 MiB instead of 35 under
+/// the same `/auth/me` load, same throughput).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
