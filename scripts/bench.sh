@@ -64,18 +64,26 @@ start_service() {
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 field() { "$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
+# Who else burns CPU on these cores during the login runs: SecantusDB and Redis.
+SECANTUS_PID=$(cat "$RUN_DIR/secantus-$MONGO_PORT.pid")
+REDIS_PID=$(timeout 5 redis-cli -h "$REDIS_TEST_HOST" -p "$REDIS_TEST_PORT" info server 2>/dev/null \
+  | tr -d '\r' | awk -F: '/^process_id/ {print $2}' || true)
+OTHERS=(--cpu-pid "$SECANTUS_PID"); [ -n "$REDIS_PID" ] && OTHERS+=(--cpu-pid "$REDIS_PID")
+
 log "1/5 login ratio (BCRYPT_COST=$LOW)"
 "$LT" bcrypt --cost "$LOW" --duration "$D" --json >"$OUT/bcrypt-before.json"
 start_service c10 "$LOW"
 "$LT" run --base-url "$URL_c10" --scenario login --concurrency 16 --duration "$D" \
   --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login16.json"
 "$LT" run --base-url "$URL_c10" --scenario login --concurrency 64 --duration "$D" \
-  --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login64.json"
+  --users "$USERS" --user-prefix "${RUN_ID}l" --cpu-pid "$PID_c10" "${OTHERS[@]}" \
+  --json >"$OUT/login64.json"
 start_service e10 "$LOW" embedded
 "$LT" run --base-url "$URL_e10" --scenario login --concurrency 16 --duration "$D" \
   --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login16-embedded.json"
 "$LT" run --base-url "$URL_e10" --scenario login --concurrency 64 --duration "$D" \
-  --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login64-embedded.json"
+  --users "$USERS" --user-prefix "${RUN_ID}l" --cpu-pid "$PID_e10" \
+  --json >"$OUT/login64-embedded.json"
 "$LT" bcrypt --cost "$LOW" --duration "$D" --json >"$OUT/bcrypt-after.json"
 
 log "2/5 me ratio"
@@ -118,10 +126,11 @@ RSS10=$(peak_rss_mib "$PID_c10"); RSS12=$(peak_rss_mib "$PID_c12"); RSSE=$(peak_
 
 # Figures.
 B=$("$VENV/bin/python" -c "import json; a=json.load(open('$OUT/bcrypt-before.json')); b=json.load(open('$OUT/bcrypt-after.json')); print((a['per_sec']+b['per_sec'])/2)")
-"$VENV/bin/python" - "$OUT" "$B" "$RSS10" "$RSS12" "$SMOKE" "$D" "$RSSE" <<'PY' | tee "$OUT/summary.md"
+"$VENV/bin/python" - "$OUT" "$B" "$RSS10" "$RSS12" "$SMOKE" "$D" "$RSSE" "$PID_c10" "$SECANTUS_PID" "${REDIS_PID:-0}" "$PID_e10" <<'PY' | tee "$OUT/summary.md"
 import json, sys, platform, datetime, subprocess
 out, ceiling, rss10, rss12, smoke, d = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1", sys.argv[6]
 rsse = float(sys.argv[7])
+service_pid, secantus_pid, redis_pid, embedded_pid = sys.argv[8:12]
 j = lambda n: json.load(open(f"{out}/{n}.json"))
 l16, l64, me, bare, q = j("login16"), j("login64"), j("me64"), j("bare64"), j("queue")
 e16, e64, eme = j("login16-embedded"), j("login64-embedded"), j("me64-embedded")
@@ -142,6 +151,19 @@ rows = [
   ("login p99 @64, embedded", f"**{e64['p99_ms']:.0f} ms**", f"≤ {fair:.0f} ms"),
   ("me_ratio @64, embedded", f"{ok200(eme):.0f}/s ÷ {ok200(bare):.0f}/s = **{ok200(eme)/ok200(bare):.3f}**", "(≥ 0.35 is for Redis)"),
 ]
+# CPU per login beyond the bcrypt verify (ncores / ceiling CPU-seconds each), during login @64.
+import os
+def per_login(run, service, others):
+    logins = run["statuses"].get("200", 0)
+    used = run.get("cpu_s", {})
+    if not logins or service not in used: return "n/a"
+    verify = (os.cpu_count() or 1) / ceiling
+    parts = [f"service {1000 * (used[service] - logins * verify) / logins:.1f}"]
+    parts += [f"{name} {1000 * used[pid] / logins:.1f}" for name, pid in others if pid in used]
+    parts.append(f"load tool {1000 * used.get('loadtest', 0) / logins:.1f}")
+    return ", ".join(parts) + " ms"
+rows.append(("CPU per login @64 beyond bcrypt", per_login(l64, service_pid, [("SecantusDB", secantus_pid), ("Redis", redis_pid)]), "(explains the ratio)"))
+rows.append(("CPU per login @64 beyond bcrypt, embedded", per_login(e64, embedded_pid, []), "(explains the ratio)"))
 cpu = next((l.split(":",1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 import os
 print(f"## Run of {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC{' (smoke)' if smoke else ''}\n")

@@ -54,6 +54,47 @@ pub struct RunArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also report the CPU seconds this process (e.g. the service, its database) spent during
+    /// the measured window; repeatable. The load tool's own CPU is always reported.
+    #[arg(long = "cpu-pid")]
+    cpu_pids: Vec<u32>,
+}
+
+/// CPU seconds (user + system, all threads) a process has used so far, from /proc.
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_string(),
+        |p| format!("/proc/{p}/stat"),
+    );
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks / per_second as f64)
+}
+
+/// CPU seconds used by each watched process (None = this one) over one window.
+struct CpuWindow(Vec<(Option<u32>, Option<f64>)>);
+
+impl CpuWindow {
+    fn start(pids: &[u32]) -> Self {
+        let watched = std::iter::once(None).chain(pids.iter().copied().map(Some));
+        Self(watched.map(|p| (p, cpu_seconds(p))).collect())
+    }
+
+    /// `{"loadtest": s, "<pid>": s, …}` for the time since `start`.
+    fn finish(&self) -> serde_json::Map<String, Value> {
+        self.0
+            .iter()
+            .filter_map(|(pid, before)| {
+                let used = cpu_seconds(*pid)? - (*before)?;
+                let name = pid.map_or_else(|| "loadtest".to_string(), |p| p.to_string());
+                Some((name, json!((used * 1000.0).round() / 1000.0)))
+            })
+            .collect()
+    }
 }
 
 struct Shared {
@@ -125,6 +166,14 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     let pace =
         (args.rate > 0.0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
     let started = Instant::now();
+    let cpu = CpuWindow::start(&args.cpu_pids);
+    let cpu_used = {
+        let window = tokio::time::sleep_until((started + duration).into());
+        tokio::spawn(async move {
+            window.await;
+            cpu.finish()
+        })
+    };
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
             let shared = Arc::clone(&shared);
@@ -144,12 +193,14 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         }
     }
     let elapsed = duration.as_secs_f64();
+    let cpu_used = cpu_used.await.map_err(|e| e.to_string())?;
     report(
         &args,
         &histogram,
         &statuses,
         shared.errors.load(Ordering::Relaxed),
         elapsed,
+        &cpu_used,
     );
     Ok(())
 }
@@ -334,6 +385,7 @@ fn report(
     statuses: &BTreeMap<u16, u64>,
     errors: u64,
     elapsed: f64,
+    cpu_s: &serde_json::Map<String, Value>,
 ) {
     let requests: u64 = statuses.values().sum();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -352,6 +404,7 @@ fn report(
                 "max_ms": h.max() as f64 / 1000.0,
                 "statuses": statuses,
                 "errors": errors,
+                "cpu_s": cpu_s,
             })
         );
     } else {
@@ -368,5 +421,7 @@ fn report(
         );
         let s: Vec<String> = statuses.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("statuses: {}", s.join(" "));
+        let c: Vec<String> = cpu_s.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("CPU seconds in the window: {}", c.join(" "));
     }
 }
