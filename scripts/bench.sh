@@ -34,7 +34,6 @@ LT="$ROOT/target/$PROFILE/loadtest"
 ensure_venv
 ensure_redis
 MONGO_PORT=$(free_port)
-start_secantus "$MONGO_PORT"
 OUT="$RUN_DIR/bench"; mkdir -p "$OUT"
 RUN_ID="b$(date +%s)"
 
@@ -64,33 +63,37 @@ start_service() {
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 field() { "$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
-# Who else burns CPU on these cores during the login runs: SecantusDB and Redis.
-SECANTUS_PID=$(cat "$RUN_DIR/secantus-$MONGO_PORT.pid")
 REDIS_PID=$(timeout 5 redis-cli -h "$REDIS_TEST_HOST" -p "$REDIS_TEST_PORT" info server 2>/dev/null \
   | tr -d '\r' | awk -F: '/^process_id/ {print $2}' || true)
-OTHERS=(--cpu-pid "$SECANTUS_PID"); [ -n "$REDIS_PID" ] && OTHERS+=(--cpu-pid "$REDIS_PID")
+REDIS_CPU=(); [ -n "$REDIS_PID" ] && REDIS_CPU=(--cpu-pid "$REDIS_PID")
 
-log "1/5 login ratio (BCRYPT_COST=$LOW)"
+log "1/5 login ratio (BCRYPT_COST=$LOW), 2/5 me ratio: the embedded pair first, alone"
 "$LT" bcrypt --cost "$LOW" --duration "$D" --json >"$OUT/bcrypt-before.json"
-start_service c10 "$LOW"
-"$LT" run --base-url "$URL_c10" --scenario login --concurrency 16 --duration "$D" \
-  --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login16.json"
-"$LT" run --base-url "$URL_c10" --scenario login --concurrency 64 --duration "$D" \
-  --users "$USERS" --user-prefix "${RUN_ID}l" --cpu-pid "$PID_c10" "${OTHERS[@]}" \
-  --json >"$OUT/login64.json"
+# SecantusDB is not started yet, so nothing else runs on these cores while the embedded
+# service is measured; it is stopped before SecantusDB starts.
 start_service e10 "$LOW" embedded
 "$LT" run --base-url "$URL_e10" --scenario login --concurrency 16 --duration "$D" \
   --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login16-embedded.json"
 "$LT" run --base-url "$URL_e10" --scenario login --concurrency 64 --duration "$D" \
   --users "$USERS" --user-prefix "${RUN_ID}l" --cpu-pid "$PID_e10" \
   --json >"$OUT/login64-embedded.json"
-"$LT" bcrypt --cost "$LOW" --duration "$D" --json >"$OUT/bcrypt-after.json"
-
-log "2/5 me ratio"
-"$LT" run --base-url "$URL_c10" --scenario me --concurrency 64 --duration "$D" \
-  --users "$USERS" --user-prefix "${RUN_ID}m" --json >"$OUT/me64.json"
 "$LT" run --base-url "$URL_e10" --scenario me --concurrency 64 --duration "$D" \
   --users "$USERS" --user-prefix "${RUN_ID}m" --json >"$OUT/me64-embedded.json"
+RSSE=$(peak_rss_mib "$PID_e10")
+kill "$PID_e10"
+
+log "1/5 login ratio (BCRYPT_COST=$LOW), 2/5 me ratio: SecantusDB + Redis"
+start_secantus "$MONGO_PORT"
+SECANTUS_PID=$(cat "$RUN_DIR/secantus-$MONGO_PORT.pid")
+start_service c10 "$LOW"
+"$LT" run --base-url "$URL_c10" --scenario login --concurrency 16 --duration "$D" \
+  --users "$USERS" --user-prefix "${RUN_ID}l" --json >"$OUT/login16.json"
+"$LT" run --base-url "$URL_c10" --scenario login --concurrency 64 --duration "$D" \
+  --users "$USERS" --user-prefix "${RUN_ID}l" --cpu-pid "$PID_c10" \
+  --cpu-pid "$SECANTUS_PID" "${REDIS_CPU[@]}" --json >"$OUT/login64.json"
+"$LT" bcrypt --cost "$LOW" --duration "$D" --json >"$OUT/bcrypt-after.json"
+"$LT" run --base-url "$URL_c10" --scenario me --concurrency 64 --duration "$D" \
+  --users "$USERS" --user-prefix "${RUN_ID}m" --json >"$OUT/me64.json"
 BASE_PORT=$(free_port)
 "$LT" baseline --port "$BASE_PORT" >"$OUT/baseline.log" 2>&1 &
 PIDS+=("$!")
@@ -122,7 +125,7 @@ ME=$!
 wait "$ME" "$STORM"
 
 log "5/5 peak RSS"
-RSS10=$(peak_rss_mib "$PID_c10"); RSS12=$(peak_rss_mib "$PID_c12"); RSSE=$(peak_rss_mib "$PID_e10")
+RSS10=$(peak_rss_mib "$PID_c10"); RSS12=$(peak_rss_mib "$PID_c12")
 
 # Figures.
 B=$("$VENV/bin/python" -c "import json; a=json.load(open('$OUT/bcrypt-before.json')); b=json.load(open('$OUT/bcrypt-after.json')); print((a['per_sec']+b['per_sec'])/2)")
@@ -169,7 +172,7 @@ import os
 print(f"## Run of {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC{' (smoke)' if smoke else ''}\n")
 print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
       f"Backends: SecantusDB 0.7.0b3 in memory (MongoDB wire protocol; 5–10× slower than mongod), "
-      f"Redis on loopback; rows marked embedded: the SQLite pair on local disk. {d} s per measurement; {'debug build, low bcrypt costs: figures not meaningful' if smoke else 'release build'}.\n")
+      f"Redis on loopback; rows marked embedded: the SQLite pair on local disk, measured first, before SecantusDB starts. {d} s per measurement; {'debug build, low bcrypt costs: figures not meaningful' if smoke else 'release build'}.\n")
 print("| figure | measured | target |\n|---|---|---|")
 for r in rows: print(f"| {r[0]} | {r[1]} | {r[2]} |")
 print()
