@@ -106,16 +106,7 @@ async fn the_whole_flow_works(app: &TestApp) {
 }
 
 async fn dependencies(app: &TestApp) -> Value {
-    let health: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    health["dependencies"].clone()
+    app.get_json("/health").await["dependencies"].clone()
 }
 
 #[actix_web::test]

@@ -424,6 +424,12 @@ impl TestApp {
         .await
     }
 
+    /// GET without credentials, the body as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     pub async fn me(&self, access_token: &str) -> Response {
         self.get_auth("/auth/me", access_token).await
     }

@@ -623,6 +623,58 @@ pub(crate) async fn missing_users_and_wallets(store: &Backdoor, ids: &[String]) 
         .collect()
 }
 
+/// Eight clients registering new users in a loop against `app`, running once `at_least`
+/// registrations have succeeded.
+async fn registration_load(app: &TestApp, at_least: usize) -> Load {
+    let client = hang_detecting_client();
+    let mut load = Load::new();
+    for _ in 0..8 {
+        let (client, base) = (client.clone(), app.address.clone());
+        load.add(move || {
+            let (client, base) = (client.clone(), base.clone());
+            async move { register_new_user(&client, &base).await }
+        });
+    }
+    let flowing = poll_until(Duration::from_secs(20), || async {
+        load.count(|e| e.status() == Some(StatusCode::CREATED)) >= at_least
+    })
+    .await;
+    assert!(
+        flowing,
+        "registrations succeed before the process is stopped"
+    );
+    load
+}
+
+/// Every registration of `stream` that got its 201 is in `again`'s store with its wallet, and
+/// the last of them signs in.
+async fn assert_acknowledged_registrations_survived(
+    again: &TestApp,
+    stream: &[Exchange],
+    after: &str,
+) {
+    let acknowledged: Vec<String> = stream.iter().filter_map(Exchange::registered_id).collect();
+    let missing = missing_users_and_wallets(&again.store, &acknowledged).await;
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged registrations are missing after {after}:\n{}",
+        missing.len(),
+        acknowledged.len(),
+        missing.join("\n")
+    );
+    let last = stream
+        .iter()
+        .rev()
+        .find(|e| e.registered_id().is_some())
+        .expect("at least one registration was acknowledged");
+    let email = last.label.rsplit(' ').next().unwrap();
+    assert_eq!(
+        again.login(email, PASSWORD).await.status(),
+        StatusCode::OK,
+        "the last acknowledged user signs in after {after}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------------------------
@@ -1025,20 +1077,7 @@ async fn sigterm_during_a_write_burst_loses_no_acknowledged_registration() {
     let grace = GRACE_SECS.to_string();
     let settings = [("BCRYPT_COST", "4"), ("SHUTDOWN_GRACE", grace.as_str())];
     let (mut service, app) = start_service(&iso, &settings, &scratch).await;
-    let client = hang_detecting_client();
-    let mut load = Load::new();
-    for _ in 0..8 {
-        let (client, base) = (client.clone(), app.address.clone());
-        load.add(move || {
-            let (client, base) = (client.clone(), base.clone());
-            async move { register_new_user(&client, &base).await }
-        });
-    }
-    let flowing = poll_until(Duration::from_secs(20), || async {
-        load.count(|e| e.status() == Some(StatusCode::CREATED)) >= 20
-    })
-    .await;
-    assert!(flowing, "registrations succeed before the signal");
+    let load = registration_load(&app, 20).await;
 
     // Act: SIGTERM mid-burst; the process must exit by itself within the grace period.
     let signalled_at = Instant::now();
@@ -1086,36 +1125,17 @@ async fn sigterm_during_a_write_burst_loses_no_acknowledged_registration() {
     );
 
     // Assert: every acknowledged registration survived, seen by a fresh process.
-    let acknowledged: Vec<String> = stream.iter().filter_map(Exchange::registered_id).collect();
+    let acknowledged = stream.iter().filter_map(Exchange::registered_id).count();
     let after_signal = stream
         .iter()
         .filter(|e| e.finished_at > signalled_at && e.registered_id().is_some())
         .count();
     println!(
-        "  acknowledged registrations: {} ({after_signal} answered after the signal)",
-        acknowledged.len()
+        "  acknowledged registrations: {acknowledged} ({after_signal} answered after the signal)"
     );
     drop(service);
     let (_restarted, again) = start_service(&iso, &settings, &scratch).await;
-    let missing = missing_users_and_wallets(&again.store, &acknowledged).await;
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged registrations are missing after SIGTERM:\n{}",
-        missing.len(),
-        acknowledged.len(),
-        missing.join("\n")
-    );
-    let last = stream
-        .iter()
-        .rev()
-        .find(|e| e.registered_id().is_some())
-        .unwrap();
-    let email = last.label.rsplit(' ').next().unwrap();
-    assert_eq!(
-        again.login(email, PASSWORD).await.status(),
-        StatusCode::OK,
-        "the last acknowledged user signs in on the restarted service"
-    );
+    assert_acknowledged_registrations_survived(&again, &stream, "SIGTERM").await;
 }
 
 #[actix_web::test]
@@ -1185,20 +1205,7 @@ async fn a_kill_9_during_a_registration_burst_loses_no_acknowledged_registration
     let iso = Isolation::new();
     let settings = [("BCRYPT_COST", "4")];
     let (mut service, app) = start_service(&iso, &settings, &scratch).await;
-    let client = hang_detecting_client();
-    let mut load = Load::new();
-    for _ in 0..8 {
-        let (client, base) = (client.clone(), app.address.clone());
-        load.add(move || {
-            let (client, base) = (client.clone(), base.clone());
-            async move { register_new_user(&client, &base).await }
-        });
-    }
-    let flowing = poll_until(Duration::from_secs(20), || async {
-        load.count(|e| e.status() == Some(StatusCode::CREATED)) >= 30
-    })
-    .await;
-    assert!(flowing, "registrations succeed before the kill");
+    let load = registration_load(&app, 30).await;
 
     // Act: SIGKILL mid-burst: no shutdown, no flush, nothing.
     let killed_at = Instant::now();
@@ -1213,26 +1220,8 @@ async fn a_kill_9_during_a_registration_burst_loses_no_acknowledged_registration
         .filter_map(|e| e.violation(&[StatusCode::CREATED, StatusCode::SERVICE_UNAVAILABLE]))
         .collect();
     assert!(bad.is_empty(), "{}", bad.join("\n"));
-    let acknowledged: Vec<String> = stream.iter().filter_map(Exchange::registered_id).collect();
-    println!("  acknowledged registrations: {}", acknowledged.len());
+    let acknowledged = stream.iter().filter_map(Exchange::registered_id).count();
+    println!("  acknowledged registrations: {acknowledged}");
     let (_restarted, again) = start_service(&iso, &settings, &scratch).await;
-    let missing = missing_users_and_wallets(&again.store, &acknowledged).await;
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged registrations are missing after kill -9:\n{}",
-        missing.len(),
-        acknowledged.len(),
-        missing.join("\n")
-    );
-    let last = stream
-        .iter()
-        .rev()
-        .find(|e| e.registered_id().is_some())
-        .unwrap();
-    let email = last.label.rsplit(' ').next().unwrap();
-    assert_eq!(
-        again.login(email, PASSWORD).await.status(),
-        StatusCode::OK,
-        "the last acknowledged user signs in after the restart"
-    );
+    assert_acknowledged_registrations_survived(&again, &stream, "kill -9").await;
 }
