@@ -97,9 +97,12 @@ impl SqliteDb {
             let _ = reply.send(f(conn));
         });
         self.calls.send(call).map_err(|_| gone())?;
-        answer
-            .await
-            .map_err(|_| ActorError::Internal(format!("{name}: the call panicked")))?
+        // A call that panicked dropped its reply: a 503 for this request, as a panicking actor
+        // handler gives, and the thread serves the next call.
+        answer.await.map_err(|_| ActorError::Unavailable {
+            dependency: name,
+            cause: "the call panicked".into(),
+        })?
     }
 
     /// `SELECT 1`: the probe.
@@ -118,7 +121,7 @@ impl SqliteDb {
 }
 
 /// The database thread: runs each call in turn until every sender is gone. A call that panics
-/// is dropped (its caller sees the thread's answer missing and gets a 503); an open transaction
+/// is dropped (its caller gets a 503); an open transaction
 /// in it is rolled back when dropped, so the connection stays consistent and serves the next.
 fn serve(mut conn: Connection, queue: mpsc::Receiver<Call>) {
     for call in queue {
@@ -161,5 +164,34 @@ pub fn unique_violation(e: &rusqlite::Error) -> Option<&str> {
                 .map(|cols| cols.split(',').next().unwrap_or(cols).trim())
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_call_is_a_503_and_the_next_call_is_served() {
+        let dir = std::env::temp_dir().join(format!("sqlite-{}", uuid::Uuid::new_v4().simple()));
+        let db = SqliteDb::open(
+            &dir.join("t.db"),
+            "sqlite",
+            Durability::Normal,
+            "CREATE TABLE IF NOT EXISTS t (x INTEGER);",
+        )
+        .map_err(|e| e.to_string());
+        let Ok(db) = db else {
+            panic!("opens: {db:?}", db = db.err())
+        };
+
+        let panicked = db
+            .run(|_| -> Result<(), ActorError> { panic!("a bug") })
+            .await;
+        let next = db.clone().ping().await;
+
+        assert!(matches!(panicked, Err(ActorError::Unavailable { .. })));
+        assert!(next.is_ok());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
