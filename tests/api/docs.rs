@@ -11,15 +11,7 @@ fn readme() -> String {
 #[actix_web::test]
 async fn every_operation_of_the_openapi_document_is_in_the_readme_and_back() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get_json("/openapi.json").await;
     let readme = readme();
 
     let mut documented = Vec::new();

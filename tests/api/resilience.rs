@@ -987,15 +987,7 @@ async fn an_overloaded_hashing_pool_rejects_at_once_with_503_and_serves_again_af
         Some(StatusCode::CREATED),
         "a registration after the burst is served: {after:?}"
     );
-    let health: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = app.get_json("/health").await;
     let hasher = &health["details"]["actors"]["hasher"];
     println!("  hasher after the burst: {hasher}");
     assert!(

@@ -28,15 +28,7 @@ async fn a_panicking_actor_is_restarted_counted_and_serves_again() {
     // The restart happens just after the caller is answered: poll for it (bounded).
     let mut health = Value::Null;
     for _ in 0..50 {
-        health = app
-            .client
-            .get(app.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        health = app.get_json("/health").await;
         let restarted = ["db_queue", "token", "session"]
             .iter()
             .all(|a| health["details"]["actors"][a]["restarts"] == 1);
