@@ -2,11 +2,13 @@
 //! directory), then `config/<APP_ENV>.toml` if present, then `APP__SECTION__KEY` variables, then
 //! the seed's environment variable names. Secrets are `SecretString`s: they never print.
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use actors::domain::{Email, Password, Username};
-use actors::session::LimitPolicy;
+use actors::session_store::LimitPolicy;
 use config::{Config, Environment, File, FileFormat};
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -51,6 +53,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BCRYPT_COST", "security.bcrypt_cost"),
     ("LOGIN_MAX_FAILURES", "security.login_max_failures"),
     ("LOGIN_FAILURE_WINDOW", "security.login_failure_window"),
+    (
+        "LOGIN_MAX_FAILURES_PER_ACCOUNT",
+        "security.login_max_failures_per_account",
+    ),
+    ("TRUSTED_PROXIES", "security.trusted_proxies"),
     ("WALLET_INITIAL_BALANCE", "wallet.initial_balance"),
     ("BOOTSTRAP_ADMIN_EMAIL", "bootstrap.admin_email"),
     ("BOOTSTRAP_ADMIN_USERNAME", "bootstrap.admin_username"),
@@ -157,7 +164,10 @@ pub struct SessionsSettings {
 pub struct SecuritySettings {
     pub bcrypt_cost: u32,
     pub login_max_failures: u32,
+    pub login_max_failures_per_account: u32,
     pub login_failure_window: u64,
+    /// Comma-separated CIDRs; see [`Settings::trusted_proxies`].
+    pub trusted_proxies: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -186,6 +196,7 @@ pub struct ActorSettings {
     pub token_capacity: usize,
     pub session_capacity: usize,
     pub hasher_capacity: usize,
+    pub account_capacity: usize,
     pub hasher_threads: usize,
     pub call_timeout_ms: u64,
     pub probe_interval_ms: u64,
@@ -379,7 +390,31 @@ impl Settings {
             return fail("storage.data_dir", "must not be empty");
         }
         self.bootstrap_admin()?;
+        self.trusted_proxies()?;
         Ok(())
+    }
+
+    /// The reverse proxies whose `X-Forwarded-For` is believed: `TRUSTED_PROXIES`, CIDRs or
+    /// single addresses, comma-separated.
+    pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
+        self.security
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "{} must be a comma-separated list of CIDRs or addresses; \
+                             {entry:?} is neither",
+                            named("security.trusted_proxies")
+                        ))
+                    })
+            })
+            .collect()
     }
 
     /// The bootstrap administrator: all three variables or none.

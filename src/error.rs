@@ -2,7 +2,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use actors::domain::EndReason;
-use actors::error::{DuplicateField, TokenRejection};
+use actors::error::{chain, BoxError, DuplicateField, TokenRejection};
 use actors::ActorError;
 use serde_json::json;
 
@@ -36,12 +36,12 @@ pub enum ApiError {
     /// 429 with `Retry-After`.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
-    /// 503 with `Retry-After`: overloaded, or a dependency is down.
-    #[error("{0}")]
-    Unavailable(String),
-    /// 500: the cause is logged, the client gets a generic message.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// 503 with `Retry-After`: overloaded, or a dependency is down. The cause is logged.
+    #[error("service unavailable")]
+    Unavailable(#[source] BoxError),
+    /// 500: the cause is logged with its chain, the client gets a generic message.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
 }
 
 impl ResponseError for ApiError {
@@ -63,11 +63,11 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let message = match self {
             ApiError::Internal(cause) => {
-                tracing::error!(%cause, "internal error");
+                tracing::error!(cause = %chain(cause.as_ref()), "internal error");
                 "Internal server error".to_string()
             }
             ApiError::Unavailable(cause) => {
-                tracing::warn!(%cause, "service unavailable");
+                tracing::warn!(cause = %chain(cause.as_ref()), "service unavailable");
                 "Service temporarily unavailable, please retry".to_string()
             }
             other => other.to_string(),
@@ -121,8 +121,9 @@ impl From<ActorError> for ApiError {
     fn from(e: ActorError) -> Self {
         match e {
             ActorError::Overloaded(_) | ActorError::Timeout(_) | ActorError::Unavailable { .. } => {
-                ApiError::Unavailable(e.to_string())
+                ApiError::Unavailable(e.into())
             }
+            ActorError::Internal { .. } => ApiError::Internal(e.into()),
             ActorError::Duplicate(DuplicateField::Email) => {
                 ApiError::Conflict("Email already registered".into())
             }
@@ -135,12 +136,26 @@ impl From<ActorError> for ApiError {
             ActorError::SessionLimit => ApiError::Conflict(
                 "Maximum number of concurrent sessions reached; log out elsewhere first".into(),
             ),
+            ActorError::LastAdmin => ApiError::Conflict(
+                "The last active administrator cannot be demoted, suspended or deleted".into(),
+            ),
+            ActorError::Conflict => ApiError::Conflict(
+                "The account changed while the request was applied; retry".into(),
+            ),
             ActorError::Token(rejection) => ApiError::Unauthorized(token_message(&rejection)),
+            ActorError::InvalidCredentials => {
+                ApiError::Unauthorized("Invalid email or password".into())
+            }
+            ActorError::AccountNotActive(status) => {
+                ApiError::Forbidden(format!("Account is {}", status.as_str()))
+            }
             ActorError::LockedOut(retry_after) => ApiError::TooManyRequests {
                 message: "Too many failed login attempts; try again later".into(),
                 retry_after,
             },
-            ActorError::Internal(cause) => ApiError::Internal(cause),
+            ActorError::Invalid(message) => ApiError::BadRequest(message),
+            ActorError::Forbidden(message) => ApiError::Forbidden(message.into()),
+            ActorError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
         }
     }
 }

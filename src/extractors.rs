@@ -1,21 +1,33 @@
-//! The authenticated caller: a `Bearer` access token checked by the TokenActor.
-use std::future::Future;
-use std::pin::Pin;
+//! What handlers take from a request besides its body: the bearer token as presented, the
+//! client's address, and this worker's AccountActor.
+use std::future::{ready, Ready};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
-use actors::db_queue::FindUserById;
-use actors::domain::{EndReason, Role, User, UserId, UserStatus};
-use actors::error::TokenRejection;
-use actors::token::{Principal, RevokeSession, ValidateAccess};
+use actors::account::AccountActor;
+use actors::domain::ClientIp;
+use actors::mailbox::Mailbox;
+use ipnet::IpNet;
 
-use crate::error::{token_message, ApiError};
-use crate::startup::AppState;
+use crate::error::ApiError;
+use crate::state::AppState;
 
-/// A request whose access token is valid and whose session is live.
-pub struct Authenticated(pub Principal);
+/// This HTTP worker's AccountActor, where every account workflow runs.
+pub type Accounts = web::Data<Mailbox<AccountActor>>;
 
-/// The bearer token of a request, or why there is none.
-pub fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
+/// The `Bearer` token of a request, unchecked: the AccountActor has the TokenActor check it.
+pub struct Bearer(pub String);
+
+impl FromRequest for Bearer {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(bearer_token(req).map(Bearer))
+    }
+}
+
+fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -36,79 +48,107 @@ pub fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     Ok(token.to_string())
 }
 
-impl FromRequest for Authenticated {
+/// The client's address: the peer's, or, when the peer is a trusted proxy
+/// (`TRUSTED_PROXIES`), the rightmost `X-Forwarded-For` entry that is not one.
+pub struct ClientAddr(pub ClientIp);
+
+impl FromRequest for ClientAddr {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+    type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = bearer_token(req);
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        Box::pin(async move {
-            let token = token?;
-            let state =
-                state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-            let principal = state.tokens.call(ValidateAccess(token)).await?;
-            Ok(Authenticated(principal))
-        })
+        let trusted = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.trusted_proxies.clone());
+        ready(Ok(ClientAddr(client_ip(
+            req,
+            trusted.as_deref().unwrap_or_default(),
+        ))))
     }
 }
 
-/// The client's address, for the audit trail: the peer's, since forwarding headers can be
-/// forged by anyone.
-pub fn client_ip(req: &HttpRequest) -> Option<String> {
-    req.peer_addr().map(|a| a.ip().to_string())
+/// The client's address of `req` under the `trusted` proxies (see [`client_addr`]).
+pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> ClientIp {
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    client_addr(
+        req.peer_addr().map(|a| a.ip()),
+        &forwarded.join(","),
+        trusted,
+    )
 }
 
-impl Authenticated {
-    /// The caller's account as stored now. A deleted or non-active account ends the session
-    /// presenting it: 401 saying why. Roles are read from here, never trusted from the token,
-    /// so a demotion takes effect at once.
-    pub async fn account(&self, state: &AppState) -> Result<User, ApiError> {
-        let user = state.db.call(FindUserById(self.0.user_id)).await?;
-        usable_account(state, &self.0, user).await
-    }
-
-    /// The caller's account, which must be an administrator's (403 otherwise).
-    pub async fn admin(&self, state: &AppState) -> Result<User, ApiError> {
-        let user = self.account(state).await?;
-        if user.role != Role::Admin {
-            return Err(ApiError::Forbidden("Administrator role required".into()));
+/// The rule: the peer, unless it is a trusted proxy; then walk `X-Forwarded-For` from the right
+/// (the entry the nearest proxy added) past every trusted proxy, and the first entry that is
+/// not one is the client. An entry that is not an address ends the walk at the last trusted hop.
+pub fn client_addr(peer: Option<IpAddr>, forwarded: &str, trusted: &[IpNet]) -> ClientIp {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ip| ip.to_canonical());
+    let mut client = peer;
+    if is_trusted(&peer) {
+        for entry in forwarded.rsplit(',').map(str::trim) {
+            let Some(ip) = forwarded_ip(entry) else {
+                break;
+            };
+            client = ip;
+            if !is_trusted(&ip) {
+                break;
+            }
         }
-        Ok(user)
     }
-
-    /// The caller's account, which must be `target`'s own or an administrator's (403 otherwise).
-    pub async fn self_or_admin(&self, state: &AppState, target: &UserId) -> Result<User, ApiError> {
-        let user = self.account(state).await?;
-        if user.id != *target && user.role != Role::Admin {
-            return Err(ApiError::Forbidden(
-                "You may only access your own account".into(),
-            ));
-        }
-        Ok(user)
-    }
+    ClientIp::new(client)
 }
 
-/// `user` if it exists and is active; otherwise the session ends and the caller gets 401.
-pub async fn usable_account(
-    state: &AppState,
-    principal: &Principal,
-    user: Option<User>,
-) -> Result<User, ApiError> {
-    let reason = match user {
-        Some(user) if user.status == UserStatus::Active => return Ok(user),
-        Some(_) => EndReason::Suspended,
-        None => EndReason::Deleted,
-    };
-    state
-        .tokens
-        .call(RevokeSession {
-            user_id: principal.user_id,
-            session_id: principal.session_id.clone(),
-            reason,
-        })
-        .await?;
-    Err(ApiError::Unauthorized(token_message(
-        &TokenRejection::Ended(reason),
-    )))
+/// An `X-Forwarded-For` entry: an address, possibly with a port (`[v6]:port`, `v4:port`).
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().filter_map(|n| n.parse().ok()).collect()
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let client = client_addr(ip("203.0.113.9"), "198.51.100.1", &nets(&["10.0.0.0/8"]));
+        assert_eq!(client.to_string(), "203.0.113.9");
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_rightmost_untrusted_entry_is_the_client() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let forwarded = "1.1.1.1, 198.51.100.7, 10.0.0.3";
+        let client = client_addr(ip("10.0.0.2"), forwarded, &trusted);
+        assert_eq!(client.to_string(), "198.51.100.7");
+    }
+
+    #[test]
+    fn a_malformed_entry_stops_at_the_last_trusted_hop() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let client = client_addr(ip("10.0.0.2"), "198.51.100.7, junk", &trusted);
+        assert_eq!(client.to_string(), "10.0.0.2");
+        let with_port = client_addr(ip("10.0.0.2"), "[2001:db8::1]:443", &trusted);
+        assert_eq!(with_port.to_string(), "2001:db8::1");
+    }
+
+    #[test]
+    fn a_trusted_peer_without_the_header_is_the_client() {
+        let client = client_addr(ip("10.0.0.2"), "", &nets(&["10.0.0.0/8"]));
+        assert_eq!(client.to_string(), "10.0.0.2");
+    }
 }

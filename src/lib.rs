@@ -1,17 +1,21 @@
 //! The HTTP side of the CS user-management service.
 //!
 //! - [`configuration`]: the settings tree and its layering.
-//! - [`startup`]: starts each actor once and builds the actix-web `App`.
-//! - [`routes`]: one module per resource; handlers validate, send messages, await replies.
-//! - [`extractors`]: the authenticated caller, checked by the TokenActor.
+//! - [`startup`]: starts each actor once (an AccountActor per HTTP worker) and builds the
+//!   actix-web `App`.
+//! - [`state`]: what every handler shares (the actors' mailboxes, the settings).
+//! - [`routes`]: one module per resource (and the OpenAPI document made from them); a handler
+//!   parses its input, sends one message to the AccountActor and maps the reply.
+//! - [`extractors`]: the bearer token as presented, the client's address, the AccountActor.
 //! - [`error`]: the one HTTP error type.
+//! - [`metrics`]: Prometheus figures.
 #![deny(clippy::unwrap_used)]
 
 pub mod configuration;
 pub mod error;
 pub mod extractors;
 pub mod metrics;
-pub mod openapi;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod telemetry;

@@ -9,7 +9,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Latency buckets in seconds: sub-millisecond token checks up to multi-second bcrypt queues.
 const BUCKETS: &[f64] = &[

@@ -1,5 +1,4 @@
 //! Starts each actor once, shares their mailboxes through `web::Data`, builds the `App`.
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,14 +7,15 @@ use actix::{Arbiter, Supervisor};
 use actix_web::dev::Server;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
+use actors::account::{AccountSettings, Accounts};
 use actors::db_queue::{
-    self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser, SqliteStore, Store,
-    UserCache,
+    self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, Guard, RegisterUser, SqliteStore,
+    Store, UserCache, Written,
 };
 use actors::domain::{AuditEntry, NewUser, Password, Role, UserStatus};
 use actors::error::DuplicateField;
 use actors::hasher::{HashPassword, HasherActor};
-use actors::mailbox::{ActorSnapshot, ActorStats, Mailbox};
+use actors::mailbox::{ActorStats, Mailbox};
 use actors::probe::Dependency;
 use actors::redis_conn;
 use actors::redis_keys::Keys;
@@ -29,52 +29,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::configuration::{BootstrapAdmin, Settings, StorageBackend, TokensBackend};
 use crate::routes;
-
-/// What every handler shares: the actors' mailboxes and the settings.
-pub struct AppState {
-    pub db: DbQueue,
-    pub tokens: Mailbox<TokenActor>,
-    pub sessions: Mailbox<SessionActor>,
-    pub hasher: Mailbox<HasherActor>,
-    pub settings: Arc<Settings>,
-    /// A bcrypt hash of a random password at the configured cost: login verifies against it
-    /// when the email is unknown, so both failures take the same time.
-    pub dummy_hash: String,
-    pub started_at: Instant,
-    /// The MongoDB database in use (named in `MONGODB_URI`), or the embedded database's file.
-    pub database_name: String,
-    /// Last probe results, kept current by the actors that own the connections: the database
-    /// (MongoDB or SQLite) and the token/session store (Redis or SQLite).
-    pub database: Arc<Dependency>,
-    pub token_store: Arc<Dependency>,
-    /// Read-only view of the DbQueueActor's user cache (see `UserCache`).
-    pub user_cache: UserCache,
-}
-
-impl AppState {
-    fn all_stats(&self) -> [&Arc<ActorStats>; 4] {
-        [
-            self.db.stats(),
-            self.tokens.stats(),
-            self.sessions.stats(),
-            self.hasher.stats(),
-        ]
-    }
-
-    pub fn actor_snapshots(&self) -> BTreeMap<&'static str, ActorSnapshot> {
-        self.all_stats()
-            .into_iter()
-            .map(|s| (s.name, s.snapshot()))
-            .collect()
-    }
-
-    /// True when any actor restarted within `window`.
-    pub fn restarted_within(&self, window: Duration) -> bool {
-        self.all_stats()
-            .into_iter()
-            .any(|s| s.restarted_within(window))
-    }
-}
+use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -191,14 +146,16 @@ pub async fn bootstrap_admin(
                 status: UserStatus::Active,
             },
             initial_balance,
+            guard: Guard::Nobody,
             audit,
         })
         .await;
     match created {
-        Ok((user, _)) => {
+        Ok(Written::Applied((user, _))) => {
             tracing::info!(user_id = %user.id, "administrator created");
             Ok(true)
         }
+        Ok(Written::NotFound | Written::Changed) => Ok(false),
         // Another instance created it first (same email), or the username is taken.
         Err(ActorError::Duplicate(field)) => {
             if field == DuplicateField::Username {
@@ -304,6 +261,8 @@ impl Actors {
             refresh_ttl: Duration::from_secs(settings.jwt.refresh_token_expires),
             idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
             reuse_grace: Duration::from_secs(settings.sessions.refresh_reuse_grace),
+            max_concurrent: settings.sessions.max_concurrent_sessions,
+            policy: settings.limit_policy().map_err(config)?,
         };
         let token_actor = {
             let (stats, store) = (token_stats.clone(), session_store.clone());
@@ -316,15 +275,14 @@ impl Actors {
 
         let session_stats = ActorStats::new("session", a.session_capacity);
         let session_settings = SessionSettings {
-            max_concurrent: settings.sessions.max_concurrent_sessions,
-            policy: settings
-                .limit_policy()
-                .map_err(|e| StartupError::Config(e.to_string()))?,
             idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
             check_interval: Duration::from_secs(settings.sessions.session_check_interval),
             max_lifetime: Duration::from_secs(settings.jwt.refresh_token_expires),
             login_max_failures: settings.security.login_max_failures,
+            login_max_failures_per_account: settings.security.login_max_failures_per_account,
             login_failure_window: Duration::from_secs(settings.security.login_failure_window),
+            // A whole login (queueing, the lookup, bcrypt) fits in a few call deadlines.
+            attempt_deadline: call_timeout * 3,
         };
         let session_actor = {
             let (stats, db) = (session_stats.clone(), db.clone());
@@ -396,19 +354,35 @@ impl Application {
                 .map_err(|e| StartupError::Other(e.to_string()))?,
             Err(e) => return Err(StartupError::Other(e)),
         };
+        let config = |e: crate::configuration::ConfigError| StartupError::Config(e.to_string());
+        let accounts = Arc::new(Accounts {
+            db: db.clone(),
+            tokens: tokens.clone(),
+            sessions: sessions.clone(),
+            hasher: hasher.clone(),
+            cache: user_cache,
+            settings: AccountSettings {
+                initial_balance: settings.wallet.initial_balance,
+                dummy_hash,
+                idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
+                limit_policy: settings.limit_policy().map_err(config)?,
+            },
+        });
+        let account_stats = ActorStats::new("account", settings.actors.account_capacity);
 
         let state = web::Data::new(AppState {
+            accounts,
+            account_stats,
             db,
             tokens,
             sessions,
             hasher,
+            trusted_proxies: settings.trusted_proxies().map_err(config)?.into(),
             settings: Arc::clone(&settings),
-            dummy_hash,
             started_at: Instant::now(),
             database_name,
             database,
             token_store,
-            user_cache,
         });
 
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
@@ -422,8 +396,15 @@ impl Application {
             .port();
         let body_limit = settings.server.max_body_bytes;
         let server_state = state.clone();
+        let call_timeout = settings.call_timeout();
         let mut server = HttpServer::new(move || {
+            // Each worker thread runs its own AccountActor: a handler reaches it without a
+            // thread hop.
+            let accounts = server_state
+                .accounts
+                .start_here(Arc::clone(&server_state.account_stats), call_timeout);
             App::new()
+                .app_data(web::Data::new(accounts))
                 .wrap(ErrorHandlers::new().default_handler(routes::json_error_body))
                 .wrap(actix_web::middleware::from_fn(crate::metrics::http_metrics))
                 .wrap(TracingLogger::default())

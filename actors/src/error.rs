@@ -1,6 +1,10 @@
 //! Errors the actors answer with. They know nothing of HTTP; the web layer maps each kind to a
-//! status code.
-use crate::domain::EndReason;
+//! status code. Failures keep their cause as a `source`, so the log shows the whole chain while
+//! the client sees only a generic message.
+use crate::domain::{EndReason, SessionId, UserId, UserStatus};
+
+/// Any error kept as a cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Which unique field a write collided on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +28,10 @@ pub enum TokenRejection {
     Ended(EndReason),
     /// This very request presented an already-rotated refresh token: the session has just been
     /// revoked because of it (later attempts see `Ended(RefreshReuse)`).
-    ReuseDetected { user_id: String, session_id: String },
+    ReuseDetected {
+        user_id: UserId,
+        session_id: SessionId,
+    },
     /// An older access or refresh token of a session that has since rotated.
     Superseded,
 }
@@ -37,11 +44,12 @@ pub enum ActorError {
     /// The actor did not answer within the configured deadline.
     #[error("the {0} did not answer in time")]
     Timeout(&'static str),
-    /// A backend (MongoDB, Redis) or the actor itself cannot be reached.
-    #[error("{dependency} is unavailable: {cause}")]
+    /// A backend (MongoDB, Redis, SQLite) or the actor itself cannot be reached.
+    #[error("{dependency} is unavailable")]
     Unavailable {
         dependency: &'static str,
-        cause: String,
+        #[source]
+        source: BoxError,
     },
     #[error("duplicate {0:?}")]
     Duplicate(DuplicateField),
@@ -53,23 +61,62 @@ pub enum ActorError {
     /// Too many failed logins; retry after this many seconds.
     #[error("locked out for {0} s")]
     LockedOut(u64),
+    /// Unknown email, wrong password, or a password that changed while it was being checked.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// The right password for an account that is not active.
+    #[error("account is {}", .0.as_str())]
+    AccountNotActive(UserStatus),
+    /// Input a workflow refuses (what a parser could not know, e.g. a missing
+    /// `current_password`).
+    #[error("{0}")]
+    Invalid(String),
+    /// Authenticated, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The change would leave the service without an active administrator.
+    #[error("the last active administrator cannot be demoted, suspended or deleted")]
+    LastAdmin,
+    /// A compare-and-set kept failing: the record kept changing under the request.
+    #[error("the record changed while the request was applied; retry")]
+    Conflict,
     /// Anything else; the cause is for the log, never for the client.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: {context}")]
+    Internal {
+        context: &'static str,
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl ActorError {
+    /// A failure of the service itself, with its cause.
+    pub fn internal(context: &'static str, source: impl Into<BoxError>) -> Self {
+        ActorError::Internal {
+            context,
+            source: source.into(),
+        }
+    }
+
+    /// A dependency (or an actor) that cannot serve, with why.
+    pub fn unavailable(dependency: &'static str, source: impl Into<BoxError>) -> Self {
+        ActorError::Unavailable {
+            dependency,
+            source: source.into(),
+        }
+    }
+
     pub fn mongo(e: mongodb::error::Error) -> Self {
         use mongodb::error::ErrorKind;
         match *e.kind {
             ErrorKind::ServerSelection { .. }
             | ErrorKind::Io(_)
             | ErrorKind::ConnectionPoolCleared { .. }
-            | ErrorKind::DnsResolve { .. } => ActorError::Unavailable {
-                dependency: "mongodb",
-                cause: e.to_string(),
-            },
-            _ => ActorError::Internal(format!("mongodb: {e}")),
+            | ErrorKind::DnsResolve { .. } => ActorError::unavailable("mongodb", e),
+            _ => ActorError::internal("mongodb", e),
         }
     }
 
@@ -80,12 +127,9 @@ impl ActorError {
             || e.is_connection_refusal()
             || e.is_unrecoverable_error()
         {
-            ActorError::Unavailable {
-                dependency: "redis",
-                cause: e.to_string(),
-            }
+            ActorError::unavailable("redis", e)
         } else {
-            ActorError::Internal(format!("redis: {e}"))
+            ActorError::internal("redis", e)
         }
     }
 
@@ -94,9 +138,21 @@ impl ActorError {
         matches!(
             self,
             ActorError::Unavailable { .. }
-                | ActorError::Internal(_)
+                | ActorError::Internal { .. }
                 | ActorError::Timeout(_)
                 | ActorError::Overloaded(_)
         )
     }
+}
+
+/// An error and its causes, `outer: inner: innermost`, for the log.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

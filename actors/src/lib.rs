@@ -1,6 +1,10 @@
 //! The actors of the user-management service and the types they speak.
 //!
 //! Map of the crate:
+//! - [`account`]: the **AccountActor**, where each account workflow (register, login, refresh,
+//!   logout, the signed-in user, create, read, update, delete, search, the audit trail) runs
+//!   from start to end: an HTTP handler sends it one message. It decides who may do what and
+//!   asks the actors below, whose own operations are atomic where the state lives.
 //! - [`domain`]: validated input types (`Email`, `Username`, `Password`, `UserId`, `SessionId`)
 //!   and the records the service returns (`User`, `Wallet`, `AuditEntry`).
 //! - [`db_queue`]: the **DbQueueActor**, the only code that touches the database (a
@@ -8,8 +12,11 @@
 //!   message taken in FIFO order, one at a time (`AtomicResponse`).
 //! - [`token`]: the **TokenActor**, the only code that signs, checks, rotates and revokes JWTs.
 //!   Revocation state lives in the [`session_store::SessionStore`] (Redis or embedded).
-//! - [`session`]: the **SessionActor**: per-user live sessions, the concurrent-session limit,
-//!   the idle sweep, and the failed-login lockout counters, in the same store.
+//! - [`token`] also opens sessions (signing their pair and storing it with the session in one
+//!   atomic step, under the concurrent-session limit and the user's credential version), so
+//!   token ids never leave it.
+//! - [`session`]: the **SessionActor**: the idle-session sweep and the failed-login lockout
+//!   (each attempt counted before its password is checked), in the same store.
 //! - [`session_store`]: token and session state on Redis (one Lua script per change) or in the
 //!   embedded SQLite file (one transaction per change); [`sqlite`] is the embedded backend's
 //!   connection.
@@ -24,10 +31,11 @@
 //!   and session actors; every multi-key change is one atomic script, so limits and revocations
 //!   hold across service instances.
 //!
-//! Messages flow one way: the HTTP layer sends to actors; the SessionActor sends audit entries
-//! to the DbQueueActor. No actor knows about HTTP.
+//! Messages flow one way: the HTTP layer sends to the AccountActor, which sends to the others;
+//! the SessionActor's sweep sends audit entries to the DbQueueActor. No actor knows about HTTP.
 #![deny(clippy::unwrap_used)]
 
+pub mod account;
 pub mod db_queue;
 pub mod domain;
 pub mod error;

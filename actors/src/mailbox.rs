@@ -304,10 +304,9 @@ impl<A: Actor> Mailbox<A> {
         match self.addr.send(msg).timeout(self.deadline + grace).await {
             Ok(reply) => reply,
             Err(MailboxError::Timeout) => Err(ActorError::Timeout(name)),
-            Err(MailboxError::Closed) => Err(ActorError::Unavailable {
-                dependency: name,
-                cause: "the actor is not running".into(),
-            }),
+            Err(MailboxError::Closed) => {
+                Err(ActorError::unavailable(name, "the actor is not running"))
+            }
         }
     }
 }
@@ -329,10 +328,10 @@ where
             outcome.unwrap_or_else(|_| {
                 tracing::error!(actor = name, "actor handler panicked; restarting the actor");
                 ctx.stop();
-                Err(ActorError::Unavailable {
-                    dependency: name,
-                    cause: "the actor failed and is restarting".into(),
-                })
+                Err(ActorError::unavailable(
+                    name,
+                    "the actor failed and is restarting",
+                ))
             })
         },
     ))

@@ -1,6 +1,6 @@
 //! The Redis key schema shared by the TokenActor and the SessionActor. Every key starts with
 //! the configured prefix, so several deployments (or tests) can share one Redis.
-use crate::domain::{Email, SessionId, UserId};
+use crate::domain::{ClientIp, Email, SessionId, UserId};
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -54,8 +54,30 @@ impl Keys {
         format!("{}sess_seen", self.prefix)
     }
 
-    /// Counter of failed logins for one email within the failure window.
+    /// STRING: a user's credential version, raised by a password change; a session of an
+    /// older version is refused. Kept as long as a session opened before the change could live.
+    pub fn credential(&self, uid: &UserId) -> String {
+        format!("{}cred:{}", self.prefix, uid)
+    }
+
+    /// Counter of failed logins for one email (from every address) within the failure window.
     pub fn login_failures(&self, email: &Email) -> String {
         format!("{}login_fail:{}", self.prefix, email.as_str())
+    }
+
+    /// Counter of failed logins for one email from one address (an email's domain never holds
+    /// `|`, so the key is unambiguous).
+    pub fn login_failures_from(&self, email: &Email, ip: &ClientIp) -> String {
+        format!("{}login_fail:{}|{}", self.prefix, email.as_str(), ip)
+    }
+
+    /// ZSET of the attempts for one email whose password is being checked, scored by start (ms).
+    pub fn login_pending(&self, email: &Email) -> String {
+        format!("{}login_pend:{}", self.prefix, email.as_str())
+    }
+
+    /// The same, for one email from one address.
+    pub fn login_pending_from(&self, email: &Email, ip: &ClientIp) -> String {
+        format!("{}login_pend:{}|{}", self.prefix, email.as_str(), ip)
     }
 }

@@ -22,13 +22,26 @@ return 1
     )
 });
 
-/// Ends every session of a user, except one if given.
-/// KEYS: user_sessions, activity. ARGV: reason, ended_ttl_s, session_prefix, ended_prefix,
-/// except_sid (or "").
+/// Ends every session of a user, except one if given. With a credential version (a password
+/// change), first raises the user's version to it, so no login that verified the old password
+/// can open a session afterwards, and moves the kept session to it.
+/// KEYS: user_sessions, activity, credential. ARGV: reason, ended_ttl_s, session_prefix,
+/// ended_prefix, except_sid (or ""), credential_version (or "").
 /// Returns the ended session ids.
 pub static END_USER_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+if ARGV[6] ~= '' then
+  local version = tonumber(ARGV[6])
+  if version > tonumber(redis.call('GET', KEYS[3]) or '0') then
+    redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[2])
+  else
+    redis.call('EXPIRE', KEYS[3], ARGV[2])
+  end
+  if ARGV[5] ~= '' and redis.call('EXISTS', ARGV[3] .. ARGV[5]) == 1 then
+    redis.call('HSET', ARGV[3] .. ARGV[5], 'cv', ARGV[6])
+  end
+end
 local ended = {}
 for _, s in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if s ~= ARGV[5] then
@@ -44,26 +57,37 @@ return ended
     )
 });
 
-/// Opens a session under the per-user limit.
-/// KEYS: user_sessions, activity, new session.
+/// Opens a session under the per-user limit, unless the user's password changed after the
+/// login verified it (its credential version is older than the user's current one).
+/// KEYS: user_sessions, activity, new session, credential.
 /// ARGV: sid, uid, role, now_ms, max, policy (`evict_oldest` | `reject`), session_ttl_s,
-///       session_prefix, ended_prefix, ended_ttl_s, idle_ms, access_jti, refresh_jti.
+///       session_prefix, ended_prefix, ended_ttl_s, idle_ms, access_jti, refresh_jti,
+///       credential_version.
 /// Sessions already idle past the timeout do not count: they are ended as expired first.
-/// Returns {"ok", "e:<evicted sid>"…, "x:<expired sid>"…} or {"reject"}.
+/// Returns {"ok", "e:<evicted sid>"…, "x:<expired sid>"…}, {"reject"} or {"stale"}.
 pub static OPEN_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+local current = tonumber(redis.call('GET', KEYS[4]) or '0')
+if tonumber(ARGV[14]) < current then return {'stale'} end
 local sid, uid, role, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local max, policy, ttl = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local sess_prefix, ended_prefix, ended_ttl = ARGV[8], ARGV[9], ARGV[10]
 local idle = tonumber(ARGV[11])
 local result = {'ok'}
--- Forget members whose record has gone; end those idle past the timeout.
+-- Forget members whose record has gone; end those of an older credential version and those
+-- idle past the timeout.
 for _, s in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local seen = redis.call('HGET', sess_prefix .. s, 'seen')
+  local f = redis.call('HMGET', sess_prefix .. s, 'seen', 'cv')
+  local seen = f[1]
   if not seen then
     redis.call('ZREM', KEYS[1], s)
     redis.call('ZREM', KEYS[2], s)
+  elseif tonumber(f[2] or '0') < current then
+    redis.call('DEL', sess_prefix .. s)
+    redis.call('ZREM', KEYS[1], s)
+    redis.call('ZREM', KEYS[2], s)
+    redis.call('SET', ended_prefix .. s, 'password_changed', 'EX', ended_ttl)
   elseif now - tonumber(seen) > idle then
     redis.call('DEL', sess_prefix .. s)
     redis.call('ZREM', KEYS[1], s)
@@ -85,7 +109,7 @@ if live >= max then
   end
 end
 redis.call('HSET', KEYS[3], 'uid', uid, 'role', role, 'created', now, 'seen', now,
-           'ajti', ARGV[12], 'rjti', ARGV[13])
+           'ajti', ARGV[12], 'rjti', ARGV[13], 'cv', ARGV[14])
 redis.call('EXPIRE', KEYS[3], ttl)
 redis.call('ZADD', KEYS[1], now, sid)
 redis.call('EXPIRE', KEYS[1], ttl)
@@ -95,18 +119,22 @@ return result
     )
 });
 
-/// Checks an access token against its session and marks the session active.
-/// KEYS: session, ended, activity. ARGV: sid, uid, jti, now_ms, idle_ms.
+/// Checks an access token against its session and marks the session active. A session opened
+/// under an older credential version than the user's current one is refused.
+/// KEYS: session, ended, activity, credential. ARGV: sid, uid, jti, now_ms, idle_ms.
 /// Returns {"ok"}, {"ended", reason}, {"superseded"} or {"invalid"}.
 pub static CHECK_ACCESS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local f = redis.call('HMGET', KEYS[1], 'uid', 'ajti', 'seen')
+local f = redis.call('HMGET', KEYS[1], 'uid', 'ajti', 'seen', 'cv')
 if not f[1] then
   local reason = redis.call('GET', KEYS[2])
   return {'ended', reason or 'expired'}
 end
 if f[1] ~= ARGV[2] then return {'invalid'} end
+if tonumber(f[4] or '0') < tonumber(redis.call('GET', KEYS[4]) or '0') then
+  return {'ended', 'password_changed'}
+end
 local now = tonumber(ARGV[4])
 if now - tonumber(f[3]) > tonumber(ARGV[5]) then return {'ended', 'expired'} end
 if f[2] ~= ARGV[3] then return {'superseded'} end
@@ -121,20 +149,24 @@ return {'ok'}
     )
 });
 
-/// Rotates a session's refresh token, detecting reuse.
-/// KEYS: session, ended, activity, user_sessions.
+/// Rotates a session's refresh token, detecting reuse; refuses a session of an older credential
+/// version, as the access check does.
+/// KEYS: session, ended, activity, user_sessions, credential.
 /// ARGV: sid, uid, presented_jti, new_access_jti, new_refresh_jti, now_ms, idle_ms, grace_ms,
 ///       successor (the new pair, kept for the grace window), session_ttl_s, ended_ttl_s.
 /// Returns {"ok"}, {"grace", successor}, {"reuse"}, {"ended", reason} or {"invalid"}.
 pub static ROTATE_REFRESH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local f = redis.call('HMGET', KEYS[1], 'uid', 'rjti', 'prev_rjti', 'rotated', 'succ', 'seen')
+local f = redis.call('HMGET', KEYS[1], 'uid', 'rjti', 'prev_rjti', 'rotated', 'succ', 'seen', 'cv')
 if not f[1] then
   local reason = redis.call('GET', KEYS[2])
   return {'ended', reason or 'expired'}
 end
 if f[1] ~= ARGV[2] then return {'invalid'} end
+if tonumber(f[7] or '0') < tonumber(redis.call('GET', KEYS[5]) or '0') then
+  return {'ended', 'password_changed'}
+end
 local now, idle, grace = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 if now - tonumber(f[6]) > idle then return {'ended', 'expired'} end
 if f[2] == ARGV[3] then
@@ -177,14 +209,61 @@ return f[1]
     )
 });
 
-/// Counts one failed login in a fixed window.
-/// KEYS: counter. ARGV: window_s. Returns the count.
-pub static COUNT_FAILURE: LazyLock<Script> = LazyLock::new(|| {
+/// Asks to check one login attempt's password. An attempt is counted (as pending) before its
+/// password is checked, unless a counter is at its limit (locked: not counted) or every slot
+/// left is held by attempts still being checked (wait: not counted, ask again). So however
+/// many attempts race, at most the allowed number are ever checked.
+/// KEYS: failures_from_address, failures, pending_from_address, pending.
+/// ARGV: attempt_id, now_ms, max_per_address (0 = none), max_per_account (0 = none), stale_ms.
+/// Returns {"ok"}, {"wait"} or {"locked", seconds_left}.
+pub static BEGIN_LOGIN_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local n = redis.call('INCR', KEYS[1])
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
+local now, stale = tonumber(ARGV[2]), tonumber(ARGV[5])
+local max_addr, max_acct = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - stale)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - stale)
+local fa = tonumber(redis.call('GET', KEYS[1]) or '0')
+local fc = tonumber(redis.call('GET', KEYS[2]) or '0')
+if max_addr > 0 and fa >= max_addr then
+  return {'locked', tostring(math.max(redis.call('TTL', KEYS[1]), 1))}
+end
+if max_acct > 0 and fc >= max_acct then
+  return {'locked', tostring(math.max(redis.call('TTL', KEYS[2]), 1))}
+end
+local pa, pc = redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[4])
+if (max_addr > 0 and fa + pa >= max_addr) or (max_acct > 0 and fc + pc >= max_acct) then
+  return {'wait'}
+end
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[3], stale)
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[4], stale)
+return {'ok'}
+"#,
+    )
+});
+
+/// Ends an admitted attempt: a failure counts on both counters (fixed windows from their first
+/// failure); a success takes its pending slot back and resets the address's counter; an
+/// abandoned attempt only gives its slot back.
+/// KEYS: failures_from_address, failures, pending_from_address, pending.
+/// ARGV: attempt_id, outcome (`failed` | `succeeded` | `abandoned`), window_s.
+/// Returns the address's failures in its window.
+pub static END_LOGIN_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[2] == 'failed' then
+  local n = redis.call('INCR', KEYS[1])
+  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+  redis.call('INCR', KEYS[2])
+  if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+  return n
+end
+if ARGV[2] == 'succeeded' then redis.call('DEL', KEYS[1]) end
+return 0
 "#,
     )
 });

@@ -35,12 +35,14 @@ pub struct SqliteDb {
 
 impl SqliteDb {
     /// Opens (creating if needed) `path` and its directory; `schema` is run once (it must be
-    /// idempotent: `CREATE … IF NOT EXISTS`).
+    /// idempotent: `CREATE … IF NOT EXISTS`), then each column of `added` (`(table, column,
+    /// definition)`: columns added since a table was first created) is added where missing.
     pub fn open(
         path: &Path,
         name: &'static str,
         durability: Durability,
         schema: &str,
+        added: &[(&str, &str, &str)],
     ) -> Result<Self, String> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -63,6 +65,7 @@ impl SqliteDb {
                 ))
             })
             .and_then(|()| conn.execute_batch(schema))
+            .and_then(|()| add_missing_columns(&conn, added))
             .map_err(|e| format!("{}: cannot prepare the database: {e}", path.display()))?;
         let (calls, queue) = mpsc::channel::<Call>();
         std::thread::Builder::new()
@@ -87,10 +90,7 @@ impl SqliteDb {
         F: FnOnce(&mut Connection) -> Result<T, ActorError> + Send + 'static,
     {
         let name = self.name;
-        let gone = || ActorError::Unavailable {
-            dependency: name,
-            cause: "its thread has stopped".into(),
-        };
+        let gone = || ActorError::unavailable(name, "its thread has stopped");
         let (reply, answer) = tokio::sync::oneshot::channel();
         let call: Call = Box::new(move |conn| {
             // The caller may have stopped waiting; nothing to do about that here.
@@ -99,10 +99,9 @@ impl SqliteDb {
         self.calls.send(call).map_err(|_| gone())?;
         // A call that panicked dropped its reply: a 503 for this request, as a panicking actor
         // handler gives, and the thread serves the next call.
-        answer.await.map_err(|_| ActorError::Unavailable {
-            dependency: name,
-            cause: "the call panicked".into(),
-        })?
+        answer
+            .await
+            .map_err(|_| ActorError::unavailable(name, "the call panicked"))?
     }
 
     /// `SELECT 1`: the probe.
@@ -118,6 +117,23 @@ impl SqliteDb {
     pub fn name(&self) -> &'static str {
         self.name
     }
+}
+
+/// Adds each `(table, column, definition)` the table lacks (a database an older version made).
+fn add_missing_columns(conn: &Connection, added: &[(&str, &str, &str)]) -> rusqlite::Result<()> {
+    for (table, column, definition) in added {
+        let exists: bool = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?"
+            ))?
+            .exists([column])?;
+        if !exists {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// The database thread: runs each call in turn until every sender is gone. A call that panics
@@ -144,12 +160,9 @@ pub fn sqlite_error(name: &'static str, e: rusqlite::Error) -> ActorError {
         )
     );
     if unavailable {
-        ActorError::Unavailable {
-            dependency: name,
-            cause: e.to_string(),
-        }
+        ActorError::unavailable(name, e)
     } else {
-        ActorError::Internal(format!("{name}: {e}"))
+        ActorError::internal(name, e)
     }
 }
 
@@ -179,6 +192,7 @@ mod tests {
             "sqlite",
             Durability::Normal,
             "CREATE TABLE IF NOT EXISTS t (x INTEGER);",
+            &[("t", "y", "INTEGER NOT NULL DEFAULT 0")],
         )
         .map_err(|e| e.to_string());
         let Ok(db) = db else {

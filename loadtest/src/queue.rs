@@ -125,6 +125,7 @@ async fn seed(queue: &DbQueue, count: usize) -> Result<Vec<Email>, String> {
                     status: UserStatus::Active,
                 },
                 initial_balance: 0,
+                guard: actors::db_queue::Guard::Nobody,
                 audit: AuditEntry::new("bench.seed", "success"),
             })
             .await;

@@ -1,18 +1,19 @@
 //! Administrator endpoints: the audit trail and the diagnostic `/auth/test`.
 use actix_web::{web, HttpResponse};
+use actors::account::{ReadAudit, RequireAdmin};
 use actors::db_queue::ListAudit;
 use actors::domain::UserId;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
-use crate::extractors::Authenticated;
+use crate::extractors::{Accounts, Bearer};
 use crate::routes::health::Probe;
 use crate::routes::responses::{
     AuditResponse, DatabaseQueue, ErrorBody, PublicSettings, TestBackends, TestData, TestResponse,
 };
 use crate::routes::users::page;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]
 pub struct AuditQuery {
@@ -40,11 +41,10 @@ pub struct AuditQuery {
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn audit(
-    state: web::Data<AppState>,
-    caller: Authenticated,
+    accounts: Accounts,
+    Bearer(token): Bearer,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.admin(&state).await?;
     let q = query.into_inner();
     let user_id = q
         .user_id
@@ -58,15 +58,13 @@ pub async fn audit(
         ));
     }
     let (limit, skip) = page(q.limit, q.skip)?;
-    let (entries, total) = state
-        .db
-        .call(ListAudit {
-            user_id,
-            action,
-            limit,
-            skip,
-        })
-        .await?;
+    let query = ListAudit {
+        user_id,
+        action,
+        limit,
+        skip,
+    };
+    let (entries, total) = accounts.call(ReadAudit { token, query }).await?;
     Ok(HttpResponse::Ok().json(AuditResponse {
         entries,
         total,
@@ -87,9 +85,10 @@ pub async fn audit(
 #[tracing::instrument(skip_all)]
 pub async fn test(
     state: web::Data<AppState>,
-    caller: Authenticated,
+    accounts: Accounts,
+    Bearer(token): Bearer,
 ) -> Result<HttpResponse, ApiError> {
-    caller.admin(&state).await?;
+    accounts.call(RequireAdmin { token }).await?;
     let probe = Probe::run(&state).await;
     let s = &state.settings;
     Ok(HttpResponse::Ok().json(TestResponse {
@@ -116,6 +115,7 @@ pub async fn test(
                 refresh_reuse_grace: s.sessions.refresh_reuse_grace,
                 bcrypt_cost: s.security.bcrypt_cost,
                 login_max_failures: s.security.login_max_failures,
+                login_max_failures_per_account: s.security.login_max_failures_per_account,
                 login_failure_window: s.security.login_failure_window,
                 wallet_initial_balance: s.wallet.initial_balance,
                 redis_key_prefix: s.redis.key_prefix.clone(),

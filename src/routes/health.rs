@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::routes::responses::{DatabaseQueue, HealthDetails, HealthResponse, StatusResponse};
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use actors::mailbox::ActorSnapshot;
 use actors::probe::Dependency;

@@ -2,6 +2,7 @@
 pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod openapi;
 pub mod responses;
 pub mod users;
 
@@ -33,7 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/health").to(health::health))
         .service(get("/health/live").to(health::live))
         .service(get("/health/ready").to(health::ready))
-        .service(get("/openapi.json").to(crate::openapi::serve))
+        .service(get("/openapi.json").to(openapi::serve))
         .service(get("/ops").to(health::ops_page))
         .service(get("/metrics").to(crate::metrics::serve))
         .default_service(web::to(not_found));

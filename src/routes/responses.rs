@@ -203,6 +203,7 @@ pub struct PublicSettings {
     pub refresh_reuse_grace: u64,
     pub bcrypt_cost: u32,
     pub login_max_failures: u32,
+    pub login_max_failures_per_account: u32,
     pub login_failure_window: u64,
     pub wallet_initial_balance: i64,
     pub redis_key_prefix: String,

@@ -1,21 +1,18 @@
 //! User administration: create (admin), read, update and delete (self or admin), search (admin).
-use actix_web::{web, HttpRequest, HttpResponse};
-use actors::db_queue::{DeleteUser, FindUserById, RegisterUser, SearchUsers, UpdateUser};
-use actors::domain::{
-    AuditEntry, Email, EndReason, NewUser, Password, Role, User, UserChanges, UserId, UserStatus,
-    Username,
+use actix_web::{web, HttpResponse};
+use actors::account::{
+    AccountChanges, CreateAccount, DeleteAccount, GetAccount, SearchAccounts, UpdateAccount,
 };
-use actors::hasher::{HashPassword, VerifyPassword};
-use actors::token::RevokeUserSessions;
+use actors::db_queue::SearchUsers;
+use actors::domain::{Email, Password, Role, User, UserId, UserStatus, Username};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
-use crate::extractors::{client_ip, Authenticated};
+use crate::extractors::{Accounts, Bearer, ClientAddr};
 use crate::routes::responses::{
     CreateUserResponse, ErrorBody, MessageResponse, SearchResponse, UpdateUserResponse, UserData,
 };
-use crate::startup::AppState;
 
 /// Search pages: `limit` defaults to 20 and is capped at 100.
 const DEFAULT_LIMIT: i64 = 20;
@@ -27,7 +24,7 @@ fn bad(e: String) -> ApiError {
     ApiError::BadRequest(e)
 }
 
-fn user_id(raw: &str) -> Result<UserId, ApiError> {
+pub fn user_id(raw: &str) -> Result<UserId, ApiError> {
     UserId::parse(raw).map_err(bad)
 }
 
@@ -81,37 +78,21 @@ pub struct UserPath {
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Authenticated,
+    accounts: Accounts,
+    ClientAddr(ip): ClientAddr,
+    Bearer(token): Bearer,
     body: web::Json<CreateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let admin = caller.admin(&state).await?;
     let body = body.into_inner();
-    let email = Email::parse(&body.email).map_err(bad)?;
-    let username = Username::parse(&body.username).map_err(bad)?;
-    let password = Password::parse(&body.password).map_err(bad)?;
-    let status = body.status.unwrap_or(UserStatus::Active);
-    let role = body.role.unwrap_or(Role::User);
-    let password_hash = state.hasher.call(HashPassword(password)).await?;
-    let audit = AuditEntry::new("user.create", "success")
-        .actor(admin.id)
-        .email(email.as_str())
-        .ip(client_ip(&req))
-        .detail("role", role.as_str())
-        .detail("status", status.as_str());
-    let (user, _wallet) = state
-        .db
-        .call(RegisterUser {
-            user: NewUser {
-                email,
-                username,
-                password_hash,
-                role,
-                status,
-            },
-            initial_balance: state.settings.wallet.initial_balance,
-            audit,
+    let user = accounts
+        .call(CreateAccount {
+            token,
+            email: Email::parse(&body.email).map_err(bad)?,
+            username: Username::parse(&body.username).map_err(bad)?,
+            password: Password::parse(&body.password).map_err(bad)?,
+            status: body.status.unwrap_or(UserStatus::Active),
+            role: body.role.unwrap_or(Role::User),
+            ip,
         })
         .await?;
     Ok(HttpResponse::Created().json(CreateUserResponse {
@@ -134,17 +115,12 @@ pub async fn create(
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn get(
-    state: web::Data<AppState>,
-    caller: Authenticated,
+    accounts: Accounts,
+    Bearer(token): Bearer,
     path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
     let target = user_id(&path.user_id)?;
-    caller.self_or_admin(&state, &target).await?;
-    let user = state
-        .db
-        .call(FindUserById(target))
-        .await?
-        .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
+    let user = accounts.call(GetAccount { token, target }).await?;
     Ok(HttpResponse::Ok().json(user))
 }
 
@@ -182,27 +158,22 @@ pub struct UpdateUserRequest {
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn update(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Authenticated,
+    accounts: Accounts,
+    ClientAddr(ip): ClientAddr,
+    Bearer(token): Bearer,
     path: web::Path<UserPath>,
     body: web::Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let target_id = user_id(&path.user_id)?;
-    let actor = caller.self_or_admin(&state, &target_id).await?;
+    let target = user_id(&path.user_id)?;
     let body = body.into_inner();
-    let is_self = actor.id == target_id;
-    let target = if is_self {
-        actor.clone()
-    } else {
-        state
-            .db
-            .call(FindUserById(target_id))
-            .await?
-            .ok_or_else(|| ApiError::NotFound("User not found".into()))?
+    let parsed = |raw: Option<String>, parse: fn(&str) -> Result<Password, String>| {
+        raw.filter(|p| !p.is_empty())
+            .as_deref()
+            .map(parse)
+            .transpose()
+            .map_err(bad)
     };
-
-    let mut changes = UserChanges {
+    let changes = AccountChanges {
         email: body
             .email
             .as_deref()
@@ -217,100 +188,27 @@ pub async fn update(
             .map_err(bad)?,
         status: body.status,
         role: body.role,
-        password_hash: None,
+        password: body
+            .password
+            .as_deref()
+            .map(Password::parse)
+            .transpose()
+            .map_err(bad)?,
+        current_password: parsed(body.current_password, Password::parse_for_login)?,
     };
-    let new_password = body
-        .password
-        .as_deref()
-        .map(Password::parse)
-        .transpose()
-        .map_err(bad)?;
-    if changes.is_empty() && new_password.is_none() {
-        // Nothing to change: like any idempotent PUT, answer with the user as it is.
-        return Ok(HttpResponse::Ok().json(UpdateUserResponse {
-            success: true,
-            message: "User updated successfully".into(),
-            data: UserData { user: target },
-        }));
-    }
-    // Status and role are an administrator's to change; asking for the current value is not a
-    // change. Checked before anything is applied.
-    let changes_privileged = changes.status.is_some_and(|s| s != target.status)
-        || changes.role.is_some_and(|r| r != target.role);
-    if changes_privileged && actor.role != Role::Admin {
-        return Err(ApiError::Forbidden(
-            "Only an administrator may change status or role".into(),
-        ));
-    }
-    if let Some(password) = new_password {
-        // Changing one's own password needs the current one; an administrator resetting
-        // another user's does not.
-        if is_self {
-            let current = body
-                .current_password
-                .as_deref()
-                .filter(|p| !p.is_empty())
-                .ok_or_else(|| bad("current_password is required to change the password".into()))?;
-            let current = Password::parse_for_login(current).map_err(bad)?;
-            let ok = state
-                .hasher
-                .call(VerifyPassword {
-                    password: current,
-                    hash: actor.password_hash.clone(),
-                })
-                .await?;
-            if !ok {
-                return Err(ApiError::Forbidden("current_password is incorrect".into()));
-            }
-        }
-        changes.password_hash = Some(state.hasher.call(HashPassword(password)).await?);
-    }
-
-    let fields = changes.field_names();
-    let audit = AuditEntry::new("user.update", "success")
-        .user(target_id)
-        .actor(actor.id)
-        .ip(client_ip(&req))
-        .detail("fields", fields.clone());
-    let password_changed = changes.password_hash.is_some();
-    let deactivated = changes.status.is_some_and(|s| s != UserStatus::Active);
-    let user = state
-        .db
-        .call(UpdateUser {
-            id: target_id,
+    let user = accounts
+        .call(UpdateAccount {
+            token,
+            target,
             changes,
-            audit,
+            ip,
         })
-        .await?
-        .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
-
-    if deactivated {
-        revoke_all(&state, target_id, EndReason::Suspended, None).await?;
-    } else if password_changed {
-        let keep = is_self.then(|| caller.0.session_id.clone());
-        revoke_all(&state, target_id, EndReason::PasswordChanged, keep).await?;
-    }
+        .await?;
     Ok(HttpResponse::Ok().json(UpdateUserResponse {
         success: true,
         message: "User updated successfully".into(),
         data: UserData { user },
     }))
-}
-
-async fn revoke_all(
-    state: &AppState,
-    user_id: UserId,
-    reason: EndReason,
-    keep: Option<actors::domain::SessionId>,
-) -> Result<usize, ApiError> {
-    Ok(state
-        .tokens
-        .call(RevokeUserSessions {
-            user_id,
-            reason,
-            keep,
-        })
-        .await?)
 }
 
 /// Delete a user (themself or by an administrator): sessions end at once, the wallet is kept
@@ -327,29 +225,13 @@ async fn revoke_all(
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn delete(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Authenticated,
+    accounts: Accounts,
+    ClientAddr(ip): ClientAddr,
+    Bearer(token): Bearer,
     path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let target_id = user_id(&path.user_id)?;
-    let actor = caller.self_or_admin(&state, &target_id).await?;
-    let audit = AuditEntry::new("user.delete", "success")
-        .user(target_id)
-        .actor(actor.id)
-        .ip(client_ip(&req))
-        .detail("wallet", "closed");
-    let deleted = state
-        .db
-        .call(DeleteUser {
-            id: target_id,
-            audit,
-        })
-        .await?;
-    if !deleted {
-        return Err(ApiError::NotFound("User not found".into()));
-    }
-    revoke_all(&state, target_id, EndReason::Deleted, None).await?;
+    let target = user_id(&path.user_id)?;
+    accounts.call(DeleteAccount { token, target, ip }).await?;
     Ok(HttpResponse::Ok().json(MessageResponse::new("User deleted successfully")))
 }
 
@@ -382,11 +264,10 @@ pub struct SearchRequest {
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn search(
-    state: web::Data<AppState>,
-    caller: Authenticated,
+    accounts: Accounts,
+    Bearer(token): Bearer,
     body: web::Json<SearchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.admin(&state).await?;
     let body = body.into_inner();
     for (name, value) in [("username", &body.username), ("email", &body.email)] {
         if value
@@ -398,18 +279,15 @@ pub async fn search(
             )));
         }
     }
-    let status = body.status;
     let (limit, skip) = page(body.limit, body.skip)?;
-    let (users, total): (Vec<User>, u64) = state
-        .db
-        .call(SearchUsers {
-            username: body.username,
-            email: body.email,
-            status,
-            limit,
-            skip,
-        })
-        .await?;
+    let query = SearchUsers {
+        username: body.username,
+        email: body.email,
+        status: body.status,
+        limit,
+        skip,
+    };
+    let (users, total): (Vec<User>, u64) = accounts.call(SearchAccounts { token, query }).await?;
     Ok(HttpResponse::Ok().json(SearchResponse {
         users,
         total,

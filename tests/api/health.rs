@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::helpers::{assert_error, spawn_app, spawn_app_with, PASSWORD};
 
-const ACTORS: [&str; 4] = ["db_queue", "token", "session", "hasher"];
+const ACTORS: [&str; 5] = ["account", "db_queue", "token", "session", "hasher"];
 const ACTOR_FIGURES: [&str; 10] = [
     "alive",
     "mailbox_len",

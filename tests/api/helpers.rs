@@ -335,15 +335,30 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the service in this test's actix system with extra settings (seed variable names).
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_in(&Isolation::new(), overrides).await
+}
+
+/// Starts the service on `iso`'s database, Redis prefix and data directory: several services
+/// started on one isolation are instances sharing their backends.
+pub async fn spawn_app_in(iso: &Isolation, overrides: &[(&str, &str)]) -> TestApp {
     init_logs();
-    let iso = Isolation::new();
     let settings = Settings::load_from(&iso.env(overrides)).expect("test settings load");
     let app = Application::build(settings)
         .await
         .expect("the service starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
-    TestApp::connect(address, &iso).await
+    TestApp::connect(address, iso).await
+}
+
+/// A client whose connections come from `ip` (any of 127.0.0.0/8 is this machine): another
+/// client address, as the service sees it.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().ok())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 fn init_logs() {
@@ -422,6 +437,23 @@ impl TestApp {
             &json!({"email": email, "password": password}),
         )
         .await
+    }
+
+    /// A login sent with `client` (see [`client_from`]), with an `X-Forwarded-For` if given.
+    pub async fn login_with(
+        &self,
+        client: &reqwest::Client,
+        email: &str,
+        password: &str,
+        forwarded_for: Option<&str>,
+    ) -> Response {
+        let mut request = client
+            .post(self.url("/auth/login"))
+            .json(&json!({"email": email, "password": password}));
+        if let Some(forwarded) = forwarded_for {
+            request = request.header("x-forwarded-for", forwarded);
+        }
+        request.send().await.unwrap()
     }
 
     /// GET without credentials, the body as JSON.
@@ -568,7 +600,7 @@ pub async fn spawn_app_with_state(
     overrides: &[(&str, &str)],
 ) -> (
     TestApp,
-    actix_web::web::Data<cs_user_management::startup::AppState>,
+    actix_web::web::Data<cs_user_management::state::AppState>,
 ) {
     init_logs();
     let iso = Isolation::new();

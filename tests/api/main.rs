@@ -11,6 +11,7 @@ mod cross_instance;
 mod docs;
 mod health;
 mod helpers;
+mod invariants;
 mod login;
 mod ops_page;
 mod register;

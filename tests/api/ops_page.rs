@@ -10,7 +10,7 @@ use tokio::process::Command;
 
 use crate::helpers::{spawn_app, TestApp};
 
-const ACTORS: [&str; 4] = ["db_queue", "token", "session", "hasher"];
+const ACTORS: [&str; 5] = ["account", "db_queue", "token", "session", "hasher"];
 
 /// Flags for a quiet, isolated, headless run; `--virtual-time-budget` lets the page's timers
 /// (the 2 s poll) run for 8 virtual seconds, i.e. about four polls, before the dump.

@@ -17,9 +17,18 @@ async fn a_panicking_actor_is_restarted_counted_and_serves_again() {
     let db = state.db.call(InjectPanic).await;
     let tokens = state.tokens.call(InjectPanic).await;
     let sessions = state.sessions.call(InjectPanic).await;
+    // An AccountActor like those the HTTP workers run (they share their figures).
+    let account = state
+        .accounts
+        .start_here(
+            state.account_stats.clone(),
+            std::time::Duration::from_secs(5),
+        )
+        .call(InjectPanic)
+        .await;
 
     // The caller caught in the failure gets an error that maps to 503, not a hang or a 500.
-    for outcome in [db, tokens, sessions] {
+    for outcome in [db, tokens, sessions, account] {
         assert!(
             matches!(outcome, Err(ActorError::Unavailable { .. })),
             "{outcome:?}"
@@ -29,7 +38,7 @@ async fn a_panicking_actor_is_restarted_counted_and_serves_again() {
     let mut health = Value::Null;
     for _ in 0..50 {
         health = app.get_json("/health").await;
-        let restarted = ["db_queue", "token", "session"]
+        let restarted = ["account", "db_queue", "token", "session"]
             .iter()
             .all(|a| health["details"]["actors"][a]["restarts"] == 1);
         if restarted {
@@ -37,7 +46,7 @@ async fn a_panicking_actor_is_restarted_counted_and_serves_again() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    for actor in ["db_queue", "token", "session"] {
+    for actor in ["account", "db_queue", "token", "session"] {
         let figures = &health["details"]["actors"][actor];
         assert_eq!(figures["restarts"], 1, "{actor}: {figures}");
         assert_eq!(figures["alive"], true, "{actor}: {figures}");

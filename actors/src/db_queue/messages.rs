@@ -3,7 +3,7 @@ use actix::Message;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    AuditEntry, AuditRecord, Email, NewUser, User, UserChanges, UserId, UserStatus, Wallet,
+    AuditEntry, AuditRecord, Email, NewUser, Role, User, UserChanges, UserId, UserStatus, Wallet,
 };
 use crate::ActorError;
 
@@ -12,12 +12,55 @@ use crate::ActorError;
 #[rtype(result = "Result<(), ActorError>")]
 pub struct EnsureIndexes;
 
+/// Who must still hold which right when a conditional write is applied: checked inside the
+/// write's own transaction, so no concurrent suspension or demotion slips in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Anyone (registration).
+    Nobody,
+    /// The user changes their own account, which must still be active.
+    Owner,
+    /// An administrator acts, who must still be an active administrator.
+    Admin(UserId),
+}
+
+/// What the target must still be for a write to apply (compare-and-set); `None` = anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expect {
+    pub status: Option<UserStatus>,
+    pub role: Option<Role>,
+    pub credential_version: Option<i64>,
+}
+
+/// The outcome of a conditional write.
+#[derive(Debug, Clone)]
+pub enum Written<T> {
+    Applied(T),
+    /// No such user.
+    NotFound,
+    /// A precondition no longer held (the target changed, or the caller lost the right):
+    /// nothing was written; read again and decide again.
+    Changed,
+}
+
+impl<T> Written<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Written<U> {
+        match self {
+            Written::Applied(value) => Written::Applied(f(value)),
+            Written::NotFound => Written::NotFound,
+            Written::Changed => Written::Changed,
+        }
+    }
+}
+
 /// Insert a user and their wallet in one transaction: both or neither.
 #[derive(Message)]
-#[rtype(result = "Result<(User, Wallet), ActorError>")]
+#[rtype(result = "Result<Written<(User, Wallet)>, ActorError>")]
 pub struct RegisterUser {
     pub user: NewUser,
     pub initial_balance: i64,
+    /// `Nobody` for a registration, `Admin` for an administrator creating an account.
+    pub guard: Guard,
     /// Written in the same transaction, so the trail never misses a created account.
     pub audit: AuditEntry,
 }
@@ -52,22 +95,29 @@ pub struct RecordLogin {
 #[rtype(result = "Result<(), ActorError>")]
 pub struct WriteAudit(pub AuditEntry);
 
-/// Apply validated changes to a user; `None` when there is no such user. Duplicate email or
-/// username is [`ActorError::Duplicate`]. The audit entry is written with the change.
+/// Apply validated changes to a user if the guard and the expectations still hold, in one
+/// transaction with its audit entry. Duplicate email or username is [`ActorError::Duplicate`];
+/// with `keep_an_admin`, a change that would leave no active administrator is
+/// [`ActorError::LastAdmin`] and nothing is written. Replies with the user as stored.
 #[derive(Message)]
-#[rtype(result = "Result<Option<User>, ActorError>")]
+#[rtype(result = "Result<Written<User>, ActorError>")]
 pub struct UpdateUser {
     pub id: UserId,
     pub changes: UserChanges,
+    pub guard: Guard,
+    pub expect: Expect,
+    pub keep_an_admin: bool,
     pub audit: AuditEntry,
 }
 
 /// Delete a user and close their wallet (kept, `status: "closed"`), in one transaction with the
-/// audit entry; `false` when there was no such user.
+/// audit entry, under the same guard and last-administrator rule as [`UpdateUser`].
 #[derive(Message)]
-#[rtype(result = "Result<bool, ActorError>")]
+#[rtype(result = "Result<Written<()>, ActorError>")]
 pub struct DeleteUser {
     pub id: UserId,
+    pub guard: Guard,
+    pub keep_an_admin: bool,
     pub audit: AuditEntry,
 }
 

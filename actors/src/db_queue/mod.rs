@@ -33,6 +33,9 @@ pub struct DbQueueActor {
     database: Arc<Dependency>,
     probe_interval: Duration,
     cache: UserCache,
+    /// Test-only: how many of the next login stamps fail (see [`FailLoginStamps`]).
+    #[cfg(feature = "fault-injection")]
+    failing_stamps: usize,
 }
 
 impl DbQueueActor {
@@ -51,6 +54,8 @@ impl DbQueueActor {
             database,
             probe_interval,
             cache,
+            #[cfg(feature = "fault-injection")]
+            failing_stamps: 0,
         }
     }
 
@@ -94,15 +99,29 @@ impl DbQueueActor {
         let refusal = if Instant::now() >= start_by {
             ActorError::Timeout("db_queue")
         } else if self.database.confirmed_down() {
-            ActorError::Unavailable {
-                dependency: self.database.name,
-                cause: "down at the last probes".into(),
-            }
+            ActorError::unavailable(self.database.name, "down at the last probes")
         } else {
             return None;
         };
         self.stats.count_rejected();
         Some(refusal)
+    }
+}
+
+impl DbQueueActor {
+    /// Test-only: a failure injected for this operation, if one is due.
+    #[cfg(feature = "fault-injection")]
+    fn injected_fault(&mut self, operation: &str) -> Option<ActorError> {
+        if operation != "RecordLogin" || self.failing_stamps == 0 {
+            return None;
+        }
+        self.failing_stamps -= 1;
+        Some(ActorError::unavailable("db_queue", "injected fault"))
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    fn injected_fault(&mut self, _operation: &str) -> Option<ActorError> {
+        None
     }
 }
 
@@ -191,8 +210,8 @@ macro_rules! queued {
 queued!(EnsureIndexes, (), |store, _m| store.ensure_indexes());
 queued!(
     RegisterUser,
-    (crate::domain::User, crate::domain::Wallet),
-    |store, m| { store.register(m.user, m.initial_balance, m.audit) }
+    Written<(crate::domain::User, crate::domain::Wallet)>,
+    |store, m| { store.register(m) }
 );
 queued!(FindUserByEmail, Option<crate::domain::User>, |store, m| {
     store.find_user_by_email(m.0)
@@ -235,6 +254,9 @@ macro_rules! invalidating {
                     return refused(e);
                 }
                 let $m = queued.msg;
+                if let Some(e) = self.injected_fault(stringify!($msg)) {
+                    return refused(e);
+                }
                 let timer = self.stats.start();
                 let $store = self.store.clone();
                 let (cache, id) = (self.cache.clone(), $id);
@@ -255,17 +277,34 @@ invalidating!(
     |store, m| m.user_id,
     store.record_login(m.user_id, m.at, m.audit)
 );
+
+/// Test-only: the next `n` login stamps fail as if the database had (nothing is written), to
+/// prove a login whose stamp fails leaves no session open.
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct FailLoginStamps(pub usize);
+
+#[cfg(feature = "fault-injection")]
+impl Handler<Queued<FailLoginStamps>> for DbQueueActor {
+    type Result = Result<(), ActorError>;
+
+    fn handle(&mut self, queued: Queued<FailLoginStamps>, _: &mut Self::Context) -> Self::Result {
+        self.failing_stamps = queued.msg.0;
+        Ok(())
+    }
+}
 invalidating!(
     UpdateUser,
-    Option<crate::domain::User>,
+    Written<crate::domain::User>,
     |store, m| m.id,
-    store.update_user(m.id, m.changes, m.audit)
+    store.update_user(m)
 );
 invalidating!(
     DeleteUser,
-    bool,
+    Written<()>,
     |store, m| m.id,
-    store.delete_user(m.id, m.audit)
+    store.delete_user(m)
 );
 
 impl Handler<Queued<FindUserWithWallet>> for DbQueueActor {

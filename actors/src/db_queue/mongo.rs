@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mongodb::bson::{self, doc, oid::ObjectId, Document};
+use mongodb::bson::{self, bson, doc, oid::ObjectId, Bson, Document};
 use mongodb::error::{
     ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
@@ -12,9 +12,11 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use futures::TryStreamExt;
 use mongodb::options::FindOptions;
 
-use super::messages::{ListAudit, SearchUsers};
+use super::messages::{
+    DeleteUser, Expect, Guard, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written,
+};
 use crate::domain::{
-    AuditEntry, AuditRecord, Email, NewUser, User, UserChanges, UserId, Username, Wallet,
+    AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus, Username, Wallet,
 };
 use crate::error::DuplicateField;
 use crate::ActorError;
@@ -22,6 +24,8 @@ use crate::ActorError;
 const DUPLICATE_KEY: i32 = 11000;
 const DEFAULT_DATABASE: &str = "credit_system";
 const TRANSACTION_ATTEMPTS: usize = 5;
+/// The `_id` of the administrators' lock document in the `locks` collection.
+const ADMINS_LOCK: &str = "admins";
 
 /// Connects lazily (the driver dials on first use), so the service starts while MongoDB is down
 /// and reports it in `/health/ready` instead of refusing to start.
@@ -149,6 +153,59 @@ fn is_duplicate(e: &mongodb::error::Error) -> bool {
     }
 }
 
+/// The stored values that read as `status` (a missing status reads as active; one this version
+/// does not know reads as inactive).
+fn status_is(status: UserStatus) -> Bson {
+    match status {
+        UserStatus::Active => bson!({"$in": ["active", Bson::Null]}),
+        UserStatus::Suspended => bson!("suspended"),
+        UserStatus::Inactive => bson!({"$nin": ["active", "suspended", Bson::Null]}),
+    }
+}
+
+/// The stored values that read as `role` (anything but `admin` reads as a user).
+fn role_is(role: Role) -> Bson {
+    match role {
+        Role::Admin => bson!("admin"),
+        Role::User => bson!({"$ne": "admin"}),
+    }
+}
+
+fn active_admins() -> Document {
+    doc! {"role": role_is(Role::Admin), "status": status_is(UserStatus::Active)}
+}
+
+/// The target filter of a conditional write: its id, the guard's and the expectations.
+fn guarded_filter(id: UserId, guard: Guard, expect: &Expect) -> Document {
+    let mut filter = doc! {"_id": id.oid()};
+    if guard == Guard::Owner {
+        filter.insert("status", status_is(UserStatus::Active));
+    }
+    if let Some(status) = expect.status {
+        // An owner's write already requires `active`; a stricter expectation cannot differ.
+        filter.insert("status", status_is(status));
+    }
+    if let Some(role) = expect.role {
+        filter.insert("role", role_is(role));
+    }
+    if let Some(version) = expect.credential_version {
+        let version = if version == 0 {
+            bson!({"$in": [0_i64, Bson::Null]})
+        } else {
+            bson!(version)
+        };
+        filter.insert("credential_version", version);
+    }
+    filter
+}
+
+/// What a transaction decided: commit its writes, or abort them and answer `Written::NotFound`
+/// or `Written::Changed` (or an error such as [`ActorError::LastAdmin`]).
+enum Decision<T> {
+    Commit(T),
+    Abort(Result<Written<T>, ActorError>),
+}
+
 #[derive(Clone)]
 pub struct MongoStore {
     db: Database,
@@ -169,6 +226,10 @@ impl MongoStore {
 
     fn audit(&self) -> Collection<Document> {
         self.db.collection("audit_log")
+    }
+
+    fn locks(&self) -> Collection<Document> {
+        self.db.collection("locks")
     }
 
     pub async fn ping(self) -> Result<(), ActorError> {
@@ -235,60 +296,139 @@ impl MongoStore {
             .create_indexes(audit)
             .await
             .map_err(ActorError::mongo)?;
+        // The document every write that relies on, or changes, who the active administrators
+        // are writes in its transaction, so such writes never interleave (see `lock_admins`).
+        self.locks()
+            .update_one(
+                doc! {"_id": ADMINS_LOCK},
+                doc! {"$setOnInsert": {"epoch": 0_i64}},
+            )
+            .upsert(true)
+            .await
+            .map_err(ActorError::mongo)?;
         Ok(())
     }
 
-    /// User, wallet and the audit entry in one transaction, retried on transient conflicts.
-    pub async fn register(
-        self,
-        new: NewUser,
-        initial_balance: i64,
-        audit: AuditEntry,
-    ) -> Result<(User, Wallet), ActorError> {
+    /// Inside a transaction: takes the administrators' lock (a write to one document: two
+    /// transactions that both take it conflict, and one is retried after the other commits),
+    /// then checks that `caller`, if any, is still an active administrator.
+    async fn lock_admins(
+        &self,
+        session: &mut mongodb::ClientSession,
+        caller: Option<UserId>,
+    ) -> Result<bool, mongodb::error::Error> {
+        self.locks()
+            .update_one(doc! {"_id": ADMINS_LOCK}, doc! {"$inc": {"epoch": 1_i64}})
+            .session(&mut *session)
+            .await?;
+        let Some(caller) = caller else {
+            return Ok(true);
+        };
+        let mut filter = active_admins();
+        filter.insert("_id", caller.oid());
+        let found = self.users().find_one(filter).session(&mut *session).await?;
+        Ok(found.is_some())
+    }
+
+    /// Inside a transaction, after its writes: is an active administrator left?
+    async fn an_admin_is_left(
+        &self,
+        session: &mut mongodb::ClientSession,
+    ) -> Result<bool, mongodb::error::Error> {
+        let left = self
+            .users()
+            .count_documents(active_admins())
+            .session(&mut *session)
+            .await?;
+        Ok(left > 0)
+    }
+
+    /// Runs `writes` in a transaction (retried on transient conflicts): commits on
+    /// [`Decision::Commit`], aborts otherwise. The driver's error is handed back as it is, so
+    /// the caller can tell a duplicate key.
+    async fn transaction<T, F>(
+        &self,
+        writes: F,
+    ) -> Result<Result<Written<T>, ActorError>, mongodb::error::Error>
+    where
+        F: for<'s> Fn(
+            &'s mut mongodb::ClientSession,
+        )
+            -> futures::future::BoxFuture<'s, Result<Decision<T>, mongodb::error::Error>>,
+        T: Send,
+    {
+        with_retries(|| async {
+            let mut session = self.db.client().start_session().await?;
+            session.start_transaction().await?;
+            match writes(&mut session).await {
+                Ok(Decision::Commit(value)) => {
+                    finish_transaction(session, Ok(())).await?;
+                    Ok(Ok(Written::Applied(value)))
+                }
+                Ok(Decision::Abort(answer)) => {
+                    // Best effort: the server aborts an abandoned transaction by itself anyway.
+                    let _ = session.abort_transaction().await;
+                    Ok(answer)
+                }
+                Err(e) => finish_transaction(session, Err(e))
+                    .await
+                    .map(|()| Ok(Written::Changed)),
+            }
+        })
+        .await
+    }
+
+    /// User, wallet and the audit entry in one transaction, retried on transient conflicts; an
+    /// administrator creating the account must still be one when it commits.
+    pub async fn register(self, m: RegisterUser) -> Result<Written<(User, Wallet)>, ActorError> {
         // BSON dates keep milliseconds; round now so the reply equals what a read returns.
         let now = bson::DateTime::now().to_chrono();
         let id = ObjectId::new();
-        let user_doc = new.to_document(id, now);
-        let wallet = Wallet::new(&id.into(), initial_balance, now);
-        let wallet_doc = wallet.to_document();
-        let audit_doc = audit.user(id.to_hex()).to_document();
-
-        let inserted =
-            with_retries(|| self.insert_in_transaction(&user_doc, &wallet_doc, &audit_doc)).await;
-        match inserted {
-            Ok(()) => {
-                let user = User::from_document(&user_doc).map_err(ActorError::Internal)?;
-                Ok((user, wallet))
+        let user_doc = m.user.to_document(id, now);
+        let wallet = Wallet::new(&id.into(), m.initial_balance, now);
+        let docs = (
+            user_doc.clone(),
+            wallet.to_document(),
+            m.audit.user(id.to_hex()).to_document(),
+        );
+        let (guard, this) = (m.guard, self.clone());
+        let written = self
+            .transaction(move |session| {
+                let (this, (user, wallet, audit)) = (this.clone(), docs.clone());
+                Box::pin(async move {
+                    if let Guard::Admin(caller) = guard {
+                        if !this.lock_admins(session, Some(caller)).await? {
+                            return Ok(Decision::Abort(Ok(Written::Changed)));
+                        }
+                    }
+                    this.users().insert_one(user).session(&mut *session).await?;
+                    this.wallets()
+                        .insert_one(wallet)
+                        .session(&mut *session)
+                        .await?;
+                    this.audit()
+                        .insert_one(audit)
+                        .session(&mut *session)
+                        .await?;
+                    Ok(Decision::Commit(()))
+                })
+            })
+            .await;
+        match written {
+            Ok(Ok(done)) => {
+                let user = User::from_document(&user_doc)
+                    .map_err(|e| ActorError::internal("reading a stored document", e))?;
+                Ok(done.map(|()| (user, wallet)))
             }
+            Ok(Err(e)) => Err(e),
             Err(e) if is_duplicate(&e) => {
                 let field = self
-                    .which_duplicate(Some(&new.email), Some(&new.username), None)
+                    .which_duplicate(Some(&m.user.email), Some(&m.user.username), None)
                     .await;
                 Err(ActorError::Duplicate(field))
             }
             Err(e) => Err(ActorError::mongo(e)),
         }
-    }
-
-    async fn insert_in_transaction(
-        &self,
-        user: &Document,
-        wallet: &Document,
-        audit: &Document,
-    ) -> Result<(), mongodb::error::Error> {
-        let mut session = self.db.client().start_session().await?;
-        session.start_transaction().await?;
-        let inserted = async {
-            self.users().insert_one(user).session(&mut session).await?;
-            self.wallets()
-                .insert_one(wallet)
-                .session(&mut session)
-                .await?;
-            self.audit().insert_one(audit).session(&mut session).await?;
-            Ok::<_, mongodb::error::Error>(())
-        }
-        .await;
-        finish_transaction(session, inserted).await
     }
 
     /// Which of the given values is taken (by a user other than `except`).
@@ -333,7 +473,10 @@ impl MongoStore {
             .await
             .map_err(ActorError::mongo)?;
         found
-            .map(|d| User::from_document(&d).map_err(ActorError::Internal))
+            .map(|d| {
+                User::from_document(&d)
+                    .map_err(|e| ActorError::internal("reading a stored document", e))
+            })
             .transpose()
     }
 
@@ -344,7 +487,10 @@ impl MongoStore {
             .await
             .map_err(ActorError::mongo)?;
         found
-            .map(|d| User::from_document(&d).map_err(ActorError::Internal))
+            .map(|d| {
+                User::from_document(&d)
+                    .map_err(|e| ActorError::internal("reading a stored document", e))
+            })
             .transpose()
     }
 
@@ -360,7 +506,10 @@ impl MongoStore {
             .find_one(doc! {"user_id": id.to_hex()})
             .await
             .map_err(ActorError::mongo)?
-            .map(|d| Wallet::from_document(&d).map_err(ActorError::Internal))
+            .map(|d| {
+                Wallet::from_document(&d)
+                    .map_err(|e| ActorError::internal("reading a stored document", e))
+            })
             .transpose()?;
         Ok(Some((user, wallet)))
     }
@@ -399,46 +548,57 @@ impl MongoStore {
 }
 
 impl MongoStore {
-    pub async fn update_user(
-        self,
-        id: UserId,
-        changes: UserChanges,
-        audit: AuditEntry,
-    ) -> Result<Option<User>, ActorError> {
+    /// The changes, if the guard and the expectations hold, with the audit entry, in one
+    /// transaction. A password change raises the credential version.
+    pub async fn update_user(self, m: UpdateUser) -> Result<Written<User>, ActorError> {
         let now = bson::DateTime::now().to_chrono();
-        let set = changes.to_set_document(now);
-        let audit_doc = audit.to_document();
-        let updated = with_retries(|| async {
-            let mut session = self.db.client().start_session().await?;
-            session.start_transaction().await?;
-            let writes = async {
-                let r = self
-                    .users()
-                    .update_one(doc! {"_id": id.oid()}, doc! {"$set": set.clone()})
-                    .session(&mut session)
-                    .await?;
-                if r.matched_count == 1 {
-                    self.audit()
-                        .insert_one(&audit_doc)
-                        .session(&mut session)
+        let mut update = doc! {"$set": m.changes.to_set_document(now)};
+        if m.changes.password_hash.is_some() {
+            update.insert("$inc", doc! {"credential_version": 1_i64});
+        }
+        let filter = guarded_filter(m.id, m.guard, &m.expect);
+        let audit = m.audit.to_document();
+        let (id, guard, keep_an_admin, this) = (m.id, m.guard, m.keep_an_admin, self.clone());
+        let written = self
+            .transaction(move |session| {
+                let this = this.clone();
+                let (filter, update, audit) = (filter.clone(), update.clone(), audit.clone());
+                Box::pin(async move {
+                    if let Some(abort) = this.admin_rules(session, guard, keep_an_admin).await? {
+                        return Ok(abort);
+                    }
+                    let r = this
+                        .users()
+                        .update_one(filter, update)
+                        .session(&mut *session)
                         .await?;
-                }
-                Ok::<_, mongodb::error::Error>(r.matched_count == 1)
-            }
+                    if r.matched_count == 0 {
+                        return this.missing_or_changed(session, id).await;
+                    }
+                    if keep_an_admin && !this.an_admin_is_left(session).await? {
+                        return Ok(Decision::Abort(Err(ActorError::LastAdmin)));
+                    }
+                    this.audit()
+                        .insert_one(audit)
+                        .session(&mut *session)
+                        .await?;
+                    Ok(Decision::Commit(()))
+                })
+            })
             .await;
-            let matched = writes.as_ref().is_ok_and(|m| *m);
-            finish_transaction(session, writes.map(|_| ())).await?;
-            Ok(matched)
-        })
-        .await;
-        match updated {
-            Ok(false) => Ok(None),
-            Ok(true) => self.find_user_by_id(id).await,
+        match written {
+            Ok(Ok(Written::Applied(()))) => Ok(match self.clone().find_user_by_id(id).await? {
+                Some(user) => Written::Applied(user),
+                None => Written::NotFound,
+            }),
+            Ok(Ok(Written::NotFound)) => Ok(Written::NotFound),
+            Ok(Ok(Written::Changed)) => Ok(Written::Changed),
+            Ok(Err(e)) => Err(e),
             Err(e) if is_duplicate(&e) => {
                 let field = self
                     .which_duplicate(
-                        changes.email.as_ref(),
-                        changes.username.as_ref(),
+                        m.changes.email.as_ref(),
+                        m.changes.username.as_ref(),
                         Some(id.oid()),
                     )
                     .await;
@@ -448,40 +608,85 @@ impl MongoStore {
         }
     }
 
-    pub async fn delete_user(self, id: UserId, audit: AuditEntry) -> Result<bool, ActorError> {
+    /// Deletes the user (if the guard holds), closes (keeps) the wallet and writes the audit
+    /// entry, in one transaction.
+    pub async fn delete_user(self, m: DeleteUser) -> Result<Written<()>, ActorError> {
         let now = bson::DateTime::now();
-        let audit_doc = audit.to_document();
-        with_retries(|| async {
-            let mut session = self.db.client().start_session().await?;
-            session.start_transaction().await?;
-            let writes = async {
-                let deleted = self
-                    .users()
-                    .delete_one(doc! {"_id": id.oid()})
-                    .session(&mut session)
-                    .await?;
-                if deleted.deleted_count == 1 {
-                    self.wallets()
+        let filter = guarded_filter(m.id, m.guard, &Expect::default());
+        let audit = m.audit.to_document();
+        let (id, guard, keep_an_admin, this) = (m.id, m.guard, m.keep_an_admin, self.clone());
+        let written = self
+            .transaction(move |session| {
+                let this = this.clone();
+                let (filter, audit) = (filter.clone(), audit.clone());
+                Box::pin(async move {
+                    if let Some(abort) = this.admin_rules(session, guard, keep_an_admin).await? {
+                        return Ok(abort);
+                    }
+                    let deleted = this
+                        .users()
+                        .delete_one(filter)
+                        .session(&mut *session)
+                        .await?;
+                    if deleted.deleted_count == 0 {
+                        return this.missing_or_changed(session, id).await;
+                    }
+                    if keep_an_admin && !this.an_admin_is_left(session).await? {
+                        return Ok(Decision::Abort(Err(ActorError::LastAdmin)));
+                    }
+                    this.wallets()
                         .update_one(
                             doc! {"user_id": id.to_hex()},
                             doc! {"$set": {"status": "closed", "updated_at": now}},
                         )
-                        .session(&mut session)
+                        .session(&mut *session)
                         .await?;
-                    self.audit()
-                        .insert_one(&audit_doc)
-                        .session(&mut session)
+                    this.audit()
+                        .insert_one(audit)
+                        .session(&mut *session)
                         .await?;
-                }
-                Ok::<_, mongodb::error::Error>(deleted.deleted_count == 1)
-            }
+                    Ok(Decision::Commit(()))
+                })
+            })
             .await;
-            let deleted = writes.as_ref().is_ok_and(|d| *d);
-            finish_transaction(session, writes.map(|_| ())).await?;
-            Ok(deleted)
-        })
-        .await
-        .map_err(ActorError::mongo)
+        written.map_err(ActorError::mongo)?
+    }
+
+    /// Inside a transaction, before a guarded write: takes the administrators' lock when the
+    /// write relies on an administrator's right or may remove one, and checks the right.
+    async fn admin_rules<T>(
+        &self,
+        session: &mut mongodb::ClientSession,
+        guard: Guard,
+        keep_an_admin: bool,
+    ) -> Result<Option<Decision<T>>, mongodb::error::Error> {
+        let caller = match guard {
+            Guard::Admin(caller) => Some(caller),
+            Guard::Owner | Guard::Nobody => None,
+        };
+        if (caller.is_some() || keep_an_admin) && !self.lock_admins(session, caller).await? {
+            return Ok(Some(Decision::Abort(Ok(Written::Changed))));
+        }
+        Ok(None)
+    }
+
+    /// A guarded write matched nothing: the user is gone, or no longer what was expected.
+    async fn missing_or_changed<T>(
+        &self,
+        session: &mut mongodb::ClientSession,
+        id: UserId,
+    ) -> Result<Decision<T>, mongodb::error::Error> {
+        let exists = self
+            .users()
+            .find_one(doc! {"_id": id.oid()})
+            .session(&mut *session)
+            .await?
+            .is_some();
+        Ok(Decision::Abort(Ok(if exists {
+            Written::Changed
+        } else {
+            Written::NotFound
+        })))
     }
 
     pub async fn search_users(self, q: SearchUsers) -> Result<(Vec<User>, u64), ActorError> {
@@ -507,7 +712,7 @@ impl MongoStore {
             .iter()
             .map(User::from_document)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(ActorError::Internal)?;
+            .map_err(|e| ActorError::internal("reading a stored document", e))?;
         Ok((users, total))
     }
 

@@ -10,10 +10,10 @@ use mongodb::bson::{oid::ObjectId, Bson};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
-use super::messages::{ListAudit, SearchUsers};
-use crate::domain::{
-    AuditEntry, AuditRecord, Email, NewUser, Role, User, UserChanges, UserId, UserStatus, Wallet,
+use super::messages::{
+    DeleteUser, Expect, Guard, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written,
 };
+use crate::domain::{AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus, Wallet};
 use crate::error::DuplicateField;
 use crate::sqlite::{sqlite_error, unique_violation, Durability, SqliteDb};
 use crate::ActorError;
@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS users (
   created_at INTEGER NOT NULL,
   updated_at INTEGER NOT NULL,
   last_login_at INTEGER,
-  login_count INTEGER NOT NULL DEFAULT 0
+  login_count INTEGER NOT NULL DEFAULT 0,
+  credential_version INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS email_unique ON users(email);
 CREATE UNIQUE INDEX IF NOT EXISTS username_ci_unique ON users(username_lower);
@@ -66,7 +67,11 @@ PRAGMA user_version = 1;
 "#;
 
 const USER_COLUMNS: &str = "id, email, username, status, role, created_at, updated_at, \
-                            last_login_at, login_count, password_hash";
+                            last_login_at, login_count, password_hash, credential_version";
+
+/// Columns added since the first release of this file's tables.
+const ADDED_COLUMNS: &[(&str, &str, &str)] =
+    &[("users", "credential_version", "INTEGER NOT NULL DEFAULT 0")];
 const WALLET_COLUMNS: &str = "id, user_id, balance, currency, status, created_at, updated_at";
 
 const NAME: &str = "sqlite";
@@ -99,13 +104,14 @@ fn user_from_row(row: &Row) -> rusqlite::Result<User> {
         id: parse_oid(&id)?.into(),
         email: row.get(1)?,
         username: row.get(2)?,
-        status: UserStatus::parse(&status).unwrap_or(UserStatus::Active),
+        status: UserStatus::from_stored(Some(&status)),
         role: Role::parse(&role).unwrap_or(Role::User),
         created_at: time(row.get(5)?),
         updated_at: time(row.get(6)?),
         last_login_at: row.get::<_, Option<i64>>(7)?.map(time),
         login_count: row.get(8)?,
         password_hash: row.get(9)?,
+        credential_version: row.get(10)?,
     })
 }
 
@@ -165,6 +171,80 @@ fn find_user(c: &Connection, column: &str, value: &str) -> rusqlite::Result<Opti
     .optional()
 }
 
+/// The SQL condition (on `users`) for "reads as `status`" (an unknown value reads as inactive).
+fn status_is(status: UserStatus) -> &'static str {
+    match status {
+        UserStatus::Active => "status = 'active'",
+        UserStatus::Suspended => "status = 'suspended'",
+        UserStatus::Inactive => "status NOT IN ('active', 'suspended')",
+    }
+}
+
+fn role_is(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "role = 'admin'",
+        Role::User => "role != 'admin'",
+    }
+}
+
+/// The guard and the expectations of a conditional write, as a condition on the target row
+/// and its arguments.
+fn guarded_condition(guard: Guard, expect: &Expect) -> (String, Vec<Value>) {
+    let mut conditions = vec!["id = ?".to_string()];
+    let mut args = Vec::new();
+    if guard == Guard::Owner {
+        conditions.push(status_is(UserStatus::Active).into());
+    }
+    conditions.extend(expect.status.map(|s| status_is(s).to_string()));
+    conditions.extend(expect.role.map(|r| role_is(r).to_string()));
+    if let Some(version) = expect.credential_version {
+        conditions.push("credential_version = ?".into());
+        args.push(Value::Integer(version));
+    }
+    (conditions.join(" AND "), args)
+}
+
+/// Inside a write transaction: is `guard`'s administrator (if any) still an active one?
+fn guard_holds(c: &Connection, guard: Guard) -> rusqlite::Result<bool> {
+    let Guard::Admin(caller) = guard else {
+        return Ok(true);
+    };
+    c.prepare_cached(&format!(
+        "SELECT 1 FROM users WHERE id = ? AND {} AND {}",
+        role_is(Role::Admin),
+        status_is(UserStatus::Active)
+    ))?
+    .exists([caller.to_hex()])
+}
+
+/// Inside a write transaction, after its writes: is an active administrator left?
+fn an_admin_is_left(c: &Connection) -> rusqlite::Result<bool> {
+    c.prepare_cached(&format!(
+        "SELECT 1 FROM users WHERE {} AND {}",
+        role_is(Role::Admin),
+        status_is(UserStatus::Active)
+    ))?
+    .exists([])
+}
+
+/// A guarded write matched nothing: the user is gone, or no longer what was expected.
+fn missing_or_changed<T>(c: &Connection, id: &str) -> rusqlite::Result<Written<T>> {
+    let exists = c
+        .prepare_cached("SELECT 1 FROM users WHERE id = ?")?
+        .exists([id])?;
+    Ok(if exists {
+        Written::Changed
+    } else {
+        Written::NotFound
+    })
+}
+
+/// A write transaction that takes the lock at once (instances sharing the file serialise).
+fn write(c: &mut Connection) -> Result<rusqlite::Transaction<'_>, ActorError> {
+    c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_error)
+}
+
 /// A write that hit a unique index is a 409 naming the field; anything else is a failure.
 fn write_error(e: rusqlite::Error) -> ActorError {
     match unique_violation(&e) {
@@ -208,7 +288,13 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (or creates) `dir/users.db`. Commits are on disk before they are acknowledged.
     pub fn open(dir: &Path) -> Result<Self, String> {
-        let db = SqliteDb::open(&dir.join("users.db"), NAME, Durability::Full, SCHEMA)?;
+        let db = SqliteDb::open(
+            &dir.join("users.db"),
+            NAME,
+            Durability::Full,
+            SCHEMA,
+            ADDED_COLUMNS,
+        )?;
         Ok(Self { db })
     }
 
@@ -226,13 +312,15 @@ impl SqliteStore {
             .await
     }
 
-    /// User, wallet and the audit entry in one transaction.
-    pub async fn register(
-        self,
-        new: NewUser,
-        initial_balance: i64,
-        audit: AuditEntry,
-    ) -> Result<(User, Wallet), ActorError> {
+    /// User, wallet and the audit entry in one transaction; an administrator creating the
+    /// account must still be one when it commits.
+    pub async fn register(self, m: RegisterUser) -> Result<Written<(User, Wallet)>, ActorError> {
+        let RegisterUser {
+            user: new,
+            initial_balance,
+            guard,
+            audit,
+        } = m;
         let now = now_ms();
         let id = UserId::new();
         let wallet = Wallet::new(&id, initial_balance, now);
@@ -247,12 +335,16 @@ impl SqliteStore {
             last_login_at: None,
             login_count: 0,
             password_hash: new.password_hash,
+            credential_version: 0,
         };
         let audit = audit.user(id.to_hex());
         let username_lower = new.username.lowercase();
         self.db
             .run(move |c| {
-                let tx = c.transaction().map_err(db_error)?;
+                let tx = write(c)?;
+                if !guard_holds(&tx, guard).map_err(db_error)? {
+                    return Ok(Written::Changed);
+                }
                 tx.prepare_cached(
                     "INSERT INTO users (id, email, username, username_lower, password_hash, \
                      status, role, created_at, updated_at, last_login_at, login_count) \
@@ -289,7 +381,7 @@ impl SqliteStore {
                 .map_err(write_error)?;
                 insert_audit(&tx, &audit).map_err(db_error)?;
                 tx.commit().map_err(db_error)?;
-                Ok((user, wallet))
+                Ok(Written::Applied((user, wallet)))
             })
             .await
     }
@@ -356,15 +448,12 @@ impl SqliteStore {
             .await
     }
 
-    pub async fn update_user(
-        self,
-        id: UserId,
-        changes: UserChanges,
-        audit: AuditEntry,
-    ) -> Result<Option<User>, ActorError> {
-        let now = now_ms();
+    /// The changes, if the guard and the expectations hold, with the audit entry, in one
+    /// transaction. A password change raises the credential version.
+    pub async fn update_user(self, m: UpdateUser) -> Result<Written<User>, ActorError> {
+        let changes = &m.changes;
         let mut sets = vec!["updated_at = ?"];
-        let mut args = vec![Value::Integer(now.timestamp_millis())];
+        let mut args = vec![Value::Integer(now_ms().timestamp_millis())];
         if let Some(email) = &changes.email {
             sets.push("email = ?");
             args.push(Value::Text(email.as_str().to_string()));
@@ -378,6 +467,7 @@ impl SqliteStore {
         if let Some(hash) = &changes.password_hash {
             sets.push("password_hash = ?");
             args.push(Value::Text(hash.clone()));
+            sets.push("credential_version = credential_version + 1");
         }
         if let Some(status) = changes.status {
             sets.push("status = ?");
@@ -387,38 +477,58 @@ impl SqliteStore {
             sets.push("role = ?");
             args.push(Value::Text(role.as_str().to_string()));
         }
-        let hex = id.to_hex();
+        let hex = m.id.to_hex();
+        let (condition, condition_args) = guarded_condition(m.guard, &m.expect);
         args.push(Value::Text(hex.clone()));
-        let sql = format!("UPDATE users SET {} WHERE id = ?", sets.join(", "));
+        args.extend(condition_args);
+        let sql = format!("UPDATE users SET {} WHERE {condition}", sets.join(", "));
+        let (guard, keep_an_admin, audit) = (m.guard, m.keep_an_admin, m.audit);
         self.db
             .run(move |c| {
-                let tx = c.transaction().map_err(db_error)?;
+                let tx = write(c)?;
+                if !guard_holds(&tx, guard).map_err(db_error)? {
+                    return Ok(Written::Changed);
+                }
                 let matched = tx
                     .execute(&sql, params_from_iter(args.iter()))
                     .map_err(write_error)?;
                 if matched == 0 {
-                    return Ok(None);
+                    return missing_or_changed(&tx, &hex).map_err(db_error);
+                }
+                if keep_an_admin && !an_admin_is_left(&tx).map_err(db_error)? {
+                    return Err(ActorError::LastAdmin);
                 }
                 insert_audit(&tx, &audit).map_err(db_error)?;
                 let user = find_user(&tx, "id", &hex).map_err(db_error)?;
                 tx.commit().map_err(db_error)?;
-                Ok(user)
+                Ok(user.map_or(Written::NotFound, Written::Applied))
             })
             .await
     }
 
-    /// Deletes the user, closes (keeps) the wallet and writes the audit entry, in one transaction.
-    pub async fn delete_user(self, id: UserId, audit: AuditEntry) -> Result<bool, ActorError> {
+    /// Deletes the user (if the guard holds), closes (keeps) the wallet and writes the audit
+    /// entry, in one transaction.
+    pub async fn delete_user(self, m: DeleteUser) -> Result<Written<()>, ActorError> {
         let now = now_ms().timestamp_millis();
+        let hex = m.id.to_hex();
+        let (condition, mut args) = guarded_condition(m.guard, &Expect::default());
+        args.insert(0, Value::Text(hex.clone()));
+        let sql = format!("DELETE FROM users WHERE {condition}");
+        let (guard, keep_an_admin, audit) = (m.guard, m.keep_an_admin, m.audit);
         self.db
             .run(move |c| {
-                let hex = id.to_hex();
-                let tx = c.transaction().map_err(db_error)?;
+                let tx = write(c)?;
+                if !guard_holds(&tx, guard).map_err(db_error)? {
+                    return Ok(Written::Changed);
+                }
                 let deleted = tx
-                    .execute("DELETE FROM users WHERE id = ?", [&hex])
+                    .execute(&sql, params_from_iter(args.iter()))
                     .map_err(db_error)?;
                 if deleted == 0 {
-                    return Ok(false);
+                    return missing_or_changed(&tx, &hex).map_err(db_error);
+                }
+                if keep_an_admin && !an_admin_is_left(&tx).map_err(db_error)? {
+                    return Err(ActorError::LastAdmin);
                 }
                 tx.execute(
                     "UPDATE wallets SET status = 'closed', updated_at = ? WHERE user_id = ?",
@@ -427,7 +537,7 @@ impl SqliteStore {
                 .map_err(db_error)?;
                 insert_audit(&tx, &audit).map_err(db_error)?;
                 tx.commit().map_err(db_error)?;
-                Ok(true)
+                Ok(Written::Applied(()))
             })
             .await
     }

@@ -2,10 +2,10 @@
 //! the same operation whichever backend is behind it.
 use chrono::{DateTime, Utc};
 
-use super::messages::{ListAudit, SearchUsers};
+use super::messages::{DeleteUser, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written};
 use super::mongo::MongoStore;
 use super::sqlite::SqliteStore;
-use crate::domain::{AuditEntry, AuditRecord, Email, NewUser, User, UserChanges, UserId, Wallet};
+use crate::domain::{AuditEntry, AuditRecord, Email, User, UserId, Wallet};
 use crate::ActorError;
 
 /// The database behind the DbQueueActor: MongoDB, or the embedded SQLite file.
@@ -32,14 +32,14 @@ macro_rules! forward {
 forward! {
     fn ping() -> ();
     fn ensure_indexes() -> ();
-    fn register(user: NewUser, initial_balance: i64, audit: AuditEntry) -> (User, Wallet);
+    fn register(m: RegisterUser) -> Written<(User, Wallet)>;
     fn find_user_by_email(email: Email) -> Option<User>;
     fn find_user_by_id(id: UserId) -> Option<User>;
     fn find_user_with_wallet(id: UserId) -> Option<(User, Option<Wallet>)>;
     fn record_login(id: UserId, at: DateTime<Utc>, audit: Vec<AuditEntry>) -> ();
     fn write_audit(entry: AuditEntry) -> ();
-    fn update_user(id: UserId, changes: UserChanges, audit: AuditEntry) -> Option<User>;
-    fn delete_user(id: UserId, audit: AuditEntry) -> bool;
+    fn update_user(m: UpdateUser) -> Written<User>;
+    fn delete_user(m: DeleteUser) -> Written<()>;
     fn search_users(q: SearchUsers) -> (Vec<User>, u64);
     fn list_audit(q: ListAudit) -> (Vec<AuditRecord>, u64);
 }

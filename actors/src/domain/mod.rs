@@ -1,13 +1,15 @@
-//! Validated input types and the records the service hands back.
+//! Validated input types (and the client's address) and the records the service hands back.
 //!
 //! Input becomes one of these newtypes through `parse`, which is the only constructor; messages
 //! to actors carry only these, never raw strings.
+mod client_ip;
 mod email;
 mod ids;
 mod password;
 mod records;
 mod username;
 
+pub use client_ip::ClientIp;
 pub use email::Email;
 pub use ids::{SessionId, UserId};
 pub use password::Password;

@@ -48,6 +48,22 @@ impl UserStatus {
         }
     }
 
+    /// A stored status. Missing (the seed's oldest documents) reads as `active`; a value this
+    /// version does not know fails closed: `inactive`, which cannot sign in or use a session.
+    pub fn from_stored(raw: Option<&str>) -> Self {
+        match raw.map(Self::parse) {
+            None => UserStatus::Active,
+            Some(Ok(status)) => status,
+            Some(Err(_)) => {
+                tracing::warn!(
+                    stored = raw.unwrap_or_default(),
+                    "a user has a status this version does not know; treated as inactive"
+                );
+                UserStatus::Inactive
+            }
+        }
+    }
+
     pub fn parse(raw: &str) -> Result<Self, String> {
         match raw {
             "active" => Ok(UserStatus::Active),
@@ -141,6 +157,10 @@ pub struct User {
     pub login_count: i64,
     #[serde(skip)]
     pub password_hash: String,
+    /// Raised by every password change (not by a rehash): a session carries the version it was
+    /// opened under, and a session of an older version is refused. Missing (seed data) = 0.
+    #[serde(skip)]
+    pub credential_version: i64,
 }
 
 fn serialize_hex<S: serde::Serializer>(id: &UserId, s: S) -> Result<S::Ok, S::Error> {
@@ -184,11 +204,7 @@ impl User {
             id: id.into(),
             email: doc.get_str("email").unwrap_or_default().to_string(),
             username: doc.get_str("username").unwrap_or_default().to_string(),
-            status: doc
-                .get_str("status")
-                .ok()
-                .and_then(|s| UserStatus::parse(s).ok())
-                .unwrap_or(UserStatus::Active),
+            status: UserStatus::from_stored(doc.get_str("status").ok()),
             role: doc
                 .get_str("role")
                 .ok()
@@ -199,6 +215,7 @@ impl User {
             last_login_at: get_time(doc, "last_login_at"),
             login_count: get_int(doc, "login_count").unwrap_or(0),
             password_hash: doc.get_str("password_hash").unwrap_or_default().to_string(),
+            credential_version: get_int(doc, "credential_version").unwrap_or(0),
         })
     }
 }
@@ -228,6 +245,7 @@ impl NewUser {
             "updated_at": now,
             "last_login_at": Bson::Null,
             "login_count": 0_i64,
+            "credential_version": 0_i64,
         }
     }
 }
@@ -384,6 +402,18 @@ impl AuditEntry {
         }
     }
 
+    /// A session ended for idleness (by the sweep, or found so when the user signed in again).
+    pub fn session_expired(
+        user_id: impl ToString,
+        sid: &super::SessionId,
+        idle_timeout: std::time::Duration,
+    ) -> Self {
+        Self::new("session.expired", "success")
+            .user(user_id)
+            .detail("session_id", sid.as_str())
+            .detail("idle_timeout_s", idle_timeout.as_secs() as i64)
+    }
+
     pub fn user(mut self, user_id: impl ToString) -> Self {
         self.user_id = Some(user_id.to_string());
         self
@@ -399,8 +429,8 @@ impl AuditEntry {
         self
     }
 
-    pub fn ip(mut self, ip: Option<String>) -> Self {
-        self.ip = ip;
+    pub fn ip(mut self, ip: super::ClientIp) -> Self {
+        self.ip = Some(ip.to_string());
         self
     }
 
@@ -479,6 +509,15 @@ mod tests {
         let user = User::from_document(&doc).map_err(|e| e.to_string());
         let user = user.as_ref().map(|u| (u.role, u.status, u.login_count));
         assert_eq!(user, Ok((Role::User, UserStatus::Active, 0)));
+    }
+
+    #[test]
+    fn a_stored_status_this_version_does_not_know_fails_closed() {
+        let id = ObjectId::new();
+        let doc = doc! {"_id": id, "email": "a@b.co", "username": "abc", "status": "frozen"};
+        let status = User::from_document(&doc).map(|u| u.status);
+        assert_eq!(status, Ok(UserStatus::Inactive));
+        assert_eq!(UserStatus::from_stored(None), UserStatus::Active);
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl Handler<HashPassword> for HasherActor {
         // `$2b$`, the prefix Python's `bcrypt` writes and reads.
         let result = bcrypt::hash_with_result(msg.0.expose(), self.cost)
             .map(|h| h.format_for_version(bcrypt::Version::TwoB))
-            .map_err(|e| ActorError::Internal(format!("bcrypt hash: {e}")));
+            .map_err(|e| ActorError::internal("bcrypt hash", e));
         timer.finish(&result);
         result
     }

@@ -1,49 +1,38 @@
 //! The SessionActor's messages.
 use actix::Message;
 
-use crate::domain::{AuditEntry, Email, Role, SessionId, UserId};
+use crate::domain::{ClientIp, Email};
+use crate::session_store::AttemptOutcome;
 use crate::ActorError;
 
-/// Open a session for a user who just proved their password, under the concurrent-session
-/// limit: the oldest sessions are evicted (`evict_oldest`) or the login refused (`reject`,
-/// answered with [`ActorError::SessionLimit`]).
+/// Ask to check a login's password. Replies once the attempt is counted (as pending), after
+/// waiting while every slot under the limits is held by attempts still being checked; fails
+/// with [`ActorError::LockedOut`] (not counted) when the (email, address) or the email's
+/// failures are at their limit. The attempt must then be ended with [`EndLoginAttempt`].
 #[derive(Message)]
-#[rtype(result = "Result<OpenedSession, ActorError>")]
-pub struct OpenSession {
-    pub user_id: UserId,
-    pub role: Role,
-    pub email: String,
-    pub ip: Option<String>,
-    /// The id and token `jti`s the TokenActor signed for this session.
-    pub session_id: SessionId,
-    pub access_jti: String,
-    pub refresh_jti: String,
+#[rtype(result = "Result<LoginAttempt, ActorError>")]
+pub struct BeginLoginAttempt {
+    pub email: Email,
+    pub ip: ClientIp,
 }
 
+/// An attempt holding a slot under the lockout.
 #[derive(Debug, Clone)]
-pub struct OpenedSession {
-    pub session_id: SessionId,
-    pub evicted: Vec<SessionId>,
-    /// The entries of the sessions this ended (evicted, or found idle past the timeout), for
-    /// the caller to write with the login's own entry in one database operation.
-    pub audit: Vec<AuditEntry>,
+pub struct LoginAttempt {
+    pub email: Email,
+    pub ip: ClientIp,
+    pub id: String,
 }
 
-/// Fails with [`ActorError::LockedOut`] while an email has too many recent failed logins;
-/// otherwise replies with the failures counted so far in the window.
+/// End an attempt: a failure is counted, a success takes its slot back and resets the
+/// address's counter, an abandoned one only gives its slot back. Replies with the address's
+/// failures in the window.
 #[derive(Message)]
 #[rtype(result = "Result<u64, ActorError>")]
-pub struct CheckLoginAllowed(pub Email);
-
-/// Count a failed login for an email; replies with the failures in the current window.
-#[derive(Message)]
-#[rtype(result = "Result<u64, ActorError>")]
-pub struct RecordLoginFailure(pub Email);
-
-/// Forget an email's failed logins (after a successful one).
-#[derive(Message)]
-#[rtype(result = "Result<(), ActorError>")]
-pub struct ClearLoginFailures(pub Email);
+pub struct EndLoginAttempt {
+    pub attempt: LoginAttempt,
+    pub outcome: AttemptOutcome,
+}
 
 /// End every session idle longer than `session_timeout`, writing an audit entry for each;
 /// replies with how many this instance ended. Runs every `session_check_interval`.

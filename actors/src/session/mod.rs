@@ -1,10 +1,9 @@
-//! The SessionActor: each user's live sessions, the concurrent-session limit, the periodic idle
-//! sweep, and the failed-login lockout counters.
+//! The SessionActor: the periodic idle-session sweep and the failed-login lockout.
 //!
 //! All state is in the [`SessionStore`] (Redis, or the embedded file) and every change is one
-//! atomic operation there, so limits and lockouts hold across service instances sharing it; the
-//! sweep may run on every instance at once, and each expired session is ended (and audited)
-//! exactly once.
+//! atomic operation there, so lockouts hold across service instances sharing it; the sweep may
+//! run on every instance at once, and each expired session is ended (and audited) exactly once.
+//! (Sessions are opened, checked and ended by the TokenActor, which signs their tokens.)
 pub mod messages;
 
 use std::sync::Arc;
@@ -16,36 +15,23 @@ use chrono::Utc;
 use crate::db_queue::{DbQueue, WriteAudit};
 use crate::domain::{AuditEntry, SessionId};
 use crate::mailbox::{guarded, ActorStats};
-use crate::session_store::{OpenRequest, Opening, SessionStore};
+use crate::session_store::{Admission, AttemptRequest, SessionStore};
 use crate::ActorError;
 pub use messages::*;
 
-/// What to do when a user already has `max_concurrent` live sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitPolicy {
-    EvictOldest,
-    Reject,
-}
-
-impl LimitPolicy {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            LimitPolicy::EvictOldest => "evict_oldest",
-            LimitPolicy::Reject => "reject",
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
-    pub max_concurrent: u32,
-    pub policy: LimitPolicy,
     pub idle_timeout: Duration,
     pub check_interval: Duration,
     /// How long a session's record may live at most: the refresh token's lifetime.
     pub max_lifetime: Duration,
+    /// `LOGIN_MAX_FAILURES` per (email, address), `LOGIN_MAX_FAILURES_PER_ACCOUNT` per email.
     pub login_max_failures: u32,
+    pub login_max_failures_per_account: u32,
     pub login_failure_window: Duration,
+    /// How long an attempt may wait for a slot, and after how long an attempt that never ended
+    /// (its instance died) gives its slot back: the deadline of a whole login.
+    pub attempt_deadline: Duration,
 }
 
 pub struct SessionActor {
@@ -71,14 +57,6 @@ impl SessionActor {
     }
 }
 
-/// The audit entry of a session ended for idleness.
-fn expired_entry(user_id: impl ToString, sid: &SessionId, s: &SessionSettings) -> AuditEntry {
-    AuditEntry::new("session.expired", "success")
-        .user(user_id)
-        .detail("session_id", sid.as_str())
-        .detail("idle_timeout_s", s.idle_timeout.as_secs() as i64)
-}
-
 impl Actor for SessionActor {
     type Context = Context<Self>;
 
@@ -102,75 +80,50 @@ impl Supervised for SessionActor {
     }
 }
 
-impl Handler<OpenSession> for SessionActor {
-    type Result = ResponseActFuture<Self, Result<OpenedSession, ActorError>>;
+impl Handler<BeginLoginAttempt> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<LoginAttempt, ActorError>>;
 
-    fn handle(&mut self, msg: OpenSession, _: &mut Self::Context) -> Self::Result {
+    /// Asks the store again, with a growing pause, while the answer is "wait": the attempts
+    /// holding the slots end within one password check each (a success gives its slot back).
+    fn handle(&mut self, msg: BeginLoginAttempt, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let store = self.store.clone();
         let s = Arc::clone(&self.settings);
         guarded("session", async move {
             let result = async {
-                let sid = msg.session_id.clone();
-                let opening = store
-                    .open_session(OpenRequest {
-                        sid: sid.clone(),
-                        uid: msg.user_id,
-                        role: msg.role,
-                        now_ms: Utc::now().timestamp_millis(),
-                        max: s.max_concurrent,
-                        policy: s.policy,
-                        lifetime_s: s.max_lifetime.as_secs(),
-                        idle_ms: s.idle_timeout.as_millis() as i64,
-                        access_jti: msg.access_jti.clone(),
-                        refresh_jti: msg.refresh_jti.clone(),
-                    })
-                    .await?;
-                let Opening::Opened { evicted, expired } = opening else {
-                    return Err(ActorError::SessionLimit);
-                };
-                let mut audit: Vec<AuditEntry> = expired
-                    .iter()
-                    .map(|gone| expired_entry(msg.user_id, gone, &s))
-                    .collect();
-                audit.extend(evicted.iter().map(|victim| {
-                    AuditEntry::new("session.evicted", "success")
-                        .user(msg.user_id)
-                        .actor(msg.user_id)
-                        .email(&msg.email)
-                        .ip(msg.ip.clone())
-                        .detail("session_id", victim.as_str())
-                        .detail("by_session_id", sid.as_str())
-                        .detail("policy", s.policy.as_str())
-                }));
-                Ok(OpenedSession {
-                    session_id: sid,
-                    evicted,
-                    audit,
-                })
-            }
-            .await;
-            timer.finish(&result);
-            result
-        })
-    }
-}
-
-impl Handler<CheckLoginAllowed> for SessionActor {
-    type Result = ResponseActFuture<Self, Result<u64, ActorError>>;
-
-    fn handle(&mut self, msg: CheckLoginAllowed, _: &mut Self::Context) -> Self::Result {
-        let timer = self.stats.start();
-        let store = self.store.clone();
-        let max = u64::from(self.settings.login_max_failures);
-        let window = self.settings.login_failure_window.as_secs();
-        guarded("session", async move {
-            let result = async {
-                let (count, ttl) = store.failures(msg.0).await?;
-                if max > 0 && count >= max {
-                    return Err(ActorError::LockedOut(ttl.unwrap_or(window).max(1)));
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                let give_up = tokio::time::Instant::now() + s.attempt_deadline;
+                let mut pause = Duration::from_millis(5);
+                loop {
+                    let admission = store
+                        .begin_attempt(AttemptRequest {
+                            email: msg.email.clone(),
+                            ip: msg.ip,
+                            attempt: id.clone(),
+                            now_ms: Utc::now().timestamp_millis(),
+                            max_per_address: s.login_max_failures,
+                            max_per_account: s.login_max_failures_per_account,
+                            stale_ms: s.attempt_deadline.as_millis() as i64,
+                        })
+                        .await?;
+                    match admission {
+                        Admission::Admitted => {
+                            return Ok(LoginAttempt {
+                                email: msg.email,
+                                ip: msg.ip,
+                                id,
+                            })
+                        }
+                        Admission::Locked(seconds) => return Err(ActorError::LockedOut(seconds)),
+                        Admission::Wait if tokio::time::Instant::now() + pause > give_up => {
+                            return Err(ActorError::LockedOut(1));
+                        }
+                        Admission::Wait => {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(100));
+                        }
+                    }
                 }
-                Ok(count)
             }
             .await;
             timer.finish(&result);
@@ -179,29 +132,18 @@ impl Handler<CheckLoginAllowed> for SessionActor {
     }
 }
 
-impl Handler<RecordLoginFailure> for SessionActor {
+impl Handler<EndLoginAttempt> for SessionActor {
     type Result = ResponseActFuture<Self, Result<u64, ActorError>>;
 
-    fn handle(&mut self, msg: RecordLoginFailure, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: EndLoginAttempt, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let store = self.store.clone();
         let window = self.settings.login_failure_window.as_secs();
         guarded("session", async move {
-            let result = store.count_failure(msg.0, window).await;
-            timer.finish(&result);
-            result
-        })
-    }
-}
-
-impl Handler<ClearLoginFailures> for SessionActor {
-    type Result = ResponseActFuture<Self, Result<(), ActorError>>;
-
-    fn handle(&mut self, msg: ClearLoginFailures, _: &mut Self::Context) -> Self::Result {
-        let timer = self.stats.start();
-        let store = self.store.clone();
-        guarded("session", async move {
-            let result = store.clear_failures(msg.0).await;
+            let a = msg.attempt;
+            let result = store
+                .end_attempt(a.email, a.ip, a.id, msg.outcome, window)
+                .await;
             timer.finish(&result);
             result
         })
@@ -231,7 +173,8 @@ impl Handler<SweepIdleSessions> for SessionActor {
                         .await?;
                     if let Some(uid) = expired {
                         ended += 1;
-                        db.call(WriteAudit(expired_entry(uid, &sid, &s))).await?;
+                        let entry = AuditEntry::session_expired(uid, &sid, s.idle_timeout);
+                        db.call(WriteAudit(entry)).await?;
                     }
                 }
                 store.housekeeping(now).await?;
@@ -242,7 +185,10 @@ impl Handler<SweepIdleSessions> for SessionActor {
             }
             .await;
             if let Err(e) = &result {
-                tracing::warn!(error = %e, "session sweep failed; next interval retries");
+                tracing::warn!(
+                    error = %crate::error::chain(e),
+                    "session sweep failed; next interval retries"
+                );
             }
             timer.finish(&result);
             result

@@ -7,9 +7,24 @@ mod sqlite;
 
 pub use self::redis::RedisSessions;
 pub use self::sqlite::SqliteSessions;
-use crate::domain::{Email, EndReason, Role, SessionId, UserId};
-use crate::session::LimitPolicy;
+use crate::domain::{ClientIp, Email, EndReason, Role, SessionId, UserId};
 use crate::ActorError;
+
+/// What to do when a user already has `max_concurrent` live sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitPolicy {
+    EvictOldest,
+    Reject,
+}
+
+impl LimitPolicy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LimitPolicy::EvictOldest => "evict_oldest",
+            LimitPolicy::Reject => "reject",
+        }
+    }
+}
 
 /// A session to open under the per-user limit.
 #[derive(Debug, Clone)]
@@ -25,6 +40,10 @@ pub struct OpenRequest {
     pub idle_ms: i64,
     pub access_jti: String,
     pub refresh_jti: String,
+    /// The user's credential version when their password was verified. A session is not
+    /// opened under a version older than the user's current one (the password changed while
+    /// the login was checking the old one).
+    pub credential_version: i64,
 }
 
 /// What opening a session did.
@@ -32,6 +51,8 @@ pub struct OpenRequest {
 pub enum Opening {
     /// The limit is reached under the `reject` policy.
     Rejected,
+    /// The password changed after this login verified it: nothing opened.
+    Stale,
     /// Opened; `evicted` were ended by the limit, `expired` had been idle past the timeout.
     Opened {
         evicted: Vec<SessionId>,
@@ -54,7 +75,7 @@ pub enum AccessCheck {
 #[derive(Debug, Clone)]
 pub struct RotateRequest {
     pub sid: SessionId,
-    pub uid: String,
+    pub uid: UserId,
     pub presented_jti: String,
     pub access_jti: String,
     pub refresh_jti: String,
@@ -75,6 +96,53 @@ pub enum Rotation {
     Reuse,
     Ended(EndReason),
     Invalid,
+}
+
+/// A login attempt asking to have its password checked.
+#[derive(Debug, Clone)]
+pub struct AttemptRequest {
+    pub email: Email,
+    pub ip: ClientIp,
+    /// Unique per attempt; it holds a slot until it ends.
+    pub attempt: String,
+    pub now_ms: i64,
+    /// Failures allowed per (email, address) and per email; 0 = no limit.
+    pub max_per_address: u32,
+    pub max_per_account: u32,
+    /// An attempt that never ended (its process died) stops holding a slot after this long.
+    pub stale_ms: i64,
+}
+
+/// The lockout's answer to an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted as pending: check the password, then end the attempt.
+    Admitted,
+    /// Not counted: every slot is held by attempts still being checked; ask again shortly.
+    Wait,
+    /// Not counted: a counter is at its limit; retry after this many seconds.
+    Locked(u64),
+}
+
+/// How an admitted attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Wrong password or unknown email: counted as a failure on both counters.
+    Failed,
+    /// The right password: the attempt takes its slot back and the address's count is reset.
+    Succeeded,
+    /// Never decided (a dependency failed): the slot is given back, nothing counted.
+    Abandoned,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Abandoned => "abandoned",
+        }
+    }
 }
 
 /// Token and session state, on Redis or embedded.
@@ -101,19 +169,21 @@ macro_rules! forward {
 forward! {
     fn ping() -> ();
     fn open_session(req: OpenRequest) -> Opening;
-    fn check_access(sid: SessionId, uid: String, jti: String, now_ms: i64, idle_ms: i64)
+    fn check_access(sid: SessionId, uid: UserId, jti: String, now_ms: i64, idle_ms: i64)
         -> AccessCheck;
     fn rotate(req: RotateRequest) -> Rotation;
     fn end_session(uid: UserId, sid: SessionId, reason: EndReason, ended_ttl_s: u64) -> bool;
     fn end_user_sessions(
-        uid: UserId, reason: EndReason, ended_ttl_s: u64, keep: Option<SessionId>
+        uid: UserId, reason: EndReason, ended_ttl_s: u64, keep: Option<SessionId>,
+        credential_version: Option<i64>
     ) -> Vec<String>;
     fn idle_candidates(cutoff_ms: i64, limit: usize) -> Vec<String>;
     fn expire_if_idle(sid: SessionId, now_ms: i64, idle_ms: i64, ended_ttl_s: u64)
         -> Option<String>;
-    fn failures(email: Email) -> (u64, Option<u64>);
-    fn count_failure(email: Email, window_s: u64) -> u64;
-    fn clear_failures(email: Email) -> ();
+    fn begin_attempt(req: AttemptRequest) -> Admission;
+    fn end_attempt(
+        email: Email, ip: ClientIp, attempt: String, outcome: AttemptOutcome, window_s: u64
+    ) -> u64;
     fn housekeeping(now_ms: i64) -> ();
 }
 

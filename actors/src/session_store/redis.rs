@@ -3,8 +3,11 @@
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 
-use super::{AccessCheck, OpenRequest, Opening, RotateRequest, Rotation};
-use crate::domain::{Email, EndReason, SessionId, UserId};
+use super::{
+    AccessCheck, Admission, AttemptOutcome, AttemptRequest, OpenRequest, Opening, RotateRequest,
+    Rotation,
+};
+use crate::domain::{ClientIp, Email, EndReason, SessionId, UserId};
 use crate::redis_keys::Keys;
 use crate::scripts;
 use crate::ActorError;
@@ -18,7 +21,7 @@ pub struct RedisSessions {
 /// Reads a script's `{status, arg?}` reply.
 fn script_reply(value: Value) -> Result<(String, Option<String>), ActorError> {
     let parts: Vec<String> = redis::from_redis_value(value)
-        .map_err(|e| ActorError::Internal(format!("unexpected script reply: {e}")))?;
+        .map_err(|e| ActorError::internal("unexpected script reply", e))?;
     let mut it = parts.into_iter();
     let status = it.next().unwrap_or_default();
     Ok((status, it.next()))
@@ -49,6 +52,7 @@ impl RedisSessions {
             .key(keys.user_sessions(&req.uid))
             .key(keys.activity())
             .key(keys.session(&req.sid))
+            .key(keys.credential(&req.uid))
             .arg(req.sid.as_str())
             .arg(req.uid.to_hex())
             .arg(req.role.as_str())
@@ -62,12 +66,15 @@ impl RedisSessions {
             .arg(req.idle_ms)
             .arg(&req.access_jti)
             .arg(&req.refresh_jti)
+            .arg(req.credential_version)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)?;
         let mut reply = reply.into_iter();
-        if reply.next().as_deref() != Some("ok") {
-            return Ok(Opening::Rejected);
+        match reply.next().as_deref() {
+            Some("ok") => {}
+            Some("stale") => return Ok(Opening::Stale),
+            _ => return Ok(Opening::Rejected),
         }
         let (mut evicted, mut expired) = (Vec::new(), Vec::new());
         for item in reply {
@@ -83,7 +90,7 @@ impl RedisSessions {
     pub async fn check_access(
         &self,
         sid: SessionId,
-        uid: String,
+        uid: UserId,
         jti: String,
         now_ms: i64,
         idle_ms: i64,
@@ -93,8 +100,9 @@ impl RedisSessions {
             .key(keys.session(&sid))
             .key(keys.ended(&sid))
             .key(keys.activity())
+            .key(keys.credential(&uid))
             .arg(sid.as_str())
-            .arg(uid)
+            .arg(uid.to_hex())
             .arg(jti)
             .arg(now_ms)
             .arg(idle_ms)
@@ -115,9 +123,10 @@ impl RedisSessions {
             .key(keys.session(&req.sid))
             .key(keys.ended(&req.sid))
             .key(keys.activity())
-            .key(keys.user_sessions_prefix() + &req.uid)
+            .key(keys.user_sessions(&req.uid))
+            .key(keys.credential(&req.uid))
             .arg(req.sid.as_str())
-            .arg(&req.uid)
+            .arg(req.uid.to_hex())
             .arg(&req.presented_jti)
             .arg(&req.access_jti)
             .arg(&req.refresh_jti)
@@ -167,17 +176,21 @@ impl RedisSessions {
         reason: EndReason,
         ended_ttl_s: u64,
         keep: Option<SessionId>,
+        credential_version: Option<i64>,
     ) -> Result<Vec<String>, ActorError> {
         let keys = &self.keys;
         let keep = keep.as_ref().map_or("", |s| s.as_str()).to_string();
+        let version = credential_version.map_or(String::new(), |v| v.to_string());
         scripts::END_USER_SESSIONS
             .key(keys.user_sessions(&uid))
             .key(keys.activity())
+            .key(keys.credential(&uid))
             .arg(reason.as_str())
             .arg(ended_ttl_s.max(1))
             .arg(keys.session_prefix())
             .arg(keys.ended_prefix())
             .arg(keep)
+            .arg(version)
             .invoke_async::<Vec<String>>(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)
@@ -228,33 +241,48 @@ impl RedisSessions {
             .map_err(ActorError::redis)
     }
 
-    pub async fn failures(&self, email: Email) -> Result<(u64, Option<u64>), ActorError> {
-        let key = self.keys.login_failures(&email);
-        let (count, ttl): (Option<u64>, i64) = redis::pipe()
-            .get(&key)
-            .ttl(&key)
-            .query_async(&mut self.conn.clone())
+    pub async fn begin_attempt(&self, req: AttemptRequest) -> Result<Admission, ActorError> {
+        let keys = &self.keys;
+        let reply: Value = scripts::BEGIN_LOGIN_ATTEMPT
+            .key(keys.login_failures_from(&req.email, &req.ip))
+            .key(keys.login_failures(&req.email))
+            .key(keys.login_pending_from(&req.email, &req.ip))
+            .key(keys.login_pending(&req.email))
+            .arg(&req.attempt)
+            .arg(req.now_ms)
+            .arg(req.max_per_address)
+            .arg(req.max_per_account)
+            .arg(req.stale_ms.max(1))
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)?;
-        Ok((
-            count.unwrap_or(0),
-            u64::try_from(ttl).ok().filter(|t| *t > 0),
-        ))
+        Ok(match script_reply(reply)? {
+            (s, _) if s == "ok" => Admission::Admitted,
+            (s, _) if s == "wait" => Admission::Wait,
+            (_, seconds) => {
+                Admission::Locked(seconds.and_then(|s| s.parse().ok()).unwrap_or(1).max(1))
+            }
+        })
     }
 
-    pub async fn count_failure(&self, email: Email, window_s: u64) -> Result<u64, ActorError> {
-        scripts::COUNT_FAILURE
-            .key(self.keys.login_failures(&email))
+    pub async fn end_attempt(
+        &self,
+        email: Email,
+        ip: ClientIp,
+        attempt: String,
+        outcome: AttemptOutcome,
+        window_s: u64,
+    ) -> Result<u64, ActorError> {
+        let keys = &self.keys;
+        scripts::END_LOGIN_ATTEMPT
+            .key(keys.login_failures_from(&email, &ip))
+            .key(keys.login_failures(&email))
+            .key(keys.login_pending_from(&email, &ip))
+            .key(keys.login_pending(&email))
+            .arg(attempt)
+            .arg(outcome.as_str())
             .arg(window_s.max(1))
             .invoke_async::<u64>(&mut self.conn.clone())
-            .await
-            .map_err(ActorError::redis)
-    }
-
-    pub async fn clear_failures(&self, email: Email) -> Result<(), ActorError> {
-        self.conn
-            .clone()
-            .del::<_, ()>(self.keys.login_failures(&email))
             .await
             .map_err(ActorError::redis)
     }

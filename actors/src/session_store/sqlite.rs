@@ -7,9 +7,11 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{AccessCheck, OpenRequest, Opening, RotateRequest, Rotation};
-use crate::domain::{Email, EndReason, SessionId, UserId};
-use crate::session::LimitPolicy;
+use super::{
+    AccessCheck, Admission, AttemptOutcome, AttemptRequest, LimitPolicy, OpenRequest, Opening,
+    RotateRequest, Rotation,
+};
+use crate::domain::{ClientIp, Email, EndReason, SessionId, UserId};
 use crate::sqlite::{sqlite_error, Durability, SqliteDb};
 use crate::ActorError;
 
@@ -25,7 +27,8 @@ CREATE TABLE IF NOT EXISTS sessions (
   prev_rjti TEXT,
   rotated INTEGER,
   succ TEXT,
-  expires INTEGER NOT NULL
+  expires INTEGER NOT NULL,
+  cv INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions(uid, created);
 CREATE INDEX IF NOT EXISTS sessions_seen ON sessions(seen);
@@ -39,8 +42,22 @@ CREATE TABLE IF NOT EXISTS login_failures (
   count INTEGER NOT NULL,
   expires INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS login_pending (
+  email TEXT NOT NULL,
+  attempt TEXT NOT NULL,
+  started INTEGER NOT NULL,
+  PRIMARY KEY (email, attempt)
+);
+CREATE TABLE IF NOT EXISTS credentials (
+  uid TEXT PRIMARY KEY NOT NULL,
+  version INTEGER NOT NULL,
+  expires INTEGER NOT NULL
+);
 PRAGMA user_version = 1;
 "#;
+
+/// Columns added since the first release of this file's tables.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("sessions", "cv", "INTEGER NOT NULL DEFAULT 0")];
 
 const NAME: &str = "sqlite_sessions";
 
@@ -78,6 +95,24 @@ fn ended_reason(c: &Connection, sid: &str, now: i64) -> rusqlite::Result<EndReas
         .unwrap_or(EndReason::Expired))
 }
 
+/// A user's current credential version (0 when none was ever raised).
+fn credential_version(c: &Connection, uid: &str, now: i64) -> rusqlite::Result<i64> {
+    Ok(
+        c.prepare_cached("SELECT version FROM credentials WHERE uid = ? AND expires > ?")?
+            .query_row(params![uid, now], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0),
+    )
+}
+
+/// The lockout's keys: the email's counter and the (email, address) one.
+fn attempt_keys(email: &Email, ip: &ClientIp) -> [String; 2] {
+    [
+        format!("{}|{ip}", email.as_str()),
+        email.as_str().to_string(),
+    ]
+}
+
 #[derive(Clone)]
 pub struct SqliteSessions {
     db: SqliteDb,
@@ -87,7 +122,13 @@ impl SqliteSessions {
     /// Opens (or creates) `dir/sessions.db`. Commits survive the process being killed
     /// (`synchronous=NORMAL` in WAL mode).
     pub fn open(dir: &Path) -> Result<Self, String> {
-        let db = SqliteDb::open(&dir.join("sessions.db"), NAME, Durability::Normal, SCHEMA)?;
+        let db = SqliteDb::open(
+            &dir.join("sessions.db"),
+            NAME,
+            Durability::Normal,
+            SCHEMA,
+            ADDED_COLUMNS,
+        )?;
         Ok(Self { db })
     }
 
@@ -109,17 +150,24 @@ impl SqliteSessions {
             let now = req.now_ms;
             let ended_until = now + ms(req.lifetime_s);
             let uid = req.uid.to_hex();
-            let existing: Vec<(String, i64, i64)> = tx
+            let current = credential_version(&tx, &uid, now)?;
+            if req.credential_version < current {
+                return Ok(Opening::Stale);
+            }
+            let existing: Vec<(String, i64, i64, i64)> = tx
                 .prepare_cached(
-                    "SELECT sid, seen, expires FROM sessions WHERE uid = ? ORDER BY created, sid",
+                    "SELECT sid, seen, expires, cv FROM sessions WHERE uid = ? \
+                     ORDER BY created, sid",
                 )?
-                .query_map([&uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map([&uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let (mut live, mut expired, mut evicted) = (Vec::new(), Vec::new(), Vec::new());
-            for (sid, seen, expires) in existing {
+            for (sid, seen, expires, cv) in existing {
                 if expires <= now {
                     tx.prepare_cached("DELETE FROM sessions WHERE sid = ?")?
                         .execute([&sid])?;
+                } else if cv < current {
+                    end(&tx, &sid, EndReason::PasswordChanged, ended_until)?;
                 } else if now - seen > req.idle_ms {
                     end(&tx, &sid, EndReason::Expired, ended_until)?;
                     expired.extend(SessionId::parse(&sid).ok());
@@ -139,8 +187,8 @@ impl SqliteSessions {
                 }
             }
             tx.prepare_cached(
-                "INSERT INTO sessions (sid, uid, role, created, seen, ajti, rjti, expires) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO sessions (sid, uid, role, created, seen, ajti, rjti, expires, cv) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?
             .execute(params![
                 req.sid.as_str(),
@@ -151,6 +199,7 @@ impl SqliteSessions {
                 req.access_jti,
                 req.refresh_jti,
                 now + ms(req.lifetime_s),
+                req.credential_version,
             ])?;
             tx.commit()?;
             Ok(Opening::Opened { evicted, expired })
@@ -161,26 +210,30 @@ impl SqliteSessions {
     pub async fn check_access(
         &self,
         sid: SessionId,
-        uid: String,
+        uid: UserId,
         jti: String,
         now_ms: i64,
         idle_ms: i64,
     ) -> Result<AccessCheck, ActorError> {
         self.run(move |c| {
             let sid = sid.as_str();
-            let row: Option<(String, String, i64)> = c
+            let uid = uid.to_hex();
+            let row: Option<(String, String, i64, i64)> = c
                 .prepare_cached(
-                    "SELECT uid, ajti, seen FROM sessions WHERE sid = ? AND expires > ?",
+                    "SELECT uid, ajti, seen, cv FROM sessions WHERE sid = ? AND expires > ?",
                 )?
                 .query_row(params![sid, now_ms], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
-            let Some((owner, ajti, seen)) = row else {
+            let Some((owner, ajti, seen, cv)) = row else {
                 return Ok(AccessCheck::Ended(ended_reason(c, sid, now_ms)?));
             };
             if owner != uid {
                 return Ok(AccessCheck::Invalid);
+            }
+            if cv < credential_version(c, &uid, now_ms)? {
+                return Ok(AccessCheck::Ended(EndReason::PasswordChanged));
             }
             if now_ms - seen > idle_ms {
                 return Ok(AccessCheck::Ended(EndReason::Expired));
@@ -210,10 +263,11 @@ impl SqliteSessions {
                 Option<i64>,
                 Option<String>,
                 i64,
+                i64,
             );
             let row: Option<Row> = tx
                 .prepare_cached(
-                    "SELECT uid, rjti, prev_rjti, rotated, succ, seen FROM sessions \
+                    "SELECT uid, rjti, prev_rjti, rotated, succ, seen, cv FROM sessions \
                      WHERE sid = ? AND expires > ?",
                 )?
                 .query_row(params![sid, now], |r| {
@@ -224,14 +278,19 @@ impl SqliteSessions {
                         r.get(3)?,
                         r.get(4)?,
                         r.get(5)?,
+                        r.get(6)?,
                     ))
                 })
                 .optional()?;
-            let Some((owner, rjti, prev_rjti, rotated, succ, seen)) = row else {
+            let Some((owner, rjti, prev_rjti, rotated, succ, seen, cv)) = row else {
                 return Ok(Rotation::Ended(ended_reason(&tx, sid, now)?));
             };
-            if owner != req.uid {
+            let uid = req.uid.to_hex();
+            if owner != uid {
                 return Ok(Rotation::Invalid);
+            }
+            if cv < credential_version(&tx, &uid, now)? {
+                return Ok(Rotation::Ended(EndReason::PasswordChanged));
             }
             if now - seen > req.idle_ms {
                 return Ok(Rotation::Ended(EndReason::Expired));
@@ -302,11 +361,21 @@ impl SqliteSessions {
         reason: EndReason,
         ended_ttl_s: u64,
         keep: Option<SessionId>,
+        credential_version: Option<i64>,
     ) -> Result<Vec<String>, ActorError> {
         self.run(move |c| {
             let tx = write(c)?;
             let now = chrono::Utc::now().timestamp_millis();
             let keep = keep.as_ref().map_or("", |s| s.as_str());
+            if let Some(version) = credential_version {
+                tx.prepare_cached(
+                    "INSERT INTO credentials (uid, version, expires) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(uid) DO UPDATE SET version = max(version, ?2), expires = ?3",
+                )?
+                .execute(params![uid.to_hex(), version, now + ms(ended_ttl_s)])?;
+                tx.prepare_cached("UPDATE sessions SET cv = max(cv, ?) WHERE sid = ?")?
+                    .execute(params![version, keep])?;
+            }
             let sids: Vec<String> = tx
                 .prepare_cached("SELECT sid FROM sessions WHERE uid = ? AND sid != ?")?
                 .query_map(params![uid.to_hex(), keep], |r| r.get(0))?
@@ -372,51 +441,93 @@ impl SqliteSessions {
         .await
     }
 
-    pub async fn failures(&self, email: Email) -> Result<(u64, Option<u64>), ActorError> {
+    /// The lockout's check-and-count, in one transaction (see the Redis script it mirrors,
+    /// `BEGIN_LOGIN_ATTEMPT`).
+    pub async fn begin_attempt(&self, req: AttemptRequest) -> Result<Admission, ActorError> {
         self.run(move |c| {
-            let now = chrono::Utc::now().timestamp_millis();
-            let row: Option<(i64, i64)> = c
-                .prepare_cached(
-                    "SELECT count, expires FROM login_failures WHERE email = ? AND expires > ?",
+            let tx = write(c)?;
+            let now = req.now_ms;
+            let keys = attempt_keys(&req.email, &req.ip);
+            let limits = [req.max_per_address, req.max_per_account];
+            let mut slots_held = false;
+            for (key, max) in keys.iter().zip(limits) {
+                tx.prepare_cached("DELETE FROM login_pending WHERE email = ? AND started <= ?")?
+                    .execute(params![key, now - req.stale_ms])?;
+                let failures: Option<(i64, i64)> = tx
+                    .prepare_cached(
+                        "SELECT count, expires FROM login_failures \
+                         WHERE email = ? AND expires > ?",
+                    )?
+                    .query_row(params![key, now], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let (failed, expires) = failures.unwrap_or((0, now));
+                if max > 0 && failed >= i64::from(max) {
+                    let seconds = u64::try_from((expires - now + 999) / 1000).unwrap_or(1);
+                    tx.commit()?;
+                    return Ok(Admission::Locked(seconds.max(1)));
+                }
+                let pending: i64 = tx
+                    .prepare_cached("SELECT COUNT(*) FROM login_pending WHERE email = ?")?
+                    .query_row([key], |r| r.get(0))?;
+                slots_held |= max > 0 && failed + pending >= i64::from(max);
+            }
+            if slots_held {
+                tx.commit()?;
+                return Ok(Admission::Wait);
+            }
+            for key in &keys {
+                tx.prepare_cached(
+                    "INSERT INTO login_pending (email, attempt, started) VALUES (?, ?, ?)",
                 )?
-                .query_row(params![email.as_str(), now], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            Ok(match row {
-                Some((count, expires)) => (
-                    u64::try_from(count).unwrap_or(0),
-                    u64::try_from((expires - now + 999) / 1000).ok(),
-                ),
-                None => (0, None),
-            })
+                .execute(params![key, req.attempt, now])?;
+            }
+            tx.commit()?;
+            Ok(Admission::Admitted)
         })
         .await
     }
 
-    /// Counts one failure in a fixed window that starts with the first failure.
-    pub async fn count_failure(&self, email: Email, window_s: u64) -> Result<u64, ActorError> {
+    /// Ends an admitted attempt (see the Redis script `END_LOGIN_ATTEMPT`).
+    pub async fn end_attempt(
+        &self,
+        email: Email,
+        ip: ClientIp,
+        attempt: String,
+        outcome: AttemptOutcome,
+        window_s: u64,
+    ) -> Result<u64, ActorError> {
         self.run(move |c| {
             let now = chrono::Utc::now().timestamp_millis();
             let tx = write(c)?;
-            let count: i64 = tx
-                .prepare_cached(
-                    "INSERT INTO login_failures (email, count, expires) VALUES (?1, 1, ?2 + ?3) \
-                     ON CONFLICT(email) DO UPDATE SET \
-                       count = CASE WHEN expires > ?2 THEN count + 1 ELSE 1 END, \
-                       expires = CASE WHEN expires > ?2 THEN expires ELSE ?2 + ?3 END \
-                     RETURNING count",
-                )?
-                .query_row(params![email.as_str(), now, ms(window_s)], |r| r.get(0))?;
+            let [from_address, account] = attempt_keys(&email, &ip);
+            for key in [&from_address, &account] {
+                tx.prepare_cached("DELETE FROM login_pending WHERE email = ? AND attempt = ?")?
+                    .execute(params![key, attempt])?;
+            }
+            let mut count = 0;
+            match outcome {
+                AttemptOutcome::Failed => {
+                    for key in [&account, &from_address] {
+                        count = tx
+                            .prepare_cached(
+                                "INSERT INTO login_failures (email, count, expires) \
+                                 VALUES (?1, 1, ?2 + ?3) \
+                                 ON CONFLICT(email) DO UPDATE SET \
+                                   count = CASE WHEN expires > ?2 THEN count + 1 ELSE 1 END, \
+                                   expires = CASE WHEN expires > ?2 THEN expires ELSE ?2 + ?3 END \
+                                 RETURNING count",
+                            )?
+                            .query_row(params![key, now, ms(window_s)], |r| r.get(0))?;
+                    }
+                }
+                AttemptOutcome::Succeeded => {
+                    tx.prepare_cached("DELETE FROM login_failures WHERE email = ?")?
+                        .execute([&from_address])?;
+                }
+                AttemptOutcome::Abandoned => {}
+            }
             tx.commit()?;
             Ok(u64::try_from(count).unwrap_or(0))
-        })
-        .await
-    }
-
-    pub async fn clear_failures(&self, email: Email) -> Result<(), ActorError> {
-        self.run(move |c| {
-            c.prepare_cached("DELETE FROM login_failures WHERE email = ?")?
-                .execute([email.as_str()])
-                .map(|_| ())
         })
         .await
     }
@@ -428,6 +539,13 @@ impl SqliteSessions {
             tx.execute("DELETE FROM sessions WHERE expires <= ?", [now_ms])?;
             tx.execute("DELETE FROM ended WHERE expires <= ?", [now_ms])?;
             tx.execute("DELETE FROM login_failures WHERE expires <= ?", [now_ms])?;
+            tx.execute("DELETE FROM credentials WHERE expires <= ?", [now_ms])?;
+            // Attempts of a process that died mid-check; `begin_attempt` drops them per email
+            // too, this catches emails nobody tries again.
+            tx.execute(
+                "DELETE FROM login_pending WHERE started <= ?",
+                [now_ms - 3_600_000],
+            )?;
             tx.commit()
         })
         .await

@@ -38,21 +38,27 @@ pub struct TokenPair {
     pub expires_in: u64,
 }
 
-/// Sign a new pair for a new session (its id is chosen here); the SessionActor then opens the
-/// session with these `jti`s.
+/// Open a session for a user whose password was just verified, under the concurrent-session
+/// limit, and sign its pair: the oldest sessions are evicted (`evict_oldest`) or the login
+/// refused (`reject`: [`ActorError::SessionLimit`]). Refused with
+/// [`ActorError::InvalidCredentials`] when the user's password changed after `credential_version`
+/// was read (the login verified the old one). The tokens' ids never leave the TokenActor.
 #[derive(Message)]
-#[rtype(result = "Result<IssuedTokens, ActorError>")]
-pub struct IssueTokens {
+#[rtype(result = "Result<OpenedSession, ActorError>")]
+pub struct OpenSession {
     pub user_id: UserId,
     pub role: Role,
+    pub credential_version: i64,
 }
 
 #[derive(Debug, Clone)]
-pub struct IssuedTokens {
+pub struct OpenedSession {
     pub pair: TokenPair,
     pub session_id: SessionId,
-    pub access_jti: String,
-    pub refresh_jti: String,
+    /// Sessions this one pushed out under the limit.
+    pub evicted: Vec<SessionId>,
+    /// Sessions found idle past the timeout and ended on the way.
+    pub expired: Vec<SessionId>,
 }
 
 /// Check an access token: signature, algorithm, expiry, type, and that its session is live and
@@ -78,10 +84,13 @@ pub struct RevokeSession {
 
 /// End every session of a user (suspension, deletion, password change), except `keep` if
 /// given; replies with how many ended. Their tokens stop working at once on every instance.
+/// A password change passes the user's new `credential_version`: from then on no session of an
+/// older version opens or is accepted (`keep` moves to the new version).
 #[derive(Message)]
 #[rtype(result = "Result<usize, ActorError>")]
 pub struct RevokeUserSessions {
     pub user_id: UserId,
     pub reason: EndReason,
     pub keep: Option<SessionId>,
+    pub credential_version: Option<i64>,
 }

@@ -16,7 +16,9 @@ use crate::domain::{EndReason, Role, SessionId, UserId};
 use crate::error::TokenRejection;
 use crate::mailbox::{guarded, ActorStats};
 use crate::probe::Dependency;
-use crate::session_store::{AccessCheck, RotateRequest, Rotation, SessionStore};
+use crate::session_store::{
+    AccessCheck, LimitPolicy, OpenRequest, Opening, RotateRequest, Rotation, SessionStore,
+};
 use crate::ActorError;
 pub use messages::*;
 
@@ -31,6 +33,9 @@ pub struct TokenSettings {
     pub idle_timeout: Duration,
     /// `REFRESH_REUSE_GRACE`: how long a just-rotated refresh token still yields its successor.
     pub reuse_grace: Duration,
+    /// `MAX_CONCURRENT_SESSIONS` and what happens beyond it.
+    pub max_concurrent: u32,
+    pub policy: LimitPolicy,
 }
 
 pub struct TokenActor {
@@ -106,7 +111,7 @@ impl TokenActor {
         let header = Header::new(Algorithm::HS256);
         let sign = |c: &Claims| {
             jsonwebtoken::encode(&header, c, &self.encoding)
-                .map_err(|e| ActorError::Internal(format!("jwt encode: {e}")))
+                .map_err(|e| ActorError::internal("signing a token", e))
         };
         let pair = TokenPair {
             access_token: sign(&access)?,
@@ -155,24 +160,50 @@ impl Supervised for TokenActor {
     }
 }
 
-impl Handler<IssueTokens> for TokenActor {
-    type Result = Result<IssuedTokens, ActorError>;
+impl Handler<OpenSession> for TokenActor {
+    type Result = ResponseActFuture<Self, Result<OpenedSession, ActorError>>;
 
-    /// Signing only: the SessionActor stores the `jti`s with the session it opens, in the same
-    /// script, so no concurrent sign-in can slip between opening and binding.
-    fn handle(&mut self, msg: IssueTokens, _: &mut Self::Context) -> Self::Result {
+    /// Signs the pair and stores its `jti`s with the new session in one atomic operation, so
+    /// no concurrent sign-in or password change can slip between opening and binding.
+    fn handle(&mut self, msg: OpenSession, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let session_id = SessionId::new();
-        let result = self.sign_pair(&msg.user_id, msg.role, &session_id).map(
-            |(pair, access_jti, refresh_jti)| IssuedTokens {
-                pair,
-                session_id,
-                access_jti,
-                refresh_jti,
-            },
-        );
-        timer.finish(&result);
-        result
+        let signed = self.sign_pair(&msg.user_id, msg.role, &session_id);
+        let store = self.store.clone();
+        let s = Arc::clone(&self.settings);
+        guarded("token", async move {
+            let result = async {
+                let (pair, access_jti, refresh_jti) = signed?;
+                let opening = store
+                    .open_session(OpenRequest {
+                        sid: session_id.clone(),
+                        uid: msg.user_id,
+                        role: msg.role,
+                        now_ms: Utc::now().timestamp_millis(),
+                        max: s.max_concurrent,
+                        policy: s.policy,
+                        lifetime_s: s.refresh_ttl.as_secs(),
+                        idle_ms: s.idle_timeout.as_millis() as i64,
+                        access_jti,
+                        refresh_jti,
+                        credential_version: msg.credential_version,
+                    })
+                    .await?;
+                match opening {
+                    Opening::Opened { evicted, expired } => Ok(OpenedSession {
+                        pair,
+                        session_id,
+                        evicted,
+                        expired,
+                    }),
+                    Opening::Rejected => Err(ActorError::SessionLimit),
+                    Opening::Stale => Err(ActorError::InvalidCredentials),
+                }
+            }
+            .await;
+            timer.finish(&result);
+            result
+        })
     }
 }
 
@@ -193,7 +224,7 @@ impl Handler<ValidateAccess> for TokenActor {
                 let check = store
                     .check_access(
                         principal.session_id.clone(),
-                        claims.sub,
+                        principal.user_id,
                         claims.jti,
                         Utc::now().timestamp_millis(),
                         idle_ms,
@@ -230,11 +261,11 @@ impl Handler<RotateRefresh> for TokenActor {
             let result = async {
                 let (claims, principal, (pair, access_jti, refresh_jti)) = prepared?;
                 let successor = serde_json::to_string(&pair)
-                    .map_err(|e| ActorError::Internal(format!("successor pair: {e}")))?;
+                    .map_err(|e| ActorError::internal("keeping the successor pair", e))?;
                 let rotation = store
                     .rotate(RotateRequest {
                         sid: principal.session_id.clone(),
-                        uid: claims.sub,
+                        uid: principal.user_id,
                         presented_jti: claims.jti,
                         access_jti,
                         refresh_jti,
@@ -249,12 +280,12 @@ impl Handler<RotateRefresh> for TokenActor {
                     Rotation::Rotated => Ok((principal, pair)),
                     Rotation::Grace(previous) => {
                         let pair = serde_json::from_str(&previous)
-                            .map_err(|e| ActorError::Internal(format!("successor pair: {e}")))?;
+                            .map_err(|e| ActorError::internal("keeping the successor pair", e))?;
                         Ok((principal, pair))
                     }
                     Rotation::Reuse => Err(ActorError::Token(TokenRejection::ReuseDetected {
-                        user_id: principal.user_id.to_hex(),
-                        session_id: principal.session_id.to_string(),
+                        user_id: principal.user_id,
+                        session_id: principal.session_id,
                     })),
                     Rotation::Ended(reason) => Err(ended(reason)),
                     Rotation::Invalid => Err(ActorError::Token(TokenRejection::Invalid)),
@@ -293,7 +324,13 @@ impl Handler<RevokeUserSessions> for TokenActor {
         let ttl = self.settings.refresh_ttl.as_secs();
         guarded("token", async move {
             let result = store
-                .end_user_sessions(msg.user_id, msg.reason, ttl, msg.keep)
+                .end_user_sessions(
+                    msg.user_id,
+                    msg.reason,
+                    ttl,
+                    msg.keep,
+                    msg.credential_version,
+                )
                 .await
                 .map(|ended| ended.len());
             timer.finish(&result);

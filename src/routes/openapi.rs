@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, auth, health, responses, users};
+use super::{admin, auth, health, responses, users};
 
 #[derive(OpenApi)]
 #[openapi(

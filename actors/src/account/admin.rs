@@ -1,0 +1,255 @@
+//! Account administration: create (administrators), read, change and delete (the owner or an
+//! administrator), search and the audit trail (administrators).
+//!
+//! A change is decided on the account as read, then written as a compare-and-set under the
+//! caller's right (see [`Guard`] and [`Expect`]): if anything it was decided on changed in the
+//! meantime, nothing is written and the decision is taken again on a fresh read. So no
+//! concurrent request undoes a suspension or a demotion, and a demoted administrator has no
+//! administrator's power from the moment the demotion is answered.
+use std::sync::Arc;
+
+use super::{
+    may_act_on, Accounts, CreateAccount, DeleteAccount, GetAccount, ReadAudit, RequireAdmin,
+    SearchAccounts, UpdateAccount, WRITE_ATTEMPTS,
+};
+use crate::db_queue::{self, Expect, FindUserById, Guard, RegisterUser, Written};
+use crate::domain::{AuditEntry, AuditRecord, EndReason, NewUser, Role, User, UserChanges};
+use crate::domain::{UserId, UserStatus};
+use crate::hasher::{HashPassword, VerifyPassword};
+use crate::token::{RevokeUserSessions, ValidateAccess};
+use crate::ActorError;
+
+const NOT_FOUND: ActorError = ActorError::NotFound("User");
+
+pub(super) async fn create(a: Arc<Accounts>, m: CreateAccount) -> Result<User, ActorError> {
+    let admin = a.admin(m.token).await?;
+    let password_hash = a.hasher.call(HashPassword(m.password)).await?;
+    let audit = AuditEntry::new("user.create", "success")
+        .actor(admin.id)
+        .email(m.email.as_str())
+        .ip(m.ip)
+        .detail("role", m.role.as_str())
+        .detail("status", m.status.as_str());
+    let written =
+        a.db.call(RegisterUser {
+            user: NewUser {
+                email: m.email,
+                username: m.username,
+                password_hash,
+                role: m.role,
+                status: m.status,
+            },
+            initial_balance: a.settings.initial_balance,
+            guard: Guard::Admin(admin.id),
+            audit,
+        })
+        .await?;
+    match written {
+        Written::Applied((user, _wallet)) => Ok(user),
+        // The caller stopped being an administrator while the password was hashed.
+        Written::NotFound | Written::Changed => {
+            Err(ActorError::Forbidden("Administrator role required"))
+        }
+    }
+}
+
+pub(super) async fn get(a: Arc<Accounts>, m: GetAccount) -> Result<User, ActorError> {
+    let (_, caller) = a.caller(m.token).await?;
+    may_act_on(&caller, &m.target)?;
+    if caller.id == m.target {
+        return Ok(caller);
+    }
+    a.db.call(FindUserById(m.target)).await?.ok_or(NOT_FOUND)
+}
+
+/// The account to act on, as stored now (the caller's own, already read, or another's).
+async fn target(a: &Accounts, caller: &User, id: UserId) -> Result<User, ActorError> {
+    if caller.id == id {
+        return Ok(caller.clone());
+    }
+    a.db.call(FindUserById(id)).await?.ok_or(NOT_FOUND)
+}
+
+/// True when `user` is an active administrator whom the change would make anything else.
+fn removes_an_admin(user: &User, status: Option<UserStatus>, role: Option<Role>) -> bool {
+    user.role == Role::Admin
+        && user.status == UserStatus::Active
+        && (status.is_some_and(|s| s != UserStatus::Active)
+            || role.is_some_and(|r| r != Role::Admin))
+}
+
+pub(super) async fn update(a: Arc<Accounts>, m: UpdateAccount) -> Result<User, ActorError> {
+    let principal = a.tokens.call(ValidateAccess(m.token)).await?;
+    let asked = m.changes;
+    // The new password's hash, made once however often the decision is taken again.
+    let mut new_hash = None;
+    for _ in 0..WRITE_ATTEMPTS {
+        let caller = a.account(&principal).await?;
+        may_act_on(&caller, &m.target)?;
+        let target = target(&a, &caller, m.target).await?;
+        let is_self = caller.id == target.id;
+
+        // Status and role are an administrator's; asking for the current value is no change,
+        // and is never written.
+        let status = asked.status.filter(|s| *s != target.status);
+        let role = asked.role.filter(|r| *r != target.role);
+        let privileged = status.is_some() || role.is_some();
+        if privileged && caller.role != Role::Admin {
+            return Err(ActorError::Forbidden(
+                "Only an administrator may change status or role",
+            ));
+        }
+        let mut changes = UserChanges {
+            email: asked.email.clone(),
+            username: asked.username.clone(),
+            password_hash: None,
+            status,
+            role,
+        };
+        let mut expect = Expect::default();
+        if let Some(password) = &asked.password {
+            // One's own password needs the current one (checked against the hash the change
+            // then expects to replace); an administrator resetting another's does not.
+            if is_self {
+                let current = asked.current_password.clone().ok_or_else(|| {
+                    ActorError::Invalid(
+                        "current_password is required to change the password".into(),
+                    )
+                })?;
+                let hash = target.password_hash.clone();
+                if !a
+                    .hasher
+                    .call(VerifyPassword {
+                        password: current,
+                        hash,
+                    })
+                    .await?
+                {
+                    return Err(ActorError::Forbidden("current_password is incorrect"));
+                }
+                expect.credential_version = Some(target.credential_version);
+            }
+            if new_hash.is_none() {
+                new_hash = Some(a.hasher.call(HashPassword(password.clone())).await?);
+            }
+            changes.password_hash = new_hash.clone();
+        }
+        if changes.is_empty() {
+            // Nothing to change: like any idempotent PUT, answer with the account as it is.
+            return Ok(target);
+        }
+        let guard = if privileged || !is_self {
+            Guard::Admin(caller.id)
+        } else {
+            Guard::Owner
+        };
+        if privileged {
+            expect.status = Some(target.status);
+            expect.role = Some(target.role);
+        }
+        let audit = AuditEntry::new("user.update", "success")
+            .user(target.id)
+            .actor(caller.id)
+            .ip(m.ip)
+            .detail("fields", changes.field_names());
+        let deactivated = status.is_some_and(|s| s != UserStatus::Active);
+        let password_changed = changes.password_hash.is_some();
+        let written =
+            a.db.call(db_queue::UpdateUser {
+                id: target.id,
+                keep_an_admin: removes_an_admin(&target, status, role),
+                changes,
+                guard,
+                expect,
+                audit,
+            })
+            .await?;
+        let user = match written {
+            Written::Applied(user) => user,
+            Written::NotFound => return Err(NOT_FOUND),
+            Written::Changed => continue,
+        };
+        if deactivated {
+            revoke_all(&a, user.id, EndReason::Suspended, None, None).await?;
+        } else if password_changed {
+            let keep = is_self.then(|| principal.session_id.clone());
+            let version = Some(user.credential_version);
+            revoke_all(&a, user.id, EndReason::PasswordChanged, keep, version).await?;
+        }
+        return Ok(user);
+    }
+    Err(ActorError::Conflict)
+}
+
+async fn revoke_all(
+    a: &Accounts,
+    user_id: UserId,
+    reason: EndReason,
+    keep: Option<crate::domain::SessionId>,
+    credential_version: Option<i64>,
+) -> Result<usize, ActorError> {
+    a.tokens
+        .call(RevokeUserSessions {
+            user_id,
+            reason,
+            keep,
+            credential_version,
+        })
+        .await
+}
+
+pub(super) async fn delete(a: Arc<Accounts>, m: DeleteAccount) -> Result<(), ActorError> {
+    let principal = a.tokens.call(ValidateAccess(m.token)).await?;
+    for _ in 0..WRITE_ATTEMPTS {
+        let caller = a.account(&principal).await?;
+        may_act_on(&caller, &m.target)?;
+        let target = target(&a, &caller, m.target).await?;
+        let guard = if caller.id == target.id {
+            Guard::Owner
+        } else {
+            Guard::Admin(caller.id)
+        };
+        let audit = AuditEntry::new("user.delete", "success")
+            .user(target.id)
+            .actor(caller.id)
+            .ip(m.ip)
+            .detail("wallet", "closed");
+        let written =
+            a.db.call(db_queue::DeleteUser {
+                id: target.id,
+                guard,
+                keep_an_admin: removes_an_admin(&target, Some(UserStatus::Inactive), None),
+                audit,
+            })
+            .await?;
+        match written {
+            Written::Applied(()) => {
+                revoke_all(&a, target.id, EndReason::Deleted, None, None).await?;
+                return Ok(());
+            }
+            Written::NotFound => return Err(NOT_FOUND),
+            Written::Changed => continue,
+        }
+    }
+    Err(ActorError::Conflict)
+}
+
+pub(super) async fn search(
+    a: Arc<Accounts>,
+    m: SearchAccounts,
+) -> Result<(Vec<User>, u64), ActorError> {
+    a.admin(m.token).await?;
+    a.db.call(m.query).await
+}
+
+pub(super) async fn read_audit(
+    a: Arc<Accounts>,
+    m: ReadAudit,
+) -> Result<(Vec<AuditRecord>, u64), ActorError> {
+    a.admin(m.token).await?;
+    a.db.call(m.query).await
+}
+
+pub(super) async fn require_admin(a: Arc<Accounts>, m: RequireAdmin) -> Result<User, ActorError> {
+    a.admin(m.token).await
+}

@@ -1,0 +1,135 @@
+//! The AccountActor's messages: one per workflow. Each carries validated input (and, for a
+//! signed-in caller, the access token exactly as presented); the actor does the rest.
+use actix::Message;
+
+use crate::db_queue::{ListAudit, SearchUsers};
+use crate::domain::{
+    AuditRecord, ClientIp, Email, Password, Role, User, UserId, UserStatus, Username, Wallet,
+};
+use crate::token::TokenPair;
+use crate::ActorError;
+
+/// Create an account and its wallet.
+#[derive(Message)]
+#[rtype(result = "Result<(User, Wallet), ActorError>")]
+pub struct Register {
+    pub username: Username,
+    pub email: Email,
+    pub password: Password,
+    pub ip: ClientIp,
+}
+
+/// Sign in: the lockout's check-and-count, the password check, the account's status, a new
+/// session with its token pair, the login's stamp and audit entries.
+#[derive(Message)]
+#[rtype(result = "Result<SignedIn, ActorError>")]
+pub struct Login {
+    pub email: Email,
+    pub password: Password,
+    pub ip: ClientIp,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// As stored after this login's stamp.
+    pub user: User,
+    pub tokens: TokenPair,
+}
+
+/// Exchange a refresh token for a new pair (rotation; reuse ends the session).
+#[derive(Message)]
+#[rtype(result = "Result<TokenPair, ActorError>")]
+pub struct Refresh {
+    pub refresh_token: String,
+    pub ip: ClientIp,
+}
+
+/// End the session of an access token.
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct Logout {
+    pub token: String,
+    pub ip: ClientIp,
+}
+
+/// The signed-in user and their wallet.
+#[derive(Message)]
+#[rtype(result = "Result<(User, Option<Wallet>), ActorError>")]
+pub struct Me {
+    pub token: String,
+}
+
+/// An administrator creates an account (and its wallet).
+#[derive(Message)]
+#[rtype(result = "Result<User, ActorError>")]
+pub struct CreateAccount {
+    pub token: String,
+    pub email: Email,
+    pub username: Username,
+    pub password: Password,
+    pub status: UserStatus,
+    pub role: Role,
+    pub ip: ClientIp,
+}
+
+/// A user, to themself or an administrator.
+#[derive(Message)]
+#[rtype(result = "Result<User, ActorError>")]
+pub struct GetAccount {
+    pub token: String,
+    pub target: UserId,
+}
+
+/// Change an account: its owner (username, email, password with the current one) or an
+/// administrator (also status and role). `None` leaves a field as it is.
+#[derive(Message)]
+#[rtype(result = "Result<User, ActorError>")]
+pub struct UpdateAccount {
+    pub token: String,
+    pub target: UserId,
+    pub changes: AccountChanges,
+    pub ip: ClientIp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AccountChanges {
+    pub email: Option<Email>,
+    pub username: Option<Username>,
+    pub status: Option<UserStatus>,
+    pub role: Option<Role>,
+    pub password: Option<Password>,
+    pub current_password: Option<Password>,
+}
+
+/// Delete an account (its owner or an administrator): its sessions end, its wallet is kept
+/// as `closed`.
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct DeleteAccount {
+    pub token: String,
+    pub target: UserId,
+    pub ip: ClientIp,
+}
+
+/// Search accounts (administrators).
+#[derive(Message)]
+#[rtype(result = "Result<(Vec<User>, u64), ActorError>")]
+pub struct SearchAccounts {
+    pub token: String,
+    pub query: SearchUsers,
+}
+
+/// Read the audit trail (administrators).
+#[derive(Message)]
+#[rtype(result = "Result<(Vec<AuditRecord>, u64), ActorError>")]
+pub struct ReadAudit {
+    pub token: String,
+    pub query: ListAudit,
+}
+
+/// Succeeds only for an active administrator's token (for the diagnostics endpoint).
+#[derive(Message)]
+#[rtype(result = "Result<User, ActorError>")]
+pub struct RequireAdmin {
+    pub token: String,
+}

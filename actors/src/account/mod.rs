@@ -1,0 +1,190 @@
+//! The AccountActor: the one place each account workflow runs, start to end.
+//!
+//! An HTTP handler parses its input and sends one message here; the workflow (who may do what,
+//! the lockout, the password check, the session, the audit trail) runs in this actor and asks
+//! the actors that own the state: the DbQueueActor (users, wallets, audit), the TokenActor
+//! (sessions and their tokens), the SessionActor (the lockout) and the hasher pool (bcrypt).
+//! Every invariant that spans a check and an act is one atomic step where its state lives: the
+//! lockout's check-and-count is one store operation, a status or role change is a
+//! compare-and-set in the database under the caller's right, a session opens only under the
+//! credential version its password was checked against. So the workflows need no lock of their
+//! own, run concurrently (their handlers interleave), and hold across instances.
+//!
+//! One AccountActor runs on each HTTP worker thread, so a handler reaches it without a thread
+//! hop; they share their figures (`account` in `/health`).
+mod admin;
+pub mod messages;
+mod sign_in;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::db_queue::{DbQueue, FindUserById, UserCache};
+use crate::domain::{AuditEntry, EndReason, Role, User, UserId, UserStatus};
+use crate::error::TokenRejection;
+use crate::hasher::HasherActor;
+use crate::mailbox::{guarded, ActorStats, Mailbox};
+use crate::session::SessionActor;
+use crate::session_store::LimitPolicy;
+use crate::token::{Principal, RevokeSession, TokenActor, ValidateAccess};
+use crate::ActorError;
+pub use messages::*;
+
+/// How often a workflow reads again and decides again when its compare-and-set finds the
+/// account changed under it, before answering 409.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// What the workflows need to know; all of it from configuration.
+#[derive(Clone)]
+pub struct AccountSettings {
+    pub initial_balance: i64,
+    /// A bcrypt hash of a random password at the configured cost: a login for an unknown email
+    /// verifies against it, so both failures cost the same time.
+    pub dummy_hash: String,
+    /// For the audit entries of sessions a login ended.
+    pub idle_timeout: Duration,
+    pub limit_policy: LimitPolicy,
+}
+
+/// The actors the workflows ask, and the settings.
+#[derive(Clone)]
+pub struct Accounts {
+    pub db: DbQueue,
+    pub tokens: Mailbox<TokenActor>,
+    pub sessions: Mailbox<SessionActor>,
+    pub hasher: Mailbox<HasherActor>,
+    /// Read-only view of the DbQueueActor's user cache, for `Me`.
+    pub cache: UserCache,
+    pub settings: AccountSettings,
+}
+
+impl Accounts {
+    /// Starts an AccountActor on the current thread (an HTTP worker), supervised.
+    pub fn start_here(
+        self: &Arc<Self>,
+        stats: Arc<ActorStats>,
+        deadline: Duration,
+    ) -> Mailbox<AccountActor> {
+        let (accounts, actor_stats) = (Arc::clone(self), Arc::clone(&stats));
+        let addr = Supervisor::start(move |_| AccountActor {
+            accounts,
+            stats: actor_stats,
+        });
+        Mailbox::new(addr, stats, deadline)
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<(), ActorError> {
+        self.db.call(crate::db_queue::WriteAudit(entry)).await
+    }
+
+    /// The account behind a checked token, as stored now. A deleted or non-active account ends
+    /// the session presenting it: 401 saying why. Roles are read here, never from the token,
+    /// so a demotion takes effect at once.
+    async fn account(&self, principal: &Principal) -> Result<User, ActorError> {
+        let user = self.db.call(FindUserById(principal.user_id)).await?;
+        self.usable(principal, user).await
+    }
+
+    /// `user` if it exists and is active; otherwise the session ends and the caller gets 401.
+    async fn usable(&self, principal: &Principal, user: Option<User>) -> Result<User, ActorError> {
+        let reason = match user {
+            Some(user) if user.status == UserStatus::Active => return Ok(user),
+            Some(_) => EndReason::Suspended,
+            None => EndReason::Deleted,
+        };
+        self.tokens
+            .call(RevokeSession {
+                user_id: principal.user_id,
+                session_id: principal.session_id.clone(),
+                reason,
+            })
+            .await?;
+        Err(ActorError::Token(TokenRejection::Ended(reason)))
+    }
+
+    /// The signed-in caller: the checked token and the account as stored now.
+    async fn caller(&self, token: String) -> Result<(Principal, User), ActorError> {
+        let principal = self.tokens.call(ValidateAccess(token)).await?;
+        let user = self.account(&principal).await?;
+        Ok((principal, user))
+    }
+
+    /// The caller, who must be an active administrator (403 otherwise).
+    async fn admin(&self, token: String) -> Result<User, ActorError> {
+        let (_, user) = self.caller(token).await?;
+        if user.role != Role::Admin {
+            return Err(ActorError::Forbidden("Administrator role required"));
+        }
+        Ok(user)
+    }
+}
+
+/// The caller may act on `target`: it is their own account, or they are an administrator.
+fn may_act_on(caller: &User, target: &UserId) -> Result<(), ActorError> {
+    if caller.id != *target && caller.role != Role::Admin {
+        return Err(ActorError::Forbidden(
+            "You may only access your own account",
+        ));
+    }
+    Ok(())
+}
+
+pub struct AccountActor {
+    accounts: Arc<Accounts>,
+    stats: Arc<ActorStats>,
+}
+
+impl Actor for AccountActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.stats.capacity + 1);
+        self.stats.set_alive(true);
+    }
+}
+
+impl Supervised for AccountActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.stats.count_restart();
+    }
+}
+
+/// Each message runs its workflow (an `async fn(Arc<Accounts>, M)`) as this actor's handler;
+/// handlers interleave, a panic becomes a 503 and restarts the actor.
+macro_rules! workflows {
+    ($($msg:ty => $reply:ty = $run:path;)*) => {$(
+        impl Handler<$msg> for AccountActor {
+            type Result = ResponseActFuture<Self, Result<$reply, ActorError>>;
+
+            fn handle(&mut self, msg: $msg, _: &mut Self::Context) -> Self::Result {
+                let timer = self.stats.start();
+                let accounts = Arc::clone(&self.accounts);
+                guarded("account", async move {
+                    let result = $run(accounts, msg).await;
+                    timer.finish(&result);
+                    result
+                })
+            }
+        }
+    )*};
+}
+
+workflows! {
+    Register => (User, crate::domain::Wallet) = sign_in::register;
+    Login => SignedIn = sign_in::login;
+    Refresh => crate::token::TokenPair = sign_in::refresh;
+    Logout => () = sign_in::logout;
+    Me => (User, Option<crate::domain::Wallet>) = sign_in::me;
+    CreateAccount => User = admin::create;
+    GetAccount => User = admin::get;
+    UpdateAccount => User = admin::update;
+    DeleteAccount => () = admin::delete;
+    SearchAccounts => (Vec<User>, u64) = admin::search;
+    ReadAudit => (Vec<crate::domain::AuditRecord>, u64) = admin::read_audit;
+    RequireAdmin => User = admin::require_admin;
+}
+
+#[cfg(feature = "fault-injection")]
+crate::inject_panic_handler!(AccountActor, "account");

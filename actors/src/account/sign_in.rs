@@ -1,0 +1,286 @@
+//! Registration, login, refresh, logout and the signed-in user.
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{Accounts, Login, Logout, Me, Refresh, Register, SignedIn};
+use crate::db_queue::{FindUserByEmail, FindUserById, FindUserWithWallet, Guard, RecordLogin};
+use crate::db_queue::{RegisterUser, Written};
+use crate::domain::{AuditEntry, ClientIp, EndReason, NewUser, Role, User, UserStatus, Wallet};
+use crate::error::TokenRejection;
+use crate::hasher::{HashPassword, VerifyPassword};
+use crate::session::{BeginLoginAttempt, EndLoginAttempt, LoginAttempt};
+use crate::session_store::AttemptOutcome;
+use crate::token::{OpenSession, OpenedSession, RevokeSession, RotateRefresh, TokenPair};
+use crate::ActorError;
+
+pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<(User, Wallet), ActorError> {
+    let password_hash = a.hasher.call(HashPassword(m.password)).await?;
+    let audit = AuditEntry::new("user.register", "success")
+        .email(m.email.as_str())
+        .ip(m.ip)
+        .detail("username", m.username.as_str());
+    let written =
+        a.db.call(RegisterUser {
+            user: NewUser {
+                email: m.email,
+                username: m.username,
+                password_hash,
+                role: Role::User,
+                status: UserStatus::Active,
+            },
+            initial_balance: a.settings.initial_balance,
+            guard: Guard::Nobody,
+            audit,
+        })
+        .await?;
+    match written {
+        Written::Applied(created) => Ok(created),
+        // A registration has no guard: nothing can have changed.
+        Written::NotFound | Written::Changed => Err(ActorError::Conflict),
+    }
+}
+
+/// Ends an admitted attempt; a failure to record it is logged, the caller's answer stands (the
+/// slot is given back when the attempt goes stale).
+async fn end_attempt(a: &Accounts, attempt: LoginAttempt, outcome: AttemptOutcome) -> u64 {
+    match a.sessions.call(EndLoginAttempt { attempt, outcome }).await {
+        Ok(failures) => failures,
+        Err(e) => {
+            tracing::warn!(error = %crate::error::chain(&e), "could not end a login attempt");
+            0
+        }
+    }
+}
+
+pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorError> {
+    let Login {
+        email,
+        password,
+        ip,
+    } = m;
+    let failure = |outcome| {
+        AuditEntry::new("auth.login.failure", outcome)
+            .email(email.as_str())
+            .ip(ip)
+    };
+    // Counted before the password is checked; refused uncounted at the limit.
+    let begun = a
+        .sessions
+        .call(BeginLoginAttempt {
+            email: email.clone(),
+            ip,
+        })
+        .await;
+    let attempt = match begun {
+        Ok(attempt) => attempt,
+        Err(e @ ActorError::LockedOut(_)) => {
+            a.audit(failure("locked_out")).await?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+
+    let checked = async {
+        let user = a.db.call(FindUserByEmail(email.clone())).await?;
+        // Unknown email and wrong password cost the same bcrypt verify, so timing tells nothing.
+        let hash = user.as_ref().map_or_else(
+            || a.settings.dummy_hash.clone(),
+            |u| u.password_hash.clone(),
+        );
+        let verified = a.hasher.call(VerifyPassword { password, hash }).await?;
+        Ok::<_, ActorError>((user, verified))
+    }
+    .await;
+    let user = match checked {
+        Ok((Some(user), true)) => {
+            end_attempt(&a, attempt, AttemptOutcome::Succeeded).await;
+            user
+        }
+        Ok((user, _)) => {
+            let failures = end_attempt(&a, attempt, AttemptOutcome::Failed).await;
+            let reason = if user.is_some() {
+                "bad_password"
+            } else {
+                "unknown_email"
+            };
+            let mut entry = failure("failure")
+                .detail("reason", reason)
+                .detail("failures_in_window", failures as i64);
+            if let Some(user) = &user {
+                entry = entry.user(user.id);
+            }
+            a.audit(entry).await?;
+            return Err(ActorError::InvalidCredentials);
+        }
+        Err(e) => {
+            end_attempt(&a, attempt, AttemptOutcome::Abandoned).await;
+            return Err(e);
+        }
+    };
+
+    if user.status != UserStatus::Active {
+        let entry = failure("forbidden")
+            .user(user.id)
+            .detail("reason", user.status.as_str());
+        a.audit(entry).await?;
+        return Err(ActorError::AccountNotActive(user.status));
+    }
+
+    let opened = a
+        .tokens
+        .call(OpenSession {
+            user_id: user.id,
+            role: user.role,
+            credential_version: user.credential_version,
+        })
+        .await;
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(ActorError::InvalidCredentials) => {
+            // The password changed while this login was checking the old one.
+            let entry = failure("failure")
+                .user(user.id)
+                .detail("reason", "password_changed");
+            a.audit(entry).await?;
+            return Err(ActorError::InvalidCredentials);
+        }
+        Err(e) => return Err(e),
+    };
+    let at = now_ms();
+    let stamped =
+        a.db.call(RecordLogin {
+            user_id: user.id,
+            at,
+            audit: login_entries(&a, &user, &opened, ip),
+        })
+        .await;
+    if let Err(e) = stamped {
+        // The client never gets these tokens: the session they belong to must not stay open.
+        let revoked = a
+            .tokens
+            .call(RevokeSession {
+                user_id: user.id,
+                session_id: opened.session_id,
+                reason: EndReason::Logout,
+            })
+            .await;
+        if let Err(revoke) = revoked {
+            tracing::warn!(
+                error = %crate::error::chain(&revoke),
+                "a login's stamp failed and its session could not be ended; it expires by itself"
+            );
+        }
+        return Err(e);
+    }
+    Ok(SignedIn {
+        user: User {
+            last_login_at: Some(at),
+            login_count: user.login_count + 1,
+            ..user
+        },
+        tokens: opened.pair,
+    })
+}
+
+/// The login's own entry, with what the session's opening ended, in the order they happened.
+fn login_entries(
+    a: &Accounts,
+    user: &User,
+    opened: &OpenedSession,
+    ip: ClientIp,
+) -> Vec<AuditEntry> {
+    let s = &a.settings;
+    let mut entries: Vec<AuditEntry> = opened
+        .expired
+        .iter()
+        .map(|gone| AuditEntry::session_expired(user.id, gone, s.idle_timeout))
+        .collect();
+    entries.extend(opened.evicted.iter().map(|victim| {
+        AuditEntry::new("session.evicted", "success")
+            .user(user.id)
+            .actor(user.id)
+            .email(&user.email)
+            .ip(ip)
+            .detail("session_id", victim.as_str())
+            .detail("by_session_id", opened.session_id.as_str())
+            .detail("policy", s.limit_policy.as_str())
+    }));
+    entries.push(
+        AuditEntry::new("auth.login.success", "success")
+            .ip(ip)
+            .user(user.id)
+            .actor(user.id)
+            .email(&user.email)
+            .detail("session_id", opened.session_id.as_str())
+            .detail("evicted_sessions", opened.evicted.len() as i64),
+    );
+    entries
+}
+
+/// Now, to the millisecond: what is stored is what the reply says.
+fn now_ms() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_else(Utc::now)
+}
+
+pub(super) async fn refresh(a: Arc<Accounts>, m: Refresh) -> Result<TokenPair, ActorError> {
+    let (principal, pair) = match a.tokens.call(RotateRefresh(m.refresh_token)).await {
+        Ok(rotated) => rotated,
+        Err(ActorError::Token(TokenRejection::ReuseDetected {
+            user_id,
+            session_id,
+        })) => {
+            let entry = AuditEntry::new("token.refresh.reuse", "failure")
+                .user(user_id)
+                .ip(m.ip)
+                .detail("session_id", session_id.as_str())
+                .detail("effect", "session revoked");
+            a.audit(entry).await?;
+            let rejection = TokenRejection::ReuseDetected {
+                user_id,
+                session_id,
+            };
+            return Err(ActorError::Token(rejection));
+        }
+        Err(e) => return Err(e),
+    };
+    // The account may have gone since the session opened.
+    let user = a.db.call(FindUserById(principal.user_id)).await?;
+    a.usable(&principal, user).await?;
+    let entry = AuditEntry::new("token.refresh", "success")
+        .user(principal.user_id)
+        .actor(principal.user_id)
+        .ip(m.ip)
+        .detail("session_id", principal.session_id.as_str());
+    a.audit(entry).await?;
+    Ok(pair)
+}
+
+pub(super) async fn logout(a: Arc<Accounts>, m: Logout) -> Result<(), ActorError> {
+    let principal = a.tokens.call(crate::token::ValidateAccess(m.token)).await?;
+    a.tokens
+        .call(RevokeSession {
+            user_id: principal.user_id,
+            session_id: principal.session_id.clone(),
+            reason: EndReason::Logout,
+        })
+        .await?;
+    let entry = AuditEntry::new("auth.logout", "success")
+        .user(principal.user_id)
+        .actor(principal.user_id)
+        .ip(m.ip)
+        .detail("session_id", principal.session_id.as_str());
+    a.audit(entry).await
+}
+
+pub(super) async fn me(a: Arc<Accounts>, m: Me) -> Result<(User, Option<Wallet>), ActorError> {
+    let principal = a.tokens.call(crate::token::ValidateAccess(m.token)).await?;
+    // The cache answers most reads without the database (see `UserCache`).
+    let found = match a.cache.get(&principal.user_id) {
+        Some(hit) => Some(hit),
+        None => a.db.call(FindUserWithWallet(principal.user_id)).await?,
+    };
+    let (user, wallet) = found.map(|f| (*f).clone()).unzip();
+    let user = a.usable(&principal, user).await?;
+    Ok((user, wallet.flatten()))
+}

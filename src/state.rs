@@ -1,0 +1,62 @@
+//! What every handler shares: the actors' mailboxes, the settings, the dependencies' state.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actors::account::Accounts;
+use actors::db_queue::DbQueue;
+use actors::hasher::HasherActor;
+use actors::mailbox::{ActorSnapshot, ActorStats, Mailbox};
+use actors::probe::Dependency;
+use actors::session::SessionActor;
+use actors::token::TokenActor;
+use ipnet::IpNet;
+
+use crate::configuration::Settings;
+
+pub struct AppState {
+    /// What each HTTP worker's AccountActor is started with.
+    pub accounts: Arc<Accounts>,
+    /// The AccountActors' shared figures (one actor per HTTP worker).
+    pub account_stats: Arc<ActorStats>,
+    pub db: DbQueue,
+    pub tokens: Mailbox<TokenActor>,
+    pub sessions: Mailbox<SessionActor>,
+    pub hasher: Mailbox<HasherActor>,
+    pub settings: Arc<Settings>,
+    /// `TRUSTED_PROXIES`, parsed.
+    pub trusted_proxies: Arc<[IpNet]>,
+    pub started_at: Instant,
+    /// The MongoDB database in use (named in `MONGODB_URI`), or the embedded database's file.
+    pub database_name: String,
+    /// Last probe results, kept current by the actors that own the connections: the database
+    /// (MongoDB or SQLite) and the token/session store (Redis or SQLite).
+    pub database: Arc<Dependency>,
+    pub token_store: Arc<Dependency>,
+}
+
+impl AppState {
+    fn all_stats(&self) -> [&Arc<ActorStats>; 5] {
+        [
+            &self.account_stats,
+            self.db.stats(),
+            self.tokens.stats(),
+            self.sessions.stats(),
+            self.hasher.stats(),
+        ]
+    }
+
+    pub fn actor_snapshots(&self) -> BTreeMap<&'static str, ActorSnapshot> {
+        self.all_stats()
+            .into_iter()
+            .map(|s| (s.name, s.snapshot()))
+            .collect()
+    }
+
+    /// True when any actor restarted within `window`.
+    pub fn restarted_within(&self, window: Duration) -> bool {
+        self.all_stats()
+            .into_iter()
+            .any(|s| s.restarted_within(window))
+    }
+}
