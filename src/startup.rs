@@ -169,6 +169,11 @@ pub async fn bootstrap_admin(
     }
 }
 
+/// The most actor calls one workflow makes in sequence (a login: the lockout twice, the lookup,
+/// bcrypt, the session, the stamp; with room to spare): a whole workflow ends within this many
+/// call deadlines.
+const WORKFLOW_CALLS: u32 = 8;
+
 /// The running actors, started once per process.
 pub struct Actors {
     /// Users with wallets recently read; filled and invalidated by the DbQueueActor only.
@@ -281,8 +286,9 @@ impl Actors {
             login_max_failures: settings.security.login_max_failures,
             login_max_failures_per_account: settings.security.login_max_failures_per_account,
             login_failure_window: Duration::from_secs(settings.security.login_failure_window),
-            // A whole login (queueing, the lookup, bcrypt) fits in a few call deadlines.
-            attempt_deadline: call_timeout * 3,
+            attempt_wait: call_timeout / 2,
+            // A whole login (its calls each bounded by the call deadline) ends well before.
+            attempt_stale: call_timeout * WORKFLOW_CALLS,
         };
         let session_actor = {
             let (stats, db) = (session_stats.clone(), db.clone());
@@ -396,13 +402,15 @@ impl Application {
             .port();
         let body_limit = settings.server.max_body_bytes;
         let server_state = state.clone();
-        let call_timeout = settings.call_timeout();
+        // A workflow's own calls each have the call deadline; the handler's wait for the whole
+        // workflow only catches one that hangs.
+        let workflow_timeout = settings.call_timeout() * WORKFLOW_CALLS;
         let mut server = HttpServer::new(move || {
             // Each worker thread runs its own AccountActor: a handler reaches it without a
             // thread hop.
             let accounts = server_state
                 .accounts
-                .start_here(Arc::clone(&server_state.account_stats), call_timeout);
+                .start_here(Arc::clone(&server_state.account_stats), workflow_timeout);
             App::new()
                 .app_data(web::Data::new(accounts))
                 .wrap(ErrorHandlers::new().default_handler(routes::json_error_body))

@@ -1,5 +1,6 @@
 //! The typed bodies every endpoint answers with. Handlers build these, and the OpenAPI document
 //! is generated from the same types, so the two cannot drift.
+use crate::configuration::Settings;
 use std::collections::BTreeMap;
 
 use actors::domain::{AuditRecord, User, Wallet};
@@ -207,6 +208,28 @@ pub struct PublicSettings {
     pub login_failure_window: u64,
     pub wallet_initial_balance: i64,
     pub redis_key_prefix: String,
+}
+
+impl From<&Settings> for PublicSettings {
+    fn from(s: &Settings) -> Self {
+        Self {
+            app_env: s.app_env.clone(),
+            jwt_access_token_expires: s.jwt.access_token_expires,
+            jwt_refresh_token_expires: s.jwt.refresh_token_expires,
+            jwt_issuer: s.jwt.issuer.clone(),
+            session_timeout: s.sessions.session_timeout,
+            max_concurrent_sessions: s.sessions.max_concurrent_sessions,
+            session_limit_policy: s.sessions.limit_policy.clone(),
+            session_check_interval: s.sessions.session_check_interval,
+            refresh_reuse_grace: s.sessions.refresh_reuse_grace,
+            bcrypt_cost: s.security.bcrypt_cost,
+            login_max_failures: s.security.login_max_failures,
+            login_max_failures_per_account: s.security.login_max_failures_per_account,
+            login_failure_window: s.security.login_failure_window,
+            wallet_initial_balance: s.wallet.initial_balance,
+            redis_key_prefix: s.redis.key_prefix.clone(),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]

@@ -142,6 +142,33 @@ pub struct UpdateUserRequest {
     current_password: Option<String>,
 }
 
+impl UpdateUserRequest {
+    /// Each field given, validated; an empty `current_password` counts as none.
+    fn parse(self) -> Result<AccountChanges, ApiError> {
+        Ok(AccountChanges {
+            email: self
+                .email
+                .as_deref()
+                .map(Email::parse)
+                .transpose()
+                .map_err(bad)?,
+            username: (self.username.as_deref().map(Username::parse))
+                .transpose()
+                .map_err(bad)?,
+            status: self.status,
+            role: self.role,
+            password: (self.password.as_deref().map(Password::parse))
+                .transpose()
+                .map_err(bad)?,
+            current_password: (self.current_password.as_deref())
+                .filter(|p| !p.is_empty())
+                .map(Password::parse_for_login)
+                .transpose()
+                .map_err(bad)?,
+        })
+    }
+}
+
 /// Change a user: themself (username, email, password with `current_password`) or an
 /// administrator (also `status` and `role`).
 #[utoipa::path(put, path = "/auth/{user_id}", tag = "users", params(UserPath),
@@ -165,37 +192,7 @@ pub async fn update(
     body: web::Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let target = user_id(&path.user_id)?;
-    let body = body.into_inner();
-    let parsed = |raw: Option<String>, parse: fn(&str) -> Result<Password, String>| {
-        raw.filter(|p| !p.is_empty())
-            .as_deref()
-            .map(parse)
-            .transpose()
-            .map_err(bad)
-    };
-    let changes = AccountChanges {
-        email: body
-            .email
-            .as_deref()
-            .map(Email::parse)
-            .transpose()
-            .map_err(bad)?,
-        username: body
-            .username
-            .as_deref()
-            .map(Username::parse)
-            .transpose()
-            .map_err(bad)?,
-        status: body.status,
-        role: body.role,
-        password: body
-            .password
-            .as_deref()
-            .map(Password::parse)
-            .transpose()
-            .map_err(bad)?,
-        current_password: parsed(body.current_password, Password::parse_for_login)?,
-    };
+    let changes = body.into_inner().parse()?;
     let user = accounts
         .call(UpdateAccount {
             token,

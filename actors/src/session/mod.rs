@@ -29,9 +29,12 @@ pub struct SessionSettings {
     pub login_max_failures: u32,
     pub login_max_failures_per_account: u32,
     pub login_failure_window: Duration,
-    /// How long an attempt may wait for a slot, and after how long an attempt that never ended
-    /// (its instance died) gives its slot back: the deadline of a whole login.
-    pub attempt_deadline: Duration,
+    /// How long an attempt may wait for a slot (less than a call's deadline, so the caller is
+    /// still waiting when it is admitted).
+    pub attempt_wait: Duration,
+    /// After how long an attempt that never ended (its instance died mid-check) gives its slot
+    /// back: longer than any login takes.
+    pub attempt_stale: Duration,
 }
 
 pub struct SessionActor {
@@ -92,7 +95,7 @@ impl Handler<BeginLoginAttempt> for SessionActor {
         guarded("session", async move {
             let result = async {
                 let id = uuid::Uuid::new_v4().simple().to_string();
-                let give_up = tokio::time::Instant::now() + s.attempt_deadline;
+                let give_up = tokio::time::Instant::now() + s.attempt_wait;
                 let mut pause = Duration::from_millis(5);
                 loop {
                     let admission = store
@@ -103,7 +106,7 @@ impl Handler<BeginLoginAttempt> for SessionActor {
                             now_ms: Utc::now().timestamp_millis(),
                             max_per_address: s.login_max_failures,
                             max_per_account: s.login_max_failures_per_account,
-                            stale_ms: s.attempt_deadline.as_millis() as i64,
+                            stale_ms: s.attempt_stale.as_millis() as i64,
                         })
                         .await?;
                     match admission {
