@@ -225,6 +225,28 @@ async fn behind_a_trusted_proxy_the_rightmost_untrusted_forwarded_entry_is_the_c
     assert_eq!(success.get_str("ip").unwrap(), "10.0.0.2");
 }
 
+/// The user as an administrator reads it.
+async fn stored_user(app: &TestApp, admin: &str, id: &str) -> Value {
+    let response = app.get_auth(&format!("/users/{id}"), admin).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// Every status the tasks got is one of `allowed`.
+fn all_of<E: std::fmt::Debug>(
+    tasks: Vec<Result<Vec<StatusCode>, E>>,
+    allowed: &[StatusCode],
+    round: usize,
+) {
+    for statuses in tasks {
+        let statuses = statuses.unwrap();
+        assert!(
+            statuses.iter().all(|s| allowed.contains(s)),
+            "round {round}: {statuses:?}"
+        );
+    }
+}
+
 /// A new user, signed in: (id, access token).
 async fn signed_in(app: &TestApp) -> (String, String) {
     let (email, id) = app.create_user().await;
@@ -285,22 +307,13 @@ async fn a_users_own_updates_never_undo_a_suspension() {
             )
             .await;
         assert_eq!(suspend.status(), StatusCode::OK, "round {round}");
-        for statuses in join_all(users).await {
-            let statuses = statuses.unwrap();
-            assert!(
-                statuses
-                    .iter()
-                    .all(|s| [StatusCode::OK, StatusCode::UNAUTHORIZED].contains(s)),
-                "round {round}: {statuses:?}"
-            );
-        }
+        all_of(
+            join_all(users).await,
+            &[StatusCode::OK, StatusCode::UNAUTHORIZED],
+            round,
+        );
 
-        let stored: Value = app
-            .get_auth(&format!("/users/{id}"), &admin)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let stored = stored_user(&app, &admin, &id).await;
         assert_eq!(stored["status"], "suspended", "round {round}");
         assert_eq!(app.me(&access).await.status(), StatusCode::UNAUTHORIZED);
     }
@@ -349,21 +362,12 @@ async fn a_demoted_administrator_keeps_no_power_whatever_they_send() {
         // From the moment the demotion is answered: no administrator's power.
         let audit = app.get_auth("/audit", &access).await;
         assert_error(audit, StatusCode::FORBIDDEN).await;
-        for statuses in join_all(theirs).await {
-            let statuses = statuses.unwrap();
-            assert!(
-                statuses
-                    .iter()
-                    .all(|s| [StatusCode::OK, StatusCode::FORBIDDEN].contains(s)),
-                "round {round}: {statuses:?}"
-            );
-        }
-        let stored: Value = app
-            .get_auth(&format!("/users/{id}"), &admin)
-            .await
-            .json()
-            .await
-            .unwrap();
+        all_of(
+            join_all(theirs).await,
+            &[StatusCode::OK, StatusCode::FORBIDDEN],
+            round,
+        );
+        let stored = stored_user(&app, &admin, &id).await;
         assert_eq!(stored["role"], "user", "round {round}");
         let search = app.post_auth("/users/search", &access, &json!({})).await;
         assert_eq!(search.status(), StatusCode::FORBIDDEN);

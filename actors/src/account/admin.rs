@@ -12,7 +12,7 @@ use super::{
     may_act_on, Accounts, CreateAccount, DeleteAccount, GetAccount, ReadAudit, RequireAdmin,
     SearchAccounts, UpdateAccount, WRITE_ATTEMPTS,
 };
-use crate::db_queue::{self, Expect, FindUserById, Guard, RegisterUser, Written};
+use crate::db_queue::{self, Expect, FindUserById, Guard, Written};
 use crate::domain::{AuditEntry, AuditRecord, EndReason, NewUser, Role, User, UserChanges};
 use crate::domain::{UserId, UserStatus};
 use crate::hasher::{HashPassword, VerifyPassword};
@@ -30,20 +30,14 @@ pub(super) async fn create(a: Arc<Accounts>, m: CreateAccount) -> Result<User, A
         .ip(m.ip)
         .detail("role", m.role.as_str())
         .detail("status", m.status.as_str());
-    let written =
-        a.db.call(RegisterUser {
-            user: NewUser {
-                email: m.email,
-                username: m.username,
-                password_hash,
-                role: m.role,
-                status: m.status,
-            },
-            initial_balance: a.settings.initial_balance,
-            guard: Guard::Admin(admin.id),
-            audit,
-        })
-        .await?;
+    let user = NewUser {
+        email: m.email,
+        username: m.username,
+        password_hash,
+        role: m.role,
+        status: m.status,
+    };
+    let written = a.insert(user, Guard::Admin(admin.id), audit).await?;
     match written {
         Written::Applied((user, _wallet)) => Ok(user),
         // The caller stopped being an administrator while the password was hashed.

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::db_queue::{DbQueue, FindUserById, UserCache};
-use crate::domain::{AuditEntry, EndReason, Role, User, UserId, UserStatus};
+use crate::db_queue::{DbQueue, FindUserById, Guard, RegisterUser, UserCache, Written};
+use crate::domain::{AuditEntry, EndReason, NewUser, Role, User, UserId, UserStatus, Wallet};
 use crate::error::TokenRejection;
 use crate::hasher::HasherActor;
 use crate::mailbox::{guarded, ActorStats, Mailbox};
@@ -73,6 +73,24 @@ impl Accounts {
             stats: actor_stats,
         });
         Mailbox::new(addr, stats, deadline)
+    }
+
+    /// A new account and its wallet (and its audit entry), in one database transaction.
+    async fn insert(
+        &self,
+        user: NewUser,
+        guard: Guard,
+        audit: AuditEntry,
+    ) -> Result<Written<(User, Wallet)>, ActorError> {
+        let initial_balance = self.settings.initial_balance;
+        self.db
+            .call(RegisterUser {
+                user,
+                initial_balance,
+                guard,
+                audit,
+            })
+            .await
     }
 
     async fn audit(&self, entry: AuditEntry) -> Result<(), ActorError> {
@@ -172,11 +190,11 @@ macro_rules! workflows {
 }
 
 workflows! {
-    Register => (User, crate::domain::Wallet) = sign_in::register;
+    Register => (User, Wallet) = sign_in::register;
     Login => SignedIn = sign_in::login;
     Refresh => crate::token::TokenPair = sign_in::refresh;
     Logout => () = sign_in::logout;
-    Me => (User, Option<crate::domain::Wallet>) = sign_in::me;
+    Me => (User, Option<Wallet>) = sign_in::me;
     CreateAccount => User = admin::create;
     GetAccount => User = admin::get;
     UpdateAccount => User = admin::update;

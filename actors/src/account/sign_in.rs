@@ -4,8 +4,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{Accounts, Login, Logout, Me, Refresh, Register, SignedIn};
+use crate::db_queue::Written;
 use crate::db_queue::{FindUserByEmail, FindUserById, FindUserWithWallet, Guard, RecordLogin};
-use crate::db_queue::{RegisterUser, Written};
 use crate::domain::{AuditEntry, ClientIp, EndReason, NewUser, Role, User, UserStatus, Wallet};
 use crate::error::TokenRejection;
 use crate::hasher::{HashPassword, VerifyPassword};
@@ -20,20 +20,14 @@ pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<(User, Wal
         .email(m.email.as_str())
         .ip(m.ip)
         .detail("username", m.username.as_str());
-    let written =
-        a.db.call(RegisterUser {
-            user: NewUser {
-                email: m.email,
-                username: m.username,
-                password_hash,
-                role: Role::User,
-                status: UserStatus::Active,
-            },
-            initial_balance: a.settings.initial_balance,
-            guard: Guard::Nobody,
-            audit,
-        })
-        .await?;
+    let user = NewUser {
+        email: m.email,
+        username: m.username,
+        password_hash,
+        role: Role::User,
+        status: UserStatus::Active,
+    };
+    let written = a.insert(user, Guard::Nobody, audit).await?;
     match written {
         Written::Applied(created) => Ok(created),
         // A registration has no guard: nothing can have changed.
