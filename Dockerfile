@@ -5,15 +5,19 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /app
-# 1. Dependencies only: a skeleton of the workspace with empty sources.
+# 1. Dependencies only: the workspace's manifests (every member's, or cargo cannot load the
+#    workspace) with stub sources, so this layer is rebuilt only when a manifest changes.
 COPY Cargo.toml Cargo.lock ./
 COPY actors/Cargo.toml actors/Cargo.toml
-RUN mkdir -p src actors/src config \
- && echo 'fn main() {}' > src/main.rs && touch src/lib.rs actors/src/lib.rs config/default.toml \
- && cargo build --release --locked \
- && rm -rf src actors/src config
-# 2. The real sources.
+COPY loadtest/Cargo.toml loadtest/Cargo.toml
+RUN mkdir -p src actors/src loadtest/src \
+ && echo 'fn main() {}' > src/main.rs && echo 'fn main() {}' > loadtest/src/main.rs \
+ && touch src/lib.rs actors/src/lib.rs \
+ && cargo build --release --locked --bin cs-user-management \
+ && rm -rf src actors/src
+# 2. The real sources (and what they include: the default configuration, the /ops page).
 COPY config config
+COPY static static
 COPY actors actors
 COPY src src
 RUN touch src/main.rs src/lib.rs actors/src/lib.rs \

@@ -123,7 +123,9 @@ impl From<ActorError> for ApiError {
             ActorError::Overloaded(_) | ActorError::Timeout(_) | ActorError::Unavailable { .. } => {
                 ApiError::Unavailable(e.into())
             }
-            ActorError::Internal { .. } => ApiError::Internal(e.into()),
+            ActorError::Internal { .. } | ActorError::Incompatible(_) => {
+                ApiError::Internal(e.into())
+            }
             ActorError::Duplicate(DuplicateField::Email) => {
                 ApiError::Conflict("Email already registered".into())
             }

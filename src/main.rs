@@ -2,7 +2,7 @@
 use std::io::BufRead;
 use std::process::ExitCode;
 
-use actors::db_queue::EnsureIndexes;
+use actors::db_queue::PlanIndexes;
 use actors::domain::{Email, Password, Username};
 use clap::{Parser, Subcommand};
 use cs_user_management::configuration::{BootstrapAdmin, Settings};
@@ -31,8 +31,14 @@ enum Command {
     Serve,
     /// Print the resolved configuration (secrets masked); exit 2 if it is invalid.
     CheckConfig,
-    /// Create the indexes and exit (`serve` does it too).
-    Migrate,
+    /// Bring the database's indexes to what the service needs and exit (`serve` does it too);
+    /// indexes another program made on the same keys are adopted.
+    Migrate {
+        /// Print what would change (and what stops it), changing nothing; exit 1 if something
+        /// stops it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Exit 0 when the service on this host's configured PORT answers /health/live (for a
     /// container HEALTHCHECK without curl).
     Healthcheck,
@@ -60,7 +66,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::CheckConfig => check_config(&settings),
-        Command::Migrate => migrate(&settings).await,
+        Command::Migrate { dry_run } => migrate(&settings, dry_run).await,
         Command::Healthcheck => healthcheck(&settings),
         Command::CreateAdmin { email, username } => {
             create_admin(&settings, &email, &username).await
@@ -114,14 +120,34 @@ fn healthcheck(settings: &Settings) -> Result<(), String> {
     }
 }
 
-async fn migrate(settings: &Settings) -> Result<(), String> {
+async fn migrate(settings: &Settings, dry_run: bool) -> Result<(), String> {
+    if dry_run {
+        let actors = Actors::start_unindexed(settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        let plan = actors
+            .db
+            .call(PlanIndexes)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("database {}:", actors.database_name);
+        for step in &plan.steps {
+            println!("would {step}");
+        }
+        if plan.steps.is_empty() {
+            println!("nothing to change");
+        }
+        for conflict in &plan.conflicts {
+            println!("cannot proceed: {conflict}");
+        }
+        if !plan.conflicts.is_empty() {
+            return Err(
+                "the data must change first (see the lines above); nothing was changed".into(),
+            );
+        }
+        return Ok(());
+    }
     let actors = Actors::start(settings).await.map_err(|e| e.to_string())?;
-    // `Actors::start` creates the indexes; say so explicitly for the operator.
-    actors
-        .db
-        .call(EnsureIndexes)
-        .await
-        .map_err(|e| e.to_string())?;
     println!("indexes are in place in database {}", actors.database_name);
     Ok(())
 }

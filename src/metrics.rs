@@ -56,6 +56,13 @@ pub async fn http_metrics(
 }
 
 /// `GET /metrics`: Prometheus text, with the actors' gauges refreshed at scrape time.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String,
+            content_type = "text/plain"),
+        (status = 503, description = "The metrics recorder is unavailable",
+            body = crate::routes::responses::ErrorBody),
+    ))]
 pub async fn serve(state: web::Data<AppState>) -> HttpResponse {
     for (name, a) in state.actor_snapshots() {
         metrics::gauge!("actor_mailbox_len", "actor" => name).set(a.mailbox_len as f64);

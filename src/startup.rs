@@ -191,6 +191,18 @@ impl Actors {
     /// Starts every actor (each on its own arbiter, away from the HTTP workers) and makes sure
     /// the indexes exist. Used by `serve`, `migrate` and `create-admin` alike.
     pub async fn start(settings: &Settings) -> Result<Self, StartupError> {
+        let actors = Self::start_unindexed(settings).await?;
+        // Unique indexes guard every duplicate rule: serve nothing until they exist.
+        actors
+            .db
+            .call(EnsureIndexes)
+            .await
+            .map_err(|e| StartupError::Database(e.to_string()))?;
+        Ok(actors)
+    }
+
+    /// Starts every actor, leaving the database's indexes as they are (`migrate --dry-run`).
+    pub async fn start_unindexed(settings: &Settings) -> Result<Self, StartupError> {
         let a = &settings.actors;
         let call_timeout = settings.call_timeout();
         let probe_interval = Duration::from_millis(a.probe_interval_ms);
@@ -305,11 +317,6 @@ impl Actors {
             hasher_stats.clone(),
         );
         let hasher = Mailbox::new(hasher_actor, hasher_stats, call_timeout);
-
-        // Unique indexes guard every duplicate rule: serve nothing until they exist.
-        db.call(EnsureIndexes)
-            .await
-            .map_err(|e| StartupError::Database(e.to_string()))?;
 
         // Give the first probes a moment, so /health is right from the first request.
         let first_probes = Instant::now();

@@ -83,6 +83,9 @@ pub enum ActorError {
     /// A compare-and-set kept failing: the record kept changing under the request.
     #[error("the record changed while the request was applied; retry")]
     Conflict,
+    /// Stored data this version cannot take over as it is (start-up); says what and the fix.
+    #[error("{0}")]
+    Incompatible(String),
     /// Anything else; the cause is for the log, never for the client.
     #[error("internal error: {context}")]
     Internal {

@@ -152,6 +152,9 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 
 /// The live operations page: plain HTML and a small script, no build step, no CDN. It polls
 /// `/health` and draws each actor's mailbox length and p99 over the last minutes.
+#[utoipa::path(get, path = "/ops", tag = "operations",
+    responses((status = 200, description = "The operations page", body = String,
+        content_type = "text/html")))]
 pub async fn ops_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

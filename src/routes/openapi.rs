@@ -16,7 +16,8 @@ use super::{admin, auth, health, responses, users};
         auth::register, auth::login, auth::logout, auth::refresh, auth::me,
         users::create, users::get, users::update, users::delete, users::search,
         admin::audit, admin::test,
-        health::health, health::live, health::ready,
+        health::health, health::live, health::ready, health::ops_page,
+        crate::metrics::serve, serve,
     ),
     components(schemas(
         responses::ErrorBody, actors::domain::User, actors::domain::Wallet,
@@ -51,6 +52,10 @@ impl Modify for BearerAuth {
     }
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3 document of every endpoint",
+        body = Object)))]
 pub async fn serve() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }

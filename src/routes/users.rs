@@ -180,7 +180,7 @@ impl UpdateUserRequest {
         (status = 403, description = "Not allowed", body = ErrorBody),
         (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
-        (status = 409, description = "Email or username in use", body = ErrorBody),
+        (status = 409, description = "Email or username in use, the last active administrator, or the account changed meanwhile", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
@@ -219,6 +219,7 @@ pub async fn update(
         (status = 403, description = "Not allowed", body = ErrorBody),
         (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "The last active administrator, or the account changed meanwhile", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn delete(

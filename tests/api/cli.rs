@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use crate::helpers::{spawn_app, Isolation, TestApp, PASSWORD};
 
 /// Runs the binary with exactly this environment (plus PATH), bounded by a timeout.
-fn run(args: &[&str], env: &HashMap<String, String>) -> Output {
+pub fn run(args: &[&str], env: &HashMap<String, String>) -> Output {
     Command::new("timeout")
         .arg("60")
         .arg(env!("CARGO_BIN_EXE_cs-user-management"))
@@ -76,7 +76,12 @@ async fn migrate_creates_the_indexes() {
     );
     let app = TestApp::connect(String::new(), &iso).await;
     let names = app.store.index_names("users").await;
-    for index in ["email_unique", "username_ci_unique", "status", "created_at"] {
+    for index in [
+        "email_ci_unique",
+        "username_ci_unique",
+        "status",
+        "created_at",
+    ] {
         assert!(names.iter().any(|n| n == index), "{index} in {names:?}");
     }
 }

@@ -2,11 +2,13 @@
 //! and users and wallets the seed wrote work here.
 use std::process::Command;
 
+use futures::TryStreamExt;
+
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{needs_servers, spawn_app, PASSWORD};
+use crate::helpers::{needs_servers, spawn_app, spawn_app_in, Isolation, TestApp, PASSWORD};
 
 /// The Python interpreter with `bcrypt` installed: `TEST_PYTHON`, else the repo's `.venv`.
 fn python() -> String {
@@ -33,14 +35,19 @@ fn python_checkpw(password: &str, hash: &str) -> bool {
     }
 }
 
-/// A hash made the way the seed's service made them.
+/// A hash made the way the seed's service made them (its default cost is 12).
 fn python_hashpw(password: &str) -> String {
+    python_hashpw_at(password, 4)
+}
+
+fn python_hashpw_at(password: &str, cost: u32) -> String {
     let output = Command::new(python())
         .args([
             "-c",
             "import bcrypt,sys; \
-             print(bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt(rounds=4)).decode())",
+             print(bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt(rounds=int(sys.argv[2]))).decode())",
             password,
+            &cost.to_string(),
         ])
         .output()
         .expect("TEST_PYTHON runs");
@@ -109,4 +116,179 @@ async fn a_user_and_wallet_written_by_the_seed_service_can_log_in_and_see_the_wa
     assert_eq!(wallet["user_id"], id.to_hex().as_str());
     assert_eq!(wallet["balance"], 1500);
     assert_eq!(wallet["currency"], "credits");
+}
+
+/// A database as the seed's Python module leaves it: its indexes under their default names,
+/// and the given users (with wallets) as it stores them.
+async fn seed_database(iso: &Isolation, users: &[Document]) -> mongodb::Database {
+    let app = TestApp::connect(String::new(), iso).await;
+    let db = app.store.mongo().clone();
+    let users_collection = db.collection::<Document>("users");
+    let index = |keys: Document, unique: bool| {
+        mongodb::IndexModel::builder()
+            .keys(keys)
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .unique(unique.then_some(true))
+                    .build(),
+            )
+            .build()
+    };
+    users_collection
+        .create_indexes([
+            index(doc! {"email": 1}, true),
+            index(doc! {"username": 1}, false),
+            index(doc! {"status": 1}, false),
+            index(doc! {"created_at": 1}, false),
+        ])
+        .await
+        .unwrap();
+    for user in users {
+        users_collection.insert_one(user).await.unwrap();
+        let id = user.get_object_id("_id").unwrap().to_hex();
+        db.collection::<Document>("wallets")
+            .insert_one(doc! {"user_id": id, "balance": 250, "currency": "credits",
+            "status": "active", "created_at": "2024-01-15T10:30:00"})
+            .await
+            .unwrap();
+    }
+    db
+}
+
+/// A user as the seed stores one: the email as typed, string dates, no role, no login count,
+/// no lower-cased username.
+fn seed_user(email: &str, username: &str, hash: &str) -> Document {
+    doc! {
+        "_id": ObjectId::new(),
+        "email": email,
+        "username": username,
+        "password_hash": hash,
+        "status": "active",
+        "created_at": "2024-01-15T10:30:00",
+        "updated_at": "2024-01-15T10:30:00",
+    }
+}
+
+async fn index_names(db: &mongodb::Database, collection: &str) -> Vec<String> {
+    let mut names = db
+        .collection::<Document>(collection)
+        .list_index_names()
+        .await
+        .unwrap();
+    names.sort();
+    names
+}
+
+#[actix_web::test]
+async fn the_service_takes_over_a_database_the_seed_module_has_been_using() {
+    if !needs_servers("the seed's database is MongoDB") {
+        return;
+    }
+    let iso = Isolation::new();
+    let hash = python_hashpw_at(PASSWORD, 12);
+    let tag = &ObjectId::new().to_hex()[16..];
+    let email = format!("Ada.Lovelace.{tag}@Example.COM");
+    let username = format!("Ada_{tag}");
+    let db = seed_database(&iso, &[seed_user(&email, &username, &hash)]).await;
+    let indexes_before = index_names(&db, "users").await;
+    let dry_run = crate::cli::run(&["migrate", "--dry-run"], &iso.env(&[]));
+    let said = String::from_utf8_lossy(&dry_run.stdout);
+    assert!(dry_run.status.success(), "{said}");
+    assert!(
+        said.contains("would adopt index users.status_1 as users.status"),
+        "{said}"
+    );
+    assert!(
+        said.contains("would create index users.email_ci_unique"),
+        "{said}"
+    );
+    assert_eq!(index_names(&db, "users").await, indexes_before);
+
+    let app = spawn_app_in(&iso, &[]).await;
+
+    // The seed's indexes are still there (the seed's module may keep running beside us).
+    let names = index_names(&db, "users").await;
+    for seed_index in ["email_1", "username_1", "status_1", "created_at_1"] {
+        assert!(names.contains(&seed_index.to_string()), "{names:?}");
+    }
+    for typed in [email.clone(), email.to_lowercase(), email.to_uppercase()] {
+        let login = app.login(&typed, PASSWORD).await;
+        assert_eq!(login.status(), StatusCode::OK, "{typed}");
+        let body: Value = login.json().await.unwrap();
+        let access = body["data"]["access_token"].as_str().unwrap();
+        let me: Value = app.me(access).await.json().await.unwrap();
+        assert_eq!(me["data"]["user"]["email"], email.as_str());
+        assert_eq!(me["data"]["user"]["role"], "user");
+        assert_eq!(me["data"]["wallet"]["balance"], 250);
+    }
+    let variant_email = app
+        .register(&format!("other_{tag}"), &email.to_lowercase(), PASSWORD)
+        .await;
+    assert_eq!(variant_email.status(), StatusCode::CONFLICT);
+    let variant_name = app
+        .register(
+            &username.to_lowercase(),
+            &format!("other_{tag}@example.com"),
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(variant_name.status(), StatusCode::CONFLICT);
+    // Its document keeps the email as the seed typed it.
+    let stored = db
+        .collection::<Document>("users")
+        .find_one(doc! {"username": &username})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.get_str("email").unwrap(), email);
+}
+
+#[actix_web::test]
+async fn start_up_refuses_usernames_equal_but_for_case_and_changes_nothing() {
+    if !needs_servers("the seed's database is MongoDB") {
+        return;
+    }
+    let iso = Isolation::new();
+    let hash = python_hashpw(PASSWORD);
+    let (grace, other) = (
+        seed_user("grace@example.com", "Grace", &hash),
+        seed_user("hopper@example.com", "grace", &hash),
+    );
+    let db = seed_database(&iso, &[grace.clone(), other.clone()]).await;
+    let indexes_before = index_names(&db, "users").await;
+    let dry_run = crate::cli::run(&["migrate", "--dry-run"], &iso.env(&[]));
+    let said = String::from_utf8_lossy(&dry_run.stdout);
+    assert!(!dry_run.status.success(), "{said}");
+    assert!(
+        said.contains("cannot proceed: usernames equal but for case"),
+        "{said}"
+    );
+
+    let settings = cs_user_management::configuration::Settings::load_from(&iso.env(&[])).unwrap();
+    let refused = cs_user_management::startup::Application::build(settings).await;
+
+    let Err(e) = refused else {
+        panic!("the service started on usernames equal but for case")
+    };
+    let message = e.to_string();
+    assert!(!message.contains('\n'), "one line: {message}");
+    for id in [&grace, &other] {
+        let id = id.get_object_id("_id").unwrap().to_hex();
+        assert!(message.contains(&id), "{message}");
+    }
+    assert!(
+        message.contains("\"Grace\"") && message.contains("\"grace\""),
+        "{message}"
+    );
+    assert_eq!(index_names(&db, "users").await, indexes_before);
+    let stored: Vec<Document> = db
+        .collection::<Document>("users")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(stored.contains(&grace) && stored.contains(&other));
 }

@@ -7,10 +7,24 @@ use crate::domain::{
 };
 use crate::ActorError;
 
-/// Create the collections' indexes (idempotent).
+/// Bring the indexes to what the service needs (idempotent): adopt equivalent ones another
+/// program made, create the rest; [`ActorError::Incompatible`], changing nothing, when the data
+/// cannot meet a unique index.
 #[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]
 pub struct EnsureIndexes;
+
+/// What [`EnsureIndexes`] would do, changing nothing (`migrate --dry-run`).
+#[derive(Message)]
+#[rtype(result = "Result<IndexPlan, ActorError>")]
+pub struct PlanIndexes;
+
+/// The steps taking over a database takes, and the records that stop it.
+#[derive(Debug, Clone, Default)]
+pub struct IndexPlan {
+    pub steps: Vec<String>,
+    pub conflicts: Vec<String>,
+}
 
 /// Who must still hold which right when a conditional write is applied: checked inside the
 /// write's own transaction, so no concurrent suspension or demotion slips in between.

@@ -7,6 +7,7 @@
 mod cache;
 pub mod messages;
 mod mongo;
+mod mongo_indexes;
 mod sqlite;
 mod store;
 
@@ -208,6 +209,7 @@ macro_rules! queued {
 }
 
 queued!(EnsureIndexes, (), |store, _m| store.ensure_indexes());
+queued!(PlanIndexes, IndexPlan, |store, _m| store.plan_indexes());
 queued!(
     RegisterUser,
     Written<(crate::domain::User, crate::domain::Wallet)>,

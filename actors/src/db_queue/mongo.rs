@@ -6,14 +6,14 @@ use mongodb::bson::{self, bson, doc, oid::ObjectId, Bson, Document};
 use mongodb::error::{
     ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
-use mongodb::options::{ClientOptions, Collation, CollationStrength, Credential, IndexOptions};
-use mongodb::{Client, Collection, Database, IndexModel};
+use mongodb::options::{ClientOptions, Collation, CollationStrength, Credential};
+use mongodb::{Client, Collection, Database};
 
 use futures::TryStreamExt;
 use mongodb::options::FindOptions;
 
 use super::messages::{
-    DeleteUser, Expect, Guard, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written,
+    DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written,
 };
 use crate::domain::{
     AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus, Username, Wallet,
@@ -132,9 +132,10 @@ async fn page(
     Ok((docs, total))
 }
 
-/// Username uniqueness ignores case: collation strength 2 (secondary) on the `username` index,
-/// which also covers users written by the seed's service without a lower-cased copy.
-fn case_insensitive() -> Collation {
+/// Email and username uniqueness ignore case: collation strength 2 (secondary) on their unique
+/// indexes, which also covers users the seed's service wrote (mixed-case emails, no lower-cased
+/// username); look-ups by email use it too, so such an email is found however it is typed.
+pub(super) fn case_insensitive() -> Collation {
     Collation::builder()
         .locale("en")
         .strength(CollationStrength::Secondary)
@@ -240,62 +241,12 @@ impl MongoStore {
             .map_err(ActorError::mongo)
     }
 
+    pub async fn plan_indexes(self) -> Result<IndexPlan, ActorError> {
+        super::mongo_indexes::plan(&self.db).await
+    }
+
     pub async fn ensure_indexes(self) -> Result<(), ActorError> {
-        let unique = |name: &str| IndexOptions::builder().unique(true).name(name.to_string());
-        let named = |name: &str| IndexOptions::builder().name(name.to_string()).build();
-        let users = vec![
-            IndexModel::builder()
-                .keys(doc! {"email": 1})
-                .options(unique("email_unique").build())
-                .build(),
-            IndexModel::builder()
-                .keys(doc! {"username": 1})
-                .options(
-                    unique("username_ci_unique")
-                        .collation(case_insensitive())
-                        .build(),
-                )
-                .build(),
-            IndexModel::builder()
-                .keys(doc! {"status": 1})
-                .options(named("status"))
-                .build(),
-            IndexModel::builder()
-                .keys(doc! {"created_at": -1})
-                .options(named("created_at"))
-                .build(),
-        ];
-        self.users()
-            .create_indexes(users)
-            .await
-            .map_err(ActorError::mongo)?;
-        self.wallets()
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"user_id": 1})
-                    .options(unique("user_id_unique").build())
-                    .build(),
-            )
-            .await
-            .map_err(ActorError::mongo)?;
-        let audit = vec![
-            IndexModel::builder()
-                .keys(doc! {"at": -1})
-                .options(named("at"))
-                .build(),
-            IndexModel::builder()
-                .keys(doc! {"user_id": 1, "at": -1})
-                .options(named("user_at"))
-                .build(),
-            IndexModel::builder()
-                .keys(doc! {"action": 1, "at": -1})
-                .options(named("action_at"))
-                .build(),
-        ];
-        self.audit()
-            .create_indexes(audit)
-            .await
-            .map_err(ActorError::mongo)?;
+        super::mongo_indexes::ensure(&self.db).await?;
         // The document every write that relies on, or changes, who the active administrators
         // are writes in its transaction, so such writes never interleave (see `lock_admins`).
         self.locks()
@@ -448,6 +399,7 @@ impl MongoStore {
             let found = self
                 .users()
                 .find_one(not_me(doc! {"email": email.as_str()}))
+                .collation(case_insensitive())
                 .await;
             if matches!(found, Ok(Some(_))) {
                 return DuplicateField::Email;
@@ -470,6 +422,7 @@ impl MongoStore {
         let found = self
             .users()
             .find_one(doc! {"email": email.as_str()})
+            .collation(case_insensitive())
             .await
             .map_err(ActorError::mongo)?;
         found

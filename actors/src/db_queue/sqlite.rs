@@ -11,7 +11,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::messages::{
-    DeleteUser, Expect, Guard, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written,
+    DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written,
 };
 use crate::domain::{AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus, Wallet};
 use crate::error::DuplicateField;
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS users (
   login_count INTEGER NOT NULL DEFAULT 0,
   credential_version INTEGER NOT NULL DEFAULT 0
 );
-CREATE UNIQUE INDEX IF NOT EXISTS email_unique ON users(email);
+CREATE UNIQUE INDEX IF NOT EXISTS email_ci_unique ON users(email COLLATE NOCASE);
+DROP INDEX IF EXISTS email_unique;
 CREATE UNIQUE INDEX IF NOT EXISTS username_ci_unique ON users(username_lower);
 CREATE INDEX IF NOT EXISTS "status" ON users(status);
 CREATE INDEX IF NOT EXISTS "created_at" ON users(created_at DESC, id DESC);
@@ -304,6 +305,11 @@ impl SqliteStore {
 
     pub async fn ping(self) -> Result<(), ActorError> {
         self.db.ping().await
+    }
+
+    /// The schema (tables and indexes) is made when the file is opened: nothing is left to do.
+    pub async fn plan_indexes(self) -> Result<IndexPlan, ActorError> {
+        Ok(IndexPlan::default())
     }
 
     pub async fn ensure_indexes(self) -> Result<(), ActorError> {

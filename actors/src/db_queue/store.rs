@@ -2,7 +2,9 @@
 //! the same operation whichever backend is behind it.
 use chrono::{DateTime, Utc};
 
-use super::messages::{DeleteUser, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written};
+use super::messages::{
+    DeleteUser, IndexPlan, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written,
+};
 use super::mongo::MongoStore;
 use super::sqlite::SqliteStore;
 use crate::domain::{AuditEntry, AuditRecord, Email, User, UserId, Wallet};
@@ -32,6 +34,7 @@ macro_rules! forward {
 forward! {
     fn ping() -> ();
     fn ensure_indexes() -> ();
+    fn plan_indexes() -> IndexPlan;
     fn register(m: RegisterUser) -> Written<(User, Wallet)>;
     fn find_user_by_email(email: Email) -> Option<User>;
     fn find_user_by_id(id: UserId) -> Option<User>;
