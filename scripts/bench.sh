@@ -47,7 +47,7 @@ start_service() {
     backend_env=(MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/bench_$name?directConnection=true"
       REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="$RUN_ID:$name:")
   fi
-  env APP_ENV=test HOST=127.0.0.1 PORT="$port" BCRYPT_COST="$cost" RUST_LOG=warn \
+  env APP_ENV=test HOST=127.0.0.1 PORT="$port" BCRYPT_COST="$cost" AUTH_RATE_LIMIT=0 RUST_LOG=warn \
     "${backend_env[@]}" JWT_SECRET_KEY="benchmark-secret-key-0123456789abcdef" \
     "$BIN" >"$OUT/service-$name.log" 2>&1 &
   local pid=$!; PIDS+=("$pid")

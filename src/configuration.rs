@@ -58,6 +58,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "security.login_max_failures_per_account",
     ),
     ("TRUSTED_PROXIES", "security.trusted_proxies"),
+    ("AUTH_RATE_LIMIT", "security.auth_rate_limit"),
+    ("AUTH_RATE_BURST", "security.auth_rate_burst"),
     ("WALLET_INITIAL_BALANCE", "wallet.initial_balance"),
     ("BOOTSTRAP_ADMIN_EMAIL", "bootstrap.admin_email"),
     ("BOOTSTRAP_ADMIN_USERNAME", "bootstrap.admin_username"),
@@ -168,6 +170,8 @@ pub struct SecuritySettings {
     pub login_failure_window: u64,
     /// Comma-separated CIDRs; see [`Settings::trusted_proxies`].
     pub trusted_proxies: String,
+    pub auth_rate_limit: u32,
+    pub auth_rate_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -391,6 +395,12 @@ impl Settings {
         }
         self.bootstrap_admin()?;
         self.trusted_proxies()?;
+        if self.security.auth_rate_limit > 0 && self.security.auth_rate_burst == 0 {
+            return fail(
+                "security.auth_rate_burst",
+                "must be at least 1 when AUTH_RATE_LIMIT is set",
+            );
+        }
         Ok(())
     }
 

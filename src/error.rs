@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 413: body over the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 415: a body that is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 429 with `Retry-After`.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
@@ -54,6 +57,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -153,6 +157,10 @@ impl From<ActorError> for ApiError {
             }
             ActorError::LockedOut(retry_after) => ApiError::TooManyRequests {
                 message: "Too many failed login attempts; try again later".into(),
+                retry_after,
+            },
+            ActorError::RateLimited(retry_after) => ApiError::TooManyRequests {
+                message: "Too many requests from this address; slow down".into(),
                 retry_after,
             },
             ActorError::Invalid(message) => ApiError::BadRequest(message),

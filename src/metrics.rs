@@ -1,7 +1,12 @@
 //! Prometheus metrics (the `metrics` facade with its Prometheus exporter): HTTP requests per
 //! route, every actor's mailbox and handling time, dependency state. Served at `GET /metrics`.
+//!
+//! Memory stays bounded whoever scrapes: every label comes from a fixed set (a method outside
+//! the standard ones is `other`, a path no route matches is `unmatched`), and the recorder's
+//! upkeep (which drains recorded histogram samples into their fixed buckets) runs on its own
+//! thread every [`UPKEEP_INTERVAL`], not only when `/metrics` is read.
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -16,20 +21,50 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How often recorded histogram samples are drained into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the process-wide recorder once (later calls, e.g. a second app in tests, reuse it).
+/// Installs the process-wide recorder once (later calls, e.g. a second app in tests, reuse it),
+/// with its upkeep thread.
 pub fn install() {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
             .map_err(|e| tracing::warn!(error = %e, "metrics buckets"))
             .ok()?;
-        builder
+        let handle = builder
             .install_recorder()
             .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
-            .ok()
+            .ok()?;
+        let upkept = handle.clone();
+        let started = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkept.run_upkeep();
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "metrics upkeep thread not started; /metrics drains");
+        }
+        Some(handle)
     });
+}
+
+/// The method as a label: one of the standard methods, else `other`.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Counts and times every request by method, route pattern and status.
@@ -38,17 +73,15 @@ pub async fn http_metrics(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let response = next.call(req).await;
     let status = match &response {
         Ok(r) => r.status().as_u16(),
         Err(e) => e.as_response_error().status_code().as_u16(),
     };
-    let labels = [("method", method), ("route", route)];
-    metrics::histogram!("http_request_duration_seconds", &labels)
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
-    let [(_, method), (_, route)] = labels;
     metrics::counter!("http_requests_total", "method" => method, "route" => route,
         "status" => status.to_string())
     .increment(1);

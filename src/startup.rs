@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use actix::{Arbiter, Supervisor};
 use actix_web::dev::Server;
-use actix_web::middleware::ErrorHandlers;
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use actors::account::{AccountSettings, Accounts};
 use actors::db_queue::{
@@ -301,6 +302,8 @@ impl Actors {
             attempt_wait: call_timeout / 2,
             // A whole login (its calls each bounded by the call deadline) ends well before.
             attempt_stale: call_timeout * WORKFLOW_CALLS,
+            rate_limit: settings.security.auth_rate_limit,
+            rate_burst: settings.security.auth_rate_burst,
         };
         let session_actor = {
             let (stats, db) = (session_stats.clone(), db.clone());
@@ -422,7 +425,12 @@ impl Application {
                 .app_data(web::Data::new(accounts))
                 .wrap(ErrorHandlers::new().default_handler(routes::json_error_body))
                 .wrap(actix_web::middleware::from_fn(crate::metrics::http_metrics))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
+                .wrap(
+                    DefaultHeaders::new()
+                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                        .add((header::CACHE_CONTROL, "no-store")),
+                )
                 .app_data(server_state.clone())
                 .app_data(routes::json_config(body_limit))
                 .app_data(routes::path_config())

@@ -61,6 +61,9 @@ pub enum ActorError {
     /// Too many failed logins; retry after this many seconds.
     #[error("locked out for {0} s")]
     LockedOut(u64),
+    /// Too many requests from one address; retry after this many seconds.
+    #[error("rate limited for {0} s")]
+    RateLimited(u64),
     /// Unknown email, wrong password, or a password that changed while it was being checked.
     #[error("invalid email or password")]
     InvalidCredentials,

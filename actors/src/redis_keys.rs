@@ -60,6 +60,11 @@ impl Keys {
         format!("{}cred:{}", self.prefix, uid)
     }
 
+    /// STRING: an address's theoretical arrival time (ms) for the auth rate limit (GCRA).
+    pub fn rate(&self, ip: &ClientIp) -> String {
+        format!("{}rate:{}", self.prefix, ip)
+    }
+
     /// Counter of failed logins for one email (from every address) within the failure window.
     pub fn login_failures(&self, email: &Email) -> String {
         format!("{}login_fail:{}", self.prefix, email.as_str())

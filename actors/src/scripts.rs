@@ -267,3 +267,21 @@ return 0
 "#,
     )
 });
+
+/// One request against an address's rate limit (GCRA: a bucket of `burst` refilled at one per
+/// `interval`), shared by every instance on this Redis.
+/// KEYS: rate. ARGV: now_ms, interval_ms, burst.
+/// Returns 0 when allowed, else the milliseconds until the next request would be.
+pub static TAKE_RATE_TOKEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now, interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or ARGV[1]), now)
+local next_tat = tat + interval
+local allowed_at = next_tat - burst * interval
+if allowed_at > now then return math.ceil(allowed_at - now) end
+redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil(next_tat - now))
+return 0
+"#,
+    )
+});

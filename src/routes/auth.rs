@@ -52,8 +52,10 @@ fn bad(e: String) -> ApiError {
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
         (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address (Retry-After)", body = ErrorBody),
         (status = 409, description = "Email or username in use", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
         (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all, fields(email = tracing::field::Empty))]
@@ -90,7 +92,8 @@ pub async fn register(
         (status = 403, description = "Account not active", body = ErrorBody),
         (status = 409, description = "Session limit reached (policy `reject`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 429, description = "Too many failed attempts", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts, or too many requests from this address (Retry-After)", body = ErrorBody),
         (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all, fields(email = tracing::field::Empty))]
@@ -143,8 +146,10 @@ pub async fn logout(
     responses(
         (status = 200, description = "A new token pair", body = RefreshResponse),
         (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address (Retry-After)", body = ErrorBody),
         (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
         (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]

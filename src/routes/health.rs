@@ -156,7 +156,32 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     responses((status = 200, description = "The operations page", body = String,
         content_type = "text/html")))]
 pub async fn ops_page() -> HttpResponse {
+    ops_asset(
+        "text/html; charset=utf-8",
+        include_str!("../../static/ops.html"),
+    )
+}
+
+/// The page's script and style, served from here so the page runs under a
+/// `Content-Security-Policy` of `default-src 'self'` (no inline script or style).
+pub async fn ops_script() -> HttpResponse {
+    ops_asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/ops.js"),
+    )
+}
+
+pub async fn ops_style() -> HttpResponse {
+    ops_asset(
+        "text/css; charset=utf-8",
+        include_str!("../../static/ops.css"),
+    )
+}
+
+fn ops_asset(content_type: &'static str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(include_str!("../../static/ops.html"))
+        .content_type(content_type)
+        .insert_header(("Content-Security-Policy", "default-src 'self'"))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .body(body)
 }

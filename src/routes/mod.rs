@@ -36,6 +36,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/health/ready").to(health::ready))
         .service(get("/openapi.json").to(openapi::serve))
         .service(get("/ops").to(health::ops_page))
+        .service(get("/ops.js").to(health::ops_script))
+        .service(get("/ops.css").to(health::ops_style))
         .service(get("/metrics").to(crate::metrics::serve))
         .default_service(web::to(not_found));
 }
@@ -92,12 +94,19 @@ fn method_not_allowed(allow: &'static str) -> actix_web::Route {
     })
 }
 
-/// JSON bodies: size-limited, any content type, and every failure as our error shape.
+/// JSON bodies: size-limited, sent as `application/json` (parameters such as `charset` allowed,
+/// `+json` types too; anything else is 415, which also stops cross-site "simple" form posts), and
+/// every failure as our error shape. A request without a body is a 400, not a 415.
 pub fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)
-        .content_type_required(false)
-        .error_handler(move |err, _| {
+        .content_type_required(true)
+        .content_type(|m| {
+            use actix_web::mime;
+            m.type_() == mime::APPLICATION
+                && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
+        })
+        .error_handler(move |err, req| {
             match err {
                 JsonPayloadError::Overflow { .. }
                 | JsonPayloadError::OverflowKnownLength { .. } => {
@@ -109,13 +118,27 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                 JsonPayloadError::Deserialize(e) => {
                     ApiError::BadRequest(format!("Invalid JSON body: {e}"))
                 }
+                JsonPayloadError::ContentType if has_body(req) => ApiError::UnsupportedMediaType(
+                    "Request body must be sent as application/json".into(),
+                ),
                 JsonPayloadError::ContentType => {
-                    ApiError::BadRequest("Request body must be JSON".into())
+                    ApiError::BadRequest("Request body must be a JSON object".into())
                 }
                 other => ApiError::BadRequest(format!("Invalid request body: {other}")),
             }
             .into()
         })
+}
+
+/// Whether a request carries a body (a non-zero `Content-Length`, or a chunked one).
+fn has_body(req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
 }
 
 pub fn path_config() -> web::PathConfig {

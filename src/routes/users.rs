@@ -75,6 +75,7 @@ pub struct UserPath {
         (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
         (status = 409, description = "Email or username in use", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create(
@@ -182,6 +183,7 @@ impl UpdateUserRequest {
         (status = 404, description = "No such user", body = ErrorBody),
         (status = 409, description = "Email or username in use, the last active administrator, or the account changed meanwhile", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn update(
@@ -259,6 +261,7 @@ pub struct SearchRequest {
         (status = 403, description = "Not allowed", body = ErrorBody),
         (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn search(

@@ -12,8 +12,8 @@ use crate::helpers::{assert_error, assert_unauthorized, Isolation, TestApp, PASS
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running service process; killed when dropped, so a failing test leaves none behind.
-struct ServiceProcess {
-    child: Child,
+pub struct ServiceProcess {
+    pub child: Child,
 }
 
 impl Drop for ServiceProcess {
@@ -30,14 +30,36 @@ fn free_port() -> u16 {
 
 /// Starts the real binary against `iso` and waits until it answers `/health/live`.
 async fn start_instance(iso: &Isolation) -> (ServiceProcess, TestApp) {
+    start_instance_with(iso, &[], None).await
+}
+
+/// The same, with extra settings, its log (standard output and error) written to `log` if
+/// given.
+pub async fn start_instance_with(
+    iso: &Isolation,
+    overrides: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> (ServiceProcess, TestApp) {
     // The port is free when picked but may be taken before the child binds it: try again then.
     for _ in 0..3 {
         let port = free_port().to_string();
+        let mut env = iso.env(overrides);
+        env.insert("PORT".into(), port.clone());
+        let output = || match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap(),
+            ),
+            None => Stdio::null(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_cs-user-management"))
-            .envs(iso.env(&[("PORT", port.as_str())]))
+            .envs(env)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(output())
+            .stderr(output())
             .spawn()
             .expect("the service binary starts");
         let mut process = ServiceProcess { child };

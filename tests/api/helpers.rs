@@ -90,6 +90,8 @@ impl Isolation {
             ("DATA_DIR", self.data_dir.display().to_string()),
             ("JWT_SECRET_KEY", TEST_SECRET.to_string()),
             ("BCRYPT_COST", "4".to_string()),
+            // Every test's traffic comes from 127.0.0.1; the rate-limit tests turn it on.
+            ("AUTH_RATE_LIMIT", "0".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

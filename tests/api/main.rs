@@ -9,6 +9,7 @@ mod cli;
 mod compat;
 mod cross_instance;
 mod docs;
+mod edge;
 mod health;
 mod helpers;
 mod invariants;

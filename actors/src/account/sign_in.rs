@@ -9,12 +9,13 @@ use crate::db_queue::{FindUserByEmail, FindUserById, FindUserWithWallet, Guard, 
 use crate::domain::{AuditEntry, ClientIp, EndReason, NewUser, Role, User, UserStatus, Wallet};
 use crate::error::TokenRejection;
 use crate::hasher::{HashPassword, VerifyPassword};
-use crate::session::{BeginLoginAttempt, EndLoginAttempt, LoginAttempt};
+use crate::session::{BeginLoginAttempt, EndLoginAttempt, LoginAttempt, TakeRateToken};
 use crate::session_store::AttemptOutcome;
 use crate::token::{OpenSession, OpenedSession, RevokeSession, RotateRefresh, TokenPair};
 use crate::ActorError;
 
 pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<(User, Wallet), ActorError> {
+    a.sessions.call(TakeRateToken(m.ip)).await?;
     let password_hash = a.hasher.call(HashPassword(m.password)).await?;
     let audit = AuditEntry::new("user.register", "success")
         .email(m.email.as_str())
@@ -58,6 +59,8 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
             .email(email.as_str())
             .ip(ip)
     };
+    // Rate-limited first: a refused request does no other work and counts toward nothing.
+    a.sessions.call(TakeRateToken(ip)).await?;
     // Counted before the password is checked; refused uncounted at the limit.
     let begun = a
         .sessions
@@ -218,6 +221,7 @@ fn now_ms() -> DateTime<Utc> {
 }
 
 pub(super) async fn refresh(a: Arc<Accounts>, m: Refresh) -> Result<TokenPair, ActorError> {
+    a.sessions.call(TakeRateToken(m.ip)).await?;
     let (principal, pair) = match a.tokens.call(RotateRefresh(m.refresh_token)).await {
         Ok(rotated) => rotated,
         Err(ActorError::Token(TokenRejection::ReuseDetected {

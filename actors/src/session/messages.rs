@@ -34,6 +34,14 @@ pub struct EndLoginAttempt {
     pub outcome: AttemptOutcome,
 }
 
+/// One register, login or refresh from `0`'s address against its rate limit
+/// (`AUTH_RATE_LIMIT` per second, bursts of `AUTH_RATE_BURST`): [`ActorError::RateLimited`]
+/// beyond it. Checked before any other work, so a flood from one address cannot starve the
+/// bcrypt pool, and a refused attempt is never counted toward the lockout.
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct TakeRateToken(pub ClientIp);
+
 /// End every session idle longer than `session_timeout`, writing an audit entry for each;
 /// replies with how many this instance ended. Runs every `session_check_interval`.
 #[derive(Message)]

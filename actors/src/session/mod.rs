@@ -35,6 +35,9 @@ pub struct SessionSettings {
     /// After how long an attempt that never ended (its instance died mid-check) gives its slot
     /// back: longer than any login takes.
     pub attempt_stale: Duration,
+    /// `AUTH_RATE_LIMIT` (requests per second per address; 0 = off) and `AUTH_RATE_BURST`.
+    pub rate_limit: u32,
+    pub rate_burst: u32,
 }
 
 pub struct SessionActor {
@@ -126,6 +129,35 @@ impl Handler<BeginLoginAttempt> for SessionActor {
                             pause = (pause * 2).min(Duration::from_millis(100));
                         }
                     }
+                }
+            }
+            .await;
+            timer.finish(&result);
+            result
+        })
+    }
+}
+
+impl Handler<TakeRateToken> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<(), ActorError>>;
+
+    fn handle(&mut self, msg: TakeRateToken, _: &mut Self::Context) -> Self::Result {
+        let timer = self.stats.start();
+        let store = self.store.clone();
+        let (rate, burst) = (self.settings.rate_limit, self.settings.rate_burst);
+        guarded("session", async move {
+            let result = async {
+                if rate == 0 {
+                    return Ok(());
+                }
+                let interval_ms = 1000.0 / f64::from(rate);
+                let now = Utc::now().timestamp_millis();
+                match store
+                    .take_rate_token(msg.0, now, interval_ms, burst)
+                    .await?
+                {
+                    0 => Ok(()),
+                    wait_ms => Err(ActorError::RateLimited(wait_ms.div_ceil(1000).max(1))),
                 }
             }
             .await;

@@ -184,6 +184,7 @@ forward! {
     fn end_attempt(
         email: Email, ip: ClientIp, attempt: String, outcome: AttemptOutcome, window_s: u64
     ) -> u64;
+    fn take_rate_token(ip: ClientIp, now_ms: i64, interval_ms: f64, burst: u32) -> u64;
     fn housekeeping(now_ms: i64) -> ();
 }
 

@@ -287,6 +287,24 @@ impl RedisSessions {
             .map_err(ActorError::redis)
     }
 
+    /// One request against `ip`'s rate limit: 0 when allowed, else the milliseconds to wait.
+    pub async fn take_rate_token(
+        &self,
+        ip: ClientIp,
+        now_ms: i64,
+        interval_ms: f64,
+        burst: u32,
+    ) -> Result<u64, ActorError> {
+        scripts::TAKE_RATE_TOKEN
+            .key(self.keys.rate(&ip))
+            .arg(now_ms)
+            .arg(interval_ms)
+            .arg(burst.max(1))
+            .invoke_async::<u64>(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)
+    }
+
     /// Redis expires keys by itself.
     pub async fn housekeeping(&self, _now_ms: i64) -> Result<(), ActorError> {
         Ok(())

@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS login_pending (
   started INTEGER NOT NULL,
   PRIMARY KEY (email, attempt)
 );
+CREATE TABLE IF NOT EXISTS rate_limits (
+  ip TEXT PRIMARY KEY NOT NULL,
+  tat REAL NOT NULL,
+  expires INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS credentials (
   uid TEXT PRIMARY KEY NOT NULL,
   version INTEGER NOT NULL,
@@ -532,6 +537,37 @@ impl SqliteSessions {
         .await
     }
 
+    /// One request against `ip`'s rate limit (the Redis script `TAKE_RATE_TOKEN`'s GCRA), in
+    /// one transaction: 0 when allowed, else the milliseconds to wait.
+    pub async fn take_rate_token(
+        &self,
+        ip: ClientIp,
+        now_ms: i64,
+        interval_ms: f64,
+        burst: u32,
+    ) -> Result<u64, ActorError> {
+        self.run(move |c| {
+            let tx = write(c)?;
+            let now = now_ms as f64;
+            let stored: Option<f64> = tx
+                .prepare_cached("SELECT tat FROM rate_limits WHERE ip = ? AND expires > ?")?
+                .query_row(params![ip.to_string(), now_ms], |r| r.get(0))
+                .optional()?;
+            let next_tat = stored.unwrap_or(now).max(now) + interval_ms;
+            let allowed_at = next_tat - f64::from(burst.max(1)) * interval_ms;
+            if allowed_at > now {
+                return Ok((allowed_at - now).ceil() as u64);
+            }
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO rate_limits (ip, tat, expires) VALUES (?, ?, ?)",
+            )?
+            .execute(params![ip.to_string(), next_tat, next_tat.ceil() as i64])?;
+            tx.commit()?;
+            Ok(0)
+        })
+        .await
+    }
+
     /// Drops what has expired: what Redis would have dropped by itself.
     pub async fn housekeeping(&self, now_ms: i64) -> Result<(), ActorError> {
         self.run(move |c| {
@@ -540,6 +576,7 @@ impl SqliteSessions {
             tx.execute("DELETE FROM ended WHERE expires <= ?", [now_ms])?;
             tx.execute("DELETE FROM login_failures WHERE expires <= ?", [now_ms])?;
             tx.execute("DELETE FROM credentials WHERE expires <= ?", [now_ms])?;
+            tx.execute("DELETE FROM rate_limits WHERE expires <= ?", [now_ms])?;
             // Attempts of a process that died mid-check; `begin_attempt` drops them per email
             // too, this catches emails nobody tries again.
             tx.execute(

@@ -1,0 +1,298 @@
+//! The edge (SPEC 7): JSON bodies only, security headers, logs without secrets, bounded metric
+//! labels, the per-address rate limit, bounded memory while nobody scrapes.
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::sync::Barrier;
+
+use crate::cross_instance::start_instance_with;
+use crate::helpers::{
+    assert_error, client_from, spawn_app, spawn_app_in, spawn_app_with, Isolation, TestApp,
+    PASSWORD,
+};
+
+#[actix_web::test]
+async fn a_body_not_sent_as_json_is_415_and_changes_nothing() {
+    let app = spawn_app().await;
+    let (email, _) = app.create_user().await;
+    let body =
+        json!({"username": "plain_text", "email": "plain@example.com", "password": PASSWORD})
+            .to_string();
+    for path in ["/auth/register", "/auth/login"] {
+        let response = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "text/plain")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    }
+    let users = app
+        .count("users", mongodb::bson::doc! {"email": "plain@example.com"})
+        .await;
+    assert_eq!(users, 0);
+
+    // JSON with a charset parameter is JSON; a bodiless POST is unaffected.
+    let login = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(json!({"email": email, "password": PASSWORD}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let body: serde_json::Value = login.json().await.unwrap();
+    let access = body["data"]["access_token"].as_str().unwrap();
+    assert_eq!(app.logout(access).await.status(), StatusCode::OK);
+}
+
+fn header<'r>(response: &'r reqwest::Response, name: &str) -> Option<&'r str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[actix_web::test]
+async fn responses_carry_the_security_headers() {
+    let app = spawn_app().await;
+    let (email, _) = app.create_user().await;
+    let login = app.login(&email, PASSWORD).await;
+    let missing = app.client.get(app.url("/nowhere")).send().await.unwrap();
+    for response in [&login, &missing] {
+        assert_eq!(header(response, "x-content-type-options"), Some("nosniff"));
+        assert_eq!(header(response, "cache-control"), Some("no-store"));
+    }
+    for path in ["/ops", "/ops.js", "/ops.css"] {
+        let page = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            header(&page, "content-security-policy"),
+            Some("default-src 'self'")
+        );
+        assert_eq!(header(&page, "x-frame-options"), Some("DENY"));
+        assert_eq!(header(&page, "x-content-type-options"), Some("nosniff"));
+    }
+}
+
+#[actix_web::test]
+async fn no_token_and_no_forged_address_reaches_the_log() {
+    let iso = Isolation::new();
+    let log = iso.data_dir.with_extension("log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let (mut process, app) = start_instance_with(&iso, &[("RUST_LOG", "info")], Some(&log)).await;
+
+    let response = app
+        .client
+        .get(app.url("/auth/me?access_token=SECRET-IN-QUERY&limit=3"))
+        .header("authorization", "Bearer SECRET-IN-HEADER")
+        .header("x-forwarded-for", "6.6.6.6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = process.child.kill();
+    let _ = process.child.wait();
+
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        written.contains("/auth/me"),
+        "the request is logged: {written}"
+    );
+    for secret in ["SECRET-IN-QUERY", "SECRET-IN-HEADER", "6.6.6.6"] {
+        assert!(!written.contains(secret), "{secret} in the log: {written}");
+    }
+    assert!(
+        written.contains("127.0.0.1"),
+        "the peer is the client: {written}"
+    );
+}
+
+#[actix_web::test]
+async fn made_up_methods_add_no_metric_series() {
+    let app = spawn_app().await;
+    for i in 0..300 {
+        let method = reqwest::Method::from_bytes(format!("XQWERT{i}").as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method, app.url("/health/live"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    assert!(!metrics.contains("XQWERT"));
+    let other = metrics
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total") && l.contains("method=\"other\""))
+        .count();
+    assert!(other <= 3, "one series per route and status: {other}");
+}
+
+/// `count` right-password logins for `email` from `ip`, released at once against `apps` in
+/// turn; their statuses and `Retry-After`s.
+async fn logins_at_once(
+    apps: &[&TestApp],
+    ip: &str,
+    email: &str,
+    password: &str,
+    count: usize,
+) -> Vec<(StatusCode, Option<String>)> {
+    let client = client_from(ip);
+    let barrier = Arc::new(Barrier::new(count));
+    let tasks = (0..count).map(|i| {
+        let request = client
+            .post(apps[i % apps.len()].url("/auth/login"))
+            .json(&json!({"email": email, "password": password}));
+        let barrier = barrier.clone();
+        actix_web::rt::spawn(async move {
+            barrier.wait().await;
+            let response = request.send().await.unwrap();
+            let retry = header(&response, "retry-after").map(str::to_string);
+            (response.status(), retry)
+        })
+    });
+    join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[actix_web::test]
+async fn one_address_beyond_its_rate_gets_429_and_others_are_served() {
+    let app = spawn_app_with(&[
+        ("AUTH_RATE_LIMIT", "1"),
+        ("AUTH_RATE_BURST", "10"),
+        ("MAX_CONCURRENT_SESSIONS", "40"),
+    ])
+    .await;
+    let (email, _) = app.create_user().await;
+
+    let answers = logins_at_once(&[&app], "127.0.0.5", &email, PASSWORD, 40).await;
+
+    let limited: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(limited.len() >= 20, "{answers:?}");
+    assert!(limited.iter().all(|(_, retry)| retry
+        .as_deref()
+        .and_then(|r| r.parse::<u64>().ok())
+        .is_some_and(|r| r >= 1)));
+    let other = app
+        .login_with(&client_from("127.0.0.6"), &email, PASSWORD, None)
+        .await;
+    assert_eq!(other.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn rate_limited_guesses_count_toward_no_lockout() {
+    let app = spawn_app_with(&[
+        ("AUTH_RATE_LIMIT", "1"),
+        ("AUTH_RATE_BURST", "2"),
+        ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "10"),
+    ])
+    .await;
+    let (email, _) = app.create_user().await;
+
+    let answers = logins_at_once(&[&app], "127.0.0.7", &email, "wrong-password-1", 40).await;
+
+    let limited = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(limited >= 30, "{answers:?}");
+    // Had the refused guesses counted, the account would be locked everywhere (10 failures).
+    let owner = app
+        .login_with(&client_from("127.0.0.8"), &email, PASSWORD, None)
+        .await;
+    assert_eq!(owner.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn two_instances_share_one_rate_budget() {
+    let iso = Isolation::new();
+    let limits = [
+        ("AUTH_RATE_LIMIT", "1"),
+        ("AUTH_RATE_BURST", "10"),
+        ("MAX_CONCURRENT_SESSIONS", "40"),
+    ];
+    let first = spawn_app_in(&iso, &limits).await;
+    let second = spawn_app_in(&iso, &limits).await;
+    let (email, _) = first.create_user().await;
+
+    let answers = logins_at_once(&[&first, &second], "127.0.0.9", &email, PASSWORD, 40).await;
+
+    let served = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert!(
+        served <= 15,
+        "one budget of 10 (+ what refills meanwhile): {answers:?}"
+    );
+}
+
+/// The resident set of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// `total` GET /auth/me with `concurrency` connections.
+async fn me_load(app: &TestApp, token: &str, total: usize, concurrency: usize) {
+    let per_task = total / concurrency;
+    let tasks = (0..concurrency).map(|_| {
+        let (client, url, token) = (app.client.clone(), app.url("/auth/me"), token.to_string());
+        actix_web::rt::spawn(async move {
+            for _ in 0..per_task {
+                let response = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+            }
+        })
+    });
+    for task in join_all(tasks).await {
+        task.unwrap();
+    }
+}
+
+#[actix_web::test]
+async fn memory_stays_bounded_while_nobody_reads_the_metrics() {
+    let iso = Isolation::new();
+    let (process, app) = start_instance_with(&iso, &[], None).await;
+    let (_, _, access, _) = app.signed_in_user().await;
+    let pid = process.child.id();
+
+    me_load(&app, &access, 20_000, 32).await;
+    let warmed = rss(pid);
+    me_load(&app, &access, 120_000, 32).await;
+    let after = rss(pid);
+
+    eprintln!(
+        "RSS after warm-up {} KiB, after 120k more /auth/me {} KiB",
+        warmed / 1024,
+        after / 1024
+    );
+    assert!(
+        after <= warmed + 16 * 1024 * 1024,
+        "RSS grew from {warmed} to {after} bytes"
+    );
+}
