@@ -61,6 +61,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("AUTH_RATE_LIMIT", "security.auth_rate_limit"),
     ("AUTH_RATE_BURST", "security.auth_rate_burst"),
     ("WALLET_INITIAL_BALANCE", "wallet.initial_balance"),
+    ("AUDIT_RETENTION_DAYS", "audit.retention_days"),
     ("BOOTSTRAP_ADMIN_EMAIL", "bootstrap.admin_email"),
     ("BOOTSTRAP_ADMIN_USERNAME", "bootstrap.admin_username"),
     ("BOOTSTRAP_ADMIN_PASSWORD", "bootstrap.admin_password"),
@@ -82,6 +83,7 @@ pub struct Settings {
     pub sessions: SessionsSettings,
     pub security: SecuritySettings,
     pub wallet: WalletSettings,
+    pub audit: AuditSettings,
     pub bootstrap: BootstrapSettings,
     pub actors: ActorSettings,
 }
@@ -177,6 +179,12 @@ pub struct SecuritySettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WalletSettings {
     pub initial_balance: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AuditSettings {
+    /// Days an audit entry is kept; 0 = for ever.
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -468,6 +476,12 @@ impl Settings {
                 named("sessions.limit_policy")
             ))),
         }
+    }
+
+    /// How long audit entries are kept (`None`: for ever).
+    pub fn audit_retention(&self) -> Option<Duration> {
+        let days = u64::from(self.audit.retention_days);
+        (days > 0).then(|| Duration::from_secs(days * 86_400))
     }
 
     pub fn call_timeout(&self) -> Duration {

@@ -223,7 +223,8 @@ impl Actors {
                     Duration::from_millis(settings.mongodb.server_selection_timeout_ms),
                 )
                 .await
-                .map_err(StartupError::Config)?,
+                .map_err(StartupError::Config)?
+                .with_audit_retention(settings.audit_retention()),
             ),
             StorageBackend::Embedded => {
                 Store::Embedded(SqliteStore::open(data_dir).map_err(StartupError::Config)?)
@@ -262,8 +263,11 @@ impl Actors {
             let stats = db_stats.clone();
             let op_timeout = Duration::from_millis(settings.mongodb.op_timeout_ms);
             let (database, cache) = (database.clone(), user_cache.clone());
+            let audit_retention = settings.audit_retention();
+            let purge_interval = Duration::from_secs(settings.sessions.session_check_interval);
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
                 DbQueueActor::new(store, stats, op_timeout, database, probe_interval, cache)
+                    .with_audit_retention(audit_retention, purge_interval)
             })
         };
         let db = DbQueue::new(

@@ -10,8 +10,8 @@ use tokio::sync::Barrier;
 
 use crate::cross_instance::start_instance_with;
 use crate::helpers::{
-    assert_error, client_from, spawn_app, spawn_app_in, spawn_app_with, Isolation, TestApp,
-    PASSWORD,
+    assert_error, client_from, spawn_app, spawn_app_in, spawn_app_with, Backdoor, Isolation,
+    TestApp, PASSWORD,
 };
 
 #[actix_web::test]
@@ -295,4 +295,103 @@ async fn memory_stays_bounded_while_nobody_reads_the_metrics() {
         after <= warmed + 16 * 1024 * 1024,
         "RSS grew from {warmed} to {after} bytes"
     );
+}
+
+/// An audit entry written `days_ago`, straight into the store.
+async fn old_audit_entry(app: &TestApp, action: &str, days_ago: i64) {
+    let at = chrono::Utc::now() - chrono::Duration::days(days_ago);
+    match &app.store {
+        Backdoor::Mongo(db) => {
+            db.collection::<mongodb::bson::Document>("audit_log")
+                .insert_one(mongodb::bson::doc! {
+                    "at": mongodb::bson::DateTime::from_chrono(at), "action": action,
+                    "outcome": "success", "details": {},
+                })
+                .await
+                .unwrap();
+        }
+        Backdoor::Sqlite(path) => {
+            let (path, action) = (path.clone(), action.to_string());
+            tokio::task::spawn_blocking(move || {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                conn.execute(
+                    "INSERT INTO audit_log (id, at, action, outcome, details) \
+                     VALUES (?, ?, ?, 'success', '{}')",
+                    rusqlite::params![
+                        mongodb::bson::oid::ObjectId::new().to_hex(),
+                        at.timestamp_millis(),
+                        action
+                    ],
+                )
+                .unwrap();
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
+#[actix_web::test]
+async fn audit_entries_older_than_the_retention_are_removed_and_younger_ones_stay() {
+    let iso = Isolation::new();
+    let settings = [
+        ("AUDIT_RETENTION_DAYS", "30"),
+        ("SESSION_CHECK_INTERVAL", "1"),
+    ];
+    let app = spawn_app_in(&iso, &settings).await;
+    old_audit_entry(&app, "test.old", 40).await;
+    old_audit_entry(&app, "test.young", 10).await;
+
+    let mut left = u64::MAX;
+    for _ in 0..50 {
+        left = app
+            .count("audit_log", mongodb::bson::doc! {"action": "test.old"})
+            .await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    assert_eq!(left, 0, "the old entry is removed by the sweep");
+    let young = app
+        .count("audit_log", mongodb::bson::doc! {"action": "test.young"})
+        .await;
+    assert_eq!(young, 1);
+    if let Backdoor::Mongo(db) = &app.store {
+        let db = db.clone();
+        // The TTL index says the same, so a MongoDB that expires documents does it by itself.
+        let indexes = db
+            .collection::<mongodb::bson::Document>("audit_log")
+            .list_indexes()
+            .await
+            .unwrap();
+        use futures::TryStreamExt;
+        let indexes: Vec<mongodb::IndexModel> = indexes.try_collect().await.unwrap();
+        let at = indexes
+            .iter()
+            .find(|i| i.options.as_ref().and_then(|o| o.name.as_deref()) == Some("at"))
+            .and_then(|i| i.options.as_ref()?.expire_after);
+        assert_eq!(at, Some(Duration::from_secs(30 * 86_400)));
+        // A changed retention changes that index (collMod), never a second one.
+        let _again = spawn_app_in(&iso, &[("AUDIT_RETENTION_DAYS", "7")]).await;
+        let indexes: Vec<mongodb::IndexModel> = db
+            .collection::<mongodb::bson::Document>("audit_log")
+            .list_indexes()
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let on_at: Vec<_> = indexes
+            .iter()
+            .filter(|i| i.keys.contains_key("at") && i.keys.len() == 1)
+            .collect();
+        assert_eq!(on_at.len(), 1);
+        assert_eq!(
+            on_at[0].options.as_ref().and_then(|o| o.expire_after),
+            Some(Duration::from_secs(7 * 86_400))
+        );
+    }
 }

@@ -34,6 +34,9 @@ pub struct DbQueueActor {
     database: Arc<Dependency>,
     probe_interval: Duration,
     cache: UserCache,
+    /// Audit entries older than this are removed every `purge_interval` (`None`: kept).
+    audit_retention: Option<Duration>,
+    purge_interval: Duration,
     /// Test-only: how many of the next login stamps fail (see [`FailLoginStamps`]).
     #[cfg(feature = "fault-injection")]
     failing_stamps: usize,
@@ -55,9 +58,19 @@ impl DbQueueActor {
             database,
             probe_interval,
             cache,
+            audit_retention: None,
+            purge_interval: Duration::from_secs(300),
             #[cfg(feature = "fault-injection")]
             failing_stamps: 0,
         }
+    }
+
+    /// Keeps audit entries for `retention` (`None`: for ever), removing older ones at start and
+    /// every `interval`, in turn with every other operation.
+    pub fn with_audit_retention(mut self, retention: Option<Duration>, interval: Duration) -> Self {
+        self.audit_retention = retention;
+        self.purge_interval = interval.max(Duration::from_secs(1));
+        self
     }
 
     /// Runs `op` as this actor's one current operation, under the deadline, recording its time.
@@ -177,6 +190,10 @@ impl Actor for DbQueueActor {
         let store = self.store.clone();
         self.database
             .watch(self.probe_interval, move || store.clone().ping());
+        if self.audit_retention.is_some() {
+            ctx.notify(PurgeOldAudit);
+            ctx.run_interval(self.purge_interval, |_, ctx| ctx.notify(PurgeOldAudit));
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -230,6 +247,38 @@ queued!(
     (Vec<crate::domain::AuditRecord>, u64),
     |store, m| { store.list_audit(m) }
 );
+
+/// Removes the audit entries older than the retention (sent by the actor to itself).
+#[derive(Message)]
+#[rtype(result = "Result<u64, ActorError>")]
+struct PurgeOldAudit;
+
+impl Handler<PurgeOldAudit> for DbQueueActor {
+    type Result = AtomicResponse<Self, Result<u64, ActorError>>;
+
+    fn handle(&mut self, _: PurgeOldAudit, _: &mut Self::Context) -> Self::Result {
+        let Some(retention) = self.audit_retention else {
+            return refused(ActorError::Invalid("no audit retention".into()));
+        };
+        // A retention longer than the calendar reaches back: nothing is that old.
+        let Some(before) = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|r| chrono::Utc::now().checked_sub_signed(r))
+        else {
+            return refused(ActorError::Invalid("retention beyond the calendar".into()));
+        };
+        let (timer, store) = (self.stats.start(), self.store.clone());
+        self.atomic(timer, async move {
+            let purged = store.purge_audit(before).await;
+            match &purged {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "audit entries past the retention removed"),
+                Err(e) => tracing::warn!(error = %crate::error::chain(e), "audit purge failed"),
+            }
+            purged
+        })
+    }
+}
 
 #[cfg(feature = "fault-injection")]
 impl Handler<Queued<crate::mailbox::InjectPanic>> for DbQueueActor {

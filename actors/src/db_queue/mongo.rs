@@ -56,6 +56,7 @@ pub async fn connect(
     let client = Client::with_options(options).map_err(|e| format!("MongoDB client: {e}"))?;
     Ok(MongoStore {
         db: client.database(&db_name),
+        audit_retention: None,
     })
 }
 
@@ -210,9 +211,27 @@ enum Decision<T> {
 #[derive(Clone)]
 pub struct MongoStore {
     db: Database,
+    /// How long audit entries are kept (`None`: for ever): the expiry of the `at` index.
+    audit_retention: Option<Duration>,
 }
 
 impl MongoStore {
+    /// Audit entries older than `retention` expire (a TTL index; the DbQueueActor's periodic
+    /// purge removes them too, on a server that does not expire documents by itself).
+    pub fn with_audit_retention(mut self, retention: Option<Duration>) -> Self {
+        self.audit_retention = retention;
+        self
+    }
+
+    /// Removes the audit entries older than `before`; replies with how many went.
+    pub async fn purge_audit(self, before: DateTime<Utc>) -> Result<u64, ActorError> {
+        self.audit()
+            .delete_many(doc! {"at": {"$lt": bson::DateTime::from_chrono(before)}})
+            .await
+            .map(|r| r.deleted_count)
+            .map_err(ActorError::mongo)
+    }
+
     pub fn database_name(&self) -> &str {
         self.db.name()
     }
@@ -242,11 +261,11 @@ impl MongoStore {
     }
 
     pub async fn plan_indexes(self) -> Result<IndexPlan, ActorError> {
-        super::mongo_indexes::plan(&self.db).await
+        super::mongo_indexes::plan(&self.db, self.audit_retention).await
     }
 
     pub async fn ensure_indexes(self) -> Result<(), ActorError> {
-        super::mongo_indexes::ensure(&self.db).await?;
+        super::mongo_indexes::ensure(&self.db, self.audit_retention).await?;
         // The document every write that relies on, or changes, who the active administrators
         // are writes in its transaction, so such writes never interleave (see `lock_admins`).
         self.locks()

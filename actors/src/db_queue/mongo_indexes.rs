@@ -8,6 +8,7 @@
 //! rewriting its documents. Where the data cannot meet that (two values equal but for case),
 //! nothing is changed and start-up stops naming the records.
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
@@ -25,15 +26,26 @@ struct Wanted {
     unique: bool,
     /// Case-insensitive (collation strength 2).
     ci: bool,
+    /// Documents expire this many seconds after the indexed date (a TTL index).
+    ttl: Option<u64>,
 }
 
-fn wanted() -> Vec<Wanted> {
+/// What "keep for ever" is on a TTL index that exists already (its expiry can be changed but
+/// not removed): the largest expiry MongoDB takes, 68 years.
+const FOREVER_S: u64 = i32::MAX as u64;
+
+fn wanted(audit_retention: Option<Duration>) -> Vec<Wanted> {
     let index = |collection, name, keys, unique, ci| Wanted {
         collection,
         name,
         keys,
         unique,
         ci,
+        ttl: None,
+    };
+    let audit_at = Wanted {
+        ttl: audit_retention.map(|r| r.as_secs().clamp(1, FOREVER_S)),
+        ..index("audit_log", "at", doc! {"at": -1}, false, false)
     };
     vec![
         index("users", "email_ci_unique", doc! {"email": 1}, true, true),
@@ -53,7 +65,7 @@ fn wanted() -> Vec<Wanted> {
             true,
             false,
         ),
-        index("audit_log", "at", doc! {"at": -1}, false, false),
+        audit_at,
         index(
             "audit_log",
             "user_at",
@@ -88,6 +100,7 @@ struct Existing {
     keys: Vec<(String, i64)>,
     unique: bool,
     ci: bool,
+    ttl: Option<u64>,
 }
 
 /// Index keys compared by field and direction (a stored `1` may be an int32, int64 or double).
@@ -123,6 +136,7 @@ async fn existing(db: &Database, collection: &str) -> Result<Vec<Existing>, Acto
                 name: options.name.clone().unwrap_or_default(),
                 keys: key_pattern(&m.keys),
                 unique: options.unique == Some(true),
+                ttl: options.expire_after.map(|d| d.as_secs()),
                 ci: options
                     .collation
                     .as_ref()
@@ -133,6 +147,19 @@ async fn existing(db: &Database, collection: &str) -> Result<Vec<Existing>, Acto
             }
         })
         .collect())
+}
+
+/// The expiry to set on the existing index behind `want`, if it must change: a TTL index
+/// whose retention changed, or one that must stop expiring (`FOREVER_S`). (A new index gets its
+/// expiry when it is created.)
+fn expiry_change(want: &Wanted, present: &[Existing]) -> Option<u64> {
+    let keys = key_pattern(&want.keys);
+    let same = present.iter().find(|e| e.keys == keys && e.ci == want.ci)?;
+    match (want.ttl, same.ttl) {
+        (Some(wanted), current) if current != Some(wanted) => Some(wanted),
+        (None, Some(current)) if current != FOREVER_S => Some(FOREVER_S),
+        _ => None,
+    }
 }
 
 fn step(want: &Wanted, present: &[Existing]) -> Step {
@@ -184,15 +211,23 @@ async fn case_clashes(db: &Database, field: &str) -> Result<Vec<String>, ActorEr
 }
 
 /// What taking over this database would do, without changing anything.
-pub(super) async fn plan(db: &Database) -> Result<IndexPlan, ActorError> {
+pub(super) async fn plan(
+    db: &Database,
+    audit_retention: Option<Duration>,
+) -> Result<IndexPlan, ActorError> {
     let mut plan = IndexPlan::default();
     let mut present: BTreeMap<&str, Vec<Existing>> = BTreeMap::new();
-    for want in wanted() {
+    for want in wanted(audit_retention) {
         if !present.contains_key(want.collection) {
             present.insert(want.collection, existing(db, want.collection).await?);
         }
         let on = &present[want.collection];
         let what = format!("{}.{}", want.collection, want.name);
+        if let Some(seconds) = expiry_change(&want, on) {
+            plan.steps.push(format!(
+                "set the expiry of index {what} to {seconds} s (collMod)"
+            ));
+        }
         let action = match step(&want, on) {
             Step::Keep => continue,
             Step::Adopt(name) => format!("adopt index {}.{name} as {what}", want.collection),
@@ -217,8 +252,11 @@ pub(super) async fn plan(db: &Database) -> Result<IndexPlan, ActorError> {
 
 /// Brings the indexes to what the service needs (see the module's comment). Refuses, changing
 /// nothing, when the data cannot meet a unique index.
-pub(super) async fn ensure(db: &Database) -> Result<(), ActorError> {
-    let plan = plan(db).await?;
+pub(super) async fn ensure(
+    db: &Database,
+    audit_retention: Option<Duration>,
+) -> Result<(), ActorError> {
+    let plan = plan(db, audit_retention).await?;
     if !plan.conflicts.is_empty() {
         return Err(ActorError::Incompatible(format!(
             "the users collection holds values this version keeps unique regardless of case: \
@@ -227,9 +265,24 @@ pub(super) async fn ensure(db: &Database) -> Result<(), ActorError> {
             plan.conflicts.join("; ")
         )));
     }
-    for want in wanted() {
+    for want in wanted(audit_retention) {
         let present = existing(db, want.collection).await?;
         let collection = db.collection::<Document>(want.collection);
+        if let Some(seconds) = expiry_change(&want, &present) {
+            let keys = key_pattern(&want.keys);
+            let name = present
+                .iter()
+                .find(|e| e.keys == keys && e.ci == want.ci)
+                .map(|e| e.name.clone())
+                .unwrap_or_default();
+            db.run_command(doc! {
+                "collMod": want.collection,
+                "index": {"name": &name, "expireAfterSeconds": seconds as i64},
+            })
+            .await
+            .map_err(ActorError::mongo)?;
+            tracing::info!(index = %name, expire_after_s = seconds, "index expiry changed");
+        }
         match step(&want, &present) {
             Step::Keep => continue,
             Step::Adopt(name) => {
@@ -248,6 +301,7 @@ pub(super) async fn ensure(db: &Database) -> Result<(), ActorError> {
         let mut options = IndexOptions::builder()
             .name(want.name.to_string())
             .unique(want.unique.then_some(true))
+            .expire_after(want.ttl.map(Duration::from_secs))
             .build();
         if want.ci {
             options.collation = Some(super::mongo::case_insensitive());

@@ -307,6 +307,20 @@ impl SqliteStore {
         self.db.ping().await
     }
 
+    /// Removes the audit entries older than `before`; replies with how many went.
+    pub async fn purge_audit(self, before: DateTime<Utc>) -> Result<u64, ActorError> {
+        self.db
+            .run(move |c| {
+                c.execute(
+                    "DELETE FROM audit_log WHERE at < ?",
+                    [before.timestamp_millis()],
+                )
+                .map(|n| n as u64)
+                .map_err(db_error)
+            })
+            .await
+    }
+
     /// The schema (tables and indexes) is made when the file is opened: nothing is left to do.
     pub async fn plan_indexes(self) -> Result<IndexPlan, ActorError> {
         Ok(IndexPlan::default())

@@ -45,6 +45,7 @@ forward! {
     fn delete_user(m: DeleteUser) -> Written<()>;
     fn search_users(q: SearchUsers) -> (Vec<User>, u64);
     fn list_audit(q: ListAudit) -> (Vec<AuditRecord>, u64);
+    fn purge_audit(before: DateTime<Utc>) -> u64;
 }
 
 impl Store {
