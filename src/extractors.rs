@@ -69,16 +69,16 @@ impl FromRequest for ClientAddr {
 
 /// The client's address of `req` under the `trusted` proxies (see [`client_addr`]).
 pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> ClientIp {
+    let peer = req.peer_addr().map(|a| a.ip());
+    if trusted.is_empty() {
+        return client_addr(peer, "", trusted);
+    }
     let forwarded: Vec<&str> = req
         .headers()
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok())
         .collect();
-    client_addr(
-        req.peer_addr().map(|a| a.ip()),
-        &forwarded.join(","),
-        trusted,
-    )
+    client_addr(peer, &forwarded.join(","), trusted)
 }
 
 /// The rule: the peer, unless it is a trusted proxy; then walk `X-Forwarded-For` from the right

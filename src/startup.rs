@@ -416,9 +416,9 @@ impl Application {
             .port();
         let body_limit = settings.server.max_body_bytes;
         let server_state = state.clone();
-        // A workflow's own calls each have the call deadline; the handler's wait for the whole
-        // workflow only catches one that hangs.
-        let workflow_timeout = settings.call_timeout() * WORKFLOW_CALLS;
+        // A workflow's own calls each have the call deadline, so the handler awaits the whole
+        // workflow without a timer of its own.
+        let workflow_timeout = Duration::MAX;
         let mut server = HttpServer::new(move || {
             // Each worker thread runs its own AccountActor: a handler reaches it without a
             // thread hop.

@@ -21,24 +21,25 @@ pub struct RequestSpan;
 impl tracing_actix_web::RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
         use actix_web::HttpMessage;
-        let trusted = request
-            .app_data::<actix_web::web::Data<crate::state::AppState>>()
-            .map(|s| s.trusted_proxies.clone());
-        let client =
-            crate::extractors::client_ip(request.request(), trusted.as_deref().unwrap_or_default());
-        let request_id = request
-            .extensions()
-            .get::<tracing_actix_web::RequestId>()
-            .map(|id| id.to_string())
-            .unwrap_or_default();
+        // The fields are worked out only when the span is recorded (`RUST_LOG` at info).
+        let client = || {
+            let trusted = request
+                .app_data::<actix_web::web::Data<crate::state::AppState>>()
+                .map(|s| s.trusted_proxies.clone());
+            crate::extractors::client_ip(request.request(), trusted.as_deref().unwrap_or_default())
+        };
         tracing::info_span!(
             "HTTP request",
             http.method = %request.method(),
             http.route = %request.match_pattern().unwrap_or_else(|| "unmatched".into()),
             http.target = %redacted_target(request.uri()),
-            http.client_ip = %client,
+            http.client_ip = %client(),
             http.status_code = tracing::field::Empty,
-            request_id = %request_id,
+            request_id = %request
+                .extensions()
+                .get::<tracing_actix_web::RequestId>()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
             exception.message = tracing::field::Empty,
             exception.details = tracing::field::Empty,
         )

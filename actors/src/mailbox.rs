@@ -32,6 +32,16 @@ pub struct ActorStats {
     alive: AtomicBool,
     /// Handling times in microseconds over the recent past.
     handling: Mutex<RecentTimes>,
+    /// The exported series, looked up once (not on every message).
+    exported: Exported,
+}
+
+/// This actor's Prometheus series.
+#[derive(Debug)]
+struct Exported {
+    handling: metrics::Histogram,
+    processed: metrics::Counter,
+    failed: metrics::Counter,
 }
 
 /// Handling times of the last one to two minutes: two histograms, rotated every minute, so the
@@ -117,6 +127,13 @@ impl ActorStats {
             last_restart_ms: AtomicU64::new(0),
             alive: AtomicBool::new(true),
             handling: Mutex::new(RecentTimes::new()),
+            exported: Exported {
+                handling: metrics::histogram!("actor_handling_seconds", "actor" => name),
+                processed: metrics::counter!("actor_messages_total", "actor" => name,
+                    "outcome" => "processed"),
+                failed: metrics::counter!("actor_messages_total", "actor" => name,
+                    "outcome" => "failed"),
+            },
         })
     }
 
@@ -201,17 +218,15 @@ impl HandlingTimer {
         if let Ok(mut h) = self.stats.handling.lock() {
             h.record(micros);
         }
-        let name = self.stats.name;
-        metrics::histogram!("actor_handling_seconds", "actor" => name)
-            .record(elapsed.as_secs_f64());
-        let (counter, outcome) = if failed {
-            (&self.stats.failed, "failed")
+        let exported = &self.stats.exported;
+        exported.handling.record(elapsed.as_secs_f64());
+        let (counter, series) = if failed {
+            (&self.stats.failed, &exported.failed)
         } else {
-            (&self.stats.processed, "processed")
+            (&self.stats.processed, &exported.processed)
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("actor_messages_total", "actor" => name, "outcome" => outcome)
-            .increment(1);
+        series.increment(1);
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         std::mem::forget(self);
     }
@@ -267,7 +282,8 @@ impl<A: Actor> Mailbox<A> {
         &self.addr
     }
 
-    /// How long a caller waits (queueing included).
+    /// How long a caller waits (queueing included); `Duration::MAX`: as long as it takes (for
+    /// an actor whose every step is bounded by deadlines of its own).
     pub fn deadline(&self) -> Duration {
         self.deadline
     }
@@ -301,7 +317,12 @@ impl<A: Actor> Mailbox<A> {
             return Err(ActorError::Overloaded(name));
         }
         let _slot = PendingSlot(Arc::clone(&self.stats));
-        match self.addr.send(msg).timeout(self.deadline + grace).await {
+        let reply = if self.deadline == Duration::MAX {
+            self.addr.send(msg).await
+        } else {
+            self.addr.send(msg).timeout(self.deadline + grace).await
+        };
+        match reply {
             Ok(reply) => reply,
             Err(MailboxError::Timeout) => Err(ActorError::Timeout(name)),
             Err(MailboxError::Closed) => {

@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 use crate::error::ApiError;
 use crate::extractors::{Accounts, Bearer, ClientAddr};
 use crate::routes::responses::{
-    ErrorBody, LoginData, LoginResponse, MeResponse, MessageResponse, RefreshResponse,
-    RegisterResponse, TokenData, UserAndWallet,
+    ErrorBody, LoginData, LoginResponse, MeReply, MeResponse, MessageResponse, RefreshResponse,
+    RegisterResponse, TokenData, UserAndWallet, UserAndWalletRef,
 };
 
 /// Fields a caller could send but may not set (`role`, `status`, `_id`, …) are not read: serde
@@ -183,9 +183,10 @@ pub async fn refresh(
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn me(accounts: Accounts, Bearer(token): Bearer) -> Result<HttpResponse, ApiError> {
-    let (user, wallet) = accounts.call(Me { token }).await?;
-    Ok(HttpResponse::Ok().json(MeResponse {
+    let found = accounts.call(Me { token }).await?;
+    let (user, wallet) = &*found;
+    Ok(HttpResponse::Ok().json(MeReply {
         success: true,
-        data: UserAndWallet { user, wallet },
+        data: UserAndWalletRef { user, wallet },
     }))
 }

@@ -91,6 +91,19 @@ pub struct MeResponse {
     pub data: UserAndWallet,
 }
 
+/// [`MeResponse`] borrowed from the shared user and wallet (the same JSON, nothing copied).
+#[derive(Serialize)]
+pub struct MeReply<'a> {
+    pub success: bool,
+    pub data: UserAndWalletRef<'a>,
+}
+
+#[derive(Serialize)]
+pub struct UserAndWalletRef<'a> {
+    pub user: &'a User,
+    pub wallet: &'a Option<Wallet>,
+}
+
 /// 201 from `POST /users` (the seed's shape).
 #[derive(Serialize, ToSchema)]
 pub struct CreateUserResponse {

@@ -2,7 +2,7 @@
 //! signed-in caller, the access token exactly as presented); the actor does the rest.
 use actix::Message;
 
-use crate::db_queue::{ListAudit, SearchUsers};
+use crate::db_queue::{ListAudit, SearchUsers, UserWithWallet};
 use crate::domain::{
     AuditRecord, ClientIp, Email, Password, Role, User, UserId, UserStatus, Username, Wallet,
 };
@@ -52,9 +52,9 @@ pub struct Logout {
     pub ip: ClientIp,
 }
 
-/// The signed-in user and their wallet.
+/// The signed-in user and their wallet (shared with the user cache, not copied).
 #[derive(Message)]
-#[rtype(result = "Result<(User, Option<Wallet>), ActorError>")]
+#[rtype(result = "Result<UserWithWallet, ActorError>")]
 pub struct Me {
     pub token: String,
 }

@@ -107,19 +107,30 @@ impl Accounts {
 
     /// `user` if it exists and is active; otherwise the session ends and the caller gets 401.
     async fn usable(&self, principal: &Principal, user: Option<User>) -> Result<User, ActorError> {
+        match user {
+            Some(user) if user.status == UserStatus::Active => Ok(user),
+            other => Err(self.unusable(principal, other.as_ref()).await),
+        }
+    }
+
+    /// Ends the session of a caller whose account is gone or not active; the 401 saying why.
+    async fn unusable(&self, principal: &Principal, user: Option<&User>) -> ActorError {
         let reason = match user {
-            Some(user) if user.status == UserStatus::Active => return Ok(user),
             Some(_) => EndReason::Suspended,
             None => EndReason::Deleted,
         };
-        self.tokens
+        let revoked = self
+            .tokens
             .call(RevokeSession {
                 user_id: principal.user_id,
                 session_id: principal.session_id.clone(),
                 reason,
             })
-            .await?;
-        Err(ActorError::Token(TokenRejection::Ended(reason)))
+            .await;
+        match revoked {
+            Ok(_) => ActorError::Token(TokenRejection::Ended(reason)),
+            Err(e) => e,
+        }
     }
 
     /// The signed-in caller: the checked token and the account as stored now.
@@ -194,7 +205,7 @@ workflows! {
     Login => SignedIn = sign_in::login;
     Refresh => crate::token::TokenPair = sign_in::refresh;
     Logout => () = sign_in::logout;
-    Me => (User, Option<Wallet>) = sign_in::me;
+    Me => crate::db_queue::UserWithWallet = sign_in::me;
     CreateAccount => User = admin::create;
     GetAccount => User = admin::get;
     UpdateAccount => User = admin::update;

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 
 use super::{Accounts, Login, Logout, Me, Refresh, Register, SignedIn};
 use crate::db_queue::Written;
-use crate::db_queue::{FindUserByEmail, FindUserById, FindUserWithWallet, Guard, RecordLogin};
+use crate::db_queue::{
+    FindUserByEmail, FindUserById, FindUserWithWallet, Guard, RecordLogin, UserWithWallet,
+};
 use crate::domain::{AuditEntry, ClientIp, EndReason, NewUser, Role, User, UserStatus, Wallet};
 use crate::error::TokenRejection;
 use crate::hasher::{HashPassword, VerifyPassword};
@@ -271,14 +273,15 @@ pub(super) async fn logout(a: Arc<Accounts>, m: Logout) -> Result<(), ActorError
     a.audit(entry).await
 }
 
-pub(super) async fn me(a: Arc<Accounts>, m: Me) -> Result<(User, Option<Wallet>), ActorError> {
+pub(super) async fn me(a: Arc<Accounts>, m: Me) -> Result<UserWithWallet, ActorError> {
     let principal = a.tokens.call(crate::token::ValidateAccess(m.token)).await?;
     // The cache answers most reads without the database (see `UserCache`).
     let found = match a.cache.get(&principal.user_id) {
         Some(hit) => Some(hit),
         None => a.db.call(FindUserWithWallet(principal.user_id)).await?,
     };
-    let (user, wallet) = found.map(|f| (*f).clone()).unzip();
-    let user = a.usable(&principal, user).await?;
-    Ok((user, wallet.flatten()))
+    match found {
+        Some(found) if found.0.status == UserStatus::Active => Ok(found),
+        other => Err(a.unusable(&principal, other.as_ref().map(|f| &f.0)).await),
+    }
 }
