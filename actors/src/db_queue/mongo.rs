@@ -6,7 +6,7 @@ use mongodb::bson::{self, bson, doc, oid::ObjectId, Bson, Document};
 use mongodb::error::{
     ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
-use mongodb::options::{ClientOptions, Collation, CollationStrength, Credential};
+use mongodb::options::{ClientOptions, Credential};
 use mongodb::{Client, Collection, Database};
 
 use futures::TryStreamExt;
@@ -15,6 +15,7 @@ use mongodb::options::FindOptions;
 use super::messages::{
     DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written,
 };
+use super::mongo_indexes::case_insensitive;
 use crate::domain::{
     AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus, Username, Wallet,
 };
@@ -131,16 +132,6 @@ async fn page(
         .await
         .map_err(ActorError::mongo)?;
     Ok((docs, total))
-}
-
-/// Email and username uniqueness ignore case: collation strength 2 (secondary) on their unique
-/// indexes, which also covers users the seed's service wrote (mixed-case emails, no lower-cased
-/// username); look-ups by email use it too, so such an email is found however it is typed.
-pub(super) fn case_insensitive() -> Collation {
-    Collation::builder()
-        .locale("en")
-        .strength(CollationStrength::Secondary)
-        .build()
 }
 
 fn is_duplicate(e: &mongodb::error::Error) -> bool {

@@ -12,11 +12,21 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::options::{CollationStrength, IndexOptions};
+use mongodb::options::{Collation, CollationStrength, IndexOptions};
 use mongodb::{Database, IndexModel};
 
 use super::messages::IndexPlan;
 use crate::ActorError;
+
+/// Email and username uniqueness ignore case: collation strength 2 (secondary) on their unique
+/// indexes, which also covers users the seed's service wrote (mixed-case emails, no lower-cased
+/// username); look-ups by email use it too, so such an email is found however it is typed.
+pub(super) fn case_insensitive() -> Collation {
+    Collation::builder()
+        .locale("en")
+        .strength(CollationStrength::Secondary)
+        .build()
+}
 
 /// One index the service needs.
 struct Wanted {
@@ -304,7 +314,7 @@ pub(super) async fn ensure(
             .expire_after(want.ttl.map(Duration::from_secs))
             .build();
         if want.ci {
-            options.collation = Some(super::mongo::case_insensitive());
+            options.collation = Some(case_insensitive());
         }
         collection
             .create_index(
