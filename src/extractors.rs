@@ -73,10 +73,11 @@ pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> ClientIp {
     if trusted.is_empty() {
         return client_addr(peer, "", trusted);
     }
-    let forwarded: Vec<&str> = req
+    // Lossy: a client's non-ASCII byte must not hide the entries the proxies appended after it.
+    let forwarded: Vec<String> = req
         .headers()
         .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
     client_addr(peer, &forwarded.join(","), trusted)
 }
@@ -144,6 +145,19 @@ mod tests {
         assert_eq!(client.to_string(), "10.0.0.2");
         let with_port = client_addr(ip("10.0.0.2"), "[2001:db8::1]:443", &trusted);
         assert_eq!(with_port.to_string(), "2001:db8::1");
+    }
+
+    #[test]
+    fn a_non_ascii_byte_from_the_client_hides_no_entry_a_proxy_appended() {
+        let header = actix_web::http::header::HeaderValue::from_bytes(b"\xff junk, 198.51.100.7");
+        let mut request = actix_web::test::TestRequest::default();
+        if let (Ok(value), Ok(peer)) = (header, "10.0.0.2:4000".parse()) {
+            request = request
+                .insert_header(("x-forwarded-for", value))
+                .peer_addr(peer);
+        }
+        let client = client_ip(&request.to_http_request(), &nets(&["10.0.0.0/8"]));
+        assert_eq!(client.to_string(), "198.51.100.7");
     }
 
     #[test]

@@ -122,7 +122,7 @@ return result
 /// Checks an access token against its session and marks the session active. A session opened
 /// under an older credential version than the user's current one is refused.
 /// KEYS: session, ended, activity, credential. ARGV: sid, uid, jti, now_ms, idle_ms.
-/// Returns {"ok"}, {"ended", reason}, {"superseded"} or {"invalid"}.
+/// Returns {"ok", credential_version}, {"ended", reason}, {"superseded"} or {"invalid"}.
 pub static CHECK_ACCESS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -144,7 +144,7 @@ if now - tonumber(f[3]) >= 1000 then
   redis.call('HSET', KEYS[1], 'seen', now)
   redis.call('ZADD', KEYS[3], now, ARGV[1])
 end
-return {'ok'}
+return {'ok', f[4] or '0'}
 "#,
     )
 });
@@ -154,7 +154,8 @@ return {'ok'}
 /// KEYS: session, ended, activity, user_sessions, credential.
 /// ARGV: sid, uid, presented_jti, new_access_jti, new_refresh_jti, now_ms, idle_ms, grace_ms,
 ///       successor (the new pair, kept for the grace window), session_ttl_s, ended_ttl_s.
-/// Returns {"ok"}, {"grace", successor}, {"reuse"}, {"ended", reason} or {"invalid"}.
+/// Returns {"ok", credential_version}, {"grace", successor, credential_version}, {"reuse"},
+/// {"ended", reason} or {"invalid"}.
 pub static ROTATE_REFRESH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -173,11 +174,13 @@ if f[2] == ARGV[3] then
   redis.call('HSET', KEYS[1], 'prev_rjti', ARGV[3], 'rotated', now, 'ajti', ARGV[4],
              'rjti', ARGV[5], 'seen', now, 'succ', (grace > 0) and ARGV[9] or '')
   redis.call('EXPIRE', KEYS[1], ARGV[10])
+  -- The user's set of sessions lives as long as its longest-lived session.
+  redis.call('EXPIRE', KEYS[4], ARGV[10])
   redis.call('ZADD', KEYS[3], now, ARGV[1])
-  return {'ok'}
+  return {'ok', f[7] or '0'}
 end
 if grace > 0 and f[3] == ARGV[3] and now - tonumber(f[4]) <= grace and f[5] and f[5] ~= '' then
-  return {'grace', f[5]}
+  return {'grace', f[5], f[7] or '0'}
 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[1])

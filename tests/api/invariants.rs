@@ -566,3 +566,26 @@ async fn a_login_whose_stamp_fails_leaves_no_session_open() {
     // Under `reject` with a limit of one, a session left open would refuse this login.
     assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
 }
+
+#[actix_web::test]
+async fn a_session_older_than_the_stored_password_ends_even_if_its_revocation_was_lost() {
+    // As if a password change committed but ending the user's sessions then failed.
+    let app = spawn_app_with(&[("USER_CACHE_TTL_MS", "0")]).await;
+    let (_, id, access, refresh) = app.signed_in_user().await;
+    let filter = mongodb::bson::doc! {"_id": mongodb::bson::oid::ObjectId::parse_str(&id).unwrap()};
+    app.store
+        .set(
+            "users",
+            filter,
+            mongodb::bson::doc! {"credential_version": 1_i64},
+        )
+        .await;
+
+    let message = crate::helpers::assert_unauthorized(app.me(&access).await).await;
+
+    assert!(message.contains("password"), "{message}");
+    assert_eq!(
+        app.refresh(&refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

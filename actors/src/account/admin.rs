@@ -163,11 +163,11 @@ pub(super) async fn update(a: Arc<Accounts>, m: UpdateAccount) -> Result<User, A
             Written::NotFound => return Err(NOT_FOUND),
             Written::Changed => continue,
         };
+        let version = password_changed.then_some(user.credential_version);
         if deactivated {
-            revoke_all(&a, user.id, EndReason::Suspended, None, None).await?;
+            revoke_all(&a, user.id, EndReason::Suspended, None, version).await?;
         } else if password_changed {
             let keep = is_self.then(|| principal.session_id.clone());
-            let version = Some(user.credential_version);
             revoke_all(&a, user.id, EndReason::PasswordChanged, keep, version).await?;
         }
         return Ok(user);
@@ -212,6 +212,13 @@ pub(super) async fn delete(a: Arc<Accounts>, m: DeleteAccount) -> Result<(), Act
             a.db.call(db_queue::DeleteUser {
                 id: target.id,
                 guard,
+                // Decided on the account as read: if its status or role changed since, decide
+                // again (a user promoted meanwhile may be the last administrator).
+                expect: Expect {
+                    status: Some(target.status),
+                    role: Some(target.role),
+                    credential_version: None,
+                },
                 keep_an_admin: removes_an_admin(&target, Some(UserStatus::Inactive), None),
                 audit,
             })

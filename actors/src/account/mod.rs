@@ -105,20 +105,17 @@ impl Accounts {
         self.usable(principal, user).await
     }
 
-    /// `user` if it exists and is active; otherwise the session ends and the caller gets 401.
+    /// `user` if it exists, is active and its password has not changed since the session
+    /// opened; otherwise the session ends and the caller gets 401 saying why.
     async fn usable(&self, principal: &Principal, user: Option<User>) -> Result<User, ActorError> {
-        match user {
-            Some(user) if user.status == UserStatus::Active => Ok(user),
-            other => Err(self.unusable(principal, other.as_ref()).await),
+        match unusable_because(principal, user.as_ref()) {
+            None => user.ok_or(ActorError::NotFound("User")),
+            Some(reason) => Err(self.end_session(principal, reason).await),
         }
     }
 
-    /// Ends the session of a caller whose account is gone or not active; the 401 saying why.
-    async fn unusable(&self, principal: &Principal, user: Option<&User>) -> ActorError {
-        let reason = match user {
-            Some(_) => EndReason::Suspended,
-            None => EndReason::Deleted,
-        };
+    /// Ends the caller's session for `reason`; the 401 saying why.
+    async fn end_session(&self, principal: &Principal, reason: EndReason) -> ActorError {
         let revoked = self
             .tokens
             .call(RevokeSession {
@@ -147,6 +144,20 @@ impl Accounts {
             return Err(ActorError::Forbidden("Administrator role required"));
         }
         Ok(user)
+    }
+}
+
+/// Why a session may no longer act for `user` (as stored now), if it may not: the account is
+/// gone or not active, or its password changed after the session opened (the store ends such
+/// sessions when the change is made; this catches one whose ending failed).
+fn unusable_because(principal: &Principal, user: Option<&User>) -> Option<EndReason> {
+    match user {
+        None => Some(EndReason::Deleted),
+        Some(user) if user.status != UserStatus::Active => Some(EndReason::Suspended),
+        Some(user) if user.credential_version > principal.credential_version => {
+            Some(EndReason::PasswordChanged)
+        }
+        Some(_) => None,
     }
 }
 

@@ -280,8 +280,8 @@ pub(super) async fn me(a: Arc<Accounts>, m: Me) -> Result<UserWithWallet, ActorE
         Some(hit) => Some(hit),
         None => a.db.call(FindUserWithWallet(principal.user_id)).await?,
     };
-    match found {
-        Some(found) if found.0.status == UserStatus::Active => Ok(found),
-        other => Err(a.unusable(&principal, other.as_ref().map(|f| &f.0)).await),
+    match super::unusable_because(&principal, found.as_ref().map(|f| &f.0)) {
+        None => found.ok_or(ActorError::NotFound("User")),
+        Some(reason) => Err(a.end_session(&principal, reason).await),
     }
 }

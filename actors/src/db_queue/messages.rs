@@ -131,6 +131,7 @@ pub struct UpdateUser {
 pub struct DeleteUser {
     pub id: UserId,
     pub guard: Guard,
+    pub expect: Expect,
     pub keep_an_admin: bool,
     pub audit: AuditEntry,
 }

@@ -575,7 +575,7 @@ impl MongoStore {
     /// entry, in one transaction.
     pub async fn delete_user(self, m: DeleteUser) -> Result<Written<()>, ActorError> {
         let now = bson::DateTime::now();
-        let filter = guarded_filter(m.id, m.guard, &Expect::default());
+        let filter = guarded_filter(m.id, m.guard, &m.expect);
         let audit = m.audit.to_document();
         let (id, guard, keep_an_admin, this) = (m.id, m.guard, m.keep_an_admin, self.clone());
         let written = self

@@ -531,7 +531,7 @@ impl SqliteStore {
     pub async fn delete_user(self, m: DeleteUser) -> Result<Written<()>, ActorError> {
         let now = now_ms().timestamp_millis();
         let hex = m.id.to_hex();
-        let (condition, mut args) = guarded_condition(m.guard, &Expect::default());
+        let (condition, mut args) = guarded_condition(m.guard, &m.expect);
         args.insert(0, Value::Text(hex.clone()));
         let sql = format!("DELETE FROM users WHERE {condition}");
         let (guard, keep_an_admin, audit) = (m.guard, m.keep_an_admin, m.audit);

@@ -63,7 +63,10 @@ pub enum Opening {
 /// Whether an access token's session accepts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessCheck {
-    Live,
+    /// Live, opened (or last moved) under this credential version of its user.
+    Live {
+        credential_version: i64,
+    },
     Ended(EndReason),
     /// An older access token of a session that has since rotated.
     Superseded,
@@ -89,9 +92,14 @@ pub struct RotateRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
-    Rotated,
+    Rotated {
+        credential_version: i64,
+    },
     /// Presented again within the grace window: the pair it already yielded.
-    Grace(String),
+    Grace {
+        pair: String,
+        credential_version: i64,
+    },
     /// A rotated refresh token came back: the session has just been ended.
     Reuse,
     Ended(EndReason),

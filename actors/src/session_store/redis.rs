@@ -20,11 +20,18 @@ pub struct RedisSessions {
 
 /// Reads a script's `{status, arg?}` reply.
 fn script_reply(value: Value) -> Result<(String, Option<String>), ActorError> {
-    let parts: Vec<String> = redis::from_redis_value(value)
-        .map_err(|e| ActorError::internal("unexpected script reply", e))?;
-    let mut it = parts.into_iter();
+    let mut it = script_parts(value)?.into_iter();
     let status = it.next().unwrap_or_default();
     Ok((status, it.next()))
+}
+
+fn script_parts(value: Value) -> Result<Vec<String>, ActorError> {
+    redis::from_redis_value(value).map_err(|e| ActorError::internal("unexpected script reply", e))
+}
+
+/// A credential version as a script returns it (a session from before versions existed: 0).
+fn version(raw: Option<&String>) -> i64 {
+    raw.and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 fn reason(raw: Option<String>) -> EndReason {
@@ -110,7 +117,9 @@ impl RedisSessions {
             .await
             .map_err(ActorError::redis)?;
         Ok(match script_reply(reply)? {
-            (s, _) if s == "ok" => AccessCheck::Live,
+            (s, cv) if s == "ok" => AccessCheck::Live {
+                credential_version: version(cv.as_ref()),
+            },
             (s, why) if s == "ended" => AccessCheck::Ended(reason(why)),
             (s, _) if s == "superseded" => AccessCheck::Superseded,
             _ => AccessCheck::Invalid,
@@ -139,11 +148,17 @@ impl RedisSessions {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)?;
-        Ok(match script_reply(reply)? {
-            (s, _) if s == "ok" => Rotation::Rotated,
-            (s, Some(previous)) if s == "grace" => Rotation::Grace(previous),
-            (s, _) if s == "reuse" => Rotation::Reuse,
-            (s, why) if s == "ended" => Rotation::Ended(reason(why)),
+        let parts = script_parts(reply)?;
+        Ok(match parts.first().map(String::as_str) {
+            Some("ok") => Rotation::Rotated {
+                credential_version: version(parts.get(1)),
+            },
+            Some("grace") if parts.len() >= 2 => Rotation::Grace {
+                pair: parts[1].clone(),
+                credential_version: version(parts.get(2)),
+            },
+            Some("reuse") => Rotation::Reuse,
+            Some("ended") => Rotation::Ended(reason(parts.get(1).cloned())),
             _ => Rotation::Invalid,
         })
     }

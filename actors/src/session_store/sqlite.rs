@@ -251,7 +251,9 @@ impl SqliteSessions {
                 c.prepare_cached("UPDATE sessions SET seen = max(seen, ?) WHERE sid = ?")?
                     .execute(params![now_ms, sid])?;
             }
-            Ok(AccessCheck::Live)
+            Ok(AccessCheck::Live {
+                credential_version: cv,
+            })
         })
         .await
     }
@@ -321,13 +323,18 @@ impl SqliteSessions {
                     sid,
                 ])?;
                 tx.commit()?;
-                return Ok(Rotation::Rotated);
+                return Ok(Rotation::Rotated {
+                    credential_version: cv,
+                });
             }
             let in_grace = req.grace_ms > 0
                 && prev_rjti.as_deref() == Some(req.presented_jti.as_str())
                 && rotated.is_some_and(|at| now - at <= req.grace_ms);
-            if let Some(previous) = succ.filter(|s| in_grace && !s.is_empty()) {
-                return Ok(Rotation::Grace(previous));
+            if let Some(pair) = succ.filter(|s| in_grace && !s.is_empty()) {
+                return Ok(Rotation::Grace {
+                    pair,
+                    credential_version: cv,
+                });
             }
             end(&tx, sid, EndReason::RefreshReuse, now + ms(req.lifetime_s))?;
             tx.commit()?;

@@ -27,6 +27,9 @@ pub struct Principal {
     pub user_id: UserId,
     pub session_id: SessionId,
     pub role: Role,
+    /// The credential version its session was opened (or last moved) under: a user whose
+    /// stored version is newer changed their password since, and the session is over.
+    pub credential_version: i64,
 }
 
 /// A signed access/refresh pair.

@@ -129,6 +129,7 @@ fn principal(claims: &Claims) -> Result<Principal, ActorError> {
         user_id: UserId::parse(&claims.sub).map_err(|_| invalid())?,
         session_id: SessionId::parse(&claims.sid).map_err(|_| invalid())?,
         role: Role::parse(&claims.role).map_err(|_| invalid())?,
+        credential_version: 0,
     })
 }
 
@@ -231,7 +232,10 @@ impl Handler<ValidateAccess> for TokenActor {
                     )
                     .await?;
                 match check {
-                    AccessCheck::Live => Ok(principal),
+                    AccessCheck::Live { credential_version } => Ok(Principal {
+                        credential_version,
+                        ..principal
+                    }),
                     AccessCheck::Ended(reason) => Err(ended(reason)),
                     AccessCheck::Superseded => Err(ActorError::Token(TokenRejection::Superseded)),
                     AccessCheck::Invalid => Err(ActorError::Token(TokenRejection::Invalid)),
@@ -277,8 +281,21 @@ impl Handler<RotateRefresh> for TokenActor {
                     })
                     .await?;
                 match rotation {
-                    Rotation::Rotated => Ok((principal, pair)),
-                    Rotation::Grace(previous) => {
+                    Rotation::Rotated { credential_version } => Ok((
+                        Principal {
+                            credential_version,
+                            ..principal
+                        },
+                        pair,
+                    )),
+                    Rotation::Grace {
+                        pair: previous,
+                        credential_version,
+                    } => {
+                        let principal = Principal {
+                            credential_version,
+                            ..principal
+                        };
                         let pair = serde_json::from_str(&previous)
                             .map_err(|e| ActorError::internal("keeping the successor pair", e))?;
                         Ok((principal, pair))
