@@ -386,6 +386,7 @@ impl Application {
                 dummy_hash,
                 idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
                 limit_policy: settings.limit_policy().map_err(config)?,
+                bcrypt_cost: settings.security.bcrypt_cost,
             },
         });
         let account_stats = ActorStats::new("account", settings.actors.account_capacity);

@@ -143,3 +143,34 @@ async fn a_successful_login_resets_the_failure_count() {
 
     assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
 }
+
+#[actix_web::test]
+async fn a_login_upgrades_a_hash_of_another_cost_or_prefix_and_ends_no_session() {
+    let app = spawn_app_with(&[("BCRYPT_COST", "5"), ("MAX_CONCURRENT_SESSIONS", "5")]).await;
+    let (email, id) = app.create_user().await;
+    let filter = doc! {"_id": mongodb::bson::oid::ObjectId::parse_str(&id).unwrap()};
+    let older = bcrypt::hash_with_result(PASSWORD, 4)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoA);
+    app.store
+        .set("users", filter.clone(), doc! {"password_hash": &older})
+        .await;
+
+    let (first, _) = app.tokens_for(&email).await;
+
+    let mut stored = String::new();
+    for _ in 0..50 {
+        let user = app.store.find_one("users", filter.clone()).await.unwrap();
+        stored = user.get_str("password_hash").unwrap().to_string();
+        if stored.starts_with("$2b$05$") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(stored.starts_with("$2b$05$"), "{stored}");
+    // A rehash is not a password change: the session goes on, the password still works.
+    assert_eq!(app.me(&first).await.status(), StatusCode::OK);
+    let (second, _) = app.tokens_for(&email).await;
+    assert_eq!(app.me(&first).await.status(), StatusCode::OK);
+    assert_eq!(app.me(&second).await.status(), StatusCode::OK);
+}

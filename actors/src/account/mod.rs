@@ -46,6 +46,8 @@ pub struct AccountSettings {
     /// For the audit entries of sessions a login ended.
     pub idle_timeout: Duration,
     pub limit_policy: LimitPolicy,
+    /// `BCRYPT_COST`: a hash of another cost (or a `$2a$`/`$2y$` one) is replaced at login.
+    pub bcrypt_cost: u32,
 }
 
 /// The actors the workflows ask, and the settings.

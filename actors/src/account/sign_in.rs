@@ -87,6 +87,7 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
             || a.settings.dummy_hash.clone(),
             |u| u.password_hash.clone(),
         );
+        let password = password.clone();
         let verified = a.hasher.call(VerifyPassword { password, hash }).await?;
         Ok::<_, ActorError>((user, verified))
     }
@@ -172,6 +173,14 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
         }
         return Err(e);
     }
+    if needs_upgrade(&user.password_hash, a.settings.bcrypt_cost) {
+        actix::spawn(upgrade_hash(
+            Arc::clone(&a),
+            user.id,
+            user.password_hash.clone(),
+            password,
+        ));
+    }
     Ok(SignedIn {
         user: User {
             last_login_at: Some(at),
@@ -180,6 +189,42 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
         },
         tokens: opened.pair,
     })
+}
+
+/// Whether a verified hash should be made again: another cost than `BCRYPT_COST`, or a prefix
+/// other than `$2b$` (the one Python's `bcrypt` and this service write).
+fn needs_upgrade(hash: &str, cost: u32) -> bool {
+    let current = hash
+        .parse::<bcrypt::HashParts>()
+        .map(|parts| parts.get_cost() == cost)
+        .unwrap_or(false);
+    !(hash.starts_with("$2b$") && current)
+}
+
+/// After a login (off its reply's path): a fresh `$2b$` hash at the current cost replaces the
+/// one just verified, if that is still the stored one. Not a password change: the credential
+/// version stays and no session ends. A failure is logged; the next login tries again.
+async fn upgrade_hash(
+    a: Arc<Accounts>,
+    id: crate::domain::UserId,
+    verified: String,
+    password: crate::domain::Password,
+) {
+    let upgraded = async {
+        let fresh = a.hasher.call(HashPassword(password)).await?;
+        a.db.call(crate::db_queue::UpgradeHash {
+            id,
+            verified,
+            upgraded: fresh,
+        })
+        .await
+    }
+    .await;
+    match upgraded {
+        Ok(true) => tracing::info!(user_id = %id, "password hash upgraded to the current cost"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %crate::error::chain(&e), "password hash not upgraded"),
+    }
 }
 
 /// The login's own entry, with what the session's opening ended, in the order they happened.

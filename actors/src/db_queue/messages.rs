@@ -104,6 +104,17 @@ pub struct RecordLogin {
     pub audit: Vec<AuditEntry>,
 }
 
+/// Replace a user's password hash by a fresh one of the same password (a cost or prefix
+/// upgrade), only if the stored hash is still `verified`; not a password change: the credential
+/// version stays. Replies whether it was replaced.
+#[derive(Message)]
+#[rtype(result = "Result<bool, ActorError>")]
+pub struct UpgradeHash {
+    pub id: UserId,
+    pub verified: String,
+    pub upgraded: String,
+}
+
 /// Append an entry to the audit trail.
 #[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]

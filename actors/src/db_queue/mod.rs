@@ -357,6 +357,12 @@ invalidating!(
     |store, m| m.id,
     store.delete_user(m)
 );
+invalidating!(
+    UpgradeHash,
+    bool,
+    |store, m| m.id,
+    store.upgrade_hash(m.id, m.verified, m.upgraded)
+);
 
 impl Handler<Queued<FindUserWithWallet>> for DbQueueActor {
     type Result = AtomicResponse<Self, Result<Option<UserWithWallet>, ActorError>>;

@@ -99,7 +99,10 @@ where
                 if tries < TRANSACTION_ATTEMPTS
                     && e.contains_label(TRANSIENT_TRANSACTION_ERROR) =>
             {
-                continue
+                // Back off a little (growing, jittered), so transactions that conflicted (on
+                // the administrators' lock, say) do not meet again at once.
+                let pause = rand::random_range(1..=5 * tries as u64);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
             }
             other => return other,
         }
@@ -498,6 +501,22 @@ impl MongoStore {
             .insert_many(audit.iter().map(AuditEntry::to_document))
             .await
             .map(|_| ())
+            .map_err(ActorError::mongo)
+    }
+
+    pub async fn upgrade_hash(
+        self,
+        id: UserId,
+        verified: String,
+        upgraded: String,
+    ) -> Result<bool, ActorError> {
+        self.users()
+            .update_one(
+                doc! {"_id": id.oid(), "password_hash": verified},
+                doc! {"$set": {"password_hash": upgraded}},
+            )
+            .await
+            .map(|r| r.modified_count == 1)
             .map_err(ActorError::mongo)
     }
 

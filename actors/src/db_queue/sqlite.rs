@@ -462,6 +462,24 @@ impl SqliteStore {
             .await
     }
 
+    pub async fn upgrade_hash(
+        self,
+        id: UserId,
+        verified: String,
+        upgraded: String,
+    ) -> Result<bool, ActorError> {
+        self.db
+            .run(move |c| {
+                c.execute(
+                    "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+                    params![upgraded, id.to_hex(), verified],
+                )
+                .map(|n| n == 1)
+                .map_err(db_error)
+            })
+            .await
+    }
+
     pub async fn write_audit(self, entry: AuditEntry) -> Result<(), ActorError> {
         self.db
             .run(move |c| insert_audit(c, &entry).map_err(db_error))

@@ -41,6 +41,7 @@ forward! {
     fn find_user_with_wallet(id: UserId) -> Option<(User, Option<Wallet>)>;
     fn record_login(id: UserId, at: DateTime<Utc>, audit: Vec<AuditEntry>) -> ();
     fn write_audit(entry: AuditEntry) -> ();
+    fn upgrade_hash(id: UserId, verified: String, upgraded: String) -> bool;
     fn update_user(m: UpdateUser) -> Written<User>;
     fn delete_user(m: DeleteUser) -> Written<()>;
     fn search_users(q: SearchUsers) -> (Vec<User>, u64);
