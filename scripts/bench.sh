@@ -94,13 +94,7 @@ start_service c10 "$LOW"
 "$LT" bcrypt --cost "$LOW" --duration "$D" --json >"$OUT/bcrypt-after.json"
 "$LT" run --base-url "$URL_c10" --scenario me --concurrency 64 --duration "$D" \
   --users "$USERS" --user-prefix "${RUN_ID}m" --json >"$OUT/me64.json"
-BASE_PORT=$(free_port)
-"$LT" baseline --port "$BASE_PORT" >"$OUT/baseline.log" 2>&1 &
-PIDS+=("$!")
-deadline=$((SECONDS + 30))
-until curl -fsS "http://127.0.0.1:$BASE_PORT/" >/dev/null 2>&1; do
-  [ $SECONDS -ge $deadline ] && { log "baseline did not start"; exit 1; }; sleep 0.1
-done
+start_baseline "$LT" "$OUT/baseline.log"
 "$LT" run --base-url "http://127.0.0.1:$BASE_PORT" --scenario get --path / --concurrency 64 \
   --duration "$D" --json >"$OUT/bare64.json"
 

@@ -101,3 +101,16 @@ stop_started_services() {
   done
   STARTED_PIDS=()
 }
+
+# start_baseline LOADTEST LOG: the bare actix-web JSON handler the benchmarks compare against, on
+# a free port (sets BASE_PORT, adds its PID to PIDS); waits (<= 30 s) until it answers.
+start_baseline() {
+  BASE_PORT=$(free_port)
+  "$1" baseline --port "$BASE_PORT" >"$2" 2>&1 &
+  PIDS+=("$!")
+  local deadline=$((SECONDS + 30))
+  until curl -fsS "http://127.0.0.1:$BASE_PORT/" >/dev/null 2>&1; do
+    [ $SECONDS -ge $deadline ] && { log "baseline did not start"; return 1; }
+    sleep 0.1
+  done
+}

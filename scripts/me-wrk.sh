@@ -49,13 +49,7 @@ start() {
   printf -v "TOKEN_$name" '%s' "$token"
 }
 
-BASE_PORT=$(free_port)
-"$LT" baseline --port "$BASE_PORT" >"$OUT/baseline.log" 2>&1 &
-PIDS+=("$!")
-deadline=$((SECONDS + 30))
-until curl -fsS "http://127.0.0.1:$BASE_PORT/" >/dev/null 2>&1; do
-  [ $SECONDS -ge $deadline ] && { log "baseline did not start"; exit 1; }; sleep 0.1
-done
+start_baseline "$LT" "$OUT/baseline.log"
 start this "$BIN"
 NAMES=(bare this)
 if [ -n "${OTHER_BIN:-}" ]; then start other "$OTHER_BIN"; NAMES+=(other); fi
