@@ -90,6 +90,18 @@ ensure_chromium() {
   log "installed $(chromium --version 2>/dev/null)"
 }
 
+# ensure_prometheus: makes sure `prometheus` and `promtool` are on PATH for the alert-rule tests
+# (tests/api/alerts.rs), installing Debian's package when they are missing.
+ensure_prometheus() {
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+    return 0
+  fi
+  log "installing prometheus"
+  (timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends prometheus) >/dev/null 2>&1 \
+    || { log "could not install prometheus"; return 1; }
+  log "installed $(prometheus --version 2>&1 | head -n 1)"
+}
+
 stop_started_services() {
   local pid
   for pid in "${STARTED_PIDS[@]}"; do

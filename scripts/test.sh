@@ -3,7 +3,8 @@
 #   1. embedded: every service under test keeps its data in its own SQLite data directory;
 #   2. servers: a SecantusDB (MongoDB wire protocol) started here in a pinned virtualenv, and a
 #      Redis (the local one, or one started here).
-# Headless Chromium (installed here if missing) renders the /ops page.
+# Headless Chromium (installed here if missing) renders the /ops page; Prometheus and promtool
+# (installed here if missing) check and run the alert rules.
 # Usage: scripts/test.sh [extra cargo test arguments]
 # TEST_BACKENDS="embedded" (or "servers") runs one pass only.
 set -euo pipefail
@@ -18,6 +19,7 @@ trap cleanup EXIT
 
 ensure_venv
 ensure_chromium
+ensure_prometheus
 export TEST_PYTHON="$VENV/bin/python"
 cd "$ROOT"
 

@@ -1,5 +1,6 @@
 //! Prometheus metrics (the `metrics` facade with its Prometheus exporter): HTTP requests per
-//! route, every actor's mailbox and handling time, dependency state. Served at `GET /metrics`.
+//! route and per status class, every actor's mailbox, handling time and queue wait, dependency
+//! state. Served at `GET /metrics`; `deploy/prometheus/alerts.yml` alerts on them.
 //!
 //! Memory stays bounded whoever scrapes: every label comes from a fixed set (a method outside
 //! the standard ones is `other`, a path no route matches is `unmatched`), and the recorder's
@@ -26,6 +27,20 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// `http_responses_total` by status class (1xx to 5xx), exported at 0 from start-up so the
+/// 5xx-ratio alert's `rate()` sees the first server error.
+static RESPONSE_CLASSES: OnceLock<[metrics::Counter; 5]> = OnceLock::new();
+
+fn response_classes() -> &'static [metrics::Counter; 5] {
+    RESPONSE_CLASSES.get_or_init(|| {
+        ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+            let counter = metrics::counter!("http_responses_total", "class" => class);
+            counter.increment(0);
+            counter
+        })
+    })
+}
+
 /// Installs the process-wide recorder once (later calls, e.g. a second app in tests, reuse it),
 /// with its upkeep thread.
 pub fn install() {
@@ -50,6 +65,7 @@ pub fn install() {
         }
         Some(handle)
     });
+    response_classes();
 }
 
 /// The method as a label: one of the standard methods, else `other`.
@@ -85,6 +101,8 @@ pub async fn http_metrics(
     metrics::counter!("http_requests_total", "method" => method, "route" => route,
         "status" => status.to_string())
     .increment(1);
+    let class = usize::from(status / 100).clamp(1, 5) - 1;
+    response_classes()[class].increment(1);
     response
 }
 

@@ -133,7 +133,7 @@ pub async fn bootstrap_admin(
         return Ok(false);
     }
     let password_hash = hasher
-        .call(HashPassword(admin.password))
+        .call(HashPassword::new(admin.password))
         .await
         .map_err(other)?;
     let audit = AuditEntry::new("user.bootstrap_admin", "success").email(admin.email.as_str());
@@ -369,7 +369,7 @@ impl Application {
         let dummy_password = Alphanumeric.sample_string(&mut rand::rng(), 32);
         let dummy_hash = match Password::parse(&dummy_password) {
             Ok(p) => hasher
-                .call(HashPassword(p))
+                .call(HashPassword::new(p))
                 .await
                 .map_err(|e| StartupError::Other(e.to_string()))?,
             Err(e) => return Err(StartupError::Other(e)),

@@ -40,8 +40,11 @@ pub struct ActorStats {
 #[derive(Debug)]
 struct Exported {
     handling: metrics::Histogram,
+    queue_wait: metrics::Histogram,
     processed: metrics::Counter,
     failed: metrics::Counter,
+    rejected: metrics::Counter,
+    restarts: metrics::Counter,
 }
 
 /// Handling times of the last one to two minutes: two histograms, rotated every minute, so the
@@ -114,7 +117,26 @@ pub struct ActorSnapshot {
 
 impl ActorStats {
     pub fn new(name: &'static str, capacity: usize) -> Arc<Self> {
-        // Microseconds, three significant figures, up to one minute.
+        let exported = Exported {
+            handling: metrics::histogram!("actor_handling_seconds", "actor" => name),
+            queue_wait: metrics::histogram!("actor_queue_wait_seconds", "actor" => name),
+            processed: metrics::counter!("actor_messages_total", "actor" => name,
+                "outcome" => "processed"),
+            failed: metrics::counter!("actor_messages_total", "actor" => name,
+                "outcome" => "failed"),
+            rejected: metrics::counter!("actor_rejected_total", "actor" => name),
+            restarts: metrics::counter!("actor_restarts_total", "actor" => name),
+        };
+        // Every counter is exported from start-up, at 0, so an alert's `increase()` sees the
+        // first event.
+        for counter in [
+            &exported.processed,
+            &exported.failed,
+            &exported.rejected,
+            &exported.restarts,
+        ] {
+            counter.increment(0);
+        }
         Arc::new(Self {
             name,
             capacity: capacity.max(1),
@@ -127,14 +149,17 @@ impl ActorStats {
             last_restart_ms: AtomicU64::new(0),
             alive: AtomicBool::new(true),
             handling: Mutex::new(RecentTimes::new()),
-            exported: Exported {
-                handling: metrics::histogram!("actor_handling_seconds", "actor" => name),
-                processed: metrics::counter!("actor_messages_total", "actor" => name,
-                    "outcome" => "processed"),
-                failed: metrics::counter!("actor_messages_total", "actor" => name,
-                    "outcome" => "failed"),
-            },
+            exported,
         })
+    }
+
+    /// Like [`ActorStats::start`], for a message that carries when it was sent: also records
+    /// how long it waited in the queue (`actor_queue_wait_seconds`).
+    pub fn start_queued(self: &Arc<Self>, sent: Instant) -> HandlingTimer {
+        self.exported
+            .queue_wait
+            .record(sent.elapsed().as_secs_f64());
+        self.start()
     }
 
     /// Called by the actor when a handler starts; the returned guard records the outcome.
@@ -153,7 +178,7 @@ impl ActorStats {
     pub fn count_restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
         self.last_restart_ms.store(now_ms(), Ordering::Relaxed);
-        metrics::counter!("actor_restarts_total", "actor" => self.name).increment(1);
+        self.exported.restarts.increment(1);
     }
 
     /// True when the actor restarted within `window`.
@@ -165,7 +190,7 @@ impl ActorStats {
     /// Counts work refused without being done (expired in the queue, dependency down).
     pub fn count_rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("actor_rejected_total", "actor" => self.name).increment(1);
+        self.exported.rejected.increment(1);
     }
 
     pub fn is_full(&self) -> bool {

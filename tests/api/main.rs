@@ -3,6 +3,7 @@
 //! Redis key prefix, so tests run in parallel. `scripts/test.sh` starts the servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alerts;
 mod backends;
 mod bad_input;
 mod cli;

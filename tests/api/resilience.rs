@@ -111,7 +111,7 @@ impl Server {
     }
 
     /// SIGKILL and reap (the `kill -9` of an outage).
-    async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
 
@@ -140,7 +140,7 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// Calls `probe` until it returns something or `within` has passed.
-async fn poll_for<T, F, Fut>(within: Duration, mut probe: F) -> Option<T>
+pub(crate) async fn poll_for<T, F, Fut>(within: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -461,7 +461,7 @@ async fn redis_answers_ping(port: u16) -> bool {
 }
 
 /// A private, in-memory redis-server on `port`, ready to answer.
-async fn start_redis(port: u16, scratch: &ScratchDir) -> Server {
+pub(crate) async fn start_redis(port: u16, scratch: &ScratchDir) -> Server {
     let port_arg = port.to_string();
     let dir = scratch.0.to_string_lossy().to_string();
     let mut server = Server::spawn(
@@ -547,7 +547,7 @@ async fn start_secantus(port: u16, data: &Path, scratch: &ScratchDir) -> Server 
 }
 
 /// The real service binary against `iso` (plus `overrides`), answering `/health/live`.
-async fn start_service(
+pub(crate) async fn start_service(
     iso: &Isolation,
     overrides: &[(&str, &str)],
     scratch: &ScratchDir,

@@ -23,7 +23,7 @@ const NOT_FOUND: ActorError = ActorError::NotFound("User");
 
 pub(super) async fn create(a: Arc<Accounts>, m: CreateAccount) -> Result<User, ActorError> {
     let admin = a.admin(m.token).await?;
-    let password_hash = a.hasher.call(HashPassword(m.password)).await?;
+    let password_hash = a.hasher.call(HashPassword::new(m.password)).await?;
     let audit = AuditEntry::new("user.create", "success")
         .actor(admin.id)
         .email(m.email.as_str())
@@ -111,20 +111,13 @@ pub(super) async fn update(a: Arc<Accounts>, m: UpdateAccount) -> Result<User, A
                     )
                 })?;
                 let hash = target.password_hash.clone();
-                if !a
-                    .hasher
-                    .call(VerifyPassword {
-                        password: current,
-                        hash,
-                    })
-                    .await?
-                {
+                if !a.hasher.call(VerifyPassword::new(current, hash)).await? {
                     return Err(ActorError::Forbidden("current_password is incorrect"));
                 }
                 expect.credential_version = Some(target.credential_version);
             }
             if new_hash.is_none() {
-                new_hash = Some(a.hasher.call(HashPassword(password.clone())).await?);
+                new_hash = Some(a.hasher.call(HashPassword::new(password.clone())).await?);
             }
             changes.password_hash = new_hash.clone();
         }

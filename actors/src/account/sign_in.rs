@@ -18,7 +18,7 @@ use crate::ActorError;
 
 pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<(User, Wallet), ActorError> {
     a.sessions.call(TakeRateToken(m.ip)).await?;
-    let password_hash = a.hasher.call(HashPassword(m.password)).await?;
+    let password_hash = a.hasher.call(HashPassword::new(m.password)).await?;
     let audit = AuditEntry::new("user.register", "success")
         .email(m.email.as_str())
         .ip(m.ip)
@@ -88,7 +88,7 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
             |u| u.password_hash.clone(),
         );
         let password = password.clone();
-        let verified = a.hasher.call(VerifyPassword { password, hash }).await?;
+        let verified = a.hasher.call(VerifyPassword::new(password, hash)).await?;
         Ok::<_, ActorError>((user, verified))
     }
     .await;
@@ -211,7 +211,7 @@ async fn upgrade_hash(
     password: crate::domain::Password,
 ) {
     let upgraded = async {
-        let fresh = a.hasher.call(HashPassword(password)).await?;
+        let fresh = a.hasher.call(HashPassword::new(password)).await?;
         a.db.call(crate::db_queue::UpgradeHash {
             id,
             verified,

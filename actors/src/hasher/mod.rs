@@ -38,9 +38,9 @@ impl Handler<HashPassword> for HasherActor {
     type Result = Result<String, ActorError>;
 
     fn handle(&mut self, msg: HashPassword, _: &mut Self::Context) -> Self::Result {
-        let timer = self.stats.start();
+        let timer = self.stats.start_queued(msg.sent);
         // `$2b$`, the prefix Python's `bcrypt` writes and reads.
-        let result = bcrypt::hash_with_result(msg.0.expose(), self.cost)
+        let result = bcrypt::hash_with_result(msg.password.expose(), self.cost)
             .map(|h| h.format_for_version(bcrypt::Version::TwoB))
             .map_err(|e| ActorError::internal("bcrypt hash", e));
         timer.finish(&result);
@@ -52,7 +52,7 @@ impl Handler<VerifyPassword> for HasherActor {
     type Result = Result<bool, ActorError>;
 
     fn handle(&mut self, msg: VerifyPassword, _: &mut Self::Context) -> Self::Result {
-        let timer = self.stats.start();
+        let timer = self.stats.start_queued(msg.sent);
         // A malformed stored hash is a failed verification, not a server error: the caller
         // answers "invalid email or password" either way.
         let result = Ok(bcrypt::verify(msg.password.expose(), &msg.hash).unwrap_or(false));
