@@ -116,6 +116,7 @@ pub fn token_message(rejection: &TokenRejection) -> String {
             EndReason::Suspended => "Account suspended",
             EndReason::Deleted => "Account deleted",
             EndReason::PasswordChanged => "Session ended by a password change",
+            EndReason::Revoked => "Session has been revoked",
         }
         .into(),
     }

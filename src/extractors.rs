@@ -48,6 +48,33 @@ fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     Ok(token.to_string())
 }
 
+/// The client's `User-Agent`, as its list of sessions shows it: printable characters only, at
+/// most [`UserAgent::MAX_CHARS`] of them (empty when absent).
+pub struct UserAgent(pub String);
+
+impl UserAgent {
+    pub const MAX_CHARS: usize = 256;
+}
+
+impl FromRequest for UserAgent {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let raw = req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let shown = raw
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(Self::MAX_CHARS)
+            .collect::<String>();
+        ready(Ok(UserAgent(shown.trim().to_string())))
+    }
+}
+
 /// The client's address: the peer's, or, when the peer is a trusted proxy
 /// (`TRUSTED_PROXIES`), the rightmost `X-Forwarded-For` entry that is not one.
 pub struct ClientAddr(pub ClientIp);

@@ -6,13 +6,13 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-/// Ends one session if it exists.
-/// KEYS: session, ended, activity, user_sessions. ARGV: sid, reason, ended_ttl_s.
-/// Returns 1 when it ended the session, 0 when it was already gone.
+/// Ends one session of a user if it exists (a session of another user is left alone).
+/// KEYS: session, ended, activity, user_sessions. ARGV: sid, reason, ended_ttl_s, uid.
+/// Returns 1 when it ended the session, 0 when it was already gone or is not that user's.
 pub static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'uid') ~= ARGV[4] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
@@ -45,14 +45,41 @@ end
 local ended = {}
 for _, s in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if s ~= ARGV[5] then
-    redis.call('DEL', ARGV[3] .. s)
+    local live = redis.call('DEL', ARGV[3] .. s)
     redis.call('ZREM', KEYS[1], s)
     redis.call('ZREM', KEYS[2], s)
-    redis.call('SET', ARGV[4] .. s, ARGV[1], 'EX', ARGV[2])
-    table.insert(ended, s)
+    if live == 1 then
+      redis.call('SET', ARGV[4] .. s, ARGV[1], 'EX', ARGV[2])
+      table.insert(ended, s)
+    end
   end
 end
 return ended
+"#,
+    )
+});
+
+/// A user's live sessions, newest first: those whose record exists, opened under the user's
+/// current credential version and not idle past the timeout (read only).
+/// KEYS: user_sessions, credential. ARGV: session_prefix, now_ms, idle_ms.
+/// Returns {sid, created, seen, ip, user_agent, …}.
+pub static LIST_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+local now, idle = tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for _, s in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, -1)) do
+  local f = redis.call('HMGET', ARGV[1] .. s, 'created', 'seen', 'ip', 'ua', 'cv')
+  if f[1] and tonumber(f[5] or '0') >= current and now - tonumber(f[2]) <= idle then
+    table.insert(out, s)
+    table.insert(out, f[1])
+    table.insert(out, f[2])
+    table.insert(out, f[3] or '')
+    table.insert(out, f[4] or '')
+  end
+end
+return out
 "#,
     )
 });
@@ -62,7 +89,7 @@ return ended
 /// KEYS: user_sessions, activity, new session, credential.
 /// ARGV: sid, uid, role, now_ms, max, policy (`evict_oldest` | `reject`), session_ttl_s,
 ///       session_prefix, ended_prefix, ended_ttl_s, idle_ms, access_jti, refresh_jti,
-///       credential_version.
+///       credential_version, ip, user_agent.
 /// Sessions already idle past the timeout do not count: they are ended as expired first.
 /// Returns {"ok", "e:<evicted sid>"…, "x:<expired sid>"…}, {"reject"} or {"stale"}.
 pub static OPEN_SESSION: LazyLock<Script> = LazyLock::new(|| {
@@ -109,7 +136,7 @@ if live >= max then
   end
 end
 redis.call('HSET', KEYS[3], 'uid', uid, 'role', role, 'created', now, 'seen', now,
-           'ajti', ARGV[12], 'rjti', ARGV[13], 'cv', ARGV[14])
+           'ajti', ARGV[12], 'rjti', ARGV[13], 'cv', ARGV[14], 'ip', ARGV[15], 'ua', ARGV[16])
 redis.call('EXPIRE', KEYS[3], ttl)
 redis.call('ZADD', KEYS[1], now, sid)
 redis.call('EXPIRE', KEYS[1], ttl)

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::extractors::{Accounts, Bearer, ClientAddr};
+use crate::extractors::{Accounts, Bearer, ClientAddr, UserAgent};
 use crate::routes::responses::{
     ErrorBody, LoginData, LoginResponse, MeReply, MeResponse, MessageResponse, RefreshResponse,
     RegisterResponse, TokenData, UserAndWallet, UserAndWalletRef,
@@ -100,6 +100,7 @@ pub async fn register(
 pub async fn login(
     accounts: Accounts,
     ClientAddr(ip): ClientAddr,
+    UserAgent(user_agent): UserAgent,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -107,6 +108,7 @@ pub async fn login(
         email: Email::parse(&body.email).map_err(bad)?,
         password: Password::parse_for_login(&body.password).map_err(bad)?,
         ip,
+        user_agent,
     };
     tracing::Span::current().record("email", message.email.as_str());
     let signed_in = accounts.call(message).await?;

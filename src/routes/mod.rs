@@ -4,6 +4,7 @@ pub mod auth;
 pub mod health;
 pub mod openapi;
 pub mod responses;
+pub mod sessions;
 pub mod users;
 
 use actix_web::dev::ServiceResponse;
@@ -21,6 +22,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/auth/refresh").to(auth::refresh))
         .service(get("/auth/me").to(auth::me))
         .service(get("/auth/test").to(admin::test))
+        // Before `/auth/{user_id}`, which would take `sessions` for a user id.
+        .service(
+            web::resource("/auth/sessions")
+                .route(web::get().to(sessions::list))
+                .route(web::delete().to(sessions::end_others))
+                .default_service(method_not_allowed("GET, DELETE")),
+        )
+        .service(delete("/auth/sessions/{session_id}").to(sessions::end_one))
         .service(
             web::resource("/auth/{user_id}")
                 .route(web::put().to(users::update))
@@ -30,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/users").to(users::create))
         .service(post("/users/search").to(users::search))
         .service(get("/users/{user_id}").to(users::get))
+        .service(delete("/users/{user_id}/sessions").to(sessions::end_users))
         .service(get("/audit").to(admin::audit))
         .service(get("/health").to(health::health))
         .service(get("/health/live").to(health::live))
@@ -62,6 +72,14 @@ fn get(path: &'static str) -> OneMethod {
         path,
         method: "GET",
         route: web::get(),
+    }
+}
+
+fn delete(path: &'static str) -> OneMethod {
+    OneMethod {
+        path,
+        method: "DELETE",
+        route: web::delete(),
     }
 }
 

@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, auth, health, responses, users};
+use super::{admin, auth, health, responses, sessions, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,7 @@ use super::{admin, auth, health, responses, users};
     ),
     paths(
         auth::register, auth::login, auth::logout, auth::refresh, auth::me,
+        sessions::list, sessions::end_one, sessions::end_others, sessions::end_users,
         users::create, users::get, users::update, users::delete, users::search,
         admin::audit, admin::test,
         health::health, health::live, health::ready, health::ops_page,

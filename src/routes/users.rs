@@ -61,7 +61,7 @@ pub struct CreateUserRequest {
 pub struct UserPath {
     /// 24 hexadecimal characters.
     #[param(example = "507f1f77bcf86cd799439011")]
-    user_id: String,
+    pub(crate) user_id: String,
 }
 
 /// Create a user (and their wallet), as an administrator.

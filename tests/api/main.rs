@@ -18,6 +18,7 @@ mod login;
 mod ops_page;
 mod register;
 mod resilience;
+mod session_api;
 mod sessions;
 mod supervision;
 mod tokens;

@@ -168,7 +168,7 @@ pub(super) async fn update(a: Arc<Accounts>, m: UpdateAccount) -> Result<User, A
     Err(ActorError::Conflict)
 }
 
-async fn revoke_all(
+pub(super) async fn revoke_all(
     a: &Accounts,
     user_id: UserId,
     reason: EndReason,

@@ -27,6 +27,8 @@ pub struct Login {
     pub email: Email,
     pub password: Password,
     pub ip: ClientIp,
+    /// The client's `User-Agent` (shortened), shown in its list of sessions.
+    pub user_agent: String,
 }
 
 #[derive(Debug, Clone)]
@@ -132,4 +134,44 @@ pub struct ReadAudit {
 #[rtype(result = "Result<User, ActorError>")]
 pub struct RequireAdmin {
     pub token: String,
+}
+
+/// The caller's live sessions, newest first, and which one is theirs.
+#[derive(Message)]
+#[rtype(result = "Result<MySessions, ActorError>")]
+pub struct ListMySessions {
+    pub token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MySessions {
+    pub sessions: Vec<crate::session_store::SessionInfo>,
+    pub current: crate::domain::SessionId,
+}
+
+/// End one of the caller's sessions (404 if it is not theirs or not live).
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct EndMySession {
+    pub token: String,
+    /// As given in the path: a malformed id is no session of theirs (404).
+    pub session_id: String,
+    pub ip: ClientIp,
+}
+
+/// End every session of the caller but the current one; replies with how many ended.
+#[derive(Message)]
+#[rtype(result = "Result<usize, ActorError>")]
+pub struct EndMyOtherSessions {
+    pub token: String,
+    pub ip: ClientIp,
+}
+
+/// An administrator ends every session of a user; replies with how many ended.
+#[derive(Message)]
+#[rtype(result = "Result<usize, ActorError>")]
+pub struct EndUserSessions {
+    pub token: String,
+    pub target: UserId,
+    pub ip: ClientIp,
 }

@@ -14,6 +14,7 @@
 //! hop; they share their figures (`account` in `/health`).
 mod admin;
 pub mod messages;
+mod sessions;
 mod sign_in;
 
 use std::sync::Arc;
@@ -226,6 +227,10 @@ workflows! {
     SearchAccounts => (Vec<User>, u64) = admin::search;
     ReadAudit => (Vec<crate::domain::AuditRecord>, u64) = admin::read_audit;
     RequireAdmin => User = admin::require_admin;
+    ListMySessions => MySessions = sessions::list;
+    EndMySession => () = sessions::end_one;
+    EndMyOtherSessions => usize = sessions::end_others;
+    EndUserSessions => usize = sessions::end_users;
 }
 
 #[cfg(feature = "fault-injection")]

@@ -55,6 +55,7 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
         email,
         password,
         ip,
+        user_agent,
     } = m;
     let failure = |outcome| {
         AuditEntry::new("auth.login.failure", outcome)
@@ -133,6 +134,8 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
             user_id: user.id,
             role: user.role,
             credential_version: user.credential_version,
+            ip,
+            user_agent,
         })
         .await;
     let opened = match opened {

@@ -89,6 +89,8 @@ pub enum EndReason {
     Deleted,
     /// The password changed in another session.
     PasswordChanged,
+    /// Ended by its user from another session, or by an administrator (the sessions API).
+    Revoked,
 }
 
 impl EndReason {
@@ -101,6 +103,7 @@ impl EndReason {
             EndReason::Suspended => "suspended",
             EndReason::Deleted => "deleted",
             EndReason::PasswordChanged => "password_changed",
+            EndReason::Revoked => "revoked",
         }
     }
 
@@ -113,6 +116,7 @@ impl EndReason {
             "suspended" => EndReason::Suspended,
             "deleted" => EndReason::Deleted,
             "password_changed" => EndReason::PasswordChanged,
+            "revoked" => EndReason::Revoked,
             _ => return None,
         })
     }

@@ -44,6 +44,19 @@ pub struct OpenRequest {
     /// opened under a version older than the user's current one (the password changed while
     /// the login was checking the old one).
     pub credential_version: i64,
+    /// Where the login came from and what it said it was, for the user's list of sessions.
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// One live session, as its user sees it in their list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub sid: String,
+    pub created_ms: i64,
+    pub seen_ms: i64,
+    pub ip: String,
+    pub user_agent: String,
 }
 
 /// What opening a session did.
@@ -181,6 +194,7 @@ forward! {
         -> AccessCheck;
     fn rotate(req: RotateRequest) -> Rotation;
     fn end_session(uid: UserId, sid: SessionId, reason: EndReason, ended_ttl_s: u64) -> bool;
+    fn list_sessions(uid: UserId, now_ms: i64, idle_ms: i64) -> Vec<SessionInfo>;
     fn end_user_sessions(
         uid: UserId, reason: EndReason, ended_ttl_s: u64, keep: Option<SessionId>,
         credential_version: Option<i64>

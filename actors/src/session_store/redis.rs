@@ -5,7 +5,7 @@ use redis::{AsyncCommands, Value};
 
 use super::{
     AccessCheck, Admission, AttemptOutcome, AttemptRequest, OpenRequest, Opening, RotateRequest,
-    Rotation,
+    Rotation, SessionInfo,
 };
 use crate::domain::{ClientIp, Email, EndReason, SessionId, UserId};
 use crate::redis_keys::Keys;
@@ -74,6 +74,8 @@ impl RedisSessions {
             .arg(&req.access_jti)
             .arg(&req.refresh_jti)
             .arg(req.credential_version)
+            .arg(&req.ip)
+            .arg(&req.user_agent)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)?;
@@ -179,10 +181,39 @@ impl RedisSessions {
             .arg(sid.as_str())
             .arg(reason.as_str())
             .arg(ended_ttl_s.max(1))
+            .arg(uid.to_hex())
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .map(|n| n == 1)
             .map_err(ActorError::redis)
+    }
+
+    pub async fn list_sessions(
+        &self,
+        uid: UserId,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Vec<SessionInfo>, ActorError> {
+        let keys = &self.keys;
+        let flat: Vec<String> = scripts::LIST_SESSIONS
+            .key(keys.user_sessions(&uid))
+            .key(keys.credential(&uid))
+            .arg(keys.session_prefix())
+            .arg(now_ms)
+            .arg(idle_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)?;
+        Ok(flat
+            .chunks_exact(5)
+            .map(|f| SessionInfo {
+                sid: f[0].clone(),
+                created_ms: f[1].parse().unwrap_or(0),
+                seen_ms: f[2].parse().unwrap_or(0),
+                ip: f[3].clone(),
+                user_agent: f[4].clone(),
+            })
+            .collect())
     }
 
     pub async fn end_user_sessions(

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::{
     AccessCheck, Admission, AttemptOutcome, AttemptRequest, LimitPolicy, OpenRequest, Opening,
-    RotateRequest, Rotation,
+    RotateRequest, Rotation, SessionInfo,
 };
 use crate::domain::{ClientIp, Email, EndReason, SessionId, UserId};
 use crate::sqlite::{sqlite_error, Durability, SqliteDb};
@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS sessions (
   rotated INTEGER,
   succ TEXT,
   expires INTEGER NOT NULL,
-  cv INTEGER NOT NULL DEFAULT 0
+  cv INTEGER NOT NULL DEFAULT 0,
+  ip TEXT NOT NULL DEFAULT '',
+  ua TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions(uid, created);
 CREATE INDEX IF NOT EXISTS sessions_seen ON sessions(seen);
@@ -62,7 +64,11 @@ PRAGMA user_version = 1;
 "#;
 
 /// Columns added since the first release of this file's tables.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("sessions", "cv", "INTEGER NOT NULL DEFAULT 0")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("sessions", "cv", "INTEGER NOT NULL DEFAULT 0"),
+    ("sessions", "ip", "TEXT NOT NULL DEFAULT ''"),
+    ("sessions", "ua", "TEXT NOT NULL DEFAULT ''"),
+];
 
 const NAME: &str = "sqlite_sessions";
 
@@ -192,8 +198,9 @@ impl SqliteSessions {
                 }
             }
             tx.prepare_cached(
-                "INSERT INTO sessions (sid, uid, role, created, seen, ajti, rjti, expires, cv) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO sessions \
+                 (sid, uid, role, created, seen, ajti, rjti, expires, cv, ip, ua) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?
             .execute(params![
                 req.sid.as_str(),
@@ -205,6 +212,8 @@ impl SqliteSessions {
                 req.refresh_jti,
                 now + ms(req.lifetime_s),
                 req.credential_version,
+                req.ip,
+                req.user_agent,
             ])?;
             tx.commit()?;
             Ok(Opening::Opened { evicted, expired })
@@ -345,7 +354,7 @@ impl SqliteSessions {
 
     pub async fn end_session(
         &self,
-        _uid: UserId,
+        uid: UserId,
         sid: SessionId,
         reason: EndReason,
         ended_ttl_s: u64,
@@ -354,8 +363,8 @@ impl SqliteSessions {
             let tx = write(c)?;
             let now = chrono::Utc::now().timestamp_millis();
             let live: Option<i64> = tx
-                .prepare_cached("SELECT 1 FROM sessions WHERE sid = ? AND expires > ?")?
-                .query_row(params![sid.as_str(), now], |r| r.get(0))
+                .prepare_cached("SELECT 1 FROM sessions WHERE sid = ? AND uid = ? AND expires > ?")?
+                .query_row(params![sid.as_str(), uid.to_hex(), now], |r| r.get(0))
                 .optional()?;
             if live.is_none() {
                 return Ok(false);
@@ -363,6 +372,36 @@ impl SqliteSessions {
             end(&tx, sid.as_str(), reason, now + ms(ended_ttl_s))?;
             tx.commit()?;
             Ok(true)
+        })
+        .await
+    }
+
+    pub async fn list_sessions(
+        &self,
+        uid: UserId,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Vec<SessionInfo>, ActorError> {
+        self.run(move |c| {
+            let uid = uid.to_hex();
+            let current = credential_version(c, &uid, now_ms)?;
+            let rows = c
+                .prepare_cached(
+                    "SELECT sid, created, seen, ip, ua FROM sessions \
+                     WHERE uid = ? AND expires > ? AND seen >= ? AND cv >= ? \
+                     ORDER BY created DESC, sid DESC",
+                )?
+                .query_map(params![uid, now_ms, now_ms - idle_ms, current], |r| {
+                    Ok(SessionInfo {
+                        sid: r.get(0)?,
+                        created_ms: r.get(1)?,
+                        seen_ms: r.get(2)?,
+                        ip: r.get(3)?,
+                        user_agent: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
         })
         .await
     }
@@ -389,8 +428,10 @@ impl SqliteSessions {
                     .execute(params![version, keep])?;
             }
             let sids: Vec<String> = tx
-                .prepare_cached("SELECT sid FROM sessions WHERE uid = ? AND sid != ?")?
-                .query_map(params![uid.to_hex(), keep], |r| r.get(0))?
+                .prepare_cached(
+                    "SELECT sid FROM sessions WHERE uid = ? AND sid != ? AND expires > ?",
+                )?
+                .query_map(params![uid.to_hex(), keep, now], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             for sid in &sids {
                 end(&tx, sid, reason, now + ms(ended_ttl_s))?;

@@ -2,7 +2,7 @@
 use actix::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{EndReason, Role, SessionId, UserId};
+use crate::domain::{ClientIp, EndReason, Role, SessionId, UserId};
 use crate::ActorError;
 
 /// The claims of every token this service signs.
@@ -52,6 +52,9 @@ pub struct OpenSession {
     pub user_id: UserId,
     pub role: Role,
     pub credential_version: i64,
+    /// Shown in the user's list of sessions.
+    pub ip: ClientIp,
+    pub user_agent: String,
 }
 
 #[derive(Debug, Clone)]
@@ -76,7 +79,13 @@ pub struct ValidateAccess(pub String);
 #[rtype(result = "Result<(Principal, TokenPair), ActorError>")]
 pub struct RotateRefresh(pub String);
 
-/// End a session: its access and refresh tokens stop working at once.
+/// A user's live sessions, newest first.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<crate::session_store::SessionInfo>, ActorError>")]
+pub struct ListSessions(pub UserId);
+
+/// End a session of `user_id` (false when it was not live or is another user's): its access and
+/// refresh tokens stop working at once.
 #[derive(Message)]
 #[rtype(result = "Result<bool, ActorError>")]
 pub struct RevokeSession {

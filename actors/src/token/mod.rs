@@ -17,7 +17,8 @@ use crate::error::TokenRejection;
 use crate::mailbox::{guarded, ActorStats};
 use crate::probe::Dependency;
 use crate::session_store::{
-    AccessCheck, LimitPolicy, OpenRequest, Opening, RotateRequest, Rotation, SessionStore,
+    AccessCheck, LimitPolicy, OpenRequest, Opening, RotateRequest, Rotation, SessionInfo,
+    SessionStore,
 };
 use crate::ActorError;
 pub use messages::*;
@@ -188,6 +189,8 @@ impl Handler<OpenSession> for TokenActor {
                         access_jti,
                         refresh_jti,
                         credential_version: msg.credential_version,
+                        ip: msg.ip.to_string(),
+                        user_agent: msg.user_agent,
                     })
                     .await?;
                 match opening {
@@ -325,6 +328,23 @@ impl Handler<RevokeSession> for TokenActor {
         guarded("token", async move {
             let result = store
                 .end_session(msg.user_id, msg.session_id, msg.reason, ttl)
+                .await;
+            timer.finish(&result);
+            result
+        })
+    }
+}
+
+impl Handler<ListSessions> for TokenActor {
+    type Result = ResponseActFuture<Self, Result<Vec<SessionInfo>, ActorError>>;
+
+    fn handle(&mut self, msg: ListSessions, _: &mut Self::Context) -> Self::Result {
+        let timer = self.stats.start();
+        let store = self.store.clone();
+        let idle_ms = self.settings.idle_timeout.as_millis() as i64;
+        guarded("token", async move {
+            let result = store
+                .list_sessions(msg.0, Utc::now().timestamp_millis(), idle_ms)
                 .await;
             timer.finish(&result);
             result
