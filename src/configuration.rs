@@ -39,6 +39,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("REDIS_KEY_PREFIX", "redis.key_prefix"),
     ("REDIS_TIMEOUT_MS", "redis.timeout_ms"),
     ("JWT_SECRET_KEY", "jwt.secret_key"),
+    ("JWT_PREVIOUS_SECRET_KEYS", "jwt.previous_secret_keys"),
     ("JWT_ACCESS_TOKEN_EXPIRES", "jwt.access_token_expires"),
     ("JWT_REFRESH_TOKEN_EXPIRES", "jwt.refresh_token_expires"),
     ("JWT_ISSUER", "jwt.issuer"),
@@ -150,6 +151,10 @@ pub struct RedisSettings {
 pub struct JwtSettings {
     #[serde(serialize_with = "masked")]
     pub secret_key: Option<SecretString>,
+    /// Comma-separated keys that still verify the tokens they signed; see
+    /// [`Settings::previous_jwt_secrets`].
+    #[serde(default, serialize_with = "masked")]
+    pub previous_secret_keys: Option<SecretString>,
     pub access_token_expires: u64,
     pub refresh_token_expires: u64,
     pub issuer: String,
@@ -403,6 +408,7 @@ impl Settings {
         }
         self.bootstrap_admin()?;
         self.trusted_proxies()?;
+        self.previous_jwt_secrets()?;
         if self.security.auth_rate_limit > 0 && self.security.auth_rate_burst == 0 {
             return fail(
                 "security.auth_rate_burst",
@@ -410,6 +416,28 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// `JWT_PREVIOUS_SECRET_KEYS`: keys retired by a rotation whose tokens still verify,
+    /// comma-separated (so a key cannot hold a comma); in production each at least 32 bytes.
+    pub fn previous_jwt_secrets(&self) -> Result<Vec<SecretString>, ConfigError> {
+        let Some(list) = self.jwt.previous_secret_keys.as_ref() else {
+            return Ok(Vec::new());
+        };
+        list.expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .map(|key| {
+                if self.is_production() && key.len() < 32 {
+                    return Err(ConfigError(format!(
+                        "{} must hold keys of at least 32 bytes each when APP_ENV=production",
+                        named("jwt.previous_secret_keys")
+                    )));
+                }
+                Ok(SecretString::from(key.to_string()))
+            })
+            .collect()
     }
 
     /// The reverse proxies whose `X-Forwarded-For` is believed: `TRUSTED_PROXIES`, CIDRs or

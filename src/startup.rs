@@ -278,6 +278,7 @@ impl Actors {
         let token_stats = ActorStats::new("token", a.token_capacity);
         let token_settings = TokenSettings {
             secret: jwt_secret(settings),
+            previous_secrets: settings.previous_jwt_secrets().map_err(config)?,
             issuer: settings.jwt.issuer.clone(),
             access_ttl: Duration::from_secs(settings.jwt.access_token_expires),
             refresh_ttl: Duration::from_secs(settings.jwt.refresh_token_expires),

@@ -14,6 +14,7 @@ mod edge;
 mod health;
 mod helpers;
 mod invariants;
+mod key_rotation;
 mod login;
 mod ops_page;
 mod register;

@@ -26,7 +26,11 @@ pub use messages::*;
 /// What the TokenActor needs to know; all of it from configuration.
 #[derive(Clone)]
 pub struct TokenSettings {
+    /// `JWT_SECRET_KEY`: signs every new token, and verifies.
     pub secret: secrecy::SecretString,
+    /// `JWT_PREVIOUS_SECRET_KEYS`: still verify the tokens they signed (by their `kid`), so a
+    /// rotation ends no session; a key dropped from the list ends its tokens at once.
+    pub previous_secrets: Vec<secrecy::SecretString>,
     pub issuer: String,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
@@ -39,10 +43,25 @@ pub struct TokenSettings {
     pub policy: LimitPolicy,
 }
 
+/// A token's `kid`: the first 8 bytes of SHA-256 over a fixed label and the key, in hex. It
+/// names the key without revealing it (nor anything that helps guess it).
+pub fn key_id(secret: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"cs-user-management jwt kid\0")
+        .chain_update(secret)
+        .finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub struct TokenActor {
     settings: Arc<TokenSettings>,
     encoding: EncodingKey,
+    /// The current key's id, written in every header this actor signs.
+    kid: String,
     decoding: DecodingKey,
+    /// The previous keys by id, tried only for a token whose `kid` names one.
+    previous: Vec<(String, DecodingKey)>,
     validation: Validation,
     store: SessionStore,
     stats: Arc<ActorStats>,
@@ -60,13 +79,23 @@ impl TokenActor {
     ) -> Self {
         use secrecy::ExposeSecret;
         let secret = settings.secret.expose_secret().as_bytes();
+        let kid = key_id(secret);
+        let previous = settings
+            .previous_secrets
+            .iter()
+            .map(|s| s.expose_secret().as_bytes())
+            .filter(|s| key_id(s) != kid)
+            .map(|s| (key_id(s), DecodingKey::from_secret(s)))
+            .collect();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_issuer(&[settings.issuer.as_str()]);
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
+            kid,
             decoding: DecodingKey::from_secret(secret),
+            previous,
             validation,
             settings: Arc::new(settings),
             store,
@@ -76,14 +105,33 @@ impl TokenActor {
         }
     }
 
+    /// Checks `token` with the current key, or, when its signature is not the current key's and
+    /// its `kid` names a previous key, with that one. A token without `kid` (signed before keys
+    /// had ids) is checked with the current key only.
     fn decode(&self, token: &str, expected_typ: &'static str) -> Result<Claims, ActorError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| {
-                ActorError::Token(match e.kind() {
-                    ErrorKind::ExpiredSignature => TokenRejection::Expired,
-                    _ => TokenRejection::Invalid,
-                })
-            })?;
+        let rejection = |e: jsonwebtoken::errors::Error| {
+            ActorError::Token(match e.kind() {
+                ErrorKind::ExpiredSignature => TokenRejection::Expired,
+                _ => TokenRejection::Invalid,
+            })
+        };
+        let decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation);
+        let data = match decoded {
+            Err(e) if *e.kind() == ErrorKind::InvalidSignature && !self.previous.is_empty() => {
+                let kid = jsonwebtoken::decode_header(token)
+                    .map_err(rejection)?
+                    .kid
+                    .ok_or(ActorError::Token(TokenRejection::Invalid))?;
+                let key = self
+                    .previous
+                    .iter()
+                    .find(|(id, _)| *id == kid)
+                    .map(|(_, key)| key)
+                    .ok_or(ActorError::Token(TokenRejection::Invalid))?;
+                jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(rejection)?
+            }
+            other => other.map_err(rejection)?,
+        };
         if data.claims.typ != expected_typ {
             return Err(ActorError::Token(TokenRejection::WrongType(expected_typ)));
         }
@@ -109,7 +157,10 @@ impl TokenActor {
         };
         let access = claims("access", self.settings.access_ttl);
         let refresh = claims("refresh", self.settings.refresh_ttl);
-        let header = Header::new(Algorithm::HS256);
+        let header = Header {
+            kid: Some(self.kid.clone()),
+            ..Header::new(Algorithm::HS256)
+        };
         let sign = |c: &Claims| {
             jsonwebtoken::encode(&header, c, &self.encoding)
                 .map_err(|e| ActorError::internal("signing a token", e))
