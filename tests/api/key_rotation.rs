@@ -141,8 +141,7 @@ async fn production_refuses_a_previous_key_shorter_than_32_bytes() {
         ("JWT_PREVIOUS_SECRET_KEYS", "short-key"),
     ]);
     let error = cs_user_management::configuration::Settings::load_from(&env)
-        .err()
-        .expect("a short previous key is refused in production");
+        .expect_err("a short previous key is refused in production");
     assert!(
         error.to_string().contains("JWT_PREVIOUS_SECRET_KEYS"),
         "{error}"
