@@ -76,6 +76,60 @@ ensure_redis() {
   log "started Redis on 127.0.0.1:$REDIS_TEST_PORT"
 }
 
+# start_redis_cluster: a 3-primary Redis Cluster on loopback for the cluster pass of the tests;
+# sets REDIS_CLUSTER_NODES (host:port,…). Each node also listens on its port + 10000 (the cluster
+# bus), so both must be free. Nodes are added to STARTED_PIDS.
+start_redis_cluster() {
+  local ports=() port attempts=0 dir="$RUN_DIR/cluster"
+  mkdir -p "$dir"
+  while [ ${#ports[@]} -lt 3 ]; do
+    attempts=$((attempts + 1))
+    [ $attempts -le 50 ] || { log "no free port pair for a cluster node"; return 1; }
+    port=$(python3 -c 'import random; print(random.randint(20000, 29999))')
+    if python3 - "$port" <<'PY'
+import socket, sys
+p = int(sys.argv[1])
+for q in (p, p + 10000):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", q))
+    except OSError:
+        sys.exit(1)
+    finally:
+        s.close()
+PY
+    then
+      case " ${ports[*]} " in *" $port "*) ;; *) ports+=("$port") ;; esac
+    fi
+  done
+  for port in "${ports[@]}"; do
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-config-file "$dir/nodes-$port.conf" --cluster-node-timeout 5000 \
+      --save '' --appendonly no --dir "$dir" --daemonize yes \
+      --pidfile "$dir/redis-$port.pid" --logfile "$dir/redis-$port.log" >/dev/null
+  done
+  for port in "${ports[@]}"; do
+    local deadline=$((SECONDS + 30))
+    until timeout 2 redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; do
+      [ $SECONDS -lt $deadline ] || { log "cluster node $port did not answer"; return 1; }
+      sleep 0.2
+    done
+    STARTED_PIDS+=("$(cat "$dir/redis-$port.pid")")
+  done
+  timeout 60 redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 \
+    --cluster-yes >"$dir/create.log" 2>&1 || { log "redis-cli --cluster create failed; see $dir/create.log"; return 1; }
+  local deadline=$((SECONDS + 60))
+  for port in "${ports[@]}"; do
+    until timeout 2 redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; do
+      [ $SECONDS -lt $deadline ] || { log "the cluster did not reach cluster_state:ok"; return 1; }
+      sleep 0.3
+    done
+  done
+  REDIS_CLUSTER_NODES=$(printf '127.0.0.1:%s,' "${ports[@]}")
+  REDIS_CLUSTER_NODES=${REDIS_CLUSTER_NODES%,}
+  log "started a 3-primary Redis Cluster on $REDIS_CLUSTER_NODES"
+}
+
 # ensure_chromium: makes sure a `chromium` is on PATH for the browser test of /ops (tests/api/
 # ops_page.rs), installing Debian's package when it is missing. CHROMIUM, if set, names the binary.
 ensure_chromium() {

@@ -38,6 +38,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("REDIS_PASSWORD", "redis.password"),
     ("REDIS_KEY_PREFIX", "redis.key_prefix"),
     ("REDIS_TIMEOUT_MS", "redis.timeout_ms"),
+    ("REDIS_CLUSTER_NODES", "redis.cluster_nodes"),
     ("JWT_SECRET_KEY", "jwt.secret_key"),
     ("JWT_PREVIOUS_SECRET_KEYS", "jwt.previous_secret_keys"),
     ("JWT_ACCESS_TOKEN_EXPIRES", "jwt.access_token_expires"),
@@ -145,6 +146,9 @@ pub struct RedisSettings {
     pub password: Option<SecretString>,
     pub key_prefix: String,
     pub timeout_ms: u64,
+    /// Comma-separated `host:port` of Redis Cluster nodes; see [`Settings::redis_cluster_nodes`].
+    #[serde(default)]
+    pub cluster_nodes: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -315,13 +319,18 @@ impl Settings {
     /// `REDIS_HOST` is set; otherwise the embedded store in `DATA_DIR`. So a fresh machine runs
     /// with nothing installed, and the seed's deployments keep their servers.
     fn choose_backends(&mut self, env: &HashMap<String, String>) {
-        let set = |names: [&str; 2]| names.iter().any(|n| env.contains_key(*n));
+        let set = |names: &[&str]| names.iter().any(|n| env.contains_key(*n));
         if self.storage.backend.is_empty() {
-            let mongo = set(["MONGODB_URI", "APP__MONGODB__URI"]);
+            let mongo = set(&["MONGODB_URI", "APP__MONGODB__URI"]);
             self.storage.backend = if mongo { "mongodb" } else { "embedded" }.into();
         }
         if self.tokens.backend.is_empty() {
-            let redis = set(["REDIS_HOST", "APP__REDIS__HOST"]);
+            let redis = set(&[
+                "REDIS_HOST",
+                "APP__REDIS__HOST",
+                "REDIS_CLUSTER_NODES",
+                "APP__REDIS__CLUSTER_NODES",
+            ]);
             self.tokens.backend = if redis { "redis" } else { "embedded" }.into();
         }
     }
@@ -409,6 +418,13 @@ impl Settings {
         self.bootstrap_admin()?;
         self.trusted_proxies()?;
         self.previous_jwt_secrets()?;
+        self.redis_cluster_nodes()?;
+        if self.redis.key_prefix.contains(['{', '}']) {
+            return fail(
+                "redis.key_prefix",
+                "must not contain `{` or `}` (the keys' hash tags are the service's own)",
+            );
+        }
         if self.security.auth_rate_limit > 0 && self.security.auth_rate_burst == 0 {
             return fail(
                 "security.auth_rate_burst",
@@ -416,6 +432,30 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// `REDIS_CLUSTER_NODES`: when set, the token store is a Redis Cluster reached through
+    /// these `host:port` nodes (`REDIS_HOST`/`REDIS_PORT`/`REDIS_DB` are then not used).
+    pub fn redis_cluster_nodes(&self) -> Result<Vec<(String, u16)>, ConfigError> {
+        self.redis
+            .cluster_nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|node| !node.is_empty())
+            .map(|node| {
+                node.rsplit_once(':')
+                    .and_then(|(host, port)| {
+                        let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+                        (!host.is_empty()).then(|| (host.to_string(), port))
+                    })
+                    .ok_or_else(|| {
+                        ConfigError(format!(
+                            "{} must be a comma-separated list of host:port; {node:?} is not",
+                            named("redis.cluster_nodes")
+                        ))
+                    })
+            })
+            .collect()
     }
 
     /// `JWT_PREVIOUS_SECRET_KEYS`: keys retired by a rotation whose tokens still verify,
@@ -555,6 +595,32 @@ mod tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(err.contains("JWT_SECRET_KEY"), "{err}");
+    }
+
+    #[test]
+    fn redis_cluster_nodes_choose_redis_and_bad_ones_or_a_braced_prefix_are_refused() {
+        let s = Settings::load_from(&env(&[("REDIS_CLUSTER_NODES", "a:7000, b:7001")]));
+        let s = s.map_err(|e| e.to_string());
+        assert_eq!(
+            s.as_ref()
+                .map(|s| s.tokens_backend().is_ok_and(|b| b == TokensBackend::Redis)),
+            Ok(true)
+        );
+        assert_eq!(
+            s.and_then(|s| s.redis_cluster_nodes().map_err(|e| e.to_string())),
+            Ok(vec![("a".to_string(), 7000), ("b".to_string(), 7001)])
+        );
+        for (name, value) in [
+            ("REDIS_CLUSTER_NODES", "a:7000,nope"),
+            ("REDIS_CLUSTER_NODES", "a:0"),
+            ("REDIS_KEY_PREFIX", "app{x}:"),
+        ] {
+            let err = Settings::load_from(&env(&[(name, value)]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(name), "{value}: {err}");
+        }
     }
 
     #[test]

@@ -233,13 +233,14 @@ impl Actors {
         let session_store = match settings.tokens_backend().map_err(config)? {
             TokensBackend::Redis => {
                 let r = &settings.redis;
-                let connection = redis_conn::connect(
-                    &r.host,
-                    r.port,
-                    r.db,
-                    r.password.as_ref().map(|p| p.expose_secret()),
-                    Duration::from_millis(r.timeout_ms),
-                )
+                let password = r.password.as_ref().map(|p| p.expose_secret());
+                let timeout = Duration::from_millis(r.timeout_ms);
+                let cluster = settings.redis_cluster_nodes().map_err(config)?;
+                let connection = if cluster.is_empty() {
+                    redis_conn::connect(&r.host, r.port, r.db, password, timeout)
+                } else {
+                    redis_conn::connect_cluster(&cluster, password, timeout)
+                }
                 .map_err(StartupError::Config)?;
                 SessionStore::Redis(RedisSessions::new(connection, Keys::new(&r.key_prefix)))
             }

@@ -1,5 +1,11 @@
 //! The Redis key schema shared by the TokenActor and the SessionActor. Every key starts with
 //! the configured prefix, so several deployments (or tests) can share one Redis.
+//!
+//! Every script's keys share one hash tag (the part in `{…}`), so each script touches one slot
+//! and the store runs on a Redis Cluster as on one primary: the user id for session and token
+//! state (`<prefix>{<uid>}:…`), the email for both lockout counters, the address for the rate
+//! limit. The idle index is per user; the sweep finds the users' indexes with `SCAN` on every
+//! primary.
 use crate::domain::{ClientIp, Email, SessionId, UserId};
 
 #[derive(Debug, Clone)]
@@ -7,7 +13,23 @@ pub struct Keys {
     prefix: String,
 }
 
+/// An email as a hash tag: `%`, `{` and `}` percent-encoded, so the tag is exactly the email
+/// (an RFC-valid address may hold braces, which would cut the tag short).
+fn email_tag(email: &Email) -> String {
+    let mut tag = String::with_capacity(email.as_str().len());
+    for c in email.as_str().chars() {
+        match c {
+            '%' => tag.push_str("%25"),
+            '{' => tag.push_str("%7B"),
+            '}' => tag.push_str("%7D"),
+            c => tag.push(c),
+        }
+    }
+    tag
+}
+
 impl Keys {
+    /// `prefix` must hold no `{` or `}` (configuration refuses it): the hash tag must be ours.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
@@ -18,71 +40,150 @@ impl Keys {
         &self.prefix
     }
 
-    /// HASH of one live session: `uid`, `role`, `created`, `seen` (ms), the current access and
-    /// refresh `jti`s, the previous refresh `jti` and when it was rotated (for reuse detection
-    /// and the grace window), and the successor pair given within the grace window.
-    pub fn session(&self, sid: &SessionId) -> String {
-        format!("{}sess:{}", self.prefix, sid)
+    fn user(&self, uid: &UserId, name: &str) -> String {
+        format!("{}{{{}}}:{name}", self.prefix, uid.to_hex())
     }
 
-    /// The prefix scripts use to build session keys of evicted sessions.
-    pub fn session_prefix(&self) -> String {
-        format!("{}sess:", self.prefix)
+    /// HASH of one live session: `uid`, `role`, `created`, `seen` (ms), the current access and
+    /// refresh `jti`s, the previous refresh `jti` and when it was rotated (for reuse detection
+    /// and the grace window), the successor pair given within the grace window, the credential
+    /// version `cv`, and the login's `ip` and `ua`.
+    pub fn session(&self, uid: &UserId, sid: &SessionId) -> String {
+        format!("{}{sid}", self.session_prefix(uid))
+    }
+
+    /// The prefix scripts use to build the keys of a user's other sessions.
+    pub fn session_prefix(&self, uid: &UserId) -> String {
+        self.user(uid, "sess:")
     }
 
     /// STRING: why a session ended (`logout`, `evicted`, …); kept as long as its refresh token
     /// could live, so a 401 can say why.
-    pub fn ended(&self, sid: &SessionId) -> String {
-        format!("{}ended:{}", self.prefix, sid)
+    pub fn ended(&self, uid: &UserId, sid: &SessionId) -> String {
+        format!("{}{sid}", self.ended_prefix(uid))
     }
 
-    pub fn ended_prefix(&self) -> String {
-        format!("{}ended:", self.prefix)
+    pub fn ended_prefix(&self, uid: &UserId) -> String {
+        self.user(uid, "ended:")
     }
 
     /// ZSET of a user's live sessions, scored by creation time (ms): the oldest is evicted first.
     pub fn user_sessions(&self, uid: &UserId) -> String {
-        format!("{}user_sess:{}", self.prefix, uid)
+        self.user(uid, "sessions")
     }
 
-    pub fn user_sessions_prefix(&self) -> String {
-        format!("{}user_sess:", self.prefix)
+    /// ZSET of a user's live sessions scored by last activity (ms): what the idle sweep reads.
+    pub fn activity(&self, uid: &UserId) -> String {
+        self.user(uid, "seen")
     }
 
-    /// ZSET of every live session scored by last activity (ms): what the idle sweep scans.
-    pub fn activity(&self) -> String {
-        format!("{}sess_seen", self.prefix)
+    /// The `SCAN MATCH` pattern of every user's activity index (the prefix's glob characters
+    /// escaped).
+    pub fn activity_pattern(&self) -> String {
+        let mut pattern = String::new();
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str("{*}:seen");
+        pattern
+    }
+
+    /// The user id of an activity index's key (`None` for a key of another shape).
+    pub fn activity_owner(&self, key: &str) -> Option<UserId> {
+        let tag = key.strip_prefix(&self.prefix)?.strip_prefix('{')?;
+        let uid = tag.strip_suffix("}:seen")?;
+        UserId::parse(uid).ok()
     }
 
     /// STRING: a user's credential version, raised by a password change; a session of an
     /// older version is refused. Kept as long as a session opened before the change could live.
     pub fn credential(&self, uid: &UserId) -> String {
-        format!("{}cred:{}", self.prefix, uid)
+        self.user(uid, "cred")
     }
 
     /// STRING: an address's theoretical arrival time (ms) for the auth rate limit (GCRA).
     pub fn rate(&self, ip: &ClientIp) -> String {
-        format!("{}rate:{}", self.prefix, ip)
+        format!("{}{{{ip}}}:rate", self.prefix)
+    }
+
+    fn lockout(&self, email: &Email, name: &str) -> String {
+        format!("{}{{{}}}:{name}", self.prefix, email_tag(email))
     }
 
     /// Counter of failed logins for one email (from every address) within the failure window.
     pub fn login_failures(&self, email: &Email) -> String {
-        format!("{}login_fail:{}", self.prefix, email.as_str())
+        self.lockout(email, "login_fail")
     }
 
-    /// Counter of failed logins for one email from one address (an email's domain never holds
-    /// `|`, so the key is unambiguous).
+    /// Counter of failed logins for one email from one address.
     pub fn login_failures_from(&self, email: &Email, ip: &ClientIp) -> String {
-        format!("{}login_fail:{}|{}", self.prefix, email.as_str(), ip)
+        self.lockout(email, &format!("login_fail|{ip}"))
     }
 
     /// ZSET of the attempts for one email whose password is being checked, scored by start (ms).
     pub fn login_pending(&self, email: &Email) -> String {
-        format!("{}login_pend:{}", self.prefix, email.as_str())
+        self.lockout(email, "login_pend")
     }
 
     /// The same, for one email from one address.
     pub fn login_pending_from(&self, email: &Email, ip: &ClientIp) -> String {
-        format!("{}login_pend:{}|{}", self.prefix, email.as_str(), ip)
+        self.lockout(email, &format!("login_pend|{ip}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hash tag Redis Cluster hashes: the first `{…}` with something inside.
+    fn tag(key: &str) -> &str {
+        let open = key.find('{').expect("valid test input");
+        let close = open + key[open..].find('}').expect("valid test input");
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn each_scripts_keys_share_one_hash_tag() {
+        let keys = Keys::new("csum:");
+        let uid = UserId::parse("507f1f77bcf86cd799439011").expect("valid test input");
+        let sid = SessionId::new();
+        let user_keys = [
+            keys.session(&uid, &sid),
+            keys.ended(&uid, &sid),
+            keys.user_sessions(&uid),
+            keys.activity(&uid),
+            keys.credential(&uid),
+        ];
+        assert!(
+            user_keys.iter().all(|k| tag(k) == uid.to_hex()),
+            "{user_keys:?}"
+        );
+        let email = Email::parse("we{i}rd}@example.com").expect("valid test input");
+        let ip = ClientIp::new("10.0.0.7".parse().expect("valid test input"));
+        let lockout = [
+            keys.login_failures(&email),
+            keys.login_failures_from(&email, &ip),
+            keys.login_pending(&email),
+            keys.login_pending_from(&email, &ip),
+        ];
+        assert!(
+            lockout
+                .iter()
+                .all(|k| tag(k) == "we%7Bi%7Drd%7D@example.com"),
+            "{lockout:?}"
+        );
+        assert_eq!(tag(&keys.rate(&ip)), "10.0.0.7");
+    }
+
+    #[test]
+    fn the_sweep_reads_the_owner_back_from_an_activity_key() {
+        let keys = Keys::new("a*b:");
+        let uid = UserId::parse("507f1f77bcf86cd799439011").expect("valid test input");
+        assert_eq!(keys.activity_owner(&keys.activity(&uid)), Some(uid));
+        assert_eq!(keys.activity_owner("a*b:{nope}:seen"), None);
+        assert_eq!(keys.activity_pattern(), "a\\*b:{*}:seen");
     }
 }

@@ -1,8 +1,9 @@
 //! Lua scripts: each multi-key change of session or token state is one atomic script, so limits,
 //! rotations and revocations hold when several service instances share one Redis.
 //!
-//! Keys a script derives itself (the sessions it evicts) are built from prefixes passed in ARGV;
-//! this needs a single Redis primary (not Redis Cluster).
+//! Keys a script derives itself (the sessions it evicts) are built from prefixes passed in ARGV
+//! that carry the same hash tag as its KEYS (see [`crate::redis_keys`]), so every key a script
+//! touches is in one slot, on one primary of a Redis Cluster too.
 use redis::Script;
 use std::sync::LazyLock;
 
@@ -141,6 +142,7 @@ redis.call('EXPIRE', KEYS[3], ttl)
 redis.call('ZADD', KEYS[1], now, sid)
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], now, sid)
+redis.call('EXPIRE', KEYS[2], ttl)
 return result
 "#,
     )
@@ -204,6 +206,7 @@ if f[2] == ARGV[3] then
   -- The user's set of sessions lives as long as its longest-lived session.
   redis.call('EXPIRE', KEYS[4], ARGV[10])
   redis.call('ZADD', KEYS[3], now, ARGV[1])
+  redis.call('EXPIRE', KEYS[3], ARGV[10])
   return {'ok', f[7] or '0'}
 end
 if grace > 0 and f[3] == ARGV[3] and now - tonumber(f[4]) <= grace and f[5] and f[5] ~= '' then
@@ -218,23 +221,24 @@ return {'reuse'}
     )
 });
 
-/// Ends one session if it has been idle too long (used by the sweep; safe to race).
-/// KEYS: session, ended, activity. ARGV: sid, now_ms, idle_ms, ended_ttl_s, user_sessions_prefix.
-/// Returns the user id when this call ended it, else false.
+/// Ends one session of a user if it has been idle too long (used by the sweep; safe to race).
+/// KEYS: session, ended, activity, user_sessions. ARGV: sid, now_ms, idle_ms, ended_ttl_s.
+/// Returns 1 when this call ended it, else 0.
 pub static EXPIRE_IF_IDLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local f = redis.call('HMGET', KEYS[1], 'uid', 'seen')
 if not f[1] then
   redis.call('ZREM', KEYS[3], ARGV[1])
-  return false
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return 0
 end
-if tonumber(ARGV[2]) - tonumber(f[2]) <= tonumber(ARGV[3]) then return false end
+if tonumber(ARGV[2]) - tonumber(f[2]) <= tonumber(ARGV[3]) then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', ARGV[5] .. f[1], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('SET', KEYS[2], 'expired', 'EX', ARGV[4])
-return f[1]
+return 1
 "#,
     )
 });

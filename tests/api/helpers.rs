@@ -109,6 +109,10 @@ impl Isolation {
             env.insert("REDIS_HOST".into(), redis_host());
             env.insert("REDIS_PORT".into(), redis_port().to_string());
             env.insert("REDIS_KEY_PREFIX".into(), self.prefix.clone());
+            // The cluster pass of `scripts/test.sh`: the token store is a Redis Cluster.
+            if let Ok(nodes) = std::env::var("TEST_REDIS_CLUSTER_NODES") {
+                env.insert("REDIS_CLUSTER_NODES".into(), nodes);
+            }
         }
         for (k, v) in overrides {
             env.insert(k.to_string(), v.to_string());

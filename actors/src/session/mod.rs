@@ -13,7 +13,7 @@ use actix::prelude::*;
 use chrono::Utc;
 
 use crate::db_queue::{DbQueue, WriteAudit};
-use crate::domain::{AuditEntry, SessionId};
+use crate::domain::AuditEntry;
 use crate::mailbox::{guarded, ActorStats};
 use crate::session_store::{Admission, AttemptRequest, SessionStore};
 use crate::ActorError;
@@ -199,14 +199,11 @@ impl Handler<SweepIdleSessions> for SessionActor {
                 let idle_ms = s.idle_timeout.as_millis() as i64;
                 let lifetime = s.max_lifetime.as_secs();
                 let mut ended = 0;
-                for raw in store.idle_candidates(now - idle_ms, 500).await? {
-                    let Ok(sid) = SessionId::parse(&raw) else {
-                        continue;
-                    };
+                for (uid, sid) in store.idle_candidates(now - idle_ms, 500).await? {
                     let expired = store
-                        .expire_if_idle(sid.clone(), now, idle_ms, lifetime)
+                        .expire_if_idle(uid, sid.clone(), now, idle_ms, lifetime)
                         .await?;
-                    if let Some(uid) = expired {
+                    if expired {
                         ended += 1;
                         let entry = AuditEntry::session_expired(uid, &sid, s.idle_timeout);
                         db.call(WriteAudit(entry)).await?;

@@ -199,9 +199,9 @@ forward! {
         uid: UserId, reason: EndReason, ended_ttl_s: u64, keep: Option<SessionId>,
         credential_version: Option<i64>
     ) -> Vec<String>;
-    fn idle_candidates(cutoff_ms: i64, limit: usize) -> Vec<String>;
-    fn expire_if_idle(sid: SessionId, now_ms: i64, idle_ms: i64, ended_ttl_s: u64)
-        -> Option<String>;
+    fn idle_candidates(cutoff_ms: i64, limit: usize) -> Vec<(UserId, SessionId)>;
+    fn expire_if_idle(uid: UserId, sid: SessionId, now_ms: i64, idle_ms: i64, ended_ttl_s: u64)
+        -> bool;
     fn begin_attempt(req: AttemptRequest) -> Admission;
     fn end_attempt(
         email: Email, ip: ClientIp, attempt: String, outcome: AttemptOutcome, window_s: u64

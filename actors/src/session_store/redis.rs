@@ -1,6 +1,5 @@
 //! Session and token state in Redis: one Lua script per multi-key change (see [`crate::scripts`]),
 //! so every instance sharing the Redis agrees at once.
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 
 use super::{
@@ -8,13 +7,14 @@ use super::{
     Rotation, SessionInfo,
 };
 use crate::domain::{ClientIp, Email, EndReason, SessionId, UserId};
+use crate::redis_conn::RedisConnection;
 use crate::redis_keys::Keys;
 use crate::scripts;
 use crate::ActorError;
 
 #[derive(Clone)]
 pub struct RedisSessions {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     keys: Keys,
 }
 
@@ -41,7 +41,7 @@ fn reason(raw: Option<String>) -> EndReason {
 }
 
 impl RedisSessions {
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: RedisConnection, keys: Keys) -> Self {
         Self { conn, keys }
     }
 
@@ -57,8 +57,8 @@ impl RedisSessions {
         let keys = &self.keys;
         let reply: Vec<String> = scripts::OPEN_SESSION
             .key(keys.user_sessions(&req.uid))
-            .key(keys.activity())
-            .key(keys.session(&req.sid))
+            .key(keys.activity(&req.uid))
+            .key(keys.session(&req.uid, &req.sid))
             .key(keys.credential(&req.uid))
             .arg(req.sid.as_str())
             .arg(req.uid.to_hex())
@@ -67,8 +67,8 @@ impl RedisSessions {
             .arg(req.max.max(1))
             .arg(req.policy.as_str())
             .arg(req.lifetime_s.max(1))
-            .arg(keys.session_prefix())
-            .arg(keys.ended_prefix())
+            .arg(keys.session_prefix(&req.uid))
+            .arg(keys.ended_prefix(&req.uid))
             .arg(req.lifetime_s.max(1))
             .arg(req.idle_ms)
             .arg(&req.access_jti)
@@ -106,9 +106,9 @@ impl RedisSessions {
     ) -> Result<AccessCheck, ActorError> {
         let keys = &self.keys;
         let reply: Value = scripts::CHECK_ACCESS
-            .key(keys.session(&sid))
-            .key(keys.ended(&sid))
-            .key(keys.activity())
+            .key(keys.session(&uid, &sid))
+            .key(keys.ended(&uid, &sid))
+            .key(keys.activity(&uid))
             .key(keys.credential(&uid))
             .arg(sid.as_str())
             .arg(uid.to_hex())
@@ -131,9 +131,9 @@ impl RedisSessions {
     pub async fn rotate(&self, req: RotateRequest) -> Result<Rotation, ActorError> {
         let keys = &self.keys;
         let reply: Value = scripts::ROTATE_REFRESH
-            .key(keys.session(&req.sid))
-            .key(keys.ended(&req.sid))
-            .key(keys.activity())
+            .key(keys.session(&req.uid, &req.sid))
+            .key(keys.ended(&req.uid, &req.sid))
+            .key(keys.activity(&req.uid))
             .key(keys.user_sessions(&req.uid))
             .key(keys.credential(&req.uid))
             .arg(req.sid.as_str())
@@ -174,9 +174,9 @@ impl RedisSessions {
     ) -> Result<bool, ActorError> {
         let keys = &self.keys;
         scripts::END_SESSION
-            .key(keys.session(&sid))
-            .key(keys.ended(&sid))
-            .key(keys.activity())
+            .key(keys.session(&uid, &sid))
+            .key(keys.ended(&uid, &sid))
+            .key(keys.activity(&uid))
             .key(keys.user_sessions(&uid))
             .arg(sid.as_str())
             .arg(reason.as_str())
@@ -198,7 +198,7 @@ impl RedisSessions {
         let flat: Vec<String> = scripts::LIST_SESSIONS
             .key(keys.user_sessions(&uid))
             .key(keys.credential(&uid))
-            .arg(keys.session_prefix())
+            .arg(keys.session_prefix(&uid))
             .arg(now_ms)
             .arg(idle_ms)
             .invoke_async(&mut self.conn.clone())
@@ -229,12 +229,12 @@ impl RedisSessions {
         let version = credential_version.map_or(String::new(), |v| v.to_string());
         scripts::END_USER_SESSIONS
             .key(keys.user_sessions(&uid))
-            .key(keys.activity())
+            .key(keys.activity(&uid))
             .key(keys.credential(&uid))
             .arg(reason.as_str())
             .arg(ended_ttl_s.max(1))
-            .arg(keys.session_prefix())
-            .arg(keys.ended_prefix())
+            .arg(keys.session_prefix(&uid))
+            .arg(keys.ended_prefix(&uid))
             .arg(keep)
             .arg(version)
             .invoke_async::<Vec<String>>(&mut self.conn.clone())
@@ -242,48 +242,66 @@ impl RedisSessions {
             .map_err(ActorError::redis)
     }
 
+    /// Sessions idle since `cutoff_ms`, from the users' activity indexes that `SCAN` finds on
+    /// every primary; at most about `limit`.
     pub async fn idle_candidates(
         &self,
         cutoff_ms: i64,
         limit: usize,
-    ) -> Result<Vec<String>, ActorError> {
-        let mut conn = self.conn.clone();
-        let stale: Vec<String> = conn
-            .zrangebyscore_limit(
-                self.keys.activity(),
-                "-inf",
-                cutoff_ms,
-                0,
-                isize::try_from(limit).unwrap_or(isize::MAX),
-            )
+    ) -> Result<Vec<(UserId, SessionId)>, ActorError> {
+        let indexes = self
+            .conn
+            .scan_keys(&self.keys.activity_pattern(), limit)
             .await
             .map_err(ActorError::redis)?;
-        // Members that are not session ids cannot be ended; forget them.
-        for raw in stale.iter().filter(|s| SessionId::parse(s).is_err()) {
-            let _: Result<(), _> = conn.zrem(self.keys.activity(), raw).await;
+        let mut conn = self.conn.clone();
+        let mut found = Vec::new();
+        for key in indexes {
+            let Some(uid) = self.keys.activity_owner(&key) else {
+                continue;
+            };
+            let room = isize::try_from(limit.saturating_sub(found.len())).unwrap_or(isize::MAX);
+            if room == 0 {
+                break;
+            }
+            let stale: Vec<String> = conn
+                .zrangebyscore_limit(&key, "-inf", cutoff_ms, 0, room)
+                .await
+                .map_err(ActorError::redis)?;
+            for raw in stale {
+                match SessionId::parse(&raw) {
+                    Ok(sid) => found.push((uid, sid)),
+                    // Not a session id: it cannot be ended; forget it.
+                    Err(_) => {
+                        let _: Result<(), _> = conn.zrem(&key, raw).await;
+                    }
+                }
+            }
         }
-        Ok(stale)
+        Ok(found)
     }
 
     pub async fn expire_if_idle(
         &self,
+        uid: UserId,
         sid: SessionId,
         now_ms: i64,
         idle_ms: i64,
         ended_ttl_s: u64,
-    ) -> Result<Option<String>, ActorError> {
+    ) -> Result<bool, ActorError> {
         let keys = &self.keys;
         scripts::EXPIRE_IF_IDLE
-            .key(keys.session(&sid))
-            .key(keys.ended(&sid))
-            .key(keys.activity())
+            .key(keys.session(&uid, &sid))
+            .key(keys.ended(&uid, &sid))
+            .key(keys.activity(&uid))
+            .key(keys.user_sessions(&uid))
             .arg(sid.as_str())
             .arg(now_ms)
             .arg(idle_ms)
             .arg(ended_ttl_s.max(1))
-            .arg(keys.user_sessions_prefix())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async::<i64>(&mut self.conn.clone())
             .await
+            .map(|n| n == 1)
             .map_err(ActorError::redis)
     }
 

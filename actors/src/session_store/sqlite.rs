@@ -446,41 +446,53 @@ impl SqliteSessions {
         &self,
         cutoff_ms: i64,
         limit: usize,
-    ) -> Result<Vec<String>, ActorError> {
+    ) -> Result<Vec<(UserId, SessionId)>, ActorError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.run(move |c| {
-            c.prepare_cached("SELECT sid FROM sessions WHERE seen <= ? ORDER BY seen LIMIT ?")?
-                .query_map(params![cutoff_ms, limit], |r| r.get(0))?
+        let rows: Vec<(String, String)> = self
+            .run(move |c| {
+                c.prepare_cached(
+                    "SELECT uid, sid FROM sessions WHERE seen <= ? ORDER BY seen LIMIT ?",
+                )?
+                .query_map(params![cutoff_ms, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
-        })
-        .await
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(uid, sid)| {
+                Some((UserId::parse(&uid).ok()?, SessionId::parse(&sid).ok()?))
+            })
+            .collect())
     }
 
     pub async fn expire_if_idle(
         &self,
+        uid: UserId,
         sid: SessionId,
         now_ms: i64,
         idle_ms: i64,
         ended_ttl_s: u64,
-    ) -> Result<Option<String>, ActorError> {
+    ) -> Result<bool, ActorError> {
         self.run(move |c| {
             let tx = write(c)?;
-            let row: Option<(String, i64, i64)> = tx
-                .prepare_cached("SELECT uid, seen, expires FROM sessions WHERE sid = ?")?
-                .query_row([sid.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            let row: Option<(i64, i64)> = tx
+                .prepare_cached("SELECT seen, expires FROM sessions WHERE sid = ? AND uid = ?")?
+                .query_row(params![sid.as_str(), uid.to_hex()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?;
-            let Some((uid, seen, expires)) = row else {
-                return Ok(None);
+            let Some((seen, expires)) = row else {
+                return Ok(false);
             };
             if expires <= now_ms {
                 // Outlived its refresh token: gone without a trace, as a Redis key would be.
                 tx.prepare_cached("DELETE FROM sessions WHERE sid = ?")?
                     .execute([sid.as_str()])?;
                 tx.commit()?;
-                return Ok(None);
+                return Ok(false);
             }
             if now_ms - seen <= idle_ms {
-                return Ok(None);
+                return Ok(false);
             }
             end(
                 &tx,
@@ -489,7 +501,7 @@ impl SqliteSessions {
                 now_ms + ms(ended_ttl_s),
             )?;
             tx.commit()?;
-            Ok(Some(uid))
+            Ok(true)
         })
         .await
     }
