@@ -218,6 +218,9 @@ pub struct ActorSettings {
     pub session_capacity: usize,
     pub hasher_capacity: usize,
     pub account_capacity: usize,
+    /// Users read by one slice of an administrator's search: a slice is one turn in the
+    /// database queue, so this bounds what waits behind a search.
+    pub search_slice: u32,
     pub hasher_threads: usize,
     pub call_timeout_ms: u64,
     pub probe_interval_ms: u64,

@@ -389,6 +389,7 @@ impl Application {
                 idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
                 limit_policy: settings.limit_policy().map_err(config)?,
                 bcrypt_cost: settings.security.bcrypt_cost,
+                search_slice: settings.actors.search_slice.max(1),
             },
         });
         let account_stats = ActorStats::new("account", settings.actors.account_capacity);

@@ -19,6 +19,7 @@ mod login;
 mod ops_page;
 mod register;
 mod resilience;
+mod search;
 mod session_api;
 mod sessions;
 mod supervision;

@@ -228,12 +228,63 @@ pub(super) async fn delete(a: Arc<Accounts>, m: DeleteAccount) -> Result<(), Act
     Err(ActorError::Conflict)
 }
 
+/// A search runs as slices (`SearchUsersSlice`), each its own turn in the database queue, so a
+/// scan of a large collection never holds the queue: what is queued behind a slice waits for
+/// that slice only. The matches' sort keys are gathered (the newest `skip + limit` kept), then
+/// the page's users are read by id. Not a snapshot: a write landing between slices may or may
+/// not be seen, and a user deleted meanwhile is left out of the page.
 pub(super) async fn search(
     a: Arc<Accounts>,
     m: SearchAccounts,
 ) -> Result<(Vec<User>, u64), ActorError> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
     a.admin(m.token).await?;
-    a.db.call(m.query).await
+    let q = m.query;
+    let filter = db_queue::UserFilter::from(&q);
+    let limit = usize::try_from(q.limit.max(0)).unwrap_or(0);
+    let skip = usize::try_from(q.skip).unwrap_or(usize::MAX);
+    let keep = skip.saturating_add(limit);
+    // The newest `keep` matches so far, the oldest of them on top.
+    let mut newest = BinaryHeap::new();
+    let (mut total, mut after) = (0u64, None);
+    loop {
+        let slice =
+            a.db.call(db_queue::SearchUsersSlice {
+                filter: filter.clone(),
+                after,
+                examine: a.settings.search_slice,
+            })
+            .await?;
+        total += slice.matches.len() as u64;
+        for key in slice.matches {
+            newest.push(Reverse(key));
+            if newest.len() > keep {
+                newest.pop();
+            }
+        }
+        match slice.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    // Newest first: ascending `Reverse` order.
+    let page: Vec<UserId> = newest
+        .into_sorted_vec()
+        .into_iter()
+        .skip(skip)
+        .map(|Reverse((_, id))| id)
+        .collect();
+    let mut found = a.db.call(db_queue::FindUsersByIds(page.clone())).await?;
+    let users = page
+        .iter()
+        .filter_map(|id| {
+            let at = found.iter().position(|u| u.id == *id)?;
+            Some(found.swap_remove(at))
+        })
+        .collect();
+    Ok((users, total))
 }
 
 pub(super) async fn read_audit(

@@ -49,6 +49,8 @@ pub struct AccountSettings {
     pub limit_policy: LimitPolicy,
     /// `BCRYPT_COST`: a hash of another cost (or a `$2a$`/`$2y$` one) is replaced at login.
     pub bcrypt_cost: u32,
+    /// How many users one slice of a search reads (`actors.search_slice`).
+    pub search_slice: u32,
 }
 
 /// The actors the workflows ask, and the settings.

@@ -159,6 +159,78 @@ pub struct SearchUsers {
     pub skip: u64,
 }
 
+/// What a user search matches: literal, case-insensitive substrings of the username and the
+/// email (kept lower-cased), and an exact status; each only when given.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub status: Option<UserStatus>,
+}
+
+impl From<&SearchUsers> for UserFilter {
+    fn from(q: &SearchUsers) -> Self {
+        let given = |s: &Option<String>| {
+            s.as_deref()
+                .filter(|s| !s.is_empty())
+                .map(str::to_lowercase)
+        };
+        Self {
+            username: given(&q.username),
+            email: given(&q.email),
+            status: q.status,
+        }
+    }
+}
+
+impl UserFilter {
+    /// Whether a stored user (its `username`, `email` and `status` fields) matches.
+    pub fn matches(&self, doc: &mongodb::bson::Document) -> bool {
+        let contains = |field: &str, needle: &Option<String>| {
+            needle.as_ref().is_none_or(|n| {
+                doc.get_str(field)
+                    .is_ok_and(|v| v.to_lowercase().contains(n.as_str()))
+            })
+        };
+        contains("username", &self.username)
+            && contains("email", &self.email)
+            && self
+                .status
+                .is_none_or(|s| doc.get_str("status").is_ok_and(|v| v == s.as_str()))
+    }
+}
+
+/// Where a search goes on: on MongoDB its open cursor (each slice is one batch of it), on the
+/// embedded store the last id it covered.
+pub enum SearchPosition {
+    Mongo(Box<mongodb::Cursor<mongodb::bson::Document>>),
+    Embedded(UserId),
+}
+
+/// One slice of a user search: at most `examine` users are read from where the previous slice
+/// stopped, so no slice holds the queue for long and other operations take their turns between
+/// slices. Replies with the sort keys of those that match, and where to go on.
+#[derive(Message)]
+#[rtype(result = "Result<SearchSlice, ActorError>")]
+pub struct SearchUsersSlice {
+    pub filter: UserFilter,
+    /// `None`: from the start.
+    pub after: Option<SearchPosition>,
+    pub examine: u32,
+}
+
+pub struct SearchSlice {
+    /// (`created_at`, id) of each match in the slice.
+    pub matches: Vec<(DateTime<Utc>, UserId)>,
+    /// Where the next slice starts; `None` when this one reached the end.
+    pub next: Option<SearchPosition>,
+}
+
+/// Users by id (those that exist), in no particular order.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<User>, ActorError>")]
+pub struct FindUsersByIds(pub Vec<UserId>);
+
 /// Audit entries, newest first, filtered by subject and/or action; one page and the total.
 #[derive(Message)]
 #[rtype(result = "Result<(Vec<AuditRecord>, u64), ActorError>")]

@@ -239,8 +239,10 @@ queued!(FindUserById, Option<crate::domain::User>, |store, m| {
     store.find_user_by_id(m.0)
 });
 queued!(WriteAudit, (), |store, m| store.write_audit(m.0));
-queued!(SearchUsers, (Vec<crate::domain::User>, u64), |store, m| {
-    store.search_users(m)
+queued!(SearchUsersSlice, SearchSlice, |store, m| store
+    .search_slice(m));
+queued!(FindUsersByIds, Vec<crate::domain::User>, |store, m| {
+    store.find_users_by_ids(m.0)
 });
 queued!(
     ListAudit,

@@ -13,7 +13,8 @@ use futures::TryStreamExt;
 use mongodb::options::FindOptions;
 
 use super::messages::{
-    DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written,
+    DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchPosition, SearchSlice,
+    SearchUsersSlice, UpdateUser, Written,
 };
 use super::mongo_indexes::case_insensitive;
 use crate::domain::{
@@ -77,12 +78,6 @@ async fn finish_transaction(
             other => return other,
         }
     }
-}
-
-/// A case-insensitive literal substring match, served by a regex with every metacharacter
-/// escaped (so `.*` or `(` match themselves).
-fn contains_ci(needle: &str) -> Document {
-    doc! {"$regex": regex::escape(needle), "$options": "i"}
 }
 
 /// Runs `attempt` until it succeeds or fails with anything but a transient transaction error.
@@ -671,31 +666,64 @@ impl MongoStore {
         })))
     }
 
-    pub async fn search_users(self, q: SearchUsers) -> Result<(Vec<User>, u64), ActorError> {
-        let mut filter = Document::new();
-        if let Some(username) = q.username.as_deref().filter(|s| !s.is_empty()) {
-            filter.insert("username", contains_ci(username));
+    /// One slice of a search: one batch of a cursor over every user in natural order (the
+    /// fields a search reads only), filtered here. The server examines one batch per slice
+    /// whatever the filter matches (a filtered or sorted query would scan until its batch
+    /// filled, or all of it); the cursor goes on in the next slice.
+    pub async fn search_slice(self, q: SearchUsersSlice) -> Result<SearchSlice, ActorError> {
+        let mut cursor = match q.after {
+            Some(SearchPosition::Mongo(cursor)) => cursor,
+            _ => Box::new(
+                self.users()
+                    .find(Document::new())
+                    .with_options(
+                        FindOptions::builder()
+                            .projection(doc! {
+                                "_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1
+                            })
+                            .batch_size(q.examine.max(1))
+                            .build(),
+                    )
+                    .await
+                    .map_err(ActorError::mongo)?,
+            ),
+        };
+        let mut matches = Vec::new();
+        for _ in 0..q.examine.max(1) {
+            if !cursor.advance().await.map_err(ActorError::mongo)? {
+                return Ok(SearchSlice {
+                    matches,
+                    next: None,
+                });
+            }
+            let doc = cursor.deserialize_current().map_err(ActorError::mongo)?;
+            if q.filter.matches(&doc) {
+                matches.extend(User::sort_key(&doc));
+            }
         }
-        if let Some(email) = q.email.as_deref().filter(|s| !s.is_empty()) {
-            filter.insert("email", contains_ci(email));
+        Ok(SearchSlice {
+            matches,
+            next: Some(SearchPosition::Mongo(cursor)),
+        })
+    }
+
+    pub async fn find_users_by_ids(self, ids: Vec<UserId>) -> Result<Vec<User>, ActorError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        if let Some(status) = q.status {
-            filter.insert("status", status.as_str());
-        }
-        let (docs, total) = page(
-            &self.users(),
-            filter,
-            doc! {"created_at": -1, "_id": -1},
-            q.skip,
-            q.limit,
-        )
-        .await?;
-        let users = docs
-            .iter()
+        let ids: Vec<ObjectId> = ids.iter().map(UserId::oid).collect();
+        let docs: Vec<Document> = self
+            .users()
+            .find(doc! {"_id": {"$in": ids}})
+            .await
+            .map_err(ActorError::mongo)?
+            .try_collect()
+            .await
+            .map_err(ActorError::mongo)?;
+        docs.iter()
             .map(User::from_document)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ActorError::internal("reading a stored document", e))?;
-        Ok((users, total))
+            .map_err(|e| ActorError::internal("reading a stored document", e))
     }
 
     pub async fn list_audit(self, q: ListAudit) -> Result<(Vec<AuditRecord>, u64), ActorError> {

@@ -11,7 +11,8 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::messages::{
-    DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written,
+    DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchPosition, SearchSlice,
+    SearchUsersSlice, UpdateUser, Written,
 };
 use crate::domain::{AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus, Wallet};
 use crate::error::DuplicateField;
@@ -582,34 +583,71 @@ impl SqliteStore {
 
     /// Literal, case-insensitive substrings (`instr` on lower-cased copies: no pattern syntax
     /// at all), newest first.
-    pub async fn search_users(self, q: SearchUsers) -> Result<(Vec<User>, u64), ActorError> {
+    /// One slice of a search, as on MongoDB: at most `examine` users after `after` in id order
+    /// are read and filtered.
+    pub async fn search_slice(self, q: SearchUsersSlice) -> Result<SearchSlice, ActorError> {
         let mut conditions = Vec::new();
-        let mut args = Vec::new();
-        if let Some(username) = q.username.as_deref().filter(|s| !s.is_empty()) {
+        let after = match q.after {
+            Some(SearchPosition::Embedded(id)) => id.to_hex(),
+            _ => String::new(),
+        };
+        let mut args = vec![
+            Value::Text(after),
+            Value::Integer(i64::from(q.examine.max(1))),
+        ];
+        if let Some(username) = &q.filter.username {
             conditions.push("instr(username_lower, ?) > 0");
-            args.push(Value::Text(username.to_lowercase()));
+            args.push(Value::Text(username.clone()));
         }
-        if let Some(email) = q.email.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(email) = &q.filter.email {
             conditions.push("instr(lower(email), ?) > 0");
-            args.push(Value::Text(email.to_lowercase()));
+            args.push(Value::Text(email.clone()));
         }
-        if let Some(status) = q.status {
+        if let Some(status) = q.filter.status {
             conditions.push("status = ?");
             args.push(Value::Text(status.as_str().to_string()));
         }
-        let from_where = where_clause("users", &conditions);
+        let filter: String = conditions.iter().map(|c| format!(" AND {c}")).collect();
+        let examine = i64::from(q.examine.max(1));
         self.db
             .run(move |c| {
-                page(
-                    c,
-                    &from_where,
-                    "created_at DESC, id DESC",
-                    USER_COLUMNS,
-                    args,
-                    (q.skip, q.limit),
-                    user_from_row,
-                )
-                .map_err(db_error)
+                let slice = "SELECT id FROM users WHERE id > ?1 ORDER BY id LIMIT ?2";
+                let (covered, last): (i64, Option<String>) = c
+                    .prepare_cached(&format!("SELECT COUNT(*), MAX(id) FROM ({slice})"))
+                    .and_then(|mut s| {
+                        s.query_row(params![args[0], args[1]], |r| Ok((r.get(0)?, r.get(1)?)))
+                    })
+                    .map_err(db_error)?;
+                let matches = c
+                    .prepare_cached(&format!(
+                        "SELECT {USER_COLUMNS} FROM users WHERE id IN ({slice}){filter}"
+                    ))
+                    .and_then(|mut s| {
+                        s.query_map(params_from_iter(args.iter()), user_from_row)?
+                            .map(|u| u.map(|u| (u.created_at, u.id)))
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(db_error)?;
+                let next = if covered < examine {
+                    None
+                } else {
+                    last.as_deref()
+                        .and_then(|id| UserId::parse(id).ok())
+                        .map(SearchPosition::Embedded)
+                };
+                Ok(SearchSlice { matches, next })
+            })
+            .await
+    }
+
+    pub async fn find_users_by_ids(self, ids: Vec<UserId>) -> Result<Vec<User>, ActorError> {
+        self.db
+            .run(move |c| {
+                let mut users = Vec::with_capacity(ids.len());
+                for id in ids {
+                    users.extend(find_user(c, "id", &id.to_hex()).map_err(db_error)?);
+                }
+                Ok(users)
             })
             .await
     }

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use super::messages::{
-    DeleteUser, IndexPlan, ListAudit, RegisterUser, SearchUsers, UpdateUser, Written,
+    DeleteUser, IndexPlan, ListAudit, RegisterUser, SearchSlice, SearchUsersSlice, UpdateUser,
+    Written,
 };
 use super::mongo::MongoStore;
 use super::sqlite::SqliteStore;
@@ -44,7 +45,8 @@ forward! {
     fn upgrade_hash(id: UserId, verified: String, upgraded: String) -> bool;
     fn update_user(m: UpdateUser) -> Written<User>;
     fn delete_user(m: DeleteUser) -> Written<()>;
-    fn search_users(q: SearchUsers) -> (Vec<User>, u64);
+    fn search_slice(q: SearchUsersSlice) -> SearchSlice;
+    fn find_users_by_ids(ids: Vec<UserId>) -> Vec<User>;
     fn list_audit(q: ListAudit) -> (Vec<AuditRecord>, u64);
     fn purge_audit(before: DateTime<Utc>) -> u64;
 }

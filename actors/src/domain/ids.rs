@@ -1,7 +1,7 @@
 use mongodb::bson::oid::ObjectId;
 
 /// A user's id: a MongoDB ObjectId, written as 24 hex characters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(ObjectId);
 
 impl UserId {

@@ -197,6 +197,14 @@ fn get_int(doc: &Document, key: &str) -> Option<i64> {
 }
 
 impl User {
+    /// A stored user's place in a search's order (newest first): its `created_at` as
+    /// [`User::from_document`] reads it, and its id.
+    pub fn sort_key(doc: &Document) -> Option<(DateTime<Utc>, UserId)> {
+        let id = doc.get_object_id("_id").ok()?;
+        let created_at = get_time(doc, "created_at").unwrap_or_else(|| id.timestamp().to_chrono());
+        Some((created_at, id.into()))
+    }
+
     /// Reads a stored user leniently: documents written by the seed's Python service may lack
     /// `role`, `login_count` or timestamps, and must still load.
     pub fn from_document(doc: &Document) -> Result<Self, String> {
