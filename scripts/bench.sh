@@ -4,7 +4,10 @@
 #                   bare bcrypt verifies/s at cost 10 on all cores; login p99 at 64 against
 #                   1.25 x (64 / that ceiling)
 #   2. me_ratio     GET /auth/me/s (concurrency 64, Redis) over a bare actix-web JSON handler
-#   3. queue_ratio  look-ups/s through the DbQueueActor over the driver called directly
+#   3. queue_ratio  look-ups/s through the DbQueueActor over the driver called directly, on
+#                   loopback and with the database one hop away (`loadtest delay-proxy`, 0.5 ms
+#                   each way); logins/s at BCRYPT_COST=4 (the database, not bcrypt, the limit)
+#                   on loopback and one hop away
 #   4. mixed        GET /auth/me and /health p99 during a login storm at cost 12 (64 concurrent)
 #   5. peak RSS     of the service processes
 # Figures 1 and 2 are measured on both backends in the same run: MongoDB (SecantusDB) + Redis,
@@ -37,14 +40,15 @@ MONGO_PORT=$(free_port)
 OUT="$RUN_DIR/bench"; mkdir -p "$OUT"
 RUN_ID="b$(date +%s)"
 
-# start_service NAME COST [embedded]: starts the service (on SecantusDB + Redis, or on the
-# embedded pair), sets URL_<NAME> and PID_<NAME>.
+# start_service NAME COST [embedded|far]: starts the service (on SecantusDB + Redis, on the
+# embedded pair, or on SecantusDB through the delay proxy), sets URL_<NAME> and PID_<NAME>.
 start_service() {
-  local name="$1" cost="$2" port backend_env; port=$(free_port)
+  local name="$1" cost="$2" port backend_env db_port="$MONGO_PORT"; port=$(free_port)
+  [ "${3:-}" = far ] && db_port="$PROXY_PORT"
   if [ "${3:-}" = embedded ]; then
     backend_env=(STORAGE_BACKEND=embedded TOKENS_BACKEND=embedded DATA_DIR="$OUT/data-$RUN_ID-$name")
   else
-    backend_env=(MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/bench_$name?directConnection=true"
+    backend_env=(MONGODB_URI="mongodb://127.0.0.1:$db_port/bench_$name?directConnection=true"
       REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="$RUN_ID:$name:")
   fi
   env APP_ENV=test HOST=127.0.0.1 PORT="$port" BCRYPT_COST="$cost" AUTH_RATE_LIMIT=0 RUST_LOG=warn \
@@ -98,9 +102,28 @@ start_baseline "$LT" "$OUT/baseline.log"
 "$LT" run --base-url "http://127.0.0.1:$BASE_PORT" --scenario get --path / --concurrency 64 \
   --duration "$D" --json >"$OUT/bare64.json"
 
-log "3/5 queue ratio"
+log "3/5 queue ratio and cost-4 logins, on loopback and one hop away (+0.5 ms each way)"
 "$LT" queue --mongodb-uri "mongodb://127.0.0.1:$MONGO_PORT/bench_queue?directConnection=true" \
   --concurrency 16 --duration "$D" --json >"$OUT/queue.json"
+PROXY_PORT=$(free_port)
+"$LT" delay-proxy --listen "$PROXY_PORT" --upstream "127.0.0.1:$MONGO_PORT" --delay-ms 0.5 \
+  >"$OUT/proxy.log" 2>&1 &
+PIDS+=("$!")
+deadline=$((SECONDS + 30))
+until (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null; do
+  [ $SECONDS -ge $deadline ] && { log "the delay proxy did not start"; cat "$OUT/proxy.log"; exit 1; }
+  sleep 0.2
+done
+"$LT" queue --mongodb-uri "mongodb://127.0.0.1:$PROXY_PORT/bench_queue_far?directConnection=true" \
+  --concurrency 16 --duration "$D" --json >"$OUT/queue-far.json"
+start_service n4 4
+"$LT" run --base-url "$URL_n4" --scenario login --concurrency 32 --duration "$D" \
+  --users "$USERS" --user-prefix "${RUN_ID}n" --json >"$OUT/login4-near.json"
+kill "$PID_n4"
+start_service f4 4 far
+"$LT" run --base-url "$URL_f4" --scenario login --concurrency 32 --duration "$D" \
+  --users "$USERS" --user-prefix "${RUN_ID}f" --json >"$OUT/login4-far.json"
+kill "$PID_f4"
 
 log "4/5 mixed load (login storm at BCRYPT_COST=$HIGH)"
 start_service c12 "$HIGH"
@@ -130,6 +153,7 @@ rsse = float(sys.argv[7])
 service_pid, secantus_pid, redis_pid, embedded_pid = sys.argv[8:12]
 j = lambda n: json.load(open(f"{out}/{n}.json"))
 l16, l64, me, bare, q = j("login16"), j("login64"), j("me64"), j("bare64"), j("queue")
+qf, n4, f4 = j("queue-far"), j("login4-near"), j("login4-far")
 e16, e64, eme = j("login16-embedded"), j("login64-embedded"), j("me64-embedded")
 storm, mme, mh = j("storm"), j("mixed-me"), j("mixed-health")
 ok200 = lambda r: r["statuses"].get("200", 0) / max(r["duration_s"], 1e-9)
@@ -140,6 +164,8 @@ rows = [
   ("login p99 @64", f"**{l64['p99_ms']:.0f} ms** (1.25 × 64 ÷ ceiling = {fair:.0f} ms)", f"≤ {fair:.0f} ms"),
   ("me_ratio @64", f"{ok200(me):.0f}/s ÷ {ok200(bare):.0f}/s = **{ok200(me)/ok200(bare):.3f}**", "≥ 0.35"),
   ("queue_ratio @16", f"{q['queued_per_sec']:.0f}/s ÷ {q['direct_per_sec']:.0f}/s = **{q['queue_ratio']:.3f}**", "≥ 0.80"),
+  ("queue_ratio @16, +1 ms round trip", f"{qf['queued_per_sec']:.0f}/s ÷ {qf['direct_per_sec']:.0f}/s = **{qf['queue_ratio']:.3f}**", "≥ 0.80"),
+  ("logins/s @32 at cost 4, +1 ms ÷ loopback", f"{ok200(f4):.1f}/s ÷ {ok200(n4):.1f}/s = **{ok200(f4)/max(ok200(n4), 1e-9):.3f}**", "≥ 0.80"),
   ("mixed: /auth/me p99", f"**{mme['p99_ms']:.1f} ms** (storm: {ok200(storm):.1f} logins/s)", "< 20 ms"),
   ("mixed: /health p99", f"**{mh['p99_ms']:.1f} ms**", "< 20 ms"),
   ("peak RSS", f"**{max(rss10, rss12, rsse):.1f} MiB** (cost-10 instance {rss10:.1f}, cost-12 instance {rss12:.1f}, embedded {rsse:.1f})", "< 64 MiB"),
@@ -170,7 +196,7 @@ print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.r
 print("| figure | measured | target |\n|---|---|---|")
 for r in rows: print(f"| {r[0]} | {r[1]} | {r[2]} |")
 print()
-print("Statuses: " + "; ".join(f"{n}: {j(n)['statuses']}" for n in ["login16","login64","me64","bare64","storm","mixed-me","mixed-health","login16-embedded","login64-embedded","me64-embedded"]))
+print("Statuses: " + "; ".join(f"{n}: {j(n)['statuses']}" for n in ["login16","login64","me64","bare64","storm","mixed-me","mixed-health","login16-embedded","login64-embedded","me64-embedded","login4-near","login4-far"]))
 PY
 
 if [ $SMOKE = 0 ]; then
@@ -179,7 +205,7 @@ if [ $SMOKE = 0 ]; then
     echo
     echo "Produced by \`scripts/bench.sh\` (the newest run first; compare with the previous ones)."
     echo "Commands: \`loadtest bcrypt\`, \`loadtest run --scenario login|me|get\`, \`loadtest queue\`,"
-    echo "\`loadtest baseline\`; see the script for the exact arguments."
+    echo "\`loadtest baseline\`, \`loadtest delay-proxy\`; see the script for the exact arguments."
     echo
     cat "$OUT/summary.md"
     echo

@@ -7,8 +7,10 @@
 //! - `bcrypt`: bare bcrypt verifies/s on all cores (the physical ceiling for logins/s).
 //! - `baseline`: a bare actix-web handler returning a small JSON body (the ceiling for GETs).
 //! - `queue`: user look-ups/s through the DbQueueActor versus the mongodb driver directly.
+//! - `delay-proxy`: a TCP proxy adding a fixed delay each way (a database one hop away).
 #![deny(clippy::unwrap_used)]
 
+mod proxy;
 mod queue;
 mod scenarios;
 
@@ -48,6 +50,8 @@ enum Command {
     },
     /// Look-ups/s through the DbQueueActor and through the driver directly, same server.
     Queue(queue::QueueArgs),
+    /// A TCP proxy on 127.0.0.1:LISTEN to UPSTREAM that delays each direction by DELAY_MS.
+    DelayProxy(proxy::ProxyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +66,7 @@ fn main() -> std::process::ExitCode {
         } => bcrypt_bench(cost, Duration::from_secs_f64(duration), threads, json),
         Command::Baseline { port, workers } => baseline(port, workers),
         Command::Queue(args) => queue::run(args),
+        Command::DelayProxy(args) => proxy::run(args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
