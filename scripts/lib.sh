@@ -109,12 +109,14 @@ PY
       --pidfile "$dir/redis-$port.pid" --logfile "$dir/redis-$port.log" >/dev/null
   done
   for port in "${ports[@]}"; do
-    local deadline=$((SECONDS + 30))
+    local deadline=$((SECONDS + 30)) up=1
     until timeout 2 redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; do
-      [ $SECONDS -lt $deadline ] || { log "cluster node $port did not answer"; return 1; }
+      [ $SECONDS -lt $deadline ] || { up=0; break; }
       sleep 0.2
     done
-    STARTED_PIDS+=("$(cat "$dir/redis-$port.pid")")
+    # Stopped at exit whether or not it answered.
+    [ -s "$dir/redis-$port.pid" ] && STARTED_PIDS+=("$(cat "$dir/redis-$port.pid")")
+    [ $up = 1 ] || { log "cluster node $port did not answer"; return 1; }
   done
   timeout 60 redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 \
     --cluster-yes >"$dir/create.log" 2>&1 || { log "redis-cli --cluster create failed; see $dir/create.log"; return 1; }

@@ -13,6 +13,17 @@ use mongodb::bson::{doc, Bson, Document};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
+/// Part `n` of a JWT (0 the header, 1 the claims), decoded without checking: the test's own
+/// token.
+pub fn jwt_part(token: &str, n: usize) -> Value {
+    use base64::Engine;
+    let encoded = token.split('.').nth(n).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 pub const TEST_SECRET: &str = "test-secret-key-that-is-long-enough-0123456789";
 pub const PASSWORD: &str = "correct-horse-9";
 

@@ -5,22 +5,13 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{spawn_app_in, Isolation, TestApp};
+use crate::helpers::{jwt_part, spawn_app_in, Isolation, TestApp};
 
 const KEY_A: &str = "rotation-key-A-0123456789abcdef0123456789";
 const KEY_B: &str = "rotation-key-B-0123456789abcdef0123456789";
 
-fn part(token: &str, n: usize) -> Value {
-    use base64::Engine;
-    let encoded = token.split('.').nth(n).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(encoded)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 fn kid(token: &str) -> Option<String> {
-    part(token, 0)["kid"].as_str().map(str::to_string)
+    jwt_part(token, 0)["kid"].as_str().map(str::to_string)
 }
 
 /// The same claims signed again with `key`, with `kid` in the header if given.
@@ -31,7 +22,7 @@ fn resigned(token: &str, key: &str, kid: Option<&str>) -> String {
     };
     jsonwebtoken::encode(
         &header,
-        &part(token, 1),
+        &jwt_part(token, 1),
         &EncodingKey::from_secret(key.as_bytes()),
     )
     .unwrap()

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, assert_unauthorized, client_from, spawn_app_in, spawn_app_with,
+    assert_error, assert_unauthorized, client_from, jwt_part, spawn_app_in, spawn_app_with,
     spawn_app_with_admin, Isolation, TestApp, PASSWORD,
 };
 
@@ -44,13 +44,7 @@ async fn list(app: &TestApp, access: &str) -> Vec<Value> {
 
 /// The session id of `access` (its `sid` claim, read without checking: the test's own token).
 fn sid_of(access: &str) -> String {
-    use base64::Engine;
-    let payload = access.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    let claims: Value = serde_json::from_slice(&bytes).unwrap();
-    claims["sid"].as_str().unwrap().to_string()
+    jwt_part(access, 1)["sid"].as_str().unwrap().to_string()
 }
 
 async fn works(app: &TestApp, (access, refresh): &(String, String)) -> (bool, bool) {

@@ -83,9 +83,9 @@ impl TokenActor {
         let previous = settings
             .previous_secrets
             .iter()
-            .map(|s| s.expose_secret().as_bytes())
-            .filter(|s| key_id(s) != kid)
-            .map(|s| (key_id(s), DecodingKey::from_secret(s)))
+            .map(|s| (key_id(s.expose_secret().as_bytes()), s))
+            .filter(|(id, _)| *id != kid)
+            .map(|(id, s)| (id, DecodingKey::from_secret(s.expose_secret().as_bytes())))
             .collect();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
