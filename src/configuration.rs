@@ -221,6 +221,9 @@ pub struct ActorSettings {
     /// Users read by one slice of an administrator's search: a slice is one turn in the
     /// database queue, so this bounds what waits behind a search.
     pub search_slice: u32,
+    /// At most this many operations in one batch of the database queue (group commit); 1
+    /// sends every operation on its own.
+    pub db_queue_batch: usize,
     pub hasher_threads: usize,
     pub call_timeout_ms: u64,
     pub probe_interval_ms: u64,

@@ -22,6 +22,9 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Operations per round trip of the DbQueueActor's batches.
+const PER_TRIP_BUCKETS: &[f64] = &[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
 /// How often recorded histogram samples are drained into their buckets.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -47,6 +50,12 @@ pub fn install() {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("db_queue_ops_per_round_trip".into()),
+                    PER_TRIP_BUCKETS,
+                )
+            })
             .map_err(|e| tracing::warn!(error = %e, "metrics buckets"))
             .ok()?;
         let handle = builder

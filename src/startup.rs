@@ -266,9 +266,11 @@ impl Actors {
             let (database, cache) = (database.clone(), user_cache.clone());
             let audit_retention = settings.audit_retention();
             let purge_interval = Duration::from_secs(settings.sessions.session_check_interval);
+            let batch_size = a.db_queue_batch.max(1);
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
                 DbQueueActor::new(store, stats, op_timeout, database, probe_interval, cache)
                     .with_audit_retention(audit_retention, purge_interval)
+                    .with_batch_size(batch_size)
             })
         };
         let db = DbQueue::new(

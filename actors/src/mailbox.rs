@@ -32,6 +32,9 @@ pub struct ActorStats {
     alive: AtomicBool,
     /// Handling times in microseconds over the recent past.
     handling: Mutex<RecentTimes>,
+    /// For an actor that takes its work in batches (the DbQueueActor): operations per round
+    /// trip to its backend, in hundredths, over the recent past.
+    per_trip: Mutex<RecentTimes>,
     /// The exported series, looked up once (not on every message).
     exported: Exported,
 }
@@ -45,6 +48,7 @@ struct Exported {
     failed: metrics::Counter,
     rejected: metrics::Counter,
     restarts: metrics::Counter,
+    per_trip: metrics::Histogram,
 }
 
 /// Handling times of the last one to two minutes: two histograms, rotated every minute, so the
@@ -89,14 +93,19 @@ impl RecentTimes {
 
     /// (p50, p99) in milliseconds; zeros when nothing was handled recently.
     fn percentiles(&mut self) -> (f64, f64) {
+        self.quantiles(1000.0)
+    }
+
+    /// (p50, p99) of the recorded values divided by `scale`; zeros when nothing was recorded.
+    fn quantiles(&mut self, scale: f64) -> (f64, f64) {
         self.rotate();
         let mut both = self.previous.clone();
         let _ = both.add(&self.current);
         if both.is_empty() {
             return (0.0, 0.0);
         }
-        let ms = |q: f64| both.value_at_quantile(q) as f64 / 1000.0;
-        (ms(0.50), ms(0.99))
+        let at = |q: f64| both.value_at_quantile(q) as f64 / scale;
+        (at(0.50), at(0.99))
     }
 }
 
@@ -113,6 +122,17 @@ pub struct ActorSnapshot {
     pub restarts: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Only for the DbQueueActor, which takes its work in batches: how many operations each
+    /// round trip to the database carried (p50/p99 over the last one to two minutes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_per_round_trip: Option<PerTrip>,
+}
+
+/// Operations per round trip to the database, over the recent past (zeros when idle).
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct PerTrip {
+    pub p50: f64,
+    pub p99: f64,
 }
 
 impl ActorStats {
@@ -126,6 +146,7 @@ impl ActorStats {
                 "outcome" => "failed"),
             rejected: metrics::counter!("actor_rejected_total", "actor" => name),
             restarts: metrics::counter!("actor_restarts_total", "actor" => name),
+            per_trip: metrics::histogram!("db_queue_ops_per_round_trip"),
         };
         // Every counter is exported from start-up, at 0, so an alert's `increase()` sees the
         // first event.
@@ -149,6 +170,7 @@ impl ActorStats {
             last_restart_ms: AtomicU64::new(0),
             alive: AtomicBool::new(true),
             handling: Mutex::new(RecentTimes::new()),
+            per_trip: Mutex::new(RecentTimes::new()),
             exported,
         })
     }
@@ -168,6 +190,19 @@ impl ActorStats {
         HandlingTimer {
             stats: Arc::clone(self),
             started: Instant::now(),
+        }
+    }
+
+    /// Records one batch: `ops` operations carried in `trips` round trips (none: nothing to
+    /// record, e.g. every operation was refused).
+    pub fn record_batch(&self, ops: usize, trips: u64) {
+        if ops == 0 || trips == 0 {
+            return;
+        }
+        let per_trip = ops as f64 / trips as f64;
+        self.exported.per_trip.record(per_trip);
+        if let Ok(mut recent) = self.per_trip.lock() {
+            recent.record((per_trip * 100.0).round().max(1.0) as u64);
         }
     }
 
@@ -204,7 +239,15 @@ impl ActorStats {
             .handling
             .lock()
             .map_or((0.0, 0.0), |mut h| h.percentiles());
+        let ops_per_round_trip = (self.name == "db_queue").then(|| {
+            let (p50, p99) = self
+                .per_trip
+                .lock()
+                .map_or((0.0, 0.0), |mut h| h.quantiles(100.0));
+            PerTrip { p50, p99 }
+        });
         ActorSnapshot {
+            ops_per_round_trip,
             alive: self.alive.load(Ordering::Relaxed),
             mailbox_len: pending.saturating_sub(in_flight),
             mailbox_capacity: self.capacity,

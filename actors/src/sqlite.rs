@@ -148,6 +148,10 @@ fn serve(mut conn: Connection, queue: mpsc::Receiver<Call>) {
 
 /// A busy or unreadable database file is "unavailable" (503); anything else is internal.
 pub fn sqlite_error(name: &'static str, e: rusqlite::Error) -> ActorError {
+    if e.sqlite_error_code() == Some(ErrorCode::OperationInterrupted) {
+        // The operation's time budget ran out (the DbQueueActor's progress handler).
+        return ActorError::Timeout("database");
+    }
     let unavailable = matches!(
         e.sqlite_error_code(),
         Some(

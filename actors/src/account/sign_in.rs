@@ -154,6 +154,7 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
     let stamped =
         a.db.call(RecordLogin {
             user_id: user.id,
+            email: user.email.clone(),
             at,
             audit: login_entries(&a, &user, &opened, ip),
         })

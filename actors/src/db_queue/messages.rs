@@ -100,6 +100,9 @@ pub struct FindUserById(pub UserId);
 #[rtype(result = "Result<(), ActorError>")]
 pub struct RecordLogin {
     pub user_id: UserId,
+    /// The user's email as stored: a look-up by email queued after this stamp, in the same
+    /// batch, is answered after it.
+    pub email: String,
     pub at: DateTime<Utc>,
     pub audit: Vec<AuditEntry>,
 }

@@ -1,9 +1,12 @@
 //! The DbQueueActor: the only code that touches the database.
 //!
-//! Every operation is a message in one bounded mailbox, handled with `AtomicResponse`: the actor
-//! does not take the next message until the current operation's future has finished, so
-//! operations apply in arrival order (FIFO) and writes to one user never interleave.
-//! Each operation is also bounded by the configured database deadline.
+//! Every operation is a message in one bounded mailbox. The actor keeps what arrives in its
+//! queue, in arrival order, and runs it in batches, one batch at a time: when a batch ends it
+//! takes what is queued (up to the batch size) as the next. A batch's outcome is that of its
+//! operations run one by one in FIFO order; it only carries them in fewer round trips (group
+//! commit, see [`batch`]), so writes to one user never interleave and a read sees every write
+//! queued before it. Each batch is bounded by the configured database deadline.
+mod batch;
 mod cache;
 pub mod messages;
 mod mongo;
@@ -11,13 +14,15 @@ mod mongo_indexes;
 mod sqlite;
 mod store;
 
-use std::future::Future;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use rusqlite::Connection;
 
-use crate::mailbox::{guarded, ActorStats, HandlingTimer, Mailbox};
+use crate::domain::{AuditRecord, User, UserId, Wallet};
+use crate::mailbox::{guarded, ActorStats, Mailbox};
 use crate::probe::Dependency;
 use crate::ActorError;
 pub use cache::{UserCache, UserWithWallet};
@@ -25,6 +30,8 @@ pub use messages::*;
 pub use mongo::{connect, MongoStore};
 pub use sqlite::SqliteStore;
 pub use store::Store;
+
+use batch::{Caller, Job, Op, Operation};
 
 pub struct DbQueueActor {
     store: Store,
@@ -37,6 +44,13 @@ pub struct DbQueueActor {
     /// Audit entries older than this are removed every `purge_interval` (`None`: kept).
     audit_retention: Option<Duration>,
     purge_interval: Duration,
+    /// What has arrived and not yet started, in arrival order, with when its caller stops
+    /// waiting for it to start.
+    queue: VecDeque<(Op, Instant)>,
+    /// Whether a batch is running.
+    running: bool,
+    /// At most this many operations per batch.
+    batch_size: usize,
     /// Test-only: how many of the next login stamps fail (see [`FailLoginStamps`]).
     #[cfg(feature = "fault-injection")]
     failing_stamps: usize,
@@ -60,6 +74,9 @@ impl DbQueueActor {
             cache,
             audit_retention: None,
             purge_interval: Duration::from_secs(300),
+            queue: VecDeque::new(),
+            running: false,
+            batch_size: 128,
             #[cfg(feature = "fault-injection")]
             failing_stamps: 0,
         }
@@ -73,40 +90,71 @@ impl DbQueueActor {
         self
     }
 
-    /// Runs `op` as this actor's one current operation, under the deadline, recording its time.
-    fn atomic<T, F>(
-        &self,
-        timer: HandlingTimer,
-        op: F,
-    ) -> AtomicResponse<Self, Result<T, ActorError>>
-    where
-        T: 'static,
-        F: Future<Output = Result<T, ActorError>> + 'static,
-    {
-        let deadline = self.op_timeout;
-        AtomicResponse::new(guarded("db_queue", async move {
-            let result = tokio::time::timeout(deadline, op)
-                .await
-                .unwrap_or(Err(ActorError::Timeout("database")));
-            timer.finish(&result);
-            result
-        }))
+    /// At most `size` operations per batch (1: one operation per round trip, as before group
+    /// commit).
+    pub fn with_batch_size(mut self, size: usize) -> Self {
+        self.batch_size = size.max(1);
+        self
     }
-}
 
-/// A database operation and the moment its caller stops waiting for it to start. The actor
-/// refuses an operation whose caller has given up (it would otherwise be applied after a 503),
-/// and answers at once while the database is confirmed down.
-pub struct Queued<M> {
-    msg: M,
-    start_by: Instant,
-}
+    /// Queues an operation; starts a batch at once when none is running.
+    fn enqueue(&mut self, op: Op, start_by: Instant, ctx: &mut Context<Self>) {
+        self.queue.push_back((op, start_by));
+        self.run_next(ctx);
+    }
 
-impl<M: Message> Message for Queued<M> {
-    type Result = M::Result;
-}
+    /// Takes what is queued (up to the batch size) as the next batch, unless one is running.
+    fn run_next(&mut self, ctx: &mut Context<Self>) {
+        if self.running || matches!(ctx.state(), ActorState::Stopping | ActorState::Stopped) {
+            return;
+        }
+        let mut ops = Vec::new();
+        while ops.is_empty() && !self.queue.is_empty() {
+            let take = self.queue.len().min(self.batch_size);
+            for (mut op, start_by) in self.queue.drain(..take).collect::<Vec<_>>() {
+                match self.refusal(start_by) {
+                    Some(e) => op.fail(e),
+                    None => {
+                        op.start(&self.stats);
+                        ops.push(op);
+                    }
+                }
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        self.running = true;
+        let (store, cache, stats) = (self.store.clone(), self.cache.clone(), self.stats.clone());
+        let deadline = Instant::now() + self.op_timeout;
+        let batch = async move {
+            #[cfg(feature = "fault-injection")]
+            if ops.iter().any(Op::panics) {
+                panic!("injected fault");
+            }
+            let count = ops.len();
+            let trips = match store {
+                Store::Mongo(store) => {
+                    let before = store.round_trips();
+                    batch::run_mongo(store.clone(), cache, ops, deadline).await;
+                    store.round_trips().saturating_sub(before)
+                }
+                Store::Embedded(store) => {
+                    batch::run_sqlite(store, cache, ops, deadline).await;
+                    1
+                }
+            };
+            stats.record_batch(count, trips);
+            Ok(())
+        };
+        ctx.spawn(guarded("db_queue", batch).map(
+            |_: Result<(), ActorError>, actor: &mut Self, ctx: &mut Context<Self>| {
+                actor.running = false;
+                actor.run_next(ctx);
+            },
+        ));
+    }
 
-impl DbQueueActor {
     /// Why an operation is refused without being tried: its caller stopped waiting before it
     /// could start, or the database is confirmed down.
     fn refusal(&self, start_by: Instant) -> Option<ActorError> {
@@ -120,13 +168,11 @@ impl DbQueueActor {
         self.stats.count_rejected();
         Some(refusal)
     }
-}
 
-impl DbQueueActor {
     /// Test-only: a failure injected for this operation, if one is due.
     #[cfg(feature = "fault-injection")]
-    fn injected_fault(&mut self, operation: &str) -> Option<ActorError> {
-        if operation != "RecordLogin" || self.failing_stamps == 0 {
+    fn injected_fault(&mut self) -> Option<ActorError> {
+        if self.failing_stamps == 0 {
             return None;
         }
         self.failing_stamps -= 1;
@@ -134,13 +180,21 @@ impl DbQueueActor {
     }
 
     #[cfg(not(feature = "fault-injection"))]
-    fn injected_fault(&mut self, _operation: &str) -> Option<ActorError> {
+    fn injected_fault(&mut self) -> Option<ActorError> {
         None
     }
 }
 
-fn refused<T: 'static>(e: ActorError) -> AtomicResponse<DbQueueActor, Result<T, ActorError>> {
-    AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))))
+/// A database operation and the moment its caller stops waiting for it to start. The actor
+/// refuses an operation whose caller has given up (it would otherwise be applied after a 503),
+/// and answers at once while the database is confirmed down.
+pub struct Queued<M> {
+    msg: M,
+    start_by: Instant,
+}
+
+impl<M: Message> Message for Queued<M> {
+    type Result = M::Result;
 }
 
 /// How every caller reaches the DbQueueActor: bounded, and waiting for an operation that has
@@ -194,6 +248,8 @@ impl Actor for DbQueueActor {
             ctx.notify(PurgeOldAudit);
             ctx.run_interval(self.purge_interval, |_, ctx| ctx.notify(PurgeOldAudit));
         }
+        // After a restart: what was queued goes on.
+        self.run_next(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -204,74 +260,201 @@ impl Actor for DbQueueActor {
 impl Supervised for DbQueueActor {
     fn restarting(&mut self, _: &mut Self::Context) {
         self.stats.count_restart();
+        // The batch that failed is gone with its callers' answers (they hear the failure).
+        self.running = false;
     }
 }
 
-macro_rules! queued {
-    ($msg:ty, $reply:ty, |$store:ident, $m:ident| $body:expr) => {
-        impl Handler<Queued<$msg>> for DbQueueActor {
-            type Result = AtomicResponse<Self, Result<$reply, ActorError>>;
+/// What a caller hears when the actor failed while its operation was queued or running.
+async fn answered<T>(
+    outcome: tokio::sync::oneshot::Receiver<Result<T, ActorError>>,
+) -> Result<T, ActorError> {
+    outcome.await.unwrap_or_else(|_| {
+        Err(ActorError::unavailable(
+            "db_queue",
+            "the actor failed and is restarting",
+        ))
+    })
+}
 
-            fn handle(&mut self, queued: Queued<$msg>, _: &mut Self::Context) -> Self::Result {
-                if let Some(e) = self.refusal(queued.start_by) {
-                    return refused(e);
-                }
+/// Queues the message as the operation `|m, caller| op` makes; the reply is its outcome.
+/// A write to one user (`invalidates field`) drops its cached copy when queued, and again when
+/// applied.
+macro_rules! queued {
+    ($msg:ty, $reply:ty, |$m:ident, $caller:ident| $op:expr $(, invalidates $field:ident)?) => {
+        impl Handler<Queued<$msg>> for DbQueueActor {
+            type Result = ResponseFuture<Result<$reply, ActorError>>;
+
+            fn handle(&mut self, queued: Queued<$msg>, ctx: &mut Self::Context) -> Self::Result {
+                let ($caller, outcome) = Caller::new();
                 let $m = queued.msg;
-                let timer = self.stats.start();
-                let $store = self.store.clone();
-                self.atomic(timer, async move { $body.await })
+                $(self.cache.invalidate(&$m.$field);)?
+                let op = $op;
+                self.enqueue(op, queued.start_by, ctx);
+                Box::pin(answered(outcome))
             }
         }
     };
 }
 
-queued!(EnsureIndexes, (), |store, _m| store.ensure_indexes());
-queued!(PlanIndexes, IndexPlan, |store, _m| store.plan_indexes());
-queued!(
-    RegisterUser,
-    Written<(crate::domain::User, crate::domain::Wallet)>,
-    |store, m| { store.register(m) }
-);
-queued!(FindUserByEmail, Option<crate::domain::User>, |store, m| {
-    store.find_user_by_email(m.0)
+/// An operation that runs alone (see [`batch`]).
+fn alone<M: Operation>(msg: M, caller: Caller<M::Output>) -> Op {
+    Op::Alone(Box::new(Job { msg, caller }))
+}
+
+queued!(FindUserByEmail, Option<User>, |m, c| Op::ByEmail(m.0, c));
+queued!(FindUserById, Option<User>, |m, c| Op::ById(m.0, c));
+queued!(FindUserWithWallet, Option<UserWithWallet>, |m, c| {
+    Op::WithWallet(m.0, c)
 });
-queued!(FindUserById, Option<crate::domain::User>, |store, m| {
-    store.find_user_by_id(m.0)
-});
-queued!(WriteAudit, (), |store, m| store.write_audit(m.0));
-queued!(SearchUsersSlice, SearchSlice, |store, m| store
-    .search_slice(m));
-queued!(FindUsersByIds, Vec<crate::domain::User>, |store, m| {
-    store.find_users_by_ids(m.0)
-});
-queued!(
-    ListAudit,
-    (Vec<crate::domain::AuditRecord>, u64),
-    |store, m| { store.list_audit(m) }
-);
+queued!(WriteAudit, (), |m, c| Op::Audit(m.0, c));
+queued!(EnsureIndexes, (), |m, c| alone(m, c));
+queued!(PlanIndexes, IndexPlan, |m, c| alone(m, c));
+queued!(RegisterUser, Written<(User, Wallet)>, |m, c| alone(m, c));
+queued!(SearchUsersSlice, SearchSlice, |m, c| alone(m, c));
+queued!(FindUsersByIds, Vec<User>, |m, c| alone(m, c));
+queued!(ListAudit, (Vec<AuditRecord>, u64), |m, c| alone(m, c));
+queued!(UpdateUser, Written<User>, |m, c| alone(m, c), invalidates id);
+queued!(DeleteUser, Written<()>, |m, c| alone(m, c), invalidates id);
+queued!(UpgradeHash, bool, |m, c| alone(m, c), invalidates id);
+
+impl Handler<Queued<RecordLogin>> for DbQueueActor {
+    type Result = ResponseFuture<Result<(), ActorError>>;
+
+    fn handle(&mut self, queued: Queued<RecordLogin>, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(e) = self.injected_fault() {
+            return Box::pin(async { Err(e) });
+        }
+        self.cache.invalidate(&queued.msg.user_id);
+        let (caller, outcome) = Caller::new();
+        self.enqueue(Op::Stamp(queued.msg, caller), queued.start_by, ctx);
+        Box::pin(answered(outcome))
+    }
+}
+
+/// The operations that run alone: the same call on either store.
+macro_rules! alone {
+    ($msg:ty, $out:ty, $method:ident $(, writes $field:ident)?) => {
+        impl Operation for $msg {
+            type Output = $out;
+
+            $(fn writes_user(&self) -> Option<UserId> {
+                Some(self.$field)
+            })?
+
+            async fn mongo(self, store: MongoStore) -> Result<$out, ActorError> {
+                store.$method(self).await
+            }
+
+            fn sqlite(self, c: &Connection) -> Result<$out, ActorError> {
+                SqliteStore::$method(c, self)
+            }
+        }
+    };
+}
+
+alone!(RegisterUser, Written<(User, Wallet)>, register);
+alone!(UpdateUser, Written<User>, update_user, writes id);
+alone!(DeleteUser, Written<()>, delete_user, writes id);
+alone!(SearchUsersSlice, SearchSlice, search_slice);
+alone!(ListAudit, (Vec<AuditRecord>, u64), list_audit);
+
+impl Operation for UpgradeHash {
+    type Output = bool;
+
+    fn writes_user(&self) -> Option<UserId> {
+        Some(self.id)
+    }
+
+    async fn mongo(self, store: MongoStore) -> Result<bool, ActorError> {
+        store
+            .upgrade_hash(self.id, self.verified, self.upgraded)
+            .await
+    }
+
+    fn sqlite(self, c: &Connection) -> Result<bool, ActorError> {
+        SqliteStore::upgrade_hash(c, self.id, self.verified, self.upgraded)
+    }
+}
+
+impl Operation for FindUsersByIds {
+    type Output = Vec<User>;
+
+    async fn mongo(self, store: MongoStore) -> Result<Vec<User>, ActorError> {
+        store.find_users_by_ids(self.0).await
+    }
+
+    fn sqlite(self, c: &Connection) -> Result<Vec<User>, ActorError> {
+        SqliteStore::find_users_by_ids(c, self.0)
+    }
+}
+
+impl Operation for EnsureIndexes {
+    type Output = ();
+
+    async fn mongo(self, store: MongoStore) -> Result<(), ActorError> {
+        store.ensure_indexes().await
+    }
+
+    fn sqlite(self, c: &Connection) -> Result<(), ActorError> {
+        SqliteStore::ensure_indexes(c)
+    }
+}
+
+impl Operation for PlanIndexes {
+    type Output = IndexPlan;
+
+    async fn mongo(self, store: MongoStore) -> Result<IndexPlan, ActorError> {
+        store.plan_indexes().await
+    }
+
+    fn sqlite(self, c: &Connection) -> Result<IndexPlan, ActorError> {
+        SqliteStore::plan_indexes(c)
+    }
+}
 
 /// Removes the audit entries older than the retention (sent by the actor to itself).
 #[derive(Message)]
 #[rtype(result = "Result<u64, ActorError>")]
 struct PurgeOldAudit;
 
-impl Handler<PurgeOldAudit> for DbQueueActor {
-    type Result = AtomicResponse<Self, Result<u64, ActorError>>;
+/// [`PurgeOldAudit`] as an operation: entries before this moment go.
+struct PurgeBefore(chrono::DateTime<chrono::Utc>);
 
-    fn handle(&mut self, _: PurgeOldAudit, _: &mut Self::Context) -> Self::Result {
+impl Operation for PurgeBefore {
+    type Output = u64;
+
+    async fn mongo(self, store: MongoStore) -> Result<u64, ActorError> {
+        store.purge_audit(self.0).await
+    }
+
+    fn sqlite(self, c: &Connection) -> Result<u64, ActorError> {
+        SqliteStore::purge_audit(c, self.0)
+    }
+}
+
+impl Handler<PurgeOldAudit> for DbQueueActor {
+    type Result = ResponseFuture<Result<u64, ActorError>>;
+
+    fn handle(&mut self, _: PurgeOldAudit, ctx: &mut Self::Context) -> Self::Result {
         let Some(retention) = self.audit_retention else {
-            return refused(ActorError::Invalid("no audit retention".into()));
+            return Box::pin(async { Err(ActorError::Invalid("no audit retention".into())) });
         };
         // A retention longer than the calendar reaches back: nothing is that old.
         let Some(before) = chrono::Duration::from_std(retention)
             .ok()
             .and_then(|r| chrono::Utc::now().checked_sub_signed(r))
         else {
-            return refused(ActorError::Invalid("retention beyond the calendar".into()));
+            return Box::pin(async {
+                Err(ActorError::Invalid("retention beyond the calendar".into()))
+            });
         };
-        let (timer, store) = (self.stats.start(), self.store.clone());
-        self.atomic(timer, async move {
-            let purged = store.purge_audit(before).await;
+        let (caller, outcome) = Caller::new();
+        // Its own start-by: it has no caller to give up on it.
+        let start_by = Instant::now() + self.purge_interval;
+        self.enqueue(alone(PurgeBefore(before), caller), start_by, ctx);
+        Box::pin(async move {
+            let purged = answered(outcome).await;
             match &purged {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "audit entries past the retention removed"),
@@ -283,53 +466,24 @@ impl Handler<PurgeOldAudit> for DbQueueActor {
 }
 
 #[cfg(feature = "fault-injection")]
-impl Handler<Queued<crate::mailbox::InjectPanic>> for DbQueueActor {
-    type Result = AtomicResponse<Self, Result<(), ActorError>>;
+impl Operation for crate::mailbox::InjectPanic {
+    type Output = ();
 
-    fn handle(
-        &mut self,
-        _: Queued<crate::mailbox::InjectPanic>,
-        _: &mut Self::Context,
-    ) -> Self::Result {
-        let timer = self.stats.start();
-        self.atomic(timer, async { panic!("injected fault") })
+    fn panics(&self) -> bool {
+        true
+    }
+
+    async fn mongo(self, _: MongoStore) -> Result<(), ActorError> {
+        panic!("injected fault")
+    }
+
+    fn sqlite(self, _: &Connection) -> Result<(), ActorError> {
+        panic!("injected fault")
     }
 }
 
-/// Writes to one user drop their cached copy, before and after the write, inside the FIFO order.
-macro_rules! invalidating {
-    ($msg:ty, $reply:ty, |$store:ident, $m:ident| $id:expr, $body:expr) => {
-        impl Handler<Queued<$msg>> for DbQueueActor {
-            type Result = AtomicResponse<Self, Result<$reply, ActorError>>;
-
-            fn handle(&mut self, queued: Queued<$msg>, _: &mut Self::Context) -> Self::Result {
-                if let Some(e) = self.refusal(queued.start_by) {
-                    return refused(e);
-                }
-                let $m = queued.msg;
-                if let Some(e) = self.injected_fault(stringify!($msg)) {
-                    return refused(e);
-                }
-                let timer = self.stats.start();
-                let $store = self.store.clone();
-                let (cache, id) = (self.cache.clone(), $id);
-                cache.invalidate(&id);
-                self.atomic(timer, async move {
-                    let result = $body.await;
-                    cache.invalidate(&id);
-                    result
-                })
-            }
-        }
-    };
-}
-
-invalidating!(
-    RecordLogin,
-    (),
-    |store, m| m.user_id,
-    store.record_login(m.user_id, m.at, m.audit)
-);
+#[cfg(feature = "fault-injection")]
+queued!(crate::mailbox::InjectPanic, (), |m, c| alone(m, c));
 
 /// Test-only: the next `n` login stamps fail as if the database had (nothing is written), to
 /// prove a login whose stamp fails leaves no session open.
@@ -345,47 +499,5 @@ impl Handler<Queued<FailLoginStamps>> for DbQueueActor {
     fn handle(&mut self, queued: Queued<FailLoginStamps>, _: &mut Self::Context) -> Self::Result {
         self.failing_stamps = queued.msg.0;
         Ok(())
-    }
-}
-invalidating!(
-    UpdateUser,
-    Written<crate::domain::User>,
-    |store, m| m.id,
-    store.update_user(m)
-);
-invalidating!(
-    DeleteUser,
-    Written<()>,
-    |store, m| m.id,
-    store.delete_user(m)
-);
-invalidating!(
-    UpgradeHash,
-    bool,
-    |store, m| m.id,
-    store.upgrade_hash(m.id, m.verified, m.upgraded)
-);
-
-impl Handler<Queued<FindUserWithWallet>> for DbQueueActor {
-    type Result = AtomicResponse<Self, Result<Option<UserWithWallet>, ActorError>>;
-
-    fn handle(
-        &mut self,
-        queued: Queued<FindUserWithWallet>,
-        _: &mut Self::Context,
-    ) -> Self::Result {
-        if let Some(e) = self.refusal(queued.start_by) {
-            return refused(e);
-        }
-        let msg = queued.msg;
-        let timer = self.stats.start();
-        let (store, cache) = (self.store.clone(), self.cache.clone());
-        self.atomic(timer, async move {
-            let found = store.find_user_with_wallet(msg.0).await?.map(Arc::new);
-            if let Some(found) = &found {
-                cache.insert(msg.0, Arc::clone(found));
-            }
-            Ok(found)
-        })
     }
 }

@@ -1,11 +1,14 @@
 //! The MongoDB store behind the DbQueueActor. Only this file speaks the driver's language.
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use mongodb::bson::{self, bson, doc, oid::ObjectId, Bson, Document};
 use mongodb::error::{
     ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
+use mongodb::event::{command::CommandEvent, EventHandler};
 use mongodb::options::{ClientOptions, Credential};
 use mongodb::{Client, Collection, Database};
 
@@ -51,6 +54,16 @@ pub async fn connect(
     options.server_selection_timeout = Some(server_selection_timeout);
     options.connect_timeout = Some(server_selection_timeout);
     options.app_name = Some("cs-user-management".into());
+    // Every command the client sends is one round trip; the probe's pings are not the queue's.
+    let trips = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&trips);
+    options.command_event_handler = Some(EventHandler::callback(move |event| {
+        if let CommandEvent::Started(started) = event {
+            if started.command_name != "ping" {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }));
     let db_name = options
         .default_database
         .clone()
@@ -59,6 +72,7 @@ pub async fn connect(
     Ok(MongoStore {
         db: client.database(&db_name),
         audit_retention: None,
+        trips,
     })
 }
 
@@ -202,6 +216,25 @@ pub struct MongoStore {
     db: Database,
     /// How long audit entries are kept (`None`: for ever): the expiry of the `at` index.
     audit_retention: Option<Duration>,
+    /// Commands sent so far (round trips), the probe's pings left out.
+    trips: Arc<AtomicU64>,
+}
+
+/// The outcome of one command carrying many writes, in order (`ordered: true`).
+pub enum Carried {
+    /// Every write applied.
+    All,
+    /// The writes before `index` applied, that one failed, those after were not tried.
+    StoppedAt(usize, ActorError),
+    /// The command failed as a whole: whether any write applied is unknown.
+    Failed(ActorError),
+}
+
+/// What is left of the budget, as a server-side time limit (at least 1 ms).
+fn budget(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
 }
 
 impl MongoStore {
@@ -223,6 +256,141 @@ impl MongoStore {
 
     pub fn database_name(&self) -> &str {
         self.db.name()
+    }
+
+    /// Commands sent so far: the difference across a batch is its round trips.
+    pub fn round_trips(&self) -> u64 {
+        self.trips.load(Ordering::Relaxed)
+    }
+
+    /// Users with any of `ids`, in one query under the time budget.
+    pub async fn users_with_ids(
+        &self,
+        ids: Vec<ObjectId>,
+        deadline: Instant,
+    ) -> Result<Vec<Document>, ActorError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.collect(self.users(), doc! {"_id": {"$in": ids}}, false, deadline)
+            .await
+    }
+
+    /// Users with any of `emails` (compared without case, as a login looks one up), in one
+    /// query under the time budget.
+    pub async fn users_with_emails(
+        &self,
+        emails: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Vec<Document>, ActorError> {
+        if emails.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.collect(
+            self.users(),
+            doc! {"email": {"$in": emails}},
+            true,
+            deadline,
+        )
+        .await
+    }
+
+    /// The wallets of any of `user_ids` (hex), in one query under the time budget.
+    pub async fn wallets_of(
+        &self,
+        user_ids: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Vec<Document>, ActorError> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = doc! {"user_id": {"$in": user_ids}};
+        self.collect(self.wallets(), filter, false, deadline).await
+    }
+
+    async fn collect(
+        &self,
+        collection: Collection<Document>,
+        filter: Document,
+        ignore_case: bool,
+        deadline: Instant,
+    ) -> Result<Vec<Document>, ActorError> {
+        let options = FindOptions::builder()
+            .max_time(budget(deadline))
+            .collation(ignore_case.then(case_insensitive))
+            .build();
+        collection
+            .find(filter)
+            .with_options(options)
+            .await
+            .map_err(ActorError::mongo)?
+            .try_collect()
+            .await
+            .map_err(ActorError::mongo)
+    }
+
+    /// Login stamps (`last_login_at`, `login_count + 1`) of several users as one `update`
+    /// command, applied in order.
+    pub async fn stamp_logins(&self, stamps: &[(UserId, DateTime<Utc>)]) -> Carried {
+        if stamps.is_empty() {
+            return Carried::All;
+        }
+        let updates: Vec<Document> = stamps
+            .iter()
+            .map(|(id, at)| {
+                doc! {
+                    "q": {"_id": id.oid()},
+                    "u": {"$set": {"last_login_at": bson::DateTime::from_chrono(*at)},
+                          "$inc": {"login_count": 1_i64}},
+                }
+            })
+            .collect();
+        let command = doc! {"update": "users", "updates": updates, "ordered": true};
+        let reply = match self.db.run_command(command).await {
+            Ok(reply) => reply,
+            Err(e) => return Carried::Failed(ActorError::mongo(e)),
+        };
+        if let Ok(concern) = reply.get_document("writeConcernError") {
+            let e = ActorError::internal("mongodb", format!("write concern: {concern}"));
+            return Carried::Failed(e);
+        }
+        let first = reply
+            .get_array("writeErrors")
+            .ok()
+            .and_then(|errors| errors.first())
+            .and_then(Bson::as_document);
+        match first {
+            None => Carried::All,
+            Some(error) => {
+                let index = error
+                    .get_i32("index")
+                    .ok()
+                    .and_then(|i| usize::try_from(i).ok())
+                    .unwrap_or(0);
+                let e = ActorError::internal("mongodb", format!("login stamp: {error}"));
+                Carried::StoppedAt(index, e)
+            }
+        }
+    }
+
+    /// Audit entries as one ordered insert.
+    pub async fn insert_audit(&self, docs: Vec<Document>) -> Carried {
+        if docs.is_empty() {
+            return Carried::All;
+        }
+        match self.audit().insert_many(docs).ordered(true).await {
+            Ok(_) => Carried::All,
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(m) => match m.write_errors.as_ref().and_then(|w| w.first()) {
+                    Some(w) => {
+                        let index = w.index;
+                        Carried::StoppedAt(index, ActorError::mongo(e))
+                    }
+                    None => Carried::Failed(ActorError::mongo(e)),
+                },
+                _ => Carried::Failed(ActorError::mongo(e)),
+            },
+        }
     }
 
     fn users(&self) -> Collection<Document> {

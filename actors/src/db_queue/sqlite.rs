@@ -4,6 +4,7 @@
 //! written in one transaction, the same ordering of searches and audit pages. Ids are the same
 //! 24-hex ObjectIds, so a user's id looks the same on either backend.
 use std::path::Path;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use mongodb::bson::{oid::ObjectId, Bson};
@@ -241,12 +242,6 @@ fn missing_or_changed<T>(c: &Connection, id: &str) -> rusqlite::Result<Written<T
     })
 }
 
-/// A write transaction that takes the lock at once (instances sharing the file serialise).
-fn write(c: &mut Connection) -> Result<rusqlite::Transaction<'_>, ActorError> {
-    c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(db_error)
-}
-
 /// A write that hit a unique index is a 409 naming the field; anything else is a failure.
 fn write_error(e: rusqlite::Error) -> ActorError {
     match unique_violation(&e) {
@@ -282,6 +277,29 @@ fn page<T>(
     Ok((rows, u64::try_from(total).unwrap_or(0)))
 }
 
+/// How to answer one operation of a batch once the commit's outcome is known: with its own
+/// result (`None`), or with why the commit failed.
+pub type Answer = Box<dyn FnOnce(Option<ActorError>) + Send>;
+
+/// Runs one operation of a batch in a savepoint: an operation that fails is rolled back alone,
+/// and the batch goes on.
+pub fn in_savepoint<T>(
+    c: &Connection,
+    op: impl FnOnce(&Connection) -> Result<T, ActorError>,
+) -> Result<T, ActorError> {
+    c.execute_batch("SAVEPOINT op").map_err(db_error)?;
+    let result = op(c);
+    let end = if result.is_ok() {
+        "RELEASE op"
+    } else {
+        "ROLLBACK TO op; RELEASE op"
+    };
+    match c.execute_batch(end) {
+        Ok(()) => result,
+        Err(e) => Err(db_error(e)),
+    }
+}
+
 #[derive(Clone)]
 pub struct SqliteStore {
     db: SqliteDb,
@@ -304,38 +322,70 @@ impl SqliteStore {
         self.db.path().display().to_string()
     }
 
+    /// Runs `batch` on the database thread inside one write transaction (`BEGIN IMMEDIATE`:
+    /// instances sharing the file serialise) and commits it: one commit, so one wait for the
+    /// disk, for every operation of the batch. `batch` runs each operation in a savepoint of its
+    /// own (see [`in_savepoint`]) and returns how to answer them once the commit's outcome is
+    /// known. The budget interrupts a statement still running at `deadline`.
+    pub async fn batch<F>(&self, deadline: Instant, batch: F) -> Result<(), ActorError>
+    where
+        F: FnOnce(&Connection) -> Vec<Answer> + Send + 'static,
+    {
+        self.db
+            .run(move |c| {
+                let answers = match c.execute_batch("BEGIN IMMEDIATE") {
+                    Ok(()) => {
+                        c.progress_handler(1000, Some(move || Instant::now() >= deadline));
+                        let answers = batch(c);
+                        c.progress_handler(1000, None::<fn() -> bool>);
+                        answers
+                    }
+                    Err(e) => return Err(db_error(e)),
+                };
+                match c.execute_batch("COMMIT") {
+                    Ok(()) => answers.into_iter().for_each(|answer| answer(None)),
+                    Err(e) => {
+                        let _ = c.execute_batch("ROLLBACK");
+                        let reason = e.to_string();
+                        for answer in answers {
+                            answer(Some(ActorError::unavailable(NAME, reason.clone())));
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
     pub async fn ping(self) -> Result<(), ActorError> {
         self.db.ping().await
     }
 
     /// Removes the audit entries older than `before`; replies with how many went.
-    pub async fn purge_audit(self, before: DateTime<Utc>) -> Result<u64, ActorError> {
-        self.db
-            .run(move |c| {
-                c.execute(
-                    "DELETE FROM audit_log WHERE at < ?",
-                    [before.timestamp_millis()],
-                )
-                .map(|n| n as u64)
-                .map_err(db_error)
-            })
-            .await
+    pub fn purge_audit(c: &Connection, before: DateTime<Utc>) -> Result<u64, ActorError> {
+        c.execute(
+            "DELETE FROM audit_log WHERE at < ?",
+            [before.timestamp_millis()],
+        )
+        .map(|n| n as u64)
+        .map_err(db_error)
     }
 
     /// The schema (tables and indexes) is made when the file is opened: nothing is left to do.
-    pub async fn plan_indexes(self) -> Result<IndexPlan, ActorError> {
+    pub fn plan_indexes(_: &Connection) -> Result<IndexPlan, ActorError> {
         Ok(IndexPlan::default())
     }
 
-    pub async fn ensure_indexes(self) -> Result<(), ActorError> {
-        self.db
-            .run(|c| c.execute_batch(SCHEMA).map_err(db_error))
-            .await
+    pub fn ensure_indexes(c: &Connection) -> Result<(), ActorError> {
+        c.execute_batch(SCHEMA).map_err(db_error)
     }
 
     /// User, wallet and the audit entry in one transaction; an administrator creating the
     /// account must still be one when it commits.
-    pub async fn register(self, m: RegisterUser) -> Result<Written<(User, Wallet)>, ActorError> {
+    pub fn register(
+        c: &Connection,
+        m: RegisterUser,
+    ) -> Result<Written<(User, Wallet)>, ActorError> {
         let RegisterUser {
             user: new,
             initial_balance,
@@ -360,136 +410,111 @@ impl SqliteStore {
         };
         let audit = audit.user(id.to_hex());
         let username_lower = new.username.lowercase();
-        self.db
-            .run(move |c| {
-                let tx = write(c)?;
-                if !guard_holds(&tx, guard).map_err(db_error)? {
-                    return Ok(Written::Changed);
-                }
-                tx.prepare_cached(
-                    "INSERT INTO users (id, email, username, username_lower, password_hash, \
+        if !guard_holds(c, guard).map_err(db_error)? {
+            return Ok(Written::Changed);
+        }
+        c.prepare_cached(
+            "INSERT INTO users (id, email, username, username_lower, password_hash, \
                      status, role, created_at, updated_at, last_login_at, login_count) \
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        user.id.to_hex(),
-                        user.email,
-                        user.username,
-                        username_lower,
-                        user.password_hash,
-                        user.status.as_str(),
-                        user.role.as_str(),
-                        now.timestamp_millis(),
-                        now.timestamp_millis(),
-                    ])
-                })
-                .map_err(write_error)?;
-                tx.prepare_cached(&format!(
-                    "INSERT INTO wallets ({WALLET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                ))
-                .and_then(|mut s| {
-                    s.execute(params![
-                        wallet.id.to_hex(),
-                        wallet.user_id,
-                        wallet.balance,
-                        wallet.currency,
-                        wallet.status,
-                        now.timestamp_millis(),
-                        now.timestamp_millis(),
-                    ])
-                })
-                .map_err(write_error)?;
-                insert_audit(&tx, &audit).map_err(db_error)?;
-                tx.commit().map_err(db_error)?;
-                Ok(Written::Applied((user, wallet)))
-            })
-            .await
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                user.id.to_hex(),
+                user.email,
+                user.username,
+                username_lower,
+                user.password_hash,
+                user.status.as_str(),
+                user.role.as_str(),
+                now.timestamp_millis(),
+                now.timestamp_millis(),
+            ])
+        })
+        .map_err(write_error)?;
+        c.prepare_cached(&format!(
+            "INSERT INTO wallets ({WALLET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .and_then(|mut s| {
+            s.execute(params![
+                wallet.id.to_hex(),
+                wallet.user_id,
+                wallet.balance,
+                wallet.currency,
+                wallet.status,
+                now.timestamp_millis(),
+                now.timestamp_millis(),
+            ])
+        })
+        .map_err(write_error)?;
+        insert_audit(c, &audit).map_err(db_error)?;
+        Ok(Written::Applied((user, wallet)))
     }
 
-    pub async fn find_user_by_email(self, email: Email) -> Result<Option<User>, ActorError> {
-        self.db
-            .run(move |c| find_user(c, "email", email.as_str()).map_err(db_error))
-            .await
+    pub fn find_user_by_email(c: &Connection, email: Email) -> Result<Option<User>, ActorError> {
+        find_user(c, "email", email.as_str()).map_err(db_error)
     }
 
-    pub async fn find_user_by_id(self, id: UserId) -> Result<Option<User>, ActorError> {
-        self.db
-            .run(move |c| find_user(c, "id", &id.to_hex()).map_err(db_error))
-            .await
+    pub fn find_user_by_id(c: &Connection, id: UserId) -> Result<Option<User>, ActorError> {
+        find_user(c, "id", &id.to_hex()).map_err(db_error)
     }
 
-    pub async fn find_user_with_wallet(
-        self,
+    pub fn find_user_with_wallet(
+        c: &Connection,
         id: UserId,
     ) -> Result<Option<(User, Option<Wallet>)>, ActorError> {
-        self.db
-            .run(move |c| {
-                let hex = id.to_hex();
-                let Some(user) = find_user(c, "id", &hex).map_err(db_error)? else {
-                    return Ok(None);
-                };
-                let wallet = c
-                    .prepare_cached(&format!(
-                        "SELECT {WALLET_COLUMNS} FROM wallets WHERE user_id = ?"
-                    ))
-                    .and_then(|mut s| s.query_row([&hex], wallet_from_row).optional())
-                    .map_err(db_error)?;
-                Ok(Some((user, wallet)))
-            })
-            .await
+        let hex = id.to_hex();
+        let Some(user) = find_user(c, "id", &hex).map_err(db_error)? else {
+            return Ok(None);
+        };
+        let wallet = c
+            .prepare_cached(&format!(
+                "SELECT {WALLET_COLUMNS} FROM wallets WHERE user_id = ?"
+            ))
+            .and_then(|mut s| s.query_row([&hex], wallet_from_row).optional())
+            .map_err(db_error)?;
+        Ok(Some((user, wallet)))
     }
 
-    pub async fn record_login(
-        self,
+    pub fn record_login(
+        c: &Connection,
         id: UserId,
         at: DateTime<Utc>,
         audit: Vec<AuditEntry>,
     ) -> Result<(), ActorError> {
-        self.db
-            .run(move |c| {
-                let tx = c.transaction().map_err(db_error)?;
-                tx.prepare_cached(
-                    "UPDATE users SET last_login_at = ?, login_count = login_count + 1 \
+        c.prepare_cached(
+            "UPDATE users SET last_login_at = ?, login_count = login_count + 1 \
                      WHERE id = ?",
-                )
-                .and_then(|mut s| s.execute(params![at.timestamp_millis(), id.to_hex()]))
-                .map_err(db_error)?;
-                for entry in &audit {
-                    insert_audit(&tx, entry).map_err(db_error)?;
-                }
-                tx.commit().map_err(db_error)
-            })
-            .await
+        )
+        .and_then(|mut s| s.execute(params![at.timestamp_millis(), id.to_hex()]))
+        .map_err(db_error)?;
+        for entry in &audit {
+            insert_audit(c, entry).map_err(db_error)?;
+        }
+        Ok(())
     }
 
-    pub async fn upgrade_hash(
-        self,
+    pub fn upgrade_hash(
+        c: &Connection,
         id: UserId,
         verified: String,
         upgraded: String,
     ) -> Result<bool, ActorError> {
-        self.db
-            .run(move |c| {
-                c.execute(
-                    "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
-                    params![upgraded, id.to_hex(), verified],
-                )
-                .map(|n| n == 1)
-                .map_err(db_error)
-            })
-            .await
+        c.execute(
+            "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+            params![upgraded, id.to_hex(), verified],
+        )
+        .map(|n| n == 1)
+        .map_err(db_error)
     }
 
-    pub async fn write_audit(self, entry: AuditEntry) -> Result<(), ActorError> {
-        self.db
-            .run(move |c| insert_audit(c, &entry).map_err(db_error))
-            .await
+    pub fn write_audit(c: &Connection, entry: AuditEntry) -> Result<(), ActorError> {
+        insert_audit(c, &entry).map_err(db_error)
     }
 
     /// The changes, if the guard and the expectations hold, with the audit entry, in one
     /// transaction. A password change raises the credential version.
-    pub async fn update_user(self, m: UpdateUser) -> Result<Written<User>, ActorError> {
+    pub fn update_user(c: &Connection, m: UpdateUser) -> Result<Written<User>, ActorError> {
         let changes = &m.changes;
         let mut sets = vec!["updated_at = ?"];
         let mut args = vec![Value::Integer(now_ms().timestamp_millis())];
@@ -522,70 +547,58 @@ impl SqliteStore {
         args.extend(condition_args);
         let sql = format!("UPDATE users SET {} WHERE {condition}", sets.join(", "));
         let (guard, keep_an_admin, audit) = (m.guard, m.keep_an_admin, m.audit);
-        self.db
-            .run(move |c| {
-                let tx = write(c)?;
-                if !guard_holds(&tx, guard).map_err(db_error)? {
-                    return Ok(Written::Changed);
-                }
-                let matched = tx
-                    .execute(&sql, params_from_iter(args.iter()))
-                    .map_err(write_error)?;
-                if matched == 0 {
-                    return missing_or_changed(&tx, &hex).map_err(db_error);
-                }
-                if keep_an_admin && !an_admin_is_left(&tx).map_err(db_error)? {
-                    return Err(ActorError::LastAdmin);
-                }
-                insert_audit(&tx, &audit).map_err(db_error)?;
-                let user = find_user(&tx, "id", &hex).map_err(db_error)?;
-                tx.commit().map_err(db_error)?;
-                Ok(user.map_or(Written::NotFound, Written::Applied))
-            })
-            .await
+        if !guard_holds(c, guard).map_err(db_error)? {
+            return Ok(Written::Changed);
+        }
+        let matched = c
+            .execute(&sql, params_from_iter(args.iter()))
+            .map_err(write_error)?;
+        if matched == 0 {
+            return missing_or_changed(c, &hex).map_err(db_error);
+        }
+        if keep_an_admin && !an_admin_is_left(c).map_err(db_error)? {
+            return Err(ActorError::LastAdmin);
+        }
+        insert_audit(c, &audit).map_err(db_error)?;
+        let user = find_user(c, "id", &hex).map_err(db_error)?;
+        Ok(user.map_or(Written::NotFound, Written::Applied))
     }
 
     /// Deletes the user (if the guard holds), closes (keeps) the wallet and writes the audit
     /// entry, in one transaction.
-    pub async fn delete_user(self, m: DeleteUser) -> Result<Written<()>, ActorError> {
+    pub fn delete_user(c: &Connection, m: DeleteUser) -> Result<Written<()>, ActorError> {
         let now = now_ms().timestamp_millis();
         let hex = m.id.to_hex();
         let (condition, mut args) = guarded_condition(m.guard, &m.expect);
         args.insert(0, Value::Text(hex.clone()));
         let sql = format!("DELETE FROM users WHERE {condition}");
         let (guard, keep_an_admin, audit) = (m.guard, m.keep_an_admin, m.audit);
-        self.db
-            .run(move |c| {
-                let tx = write(c)?;
-                if !guard_holds(&tx, guard).map_err(db_error)? {
-                    return Ok(Written::Changed);
-                }
-                let deleted = tx
-                    .execute(&sql, params_from_iter(args.iter()))
-                    .map_err(db_error)?;
-                if deleted == 0 {
-                    return missing_or_changed(&tx, &hex).map_err(db_error);
-                }
-                if keep_an_admin && !an_admin_is_left(&tx).map_err(db_error)? {
-                    return Err(ActorError::LastAdmin);
-                }
-                tx.execute(
-                    "UPDATE wallets SET status = 'closed', updated_at = ? WHERE user_id = ?",
-                    params![now, hex],
-                )
-                .map_err(db_error)?;
-                insert_audit(&tx, &audit).map_err(db_error)?;
-                tx.commit().map_err(db_error)?;
-                Ok(Written::Applied(()))
-            })
-            .await
+        if !guard_holds(c, guard).map_err(db_error)? {
+            return Ok(Written::Changed);
+        }
+        let deleted = c
+            .execute(&sql, params_from_iter(args.iter()))
+            .map_err(db_error)?;
+        if deleted == 0 {
+            return missing_or_changed(c, &hex).map_err(db_error);
+        }
+        if keep_an_admin && !an_admin_is_left(c).map_err(db_error)? {
+            return Err(ActorError::LastAdmin);
+        }
+        c.execute(
+            "UPDATE wallets SET status = 'closed', updated_at = ? WHERE user_id = ?",
+            params![now, hex],
+        )
+        .map_err(db_error)?;
+        insert_audit(c, &audit).map_err(db_error)?;
+        Ok(Written::Applied(()))
     }
 
     /// Literal, case-insensitive substrings (`instr` on lower-cased copies: no pattern syntax
     /// at all), newest first.
     /// One slice of a search, as on MongoDB: at most `examine` users after `after` in id order
     /// are read and filtered.
-    pub async fn search_slice(self, q: SearchUsersSlice) -> Result<SearchSlice, ActorError> {
+    pub fn search_slice(c: &Connection, q: SearchUsersSlice) -> Result<SearchSlice, ActorError> {
         let mut conditions = Vec::new();
         let after = match q.after {
             Some(SearchPosition::Embedded(id)) => id.to_hex(),
@@ -609,50 +622,42 @@ impl SqliteStore {
         }
         let filter: String = conditions.iter().map(|c| format!(" AND {c}")).collect();
         let examine = i64::from(q.examine.max(1));
-        self.db
-            .run(move |c| {
-                let slice = "SELECT id FROM users WHERE id > ?1 ORDER BY id LIMIT ?2";
-                let (covered, last): (i64, Option<String>) = c
-                    .prepare_cached(&format!("SELECT COUNT(*), MAX(id) FROM ({slice})"))
-                    .and_then(|mut s| {
-                        s.query_row(params![args[0], args[1]], |r| Ok((r.get(0)?, r.get(1)?)))
-                    })
-                    .map_err(db_error)?;
-                let matches = c
-                    .prepare_cached(&format!(
-                        "SELECT {USER_COLUMNS} FROM users WHERE id IN ({slice}){filter}"
-                    ))
-                    .and_then(|mut s| {
-                        s.query_map(params_from_iter(args.iter()), user_from_row)?
-                            .map(|u| u.map(|u| (u.created_at, u.id)))
-                            .collect::<rusqlite::Result<Vec<_>>>()
-                    })
-                    .map_err(db_error)?;
-                let next = if covered < examine {
-                    None
-                } else {
-                    last.as_deref()
-                        .and_then(|id| UserId::parse(id).ok())
-                        .map(SearchPosition::Embedded)
-                };
-                Ok(SearchSlice { matches, next })
+        let slice = "SELECT id FROM users WHERE id > ?1 ORDER BY id LIMIT ?2";
+        let (covered, last): (i64, Option<String>) = c
+            .prepare_cached(&format!("SELECT COUNT(*), MAX(id) FROM ({slice})"))
+            .and_then(|mut s| {
+                s.query_row(params![args[0], args[1]], |r| Ok((r.get(0)?, r.get(1)?)))
             })
-            .await
+            .map_err(db_error)?;
+        let matches = c
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id IN ({slice}){filter}"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params_from_iter(args.iter()), user_from_row)?
+                    .map(|u| u.map(|u| (u.created_at, u.id)))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_error)?;
+        let next = if covered < examine {
+            None
+        } else {
+            last.as_deref()
+                .and_then(|id| UserId::parse(id).ok())
+                .map(SearchPosition::Embedded)
+        };
+        Ok(SearchSlice { matches, next })
     }
 
-    pub async fn find_users_by_ids(self, ids: Vec<UserId>) -> Result<Vec<User>, ActorError> {
-        self.db
-            .run(move |c| {
-                let mut users = Vec::with_capacity(ids.len());
-                for id in ids {
-                    users.extend(find_user(c, "id", &id.to_hex()).map_err(db_error)?);
-                }
-                Ok(users)
-            })
-            .await
+    pub fn find_users_by_ids(c: &Connection, ids: Vec<UserId>) -> Result<Vec<User>, ActorError> {
+        let mut users = Vec::with_capacity(ids.len());
+        for id in ids {
+            users.extend(find_user(c, "id", &id.to_hex()).map_err(db_error)?);
+        }
+        Ok(users)
     }
 
-    pub async fn list_audit(self, q: ListAudit) -> Result<(Vec<AuditRecord>, u64), ActorError> {
+    pub fn list_audit(c: &Connection, q: ListAudit) -> Result<(Vec<AuditRecord>, u64), ActorError> {
         let mut conditions = Vec::new();
         let mut args = Vec::new();
         if let Some(user_id) = q.user_id {
@@ -664,20 +669,16 @@ impl SqliteStore {
             args.push(Value::Text(action));
         }
         let from_where = where_clause("audit_log", &conditions);
-        self.db
-            .run(move |c| {
-                page(
-                    c,
-                    &from_where,
-                    "at DESC, seq DESC",
-                    "id, at, action, user_id, actor_id, email, ip, outcome, details",
-                    args,
-                    (q.skip, q.limit),
-                    audit_from_row,
-                )
-                .map_err(db_error)
-            })
-            .await
+        page(
+            c,
+            &from_where,
+            "at DESC, seq DESC",
+            "id, at, action, user_id, actor_id, email, ip, outcome, details",
+            args,
+            (q.skip, q.limit),
+            audit_from_row,
+        )
+        .map_err(db_error)
     }
 }
 
