@@ -9,7 +9,8 @@
 //!   and the records the service returns (`User`, `Wallet`, `AuditEntry`).
 //! - [`db_queue`]: the **DbQueueActor**, the only code that touches the database (a
 //!   [`db_queue::Store`]: MongoDB, or the embedded SQLite file). Every operation is a typed
-//!   message taken in FIFO order, one at a time (`AtomicResponse`).
+//!   message taken in FIFO order, in batches that carry what is queued in few round trips
+//!   (group commit: the outcome is that of running the batch's operations one by one).
 //! - [`token`]: the **TokenActor**, the only code that signs, checks, rotates and revokes JWTs.
 //!   Revocation state lives in the [`session_store::SessionStore`] (Redis or embedded).
 //! - [`token`] also opens sessions (signing their pair and storing it with the session in one

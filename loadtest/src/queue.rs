@@ -84,8 +84,10 @@ async fn run_async(args: QueueArgs) -> Result<(), String> {
         direct += measure(args.concurrency, duration, &emails, move |email| {
             let users = u.clone();
             async move {
+                // As the service looks a user up: through the case-insensitive email index.
                 users
                     .find_one(doc! {"email": email.as_str()})
+                    .collation(db_queue::case_insensitive())
                     .await
                     .map(|u| u.is_some())
                     .unwrap_or(false)

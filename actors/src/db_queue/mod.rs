@@ -28,6 +28,7 @@ use crate::ActorError;
 pub use cache::{UserCache, UserWithWallet};
 pub use messages::*;
 pub use mongo::{connect, MongoStore};
+pub use mongo_indexes::case_insensitive;
 pub use sqlite::SqliteStore;
 pub use store::Store;
 

@@ -21,7 +21,7 @@ use crate::ActorError;
 /// Email and username uniqueness ignore case: collation strength 2 (secondary) on their unique
 /// indexes, which also covers users the seed's service wrote (mixed-case emails, no lower-cased
 /// username); look-ups by email use it too, so such an email is found however it is typed.
-pub(super) fn case_insensitive() -> Collation {
+pub fn case_insensitive() -> Collation {
     Collation::builder()
         .locale("en")
         .strength(CollationStrength::Secondary)
