@@ -125,7 +125,7 @@ def panel(x0, y0, title, scenario, metric, log_y):
         ticks = [hi * i / 4 for i in range(5)]
     for t in ticks:
         parts.append(f'<line x1="{PAD - 4}" y1="{sy(t):.1f}" x2="{W - PAD}" y2="{sy(t):.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{PAD - 6}" y="{sy(t) + 4:.1f}" text-anchor="end" font-size="10">{t:g}</text>')
+        parts.append(f'<text x="{PAD - 6}" y="{sy(t) + 4:.1f}" text-anchor="end" font-size="10">{t:.3g}</text>')
     for who in ("ours", "peer"):
         pts = [(sx(c), sy(rps if metric == "rps" else p99)) for c, rps, p99 in series[(who, scenario)]]
         if pts:
