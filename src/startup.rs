@@ -8,7 +8,7 @@ use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
-use actors::account::{AccountSettings, Accounts};
+use actors::account::{AccountActors, AccountSettings};
 use actors::db_queue::{
     self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, Guard, RegisterUser, SqliteStore,
     Store, UserCache, Written,
@@ -22,7 +22,7 @@ use actors::redis_conn;
 use actors::redis_keys::Keys;
 use actors::session::{SessionActor, SessionSettings};
 use actors::session_store::{RedisSessions, SessionStore, SqliteSessions};
-use actors::token::{TokenActor, TokenSettings};
+use actors::token::{TokenActors, TokenSettings};
 use actors::ActorError;
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::{ExposeSecret, SecretString};
@@ -182,7 +182,7 @@ pub struct Actors {
     pub database: Arc<Dependency>,
     pub token_store: Arc<Dependency>,
     pub db: DbQueue,
-    pub tokens: Mailbox<TokenActor>,
+    pub tokens: TokenActors,
     pub sessions: Mailbox<SessionActor>,
     pub hasher: Mailbox<HasherActor>,
     pub database_name: String,
@@ -290,14 +290,21 @@ impl Actors {
             max_concurrent: settings.sessions.max_concurrent_sessions,
             policy: settings.limit_policy().map_err(config)?,
         };
-        let token_actor = {
-            let (stats, store) = (token_stats.clone(), session_store.clone());
-            let state = token_store.clone();
-            Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                TokenActor::new(token_settings, store, stats, state, probe_interval)
-            })
-        };
-        let tokens = Mailbox::new(token_actor, token_stats, call_timeout);
+        // The TokenActors run on the HTTP workers, one each (see `AccountActors`); the token
+        // store's probe runs here.
+        let tokens = TokenActors::new(
+            token_settings,
+            session_store.clone(),
+            token_stats,
+            call_timeout,
+        );
+        {
+            let store = session_store.clone();
+            token_store.watch(probe_interval, move || {
+                let store = store.clone();
+                async move { store.ping().await }
+            });
+        }
 
         let session_stats = ActorStats::new("session", a.session_capacity);
         let session_settings = SessionSettings {
@@ -379,12 +386,13 @@ impl Application {
             Err(e) => return Err(StartupError::Other(e)),
         };
         let config = |e: crate::configuration::ConfigError| StartupError::Config(e.to_string());
-        let accounts = Arc::new(Accounts {
+        let accounts = AccountActors {
             db: db.clone(),
-            tokens: tokens.clone(),
+            tokens,
             sessions: sessions.clone(),
             hasher: hasher.clone(),
             cache: user_cache,
+            stats: ActorStats::new("account", settings.actors.account_capacity),
             settings: AccountSettings {
                 initial_balance: settings.wallet.initial_balance,
                 dummy_hash,
@@ -393,14 +401,11 @@ impl Application {
                 bcrypt_cost: settings.security.bcrypt_cost,
                 search_slice: settings.actors.search_slice.max(1),
             },
-        });
-        let account_stats = ActorStats::new("account", settings.actors.account_capacity);
+        };
 
         let state = web::Data::new(AppState {
             accounts,
-            account_stats,
             db,
-            tokens,
             sessions,
             hasher,
             trusted_proxies: settings.trusted_proxies().map_err(config)?.into(),
@@ -426,11 +431,9 @@ impl Application {
         // workflow without a timer of its own.
         let workflow_timeout = Duration::MAX;
         let mut server = HttpServer::new(move || {
-            // Each worker thread runs its own AccountActor: a handler reaches it without a
-            // thread hop.
-            let accounts = server_state
-                .accounts
-                .start_here(Arc::clone(&server_state.account_stats), workflow_timeout);
+            // Each worker thread runs its own AccountActor and TokenActor: a handler reaches
+            // them without a thread hop.
+            let accounts = server_state.accounts.start_here(workflow_timeout);
             App::new()
                 .app_data(web::Data::new(accounts))
                 .wrap(ErrorHandlers::new().default_handler(routes::json_error_body))

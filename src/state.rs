@@ -3,24 +3,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actors::account::Accounts;
+use actors::account::AccountActors;
 use actors::db_queue::DbQueue;
 use actors::hasher::HasherActor;
 use actors::mailbox::{ActorSnapshot, ActorStats, Mailbox};
 use actors::probe::Dependency;
 use actors::session::SessionActor;
-use actors::token::TokenActor;
 use ipnet::IpNet;
 
 use crate::configuration::Settings;
 
 pub struct AppState {
-    /// What each HTTP worker's AccountActor is started with.
-    pub accounts: Arc<Accounts>,
-    /// The AccountActors' shared figures (one actor per HTTP worker).
-    pub account_stats: Arc<ActorStats>,
+    /// Starts each HTTP worker's AccountActor and TokenActor (they share their figures).
+    pub accounts: AccountActors,
     pub db: DbQueue,
-    pub tokens: Mailbox<TokenActor>,
     pub sessions: Mailbox<SessionActor>,
     pub hasher: Mailbox<HasherActor>,
     pub settings: Arc<Settings>,
@@ -38,9 +34,9 @@ pub struct AppState {
 impl AppState {
     fn all_stats(&self) -> [&Arc<ActorStats>; 5] {
         [
-            &self.account_stats,
+            &self.accounts.stats,
             self.db.stats(),
-            self.tokens.stats(),
+            self.accounts.tokens.stats(),
             self.sessions.stats(),
             self.hasher.stats(),
         ]

@@ -1,5 +1,6 @@
-//! The one Redis connection the token and session actors share: on one primary a
-//! `ConnectionManager` (multiplexed, reconnecting by itself with backoff after Redis restarts),
+//! The Redis connections of the token and session actors: on one primary a
+//! `ConnectionManager` (multiplexed, reconnecting by itself with backoff after Redis restarts;
+//! each HTTP worker's TokenActor opens its own, see [`RedisConnection::for_this_thread`]),
 //! on a Redis Cluster (`REDIS_CLUSTER_NODES`) the driver's cluster connection, which routes each
 //! command and script by its key's slot and follows the cluster's topology. Both connect lazily:
 //! the service starts while Redis is down and says so in `/health/ready`.
@@ -16,11 +17,26 @@ use tokio::sync::OnceCell;
 /// A connection to one Redis primary or to a Redis Cluster.
 #[derive(Clone)]
 pub enum RedisConnection {
-    Single(ConnectionManager),
+    Single(Single),
     Cluster(Arc<LazyCluster>),
 }
 
 /// A cluster connection made on first use (and again after a failed attempt).
+/// A connection to one primary, and what opens another like it.
+#[derive(Clone)]
+pub struct Single {
+    manager: ConnectionManager,
+    source: Arc<(redis::Client, ConnectionManagerConfig)>,
+}
+
+impl Single {
+    fn open(source: Arc<(redis::Client, ConnectionManagerConfig)>) -> RedisResult<Self> {
+        let (client, config) = &*source;
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        Ok(Self { manager, source })
+    }
+}
+
 pub struct LazyCluster {
     client: ClusterClient,
     connection: OnceCell<ClusterConnection>,
@@ -57,7 +73,7 @@ pub fn connect(
         .set_response_timeout(Some(timeout))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client, config)
+    Single::open(Arc::new((client, config)))
         .map(RedisConnection::Single)
         .map_err(|e| format!("Redis settings: {e}"))
 }
@@ -90,6 +106,18 @@ pub fn connect_cluster(
 }
 
 impl RedisConnection {
+    /// A connection of its own for the calling thread: a new multiplexed connection to the same
+    /// primary (opened at its first command, its I/O driven on this thread, so a request served
+    /// here crosses no thread to reach Redis), or on a cluster the shared cluster connection.
+    pub fn for_this_thread(&self) -> Result<Self, String> {
+        match self {
+            RedisConnection::Single(single) => Single::open(Arc::clone(&single.source))
+                .map(RedisConnection::Single)
+                .map_err(|e| format!("Redis settings: {e}")),
+            RedisConnection::Cluster(lazy) => Ok(RedisConnection::Cluster(Arc::clone(lazy))),
+        }
+    }
+
     /// Every key matching `pattern`, from every primary (one `SCAN` loop per primary), until
     /// `enough` have been found.
     pub async fn scan_keys(&self, pattern: &str, enough: usize) -> RedisResult<Vec<String>> {
@@ -104,8 +132,8 @@ impl RedisConnection {
         };
         let mut found = Vec::new();
         match self {
-            RedisConnection::Single(manager) => {
-                let mut conn = manager.clone();
+            RedisConnection::Single(single) => {
+                let mut conn = single.manager.clone();
                 let mut cursor = 0;
                 loop {
                     let (next, keys): (u64, Vec<String>) =
@@ -179,7 +207,7 @@ fn parse_primaries(text: &str) -> Vec<(String, u16)> {
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            RedisConnection::Single(conn) => conn.req_packed_command(cmd),
+            RedisConnection::Single(single) => single.manager.req_packed_command(cmd),
             RedisConnection::Cluster(lazy) => Box::pin(async move {
                 let mut conn = lazy.get().await?;
                 conn.req_packed_command(cmd).await
@@ -194,7 +222,9 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            RedisConnection::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Single(single) => {
+                single.manager.req_packed_commands(pipeline, offset, count)
+            }
             RedisConnection::Cluster(lazy) => Box::pin(async move {
                 let mut conn = lazy.get().await?;
                 conn.req_packed_commands(pipeline, offset, count).await
@@ -204,7 +234,7 @@ impl ConnectionLike for RedisConnection {
 
     fn get_db(&self) -> i64 {
         match self {
-            RedisConnection::Single(conn) => conn.get_db(),
+            RedisConnection::Single(single) => single.manager.get_db(),
             RedisConnection::Cluster(_) => 0,
         }
     }

@@ -15,15 +15,13 @@ async fn a_panicking_actor_is_restarted_counted_and_serves_again() {
     let (email, _, _, _) = app.signed_in_user().await;
 
     let db = state.db.call(InjectPanic).await;
-    let tokens = state.tokens.call(InjectPanic).await;
     let sessions = state.sessions.call(InjectPanic).await;
-    // An AccountActor like those the HTTP workers run (they share their figures).
+    // An AccountActor and a TokenActor like those the HTTP workers run (they share their
+    // figures).
+    let tokens = state.accounts.tokens.start_here().call(InjectPanic).await;
     let account = state
         .accounts
-        .start_here(
-            state.account_stats.clone(),
-            std::time::Duration::from_secs(5),
-        )
+        .start_here(std::time::Duration::from_secs(5))
         .call(InjectPanic)
         .await;
 

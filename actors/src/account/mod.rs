@@ -11,7 +11,8 @@
 //! own, run concurrently (their handlers interleave), and hold across instances.
 //!
 //! One AccountActor runs on each HTTP worker thread, so a handler reaches it without a thread
-//! hop; they share their figures (`account` in `/health`).
+//! hop, and beside it that thread's TokenActor (see [`TokenActors`]), so checking a token does
+//! not hop either; they share their figures (`account` and `token` in `/health`).
 mod admin;
 pub mod messages;
 mod sessions;
@@ -29,7 +30,7 @@ use crate::hasher::HasherActor;
 use crate::mailbox::{guarded, ActorStats, Mailbox};
 use crate::session::SessionActor;
 use crate::session_store::LimitPolicy;
-use crate::token::{Principal, RevokeSession, TokenActor, ValidateAccess};
+use crate::token::{Principal, RevokeSession, TokenActor, TokenActors, ValidateAccess};
 use crate::ActorError;
 pub use messages::*;
 
@@ -53,8 +54,8 @@ pub struct AccountSettings {
     pub search_slice: u32,
 }
 
-/// The actors the workflows ask, and the settings.
-#[derive(Clone)]
+/// The actors one AccountActor's workflows ask (the TokenActor its own thread's), and the
+/// settings.
 pub struct Accounts {
     pub db: DbQueue,
     pub tokens: Mailbox<TokenActor>,
@@ -65,21 +66,39 @@ pub struct Accounts {
     pub settings: AccountSettings,
 }
 
-impl Accounts {
-    /// Starts an AccountActor on the current thread (an HTTP worker), supervised.
-    pub fn start_here(
-        self: &Arc<Self>,
-        stats: Arc<ActorStats>,
-        deadline: Duration,
-    ) -> Mailbox<AccountActor> {
-        let (accounts, actor_stats) = (Arc::clone(self), Arc::clone(&stats));
-        let addr = Supervisor::start(move |_| AccountActor {
-            accounts,
-            stats: actor_stats,
-        });
-        Mailbox::new(addr, stats, deadline)
-    }
+/// Starts the AccountActors: one on each HTTP worker thread, each with a TokenActor of its own
+/// thread beside it; the other actors are shared.
+#[derive(Clone)]
+pub struct AccountActors {
+    pub db: DbQueue,
+    pub tokens: TokenActors,
+    pub sessions: Mailbox<SessionActor>,
+    pub hasher: Mailbox<HasherActor>,
+    pub cache: UserCache,
+    pub settings: AccountSettings,
+    /// The AccountActors' shared figures.
+    pub stats: Arc<ActorStats>,
+}
 
+impl AccountActors {
+    /// Starts an AccountActor, and the TokenActor it asks, on the current thread (an HTTP
+    /// worker), both supervised.
+    pub fn start_here(&self, deadline: Duration) -> Mailbox<AccountActor> {
+        let accounts = Arc::new(Accounts {
+            db: self.db.clone(),
+            tokens: self.tokens.start_here(),
+            sessions: self.sessions.clone(),
+            hasher: self.hasher.clone(),
+            cache: self.cache.clone(),
+            settings: self.settings.clone(),
+        });
+        let stats = Arc::clone(&self.stats);
+        let addr = Supervisor::start(move |_| AccountActor { accounts, stats });
+        Mailbox::new(addr, Arc::clone(&self.stats), deadline)
+    }
+}
+
+impl Accounts {
     /// A new account and its wallet (and its audit entry), in one database transaction.
     async fn insert(
         &self,

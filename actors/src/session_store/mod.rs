@@ -218,4 +218,14 @@ impl SessionStore {
             SessionStore::Embedded(_) => "sqlite_sessions",
         }
     }
+
+    /// The same store for the calling thread: on Redis a connection of its own (see
+    /// [`RedisConnection::for_this_thread`](crate::redis_conn::RedisConnection::for_this_thread)),
+    /// embedded the shared database.
+    pub fn for_this_thread(&self) -> Result<Self, String> {
+        Ok(match self {
+            SessionStore::Redis(s) => SessionStore::Redis(s.for_this_thread()?),
+            SessionStore::Embedded(s) => SessionStore::Embedded(s.clone()),
+        })
+    }
 }

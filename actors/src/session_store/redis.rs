@@ -45,6 +45,14 @@ impl RedisSessions {
         Self { conn, keys }
     }
 
+    /// The same store on a connection of the calling thread's own.
+    pub fn for_this_thread(&self) -> Result<Self, String> {
+        Ok(Self {
+            conn: self.conn.for_this_thread()?,
+            keys: self.keys.clone(),
+        })
+    }
+
     pub async fn ping(&self) -> Result<(), ActorError> {
         redis::cmd("PING")
             .query_async::<String>(&mut self.conn.clone())

@@ -14,8 +14,7 @@ use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Heade
 
 use crate::domain::{EndReason, Role, SessionId, UserId};
 use crate::error::TokenRejection;
-use crate::mailbox::{guarded, ActorStats};
-use crate::probe::Dependency;
+use crate::mailbox::{guarded, ActorStats, Mailbox};
 use crate::session_store::{
     AccessCheck, LimitPolicy, OpenRequest, Opening, RotateRequest, Rotation, SessionInfo,
     SessionStore,
@@ -65,18 +64,53 @@ pub struct TokenActor {
     validation: Validation,
     store: SessionStore,
     stats: Arc<ActorStats>,
-    store_state: Arc<Dependency>,
-    probe_interval: Duration,
 }
 
-impl TokenActor {
+/// Starts the TokenActors: one on each HTTP worker thread, beside that thread's AccountActor,
+/// each on its own connection to the session store. A token check is then answered on the
+/// thread that took the request, with no hop to another thread and back; the instances share
+/// nothing but their figures (`token` in `/health`), since every decision is made in the store.
+#[derive(Clone)]
+pub struct TokenActors {
+    settings: TokenSettings,
+    store: SessionStore,
+    stats: Arc<ActorStats>,
+    deadline: Duration,
+}
+
+impl TokenActors {
     pub fn new(
         settings: TokenSettings,
         store: SessionStore,
         stats: Arc<ActorStats>,
-        store_state: Arc<Dependency>,
-        probe_interval: Duration,
+        deadline: Duration,
     ) -> Self {
+        Self {
+            settings,
+            store,
+            stats,
+            deadline,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<ActorStats> {
+        &self.stats
+    }
+
+    /// Starts a TokenActor on the current thread (an HTTP worker), supervised.
+    pub fn start_here(&self) -> Mailbox<TokenActor> {
+        let store = self.store.for_this_thread().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no connection of its own for this thread's TokenActor");
+            self.store.clone()
+        });
+        let (settings, stats) = (self.settings.clone(), Arc::clone(&self.stats));
+        let addr = Supervisor::start(move |_| TokenActor::new(settings, store, stats));
+        Mailbox::new(addr, Arc::clone(&self.stats), self.deadline)
+    }
+}
+
+impl TokenActor {
+    pub fn new(settings: TokenSettings, store: SessionStore, stats: Arc<ActorStats>) -> Self {
         use secrecy::ExposeSecret;
         let secret = settings.secret.expose_secret().as_bytes();
         let kid = key_id(secret);
@@ -100,8 +134,6 @@ impl TokenActor {
             settings: Arc::new(settings),
             store,
             stats,
-            store_state,
-            probe_interval,
         }
     }
 
@@ -195,16 +227,10 @@ impl Actor for TokenActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.stats.capacity + 1);
         self.stats.set_alive(true);
-        let store = self.store.clone();
-        self.store_state.watch(self.probe_interval, move || {
-            let store = store.clone();
-            async move { store.ping().await }
-        });
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.stats.set_alive(false);
-    }
+    // No `stopped` hook: the instances share their figures, and one worker's actor stopping
+    // (its thread shutting down) says nothing of the others'. A failure shows as a restart.
 }
 
 impl Supervised for TokenActor {
