@@ -209,7 +209,7 @@ if [ $SMOKE = 0 ]; then
     echo
     cat "$OUT/summary.md"
     echo
-    if [ -f BENCHMARKS.md ]; then sed -n '/^## Run of/,$p' BENCHMARKS.md; fi
+    if [ -f BENCHMARKS.md ]; then sed -n '/^## /,$p' BENCHMARKS.md; fi
   } > "$OUT/BENCHMARKS.new" && mv "$OUT/BENCHMARKS.new" BENCHMARKS.md
   log "wrote BENCHMARKS.md"
 fi
