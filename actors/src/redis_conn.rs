@@ -21,7 +21,6 @@ pub enum RedisConnection {
     Cluster(Arc<LazyCluster>),
 }
 
-/// A cluster connection made on first use (and again after a failed attempt).
 /// A connection to one primary, and what opens another like it.
 #[derive(Clone)]
 pub struct Single {
@@ -37,6 +36,7 @@ impl Single {
     }
 }
 
+/// A cluster connection made on first use (and again after a failed attempt).
 pub struct LazyCluster {
     client: ClusterClient,
     connection: OnceCell<ClusterConnection>,
