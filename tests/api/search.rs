@@ -4,7 +4,7 @@
 //! between slices instead of waiting for the whole scan.
 use std::time::{Duration, Instant};
 
-use mongodb::bson::{doc, oid::ObjectId, DateTime as BsonDateTime, Document};
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime as BsonDateTime, Document};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -61,17 +61,18 @@ async fn a_search_in_slices_of_two_answers_as_one_in_a_single_slice() {
     assert_eq!(all["total"], 10, "nine users and the administrator");
 }
 
-/// How many users the head-of-line test searches (the benchmark uses 50,000: inserting them
-/// into SecantusDB takes longer than a CI test should).
-const USERS: usize = 10_000;
+/// How many users the head-of-line test searches.
+const USERS: usize = 50_000;
 
-/// `n` users written straight into the users collection, as the service stores them.
+/// `n` users written straight into the users collection, as the service stores them, one
+/// registered a minute going back from now (so about five weeks of sign-ups).
 async fn insert_users(app: &TestApp, n: usize) {
     let users = app.store.mongo().collection::<Document>("users");
-    let now = BsonDateTime::now();
+    let now = BsonDateTime::now().timestamp_millis();
     let mut batch = Vec::new();
     for i in 0..n {
         let name = format!("bulk_{i}");
+        let at = BsonDateTime::from_millis(now - 60_000 * i as i64);
         batch.push(doc! {
             "_id": ObjectId::new(),
             "email": format!("{name}@example.com"),
@@ -80,8 +81,8 @@ async fn insert_users(app: &TestApp, n: usize) {
             "password_hash": "$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinva",
             "status": "active",
             "role": "user",
-            "created_at": now,
-            "updated_at": now,
+            "created_at": at,
+            "updated_at": at,
             "login_count": 0,
         });
         if batch.len() == 5000 || i + 1 == n {
@@ -94,7 +95,7 @@ async fn insert_users(app: &TestApp, n: usize) {
 }
 
 #[actix_web::test]
-async fn a_login_sent_during_a_search_of_10000_users_is_served_between_its_slices() {
+async fn a_login_sent_during_a_search_of_50000_users_is_served_between_its_slices() {
     if !needs_servers("it measures MongoDB's queue behind a collection scan") {
         return;
     }
@@ -128,11 +129,90 @@ async fn a_login_sent_during_a_search_of_10000_users_is_served_between_its_slice
         "the login was answered while the search was still running \
          (login done at {login_done_at:?}, search took {search_took:?})"
     );
-    // One slice, not the scan. (SecantusDB materialises a query's whole result at its first
-    // batch, so the first slice costs a scan of the collection there; on mongod a slice is one
-    // batch. Beside the parallel suite this bound leaves room for that.)
+    // One slice, not the scan: each slice reads one bounded range of the `created_at` index.
+    // The benchmark, run alone, holds this to 300 ms; beside the parallel suite, 1 s.
     assert!(
-        login_took < Duration::from_secs(2),
+        login_took < Duration::from_secs(1),
         "a login behind a search waits for one slice, not the scan: {login_took:?}"
     );
+}
+
+/// Users as the seed's Python service may have left them (a string date, no date, a null
+/// one) and dates far apart (2001, the future): a search in slices finds each once, newest
+/// first, as a search in one slice does.
+#[actix_web::test]
+async fn a_sliced_search_finds_users_of_every_date_shape_once() {
+    if !needs_servers("it writes seed-shaped documents into MongoDB") {
+        return;
+    }
+    let iso = Isolation::new();
+    let (whole, admin) = admin_app(&iso, &[]).await;
+    let (sliced, sliced_admin) = admin_app(&iso, &[("APP__ACTORS__SEARCH_SLICE", "2")]).await;
+    let now = BsonDateTime::now().timestamp_millis();
+    let day = 86_400_000_i64;
+    let shapes = [
+        (
+            "shape_future",
+            Some(Bson::DateTime(BsonDateTime::from_millis(now + 30 * day))),
+        ),
+        (
+            "shape_now",
+            Some(Bson::DateTime(BsonDateTime::from_millis(now + 1_500))),
+        ),
+        (
+            "shape_tie_a",
+            Some(Bson::DateTime(BsonDateTime::from_millis(now - day))),
+        ),
+        (
+            "shape_tie_b",
+            Some(Bson::DateTime(BsonDateTime::from_millis(now - day))),
+        ),
+        (
+            "shape_tie_c",
+            Some(Bson::DateTime(BsonDateTime::from_millis(now - day))),
+        ),
+        (
+            "shape_2001",
+            Some(Bson::DateTime(BsonDateTime::from_millis(1_000_000_000_000))),
+        ),
+        (
+            "shape_text",
+            Some(Bson::String("2024-01-15T10:30:00Z".into())),
+        ),
+        ("shape_null", Some(Bson::Null)),
+        ("shape_none", None),
+    ];
+    let users = whole.store.mongo().collection::<Document>("users");
+    for (name, created_at) in &shapes {
+        let mut user = doc! {
+            "_id": ObjectId::new(),
+            "email": format!("{name}@example.com"),
+            "username": *name,
+            "password_hash": "$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinva",
+            "status": "active",
+        };
+        if let Some(at) = created_at {
+            user.insert("created_at", at.clone());
+        }
+        users
+            .insert_one(user)
+            .await
+            .expect("a seed-shaped user inserted");
+    }
+    let query = json!({"username": "shape_", "limit": 100});
+    let expected = search(&whole, &admin, &query).await;
+    let got = search(&sliced, &sliced_admin, &query).await;
+    assert_eq!(got, expected);
+    assert_eq!(got["total"], shapes.len());
+    let names: Vec<&str> = got["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(&names[..2], ["shape_future", "shape_now"], "{names:?}");
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), shapes.len(), "each user once: {names:?}");
 }

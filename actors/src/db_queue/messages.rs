@@ -203,11 +203,73 @@ impl UserFilter {
     }
 }
 
-/// Where a search goes on: on MongoDB its open cursor (each slice is one batch of it), on the
-/// embedded store the last id it covered.
+/// Where a search goes on: on MongoDB the next range of `created_at` it reads, on the embedded
+/// store the last id it covered.
 pub enum SearchPosition {
-    Mongo(Box<mongodb::Cursor<mongodb::bson::Document>>),
+    Mongo(UserRange),
     Embedded(UserId),
+}
+
+/// A range of users on MongoDB's `created_at` index, bounded at both ends wherever it can be,
+/// so reading it costs what it holds and not what the collection holds (an open cursor or a
+/// range with one open end reads, on some servers, every match at its first batch). The
+/// ranges go from the newest back: the dates, then the users the seed's Python service stored
+/// with an ISO-string date or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserRange {
+    /// Dates from `from_ms` on (the newest range, open upwards for clocks ahead of ours).
+    Since { from_ms: i64 },
+    /// Dates in `[from_ms, until_ms)`.
+    Between { from_ms: i64, until_ms: i64 },
+    /// Dates before `until_ms` (before 1970: nothing, in practice).
+    Before { until_ms: i64 },
+    /// No `created_at`, or `null`.
+    Undated,
+    /// A string `created_at` (the seed's ISO dates).
+    Text,
+}
+
+impl UserRange {
+    /// How wide the first range is: a second back from now.
+    const FIRST_WIDTH_MS: i64 = 1_000;
+    /// The widest a range grows to: about a hundred years.
+    const MAX_WIDTH_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
+
+    /// Where a search starts: the newest second.
+    pub fn first(now_ms: i64) -> Self {
+        Self::Since {
+            from_ms: now_ms.saturating_sub(Self::FIRST_WIDTH_MS),
+        }
+    }
+
+    /// The range after this one, which held `read` users, sized from that density to hold
+    /// about `target`: half as wide as that or less when it held more, at most twice as wide
+    /// (so a sparse stretch is crossed quickly but a dense one after it is not read at once).
+    /// `None` after the last.
+    pub fn next(self, read: usize, target: u32) -> Option<Self> {
+        let (from_ms, width) = match self {
+            Self::Since { from_ms } => (from_ms, Self::FIRST_WIDTH_MS),
+            Self::Between { from_ms, until_ms } => (from_ms, until_ms.saturating_sub(from_ms)),
+            Self::Before { .. } => return Some(Self::Undated),
+            Self::Undated => return Some(Self::Text),
+            Self::Text => return None,
+        };
+        if from_ms <= 0 {
+            return Some(Self::Before { until_ms: from_ms });
+        }
+        let width = i128::from(width.max(1));
+        let next = if read == 0 {
+            width * 2
+        } else {
+            (width * i128::from(target.max(1)) / read as i128).clamp(width / 8, width * 2)
+        };
+        let next = i64::try_from(next.clamp(1, i128::from(Self::MAX_WIDTH_MS)))
+            .unwrap_or(Self::MAX_WIDTH_MS);
+        Some(Self::Between {
+            from_ms: from_ms.saturating_sub(next).max(0),
+            until_ms: from_ms,
+        })
+    }
 }
 
 /// One slice of a user search: at most `examine` users are read from where the previous slice
@@ -242,4 +304,87 @@ pub struct ListAudit {
     pub action: Option<String>,
     pub limit: i64,
     pub skip: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UserRange;
+
+    /// Every range a search reads, from the first to the last, with `read` users in each.
+    fn walk(now_ms: i64, read: impl Fn(UserRange) -> usize) -> Vec<UserRange> {
+        let mut ranges = vec![UserRange::first(now_ms)];
+        while let Some(next) = ranges[ranges.len() - 1].next(read(ranges[ranges.len() - 1]), 250) {
+            ranges.push(next);
+            assert!(ranges.len() < 10_000, "a search ends");
+        }
+        ranges
+    }
+
+    #[test]
+    fn the_ranges_tile_every_date_once_then_read_the_undated_and_the_text() {
+        let now = 1_790_000_000_000;
+        let ranges = walk(now, |_| 0);
+        let mut until = None;
+        for range in &ranges {
+            match *range {
+                UserRange::Since { from_ms } => until = Some(from_ms),
+                UserRange::Between { from_ms, until_ms } => {
+                    assert_eq!(Some(until_ms), until, "no gap, no overlap");
+                    assert!(from_ms < until_ms);
+                    until = Some(from_ms);
+                }
+                UserRange::Before { until_ms } => {
+                    assert_eq!((Some(until_ms), until_ms), (until, 0))
+                }
+                UserRange::Undated | UserRange::Text => {}
+            }
+        }
+        let tail = &ranges[ranges.len() - 3..];
+        assert_eq!(
+            tail,
+            [
+                UserRange::Before { until_ms: 0 },
+                UserRange::Undated,
+                UserRange::Text
+            ]
+        );
+        assert!(
+            ranges.len() < 60,
+            "empty stretches are crossed quickly: {}",
+            ranges.len()
+        );
+    }
+
+    #[test]
+    fn a_range_is_sized_from_the_density_of_the_one_before() {
+        let range = UserRange::Between {
+            from_ms: 1_000_000,
+            until_ms: 1_100_000,
+        };
+        let width = |r: Option<UserRange>| match r {
+            Some(UserRange::Between { from_ms, until_ms }) => until_ms - from_ms,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            width(range.next(125, 250)),
+            200_000,
+            "twice as wide at most"
+        );
+        assert_eq!(
+            width(range.next(500, 250)),
+            50_000,
+            "half as wide for twice too many"
+        );
+        assert_eq!(
+            width(range.next(100_000, 250)),
+            12_500,
+            "an eighth at least"
+        );
+        assert_eq!(width(range.next(0, 250)), 200_000);
+        let narrow = UserRange::Between {
+            from_ms: 1_000_000,
+            until_ms: 1_000_001,
+        };
+        assert_eq!(width(narrow.next(5_000, 250)), 1, "a millisecond at least");
+    }
 }

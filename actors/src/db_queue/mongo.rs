@@ -17,7 +17,7 @@ use mongodb::options::FindOptions;
 
 use super::messages::{
     DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchPosition, SearchSlice,
-    SearchUsersSlice, UpdateUser, Written,
+    SearchUsersSlice, UpdateUser, UserRange, Written,
 };
 use super::mongo_indexes::case_insensitive;
 use crate::domain::{
@@ -834,44 +834,50 @@ impl MongoStore {
         })))
     }
 
-    /// One slice of a search: one batch of a cursor over every user in natural order (the
-    /// fields a search reads only), filtered here. The server examines one batch per slice
-    /// whatever the filter matches (a filtered or sorted query would scan until its batch
-    /// filled, or all of it); the cursor goes on in the next slice.
+    /// One slice of a search: the users in one range of the `created_at` index (the fields a
+    /// search reads only), filtered here. Each range is bounded at both ends where it can be,
+    /// so the server reads what the range holds whatever the filter matches; the next range
+    /// is sized from this one's density ([`UserRange::next`]).
     pub async fn search_slice(self, q: SearchUsersSlice) -> Result<SearchSlice, ActorError> {
-        let mut cursor = match q.after {
-            Some(SearchPosition::Mongo(cursor)) => cursor,
-            _ => Box::new(
-                self.users()
-                    .find(Document::new())
-                    .with_options(
-                        FindOptions::builder()
-                            .projection(doc! {
-                                "_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1
-                            })
-                            .batch_size(q.examine.max(1))
-                            .build(),
-                    )
-                    .await
-                    .map_err(ActorError::mongo)?,
-            ),
+        let range = match q.after {
+            Some(SearchPosition::Mongo(range)) => range,
+            _ => UserRange::first(Utc::now().timestamp_millis()),
         };
-        let mut matches = Vec::new();
-        for _ in 0..q.examine.max(1) {
-            if !cursor.advance().await.map_err(ActorError::mongo)? {
-                return Ok(SearchSlice {
-                    matches,
-                    next: None,
-                });
+        let date = |ms: i64| Bson::DateTime(bson::DateTime::from_millis(ms));
+        let created_at = match range {
+            UserRange::Since { from_ms } => bson!({"$gte": date(from_ms)}),
+            UserRange::Between { from_ms, until_ms } => {
+                bson!({"$gte": date(from_ms), "$lt": date(until_ms)})
             }
-            let doc = cursor.deserialize_current().map_err(ActorError::mongo)?;
-            if q.filter.matches(&doc) {
-                matches.extend(User::sort_key(&doc));
-            }
-        }
+            UserRange::Before { until_ms } => bson!({"$lt": date(until_ms)}),
+            UserRange::Undated => Bson::Null,
+            // Every string sorts below the last code point (type bracketing keeps dates out).
+            UserRange::Text => bson!({"$lt": "\u{10FFFF}"}),
+        };
+        let docs: Vec<Document> = self
+            .users()
+            .find(doc! {"created_at": created_at})
+            .with_options(
+                FindOptions::builder()
+                    .projection(doc! {
+                        "_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1
+                    })
+                    .batch_size(q.examine.saturating_mul(4).max(101))
+                    .build(),
+            )
+            .await
+            .map_err(ActorError::mongo)?
+            .try_collect()
+            .await
+            .map_err(ActorError::mongo)?;
+        let matches = docs
+            .iter()
+            .filter(|d| q.filter.matches(d))
+            .filter_map(User::sort_key)
+            .collect();
         Ok(SearchSlice {
             matches,
-            next: Some(SearchPosition::Mongo(cursor)),
+            next: range.next(docs.len(), q.examine).map(SearchPosition::Mongo),
         })
     }
 
