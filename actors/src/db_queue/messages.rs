@@ -242,10 +242,10 @@ impl UserRange {
         }
     }
 
-    /// The range after this one, which held `read` users, sized from that density to hold
-    /// about `target`: half as wide as that or less when it held more, at most twice as wide
-    /// (so a sparse stretch is crossed quickly but a dense one after it is not read at once).
-    /// `None` after the last.
+    /// The range after this one, which held `read` users: as wide as that density says holds
+    /// about `target`, kept between an eighth of this one's width and twice it (so a sparse
+    /// stretch is crossed quickly, and a dense one after it is not read at once). `None` after
+    /// the last.
     pub fn next(self, read: usize, target: u32) -> Option<Self> {
         let (from_ms, width) = match self {
             Self::Since { from_ms } => (from_ms, Self::FIRST_WIDTH_MS),
@@ -272,9 +272,10 @@ impl UserRange {
     }
 }
 
-/// One slice of a user search: at most `examine` users are read from where the previous slice
-/// stopped, so no slice holds the queue for long and other operations take their turns between
-/// slices. Replies with the sort keys of those that match, and where to go on.
+/// One slice of a user search, from where the previous one stopped: on SQLite `examine` users
+/// in id order, on MongoDB one [`UserRange`] sized to hold about `examine`. No slice holds the
+/// queue for long; other operations take their turns between slices. Replies with the sort
+/// keys of those that match, and where to go on.
 #[derive(Message)]
 #[rtype(result = "Result<SearchSlice, ActorError>")]
 pub struct SearchUsersSlice {
