@@ -72,6 +72,85 @@ async fn a_stored_password_hash_is_bcrypt_2b_that_python_verifies() {
     assert!(!python_checkpw("not-the-password", hash));
 }
 
+/// Python's `bcrypt` hash of `password` with the given prefix (`2a` or `2b`).
+fn python_hashpw_prefixed(password: &str, prefix: &str) -> String {
+    let output = Command::new(python())
+        .args([
+            "-c",
+            "import bcrypt,sys; \
+             print(bcrypt.hashpw(sys.argv[1].encode(), \
+                   bcrypt.gensalt(rounds=4, prefix=sys.argv[2].encode())).decode())",
+            password,
+            prefix,
+        ])
+        .output()
+        .expect("TEST_PYTHON runs");
+    assert!(output.status.success(), "python bcrypt.hashpw failed");
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// Passwords where bcrypt implementations have been known to part ways: 8-bit bytes (the old
+/// `$2a$` sign-extension bug), 71 bytes (the terminating NUL is the last key byte) and 72 bytes
+/// (no NUL at all).
+fn edge_passwords() -> Vec<String> {
+    vec![
+        "pässwörd-ÿÿÿ-\u{1F511}-über".to_string(),
+        // 71 and 72 bytes.
+        format!("{}é", "a".repeat(69)),
+        format!("{}ÿ", "b".repeat(70)),
+    ]
+}
+
+#[actix_web::test]
+async fn bcrypt_hashes_agree_with_python_on_8_bit_and_full_length_passwords() {
+    let app = spawn_app().await;
+    for (n, password) in edge_passwords().into_iter().enumerate() {
+        // The same length, another first byte: a wrong password bcrypt cannot truncate away.
+        let wrong_password = format!("x{}", &password[1..]);
+        // Ours, read by Python.
+        let email = format!("edge{n}_{}@example.com", &ObjectId::new().to_hex()[16..]);
+        let username = format!("edge{n}_{}", &ObjectId::new().to_hex()[16..]);
+        let response = app.register(&username, &email, &password).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{password}");
+        let stored = app
+            .store
+            .find_one("users", doc! {"email": &email})
+            .await
+            .unwrap();
+        let hash = stored.get_str("password_hash").unwrap();
+        assert!(python_checkpw(&password, hash), "{password} {hash}");
+        assert!(!python_checkpw(&wrong_password, hash));
+        assert_eq!(app.login(&email, &password).await.status(), StatusCode::OK);
+
+        // Python's, `$2a$` and `$2b$`, read by us.
+        if !needs_servers("the seed's users are MongoDB documents") {
+            continue;
+        }
+        for prefix in ["2a", "2b"] {
+            let hash = python_hashpw_prefixed(&password, prefix);
+            assert!(hash.starts_with(&format!("${prefix}$")), "{hash}");
+            let id = ObjectId::new();
+            let email = format!("py{prefix}{n}_{}@example.com", &id.to_hex()[16..]);
+            let mut user = seed_user(
+                &email,
+                &format!("py{prefix}{n}_{}", &id.to_hex()[16..]),
+                &hash,
+            );
+            user.insert("_id", id);
+            app.store
+                .mongo()
+                .collection::<Document>("users")
+                .insert_one(user)
+                .await
+                .unwrap();
+            let wrong = app.login(&email, &wrong_password).await.status();
+            assert_eq!(wrong, StatusCode::UNAUTHORIZED, "{prefix} {password}");
+            let right = app.login(&email, &password).await.status();
+            assert_eq!(right, StatusCode::OK, "{prefix} {password}");
+        }
+    }
+}
+
 #[actix_web::test]
 async fn a_user_and_wallet_written_by_the_seed_service_can_log_in_and_see_the_wallet() {
     if !needs_servers("the seed's data is MongoDB documents") {
