@@ -56,6 +56,12 @@ pub fn install() {
                     PER_TRIP_BUCKETS,
                 )
             })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("hasher_passwords_per_batch".into()),
+                    PER_TRIP_BUCKETS,
+                )
+            })
             .map_err(|e| tracing::warn!(error = %e, "metrics buckets"))
             .ok()?;
         let handle = builder

@@ -174,3 +174,91 @@ async fn health_and_metrics_show_operations_per_round_trip() {
         "the histogram is exported"
     );
 }
+
+/// The hashing pool verifies (and hashes) a vector's worth of queued passwords as one batch:
+/// whichever requests share a batch, each gets its own verdict. One hashing thread at a cost
+/// where a hash takes milliseconds, so a burst queues up: right and wrong passwords of several
+/// users, and registrations, released at once, for several rounds.
+#[actix_web::test]
+async fn logins_and_registrations_sharing_a_bcrypt_batch_each_get_their_own_verdict() {
+    const USERS: usize = 8;
+    const ROUNDS: usize = 3;
+    let app = Arc::new(
+        spawn_app_with(&[
+            ("HASHER_THREADS", "1"),
+            ("BCRYPT_COST", "8"),
+            ("MAX_CONCURRENT_SESSIONS", "1000"),
+        ])
+        .await,
+    );
+    for round in 0..ROUNDS {
+        let tag = format!(
+            "{round}{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let registered = join_all((0..USERS).map(|n| {
+            let app = Arc::clone(&app);
+            let tag = tag.clone();
+            async move {
+                let (name, email) = (format!("b{n}_{tag}"), format!("b{n}_{tag}@example.com"));
+                let password = format!("{PASSWORD}-{n}");
+                let status = app.register(&name, &email, &password).await.status();
+                assert_eq!(status, StatusCode::CREATED, "round {round}");
+                (email, password)
+            }
+        }))
+        .await;
+        let barrier = Arc::new(Barrier::new(USERS * 3));
+        let mut tasks = Vec::new();
+        for (n, (email, password)) in registered.iter().enumerate() {
+            // Each user's own password, another user's, and a new registration.
+            let other = &registered[(n + 1) % USERS].1;
+            let attempts = [
+                (email.clone(), password.clone(), StatusCode::OK),
+                (email.clone(), other.clone(), StatusCode::UNAUTHORIZED),
+                (
+                    String::new(),
+                    format!("{PASSWORD}-new{n}"),
+                    StatusCode::CREATED,
+                ),
+            ];
+            for (email, password, expected) in attempts {
+                let (app, barrier, tag) = (Arc::clone(&app), Arc::clone(&barrier), tag.clone());
+                tasks.push(actix_web::rt::spawn(async move {
+                    barrier.wait().await;
+                    let (status, email) = if email.is_empty() {
+                        let email = format!("n{n}_{tag}@example.com");
+                        let name = format!("n{n}_{tag}");
+                        (app.register(&name, &email, &password).await.status(), email)
+                    } else {
+                        (app.login(&email, &password).await.status(), email)
+                    };
+                    assert_eq!(status, expected, "round {round}: {email}");
+                    if expected == StatusCode::CREATED {
+                        // The hash made in the batch is this user's.
+                        let status = app.login(&email, &password).await.status();
+                        assert_eq!(status, StatusCode::OK, "round {round}: {email}");
+                    }
+                }));
+            }
+        }
+        for task in join_all(tasks).await {
+            task.unwrap();
+        }
+    }
+    // Batches did form (the histogram is process-wide: some batch, here or in a test beside
+    // this one, carried more than one password).
+    if bcrypt::detected_backend().lanes() > 1 {
+        let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+        let metrics = metrics.text().await.unwrap();
+        let value = |name: &str| -> f64 {
+            (metrics.lines())
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in /metrics"))
+        };
+        let alone = value("hasher_passwords_per_batch_bucket{le=\"1\"}");
+        let all = value("hasher_passwords_per_batch_count");
+        assert!(all > alone, "no batch carried more than one password");
+    }
+}
