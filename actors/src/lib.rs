@@ -21,8 +21,8 @@
 //! - [`session_store`]: token and session state on Redis (one Lua script per change) or in the
 //!   embedded SQLite file (one transaction per change); [`sqlite`] is the embedded backend's
 //!   connection.
-//! - [`hasher`]: the bcrypt pool, a `SyncArbiter` sized to the cores, so hashing never runs on an
-//!   HTTP worker thread.
+//! - [`hasher`]: the bcrypt pool, threads sized to the cores, so hashing never runs on an HTTP
+//!   worker thread; a vector's worth of queued passwords is verified (or hashed) as one batch.
 //! - [`mailbox`]: [`mailbox::Mailbox`], the bounded, instrumented way every caller reaches an
 //!   actor: it rejects at once when the mailbox is full, enforces a deadline and keeps the
 //!   figures `/health` reports.

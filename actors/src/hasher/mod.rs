@@ -87,6 +87,15 @@ impl Job {
     fn is_hash(&self) -> bool {
         matches!(self, Job::Hash(..))
     }
+
+    /// Its caller stopped waiting (the client went away, or the deadline passed): hashing it
+    /// would only spend CPU the queued logins behind it need.
+    fn is_abandoned(&self) -> bool {
+        match self {
+            Job::Hash(_, reply) => reply.is_closed(),
+            Job::Verify(_, reply) => reply.is_closed(),
+        }
+    }
 }
 
 struct Queue {
@@ -164,6 +173,7 @@ impl Pool {
             if queue.closed {
                 return None;
             }
+            queue.jobs.retain(|job| !job.is_abandoned());
             if let Some(batch) = take_batch(&mut queue.jobs, lanes, Job::is_hash) {
                 return Some(batch);
             }
@@ -267,8 +277,42 @@ fn take_batch<T>(
 
 #[cfg(test)]
 mod tests {
-    use super::take_batch;
+    use super::{take_batch, Job, Pool};
+    use crate::domain::Password;
+    use crate::hasher::VerifyPassword;
+    use crate::mailbox::ActorStats;
     use std::collections::VecDeque;
+    use tokio::sync::oneshot;
+
+    #[test]
+    fn work_whose_caller_stopped_waiting_is_dropped_unhashed() {
+        // No threads: the test takes the batches itself.
+        let pool = Pool::start(0, 4, ActorStats::new("hasher", 16));
+        let mut waiting = Vec::new();
+        for n in 0..10 {
+            let (reply, answer) = oneshot::channel();
+            let password = Password::parse("a-password").expect("a valid password");
+            pool.submit(Job::Verify(
+                VerifyPassword::new(password, String::new()),
+                reply,
+            ));
+            // Callers 0, 3, 6 and 9 still wait; the others went away.
+            if n % 3 == 0 {
+                waiting.push(answer);
+            }
+        }
+        let batch = pool.next_batch(8).expect("work");
+        assert_eq!(batch.len(), 1, "four live jobs are fewer than a vector");
+        let rest: Vec<_> = std::iter::from_fn(|| {
+            let mut queue = pool.lock();
+            queue.jobs.retain(|job| !job.is_abandoned());
+            queue.jobs.pop_front()
+        })
+        .collect();
+        assert_eq!(rest.len(), 3);
+        assert!(batch.iter().chain(&rest).all(|job| !job.is_abandoned()));
+        drop(waiting);
+    }
 
     /// Jobs as numbers: even ones are one kind (verifications), odd ones the other (hashes).
     fn queue(jobs: &[u32]) -> VecDeque<u32> {
