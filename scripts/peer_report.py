@@ -50,9 +50,15 @@ out.append(
 out.append("")
 if peer_ceiling:
     line = f"bcrypt cost-10 ceiling on all cores: {peer_ceiling:.1f} verifies/s with the peer's Python `bcrypt`"
-    for o in ours_ceilings:
-        how = "one at a time" if o.get("batch", 1) == 1 else f"in batches of {o['batch']}"
-        line += f"; ours (`bcrypt-rust`) {o['per_sec']:.1f}/s {how}"
+    ours = [f"{o['per_sec']:.1f}/s " + ("one at a time" if o.get("batch", 1) == 1
+                                        else f"in batches of {o['batch']}") for o in ours_ceilings]
+    kernel = next((o["kernel"] for o in ours_ceilings if "kernel" in o), None)
+    forced = os.environ.get("BCRYPT_FORCE_BACKEND")
+    if kernel:
+        ours[-1] += f" ({kernel} kernel, " + (f"pinned by BCRYPT_FORCE_BACKEND={forced}"
+                                              if forced else "the crate's own pick") + ")"
+    if ours:
+        line += "; ours (`bcrypt-rust`) " + ", ".join(ours)
     out.append(line + ".")
     out.append("")
 out.append("| figure | ours | FastAPI-Users | ours ÷ peer |")

@@ -333,7 +333,8 @@ impl Actors {
             a.hasher_threads,
             settings.security.bcrypt_cost,
             hasher_stats.clone(),
-        );
+        )
+        .map_err(StartupError::Config)?;
         let hasher = Mailbox::new(hasher_actor, hasher_stats, call_timeout);
 
         // Give the first probes a moment, so /health is right from the first request.

@@ -38,7 +38,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Verify this many hashes per call, as the service's hashing pool does when logins
-        /// queue up (`bcrypt::verify_many`); 1 = one at a time.
+        /// queue up (`bcrypt::verify_many`); 1 = one at a time, 0 = the batch kernel's width.
         #[arg(long, default_value_t = 1)]
         batch: usize,
         #[arg(long)]
@@ -100,15 +100,15 @@ fn bcrypt_bench(
     } else {
         threads
     };
-    let batch = batch.max(1);
+    // The batch kernel (its one-time choice is made here, before the clock starts).
+    let kernel = bcrypt::detected_backend();
+    let batch = if batch == 0 { kernel.lanes() } else { batch };
     let hash = bcrypt::hash("benchmark-password", cost).map_err(|e| e.to_string())?;
     // A batch of logins is of different users: each hash its own salt.
     let batch_hashes = (0..batch)
         .map(|_| bcrypt::hash("benchmark-password", cost))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    // Warm the batch kernel's one-time choice of width before the clock starts.
-    let _ = bcrypt::detected_backend();
     let started = std::time::Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -139,12 +139,15 @@ fn bcrypt_bench(
         println!(
             "{}",
             serde_json::json!({"cost": cost, "threads": threads, "batch": batch,
+                "kernel": kernel.name(), "lanes": kernel.lanes(),
                 "verifies": total, "per_sec": per_sec})
         );
     } else {
         println!(
-            "bcrypt cost {cost} on {threads} threads, {batch} per call: {total} verifies, \
-             {per_sec:.1}/s"
+            "bcrypt cost {cost} on {threads} threads, {batch} per call ({} kernel, {} lanes): \
+             {total} verifies, {per_sec:.1}/s",
+            kernel.name(),
+            kernel.lanes()
         );
     }
     Ok(())

@@ -26,14 +26,29 @@ pub struct HasherActor {
 
 impl HasherActor {
     /// Starts `threads` hashing threads (0 = one per core) and the actor that feeds them.
-    pub fn start(threads: usize, cost: u32, stats: Arc<ActorStats>) -> Addr<Self> {
+    ///
+    /// The batch kernel is chosen first, here: by `bcrypt-rust`'s one-time measurement where
+    /// the CPU has more than one (AVX2 and AVX-512), or by its `BCRYPT_FORCE_BACKEND`
+    /// variable, which it refuses with a panic when the CPU cannot run the named kernel; that
+    /// is a configuration error, reported as one.
+    pub fn start(threads: usize, cost: u32, stats: Arc<ActorStats>) -> Result<Addr<Self>, String> {
+        let backend = catch_unwind(bcrypt::detected_backend).map_err(|_| {
+            "BCRYPT_FORCE_BACKEND names a bcrypt kernel this CPU cannot run \
+             (scalar, sse41, avx2, avx512, ...; or unset it)"
+                .to_string()
+        })?;
+        tracing::info!(
+            kernel = backend.name(),
+            lanes = backend.lanes(),
+            "bcrypt batch kernel"
+        );
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
             threads
         };
         let pool = Pool::start(threads, cost, stats);
-        Actor::start(HasherActor { pool })
+        Ok(Actor::start(HasherActor { pool }))
     }
 }
 
@@ -153,8 +168,7 @@ impl Pool {
     }
 
     fn work(&self) {
-        // The vector width the batch kernel resolved to on this CPU (a one-time measurement on
-        // some CPUs: paid here, before the first login waits for it).
+        // The vector width of the batch kernel (chosen in `HasherActor::start`).
         let lanes = bcrypt::detected_backend().lanes();
         while let Some(batch) = self.next_batch(lanes) {
             // The jobs move into the closure: if bcrypt ever panicked, their reply senders
