@@ -55,21 +55,26 @@ fn python_hashpw_at(password: &str, cost: u32) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
+/// The password hash stored for the user with this email.
+async fn stored_hash(app: &TestApp, email: &str) -> String {
+    let stored = app
+        .store
+        .find_one("users", doc! {"email": email})
+        .await
+        .unwrap();
+    stored.get_str("password_hash").unwrap().to_string()
+}
+
 #[actix_web::test]
 async fn a_stored_password_hash_is_bcrypt_2b_that_python_verifies() {
     let app = spawn_app().await;
     let (email, _) = app.create_user().await;
 
-    let stored = app
-        .store
-        .find_one("users", doc! {"email": &email})
-        .await
-        .unwrap();
-    let hash = stored.get_str("password_hash").unwrap();
+    let hash = stored_hash(&app, &email).await;
 
     assert!(hash.starts_with("$2b$"), "{hash}");
-    assert!(python_checkpw(PASSWORD, hash));
-    assert!(!python_checkpw("not-the-password", hash));
+    assert!(python_checkpw(PASSWORD, &hash));
+    assert!(!python_checkpw("not-the-password", &hash));
 }
 
 /// Python's `bcrypt` hash of `password` with the given prefix (`2a` or `2b`).
@@ -112,14 +117,9 @@ async fn bcrypt_hashes_agree_with_python_on_8_bit_and_full_length_passwords() {
         let username = format!("edge{n}_{}", &ObjectId::new().to_hex()[16..]);
         let response = app.register(&username, &email, &password).await;
         assert_eq!(response.status(), StatusCode::CREATED, "{password}");
-        let stored = app
-            .store
-            .find_one("users", doc! {"email": &email})
-            .await
-            .unwrap();
-        let hash = stored.get_str("password_hash").unwrap();
-        assert!(python_checkpw(&password, hash), "{password} {hash}");
-        assert!(!python_checkpw(&wrong_password, hash));
+        let hash = stored_hash(&app, &email).await;
+        assert!(python_checkpw(&password, &hash), "{password} {hash}");
+        assert!(!python_checkpw(&wrong_password, &hash));
         assert_eq!(app.login(&email, &password).await.status(), StatusCode::OK);
 
         // Python's, `$2a$` and `$2b$`, read by us.
