@@ -8,8 +8,10 @@
 //!   login stamps one `update` command with a statement each, audit entries one ordered insert.
 //!   An operation is moved ahead of another only when the two cannot see each other: look-ups
 //!   do not see audit entries, and a look-up sees a login stamp only of the same user (by id or
-//!   by the email the stamp carries), which it then stays behind. Writes keep their order among
-//!   themselves. Every other operation (registration, update, delete, search, audit page…) runs
+//!   by the email the stamp carries), which it then stays behind, as a stamp stays behind a
+//!   look-up of its user. Writes keep their order among themselves. The look-ups and writes of
+//!   one step go out together: a batch of logins (look-ups of some users, stamps of others)
+//!   costs one round trip. Every other operation (registration, update, delete, search, audit page…) runs
 //!   alone, after everything before it and before everything after it.
 //! - On the embedded store, the whole batch is one SQLite transaction, each operation in a
 //!   savepoint of its own (a failing one is rolled back alone): one commit, one wait for the
@@ -299,8 +301,9 @@ enum Write {
     Audit(AuditEntry, Caller<()>),
 }
 
-/// One step of a group: its look-ups (one query per kind, together), then its writes (one
-/// `update` for the stamps and one insert for the audit entries, together).
+/// One step of a group: its look-ups (one query per kind) and its writes (one `update` for the
+/// stamps, one insert for the audit entries), all sent together: one round trip per step.
+/// Nothing in a step sees anything else in it (see [`Group`]).
 #[derive(Default)]
 struct Level {
     reads: Vec<Read>,
@@ -308,8 +311,10 @@ struct Level {
 }
 
 /// A run of look-ups, login stamps and audit entries, placed in as few [`Level`]s as their
-/// order allows: a look-up goes one level after the last stamp of its user, a write no earlier
-/// than the last write (writes keep their order) nor than the last look-up of its user.
+/// order allows: a look-up goes one level after the last stamp of its user, a stamp no earlier
+/// than the last write (writes keep their order) and one level after the last look-up of its
+/// user, an audit entry with the last write. So within a level no look-up and stamp share a
+/// user, and the level's commands can go out at once.
 #[derive(Default)]
 struct Group {
     levels: Vec<Level>,
@@ -350,10 +355,11 @@ impl Group {
             }
             Op::Stamp(m, caller) => {
                 let email = m.email.to_lowercase();
+                let after_read = |level: Option<&usize>| level.map(|l| l + 1);
                 let at = [
                     Some(self.last_write),
-                    self.read_id.get(&m.user_id).copied(),
-                    self.read_email.get(&email).copied(),
+                    after_read(self.read_id.get(&m.user_id)),
+                    after_read(self.read_email.get(&email)),
                 ]
                 .into_iter()
                 .flatten()
@@ -385,8 +391,10 @@ impl Group {
 
     async fn run(self, store: &MongoStore, cache: &UserCache, deadline: Instant) {
         for level in self.levels {
-            run_reads(store, cache, level.reads, deadline).await;
-            run_writes(store, cache, level.writes, deadline).await;
+            futures::join!(
+                run_reads(store, cache, level.reads, deadline),
+                run_writes(store, cache, level.writes, deadline),
+            );
         }
     }
 }
@@ -588,4 +596,95 @@ async fn retry_stamp(
         carried(store.insert_audit(docs).await)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::AuditEntry;
+
+    fn by_email(email: &str) -> Op {
+        let email = Email::parse(email).expect("an email");
+        Op::ByEmail(email, Caller::new().0)
+    }
+
+    fn by_id(id: UserId) -> Op {
+        Op::ById(id, Caller::new().0)
+    }
+
+    fn stamp(id: UserId, email: &str) -> Op {
+        let login = RecordLogin {
+            user_id: id,
+            email: email.to_string(),
+            at: chrono::Utc::now(),
+            audit: Vec::new(),
+        };
+        Op::Stamp(login, Caller::new().0)
+    }
+
+    fn audit() -> Op {
+        Op::Audit(AuditEntry::new("auth.login", "success"), Caller::new().0)
+    }
+
+    /// Look-ups and writes per level, in order.
+    fn shape(ops: Vec<Op>) -> Vec<(usize, usize)> {
+        let mut group = Group::default();
+        ops.into_iter().for_each(|op| group.push(op));
+        group
+            .levels
+            .iter()
+            .map(|l| (l.reads.len(), l.writes.len()))
+            .collect()
+    }
+
+    #[test]
+    fn logins_of_different_users_share_one_step() {
+        let (a, b) = (UserId::new(), UserId::new());
+        let ops = vec![
+            by_email("c@example.com"),
+            stamp(a, "a@example.com"),
+            audit(),
+            by_id(b),
+            stamp(b, "B@example.com"),
+            by_email("d@example.com"),
+        ];
+        // The stamp of b follows a look-up of b: the next step.
+        assert_eq!(shape(ops), vec![(3, 2), (0, 1)]);
+    }
+
+    #[test]
+    fn a_stamp_stays_a_step_behind_a_look_up_of_its_user_by_email() {
+        let a = UserId::new();
+        let ops = vec![
+            by_email("A@example.com"),
+            stamp(a, "a@Example.com"),
+            audit(),
+        ];
+        assert_eq!(shape(ops), vec![(1, 0), (0, 2)]);
+    }
+
+    #[test]
+    fn a_look_up_stays_a_step_behind_a_stamp_of_its_user() {
+        let a = UserId::new();
+        let ops = vec![
+            stamp(a, "a@example.com"),
+            by_id(a),
+            by_email("a@example.com"),
+            by_id(UserId::new()),
+        ];
+        assert_eq!(shape(ops), vec![(1, 1), (2, 0)]);
+    }
+
+    #[test]
+    fn writes_keep_their_order_across_steps() {
+        let (a, b) = (UserId::new(), UserId::new());
+        let ops = vec![
+            by_id(a),
+            stamp(a, "a@example.com"),
+            // Nothing reads b, but a write never goes ahead of an earlier one.
+            stamp(b, "b@example.com"),
+            audit(),
+        ];
+        assert_eq!(shape(ops), vec![(1, 0), (0, 3)]);
+    }
 }
