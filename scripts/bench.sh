@@ -68,11 +68,7 @@ start_service() {
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 field() { "$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
-# As in peer-bench.sh: pin the AVX2 batch kernel where the CPU has it (README, "Hasher").
-if [ -z "${BCRYPT_FORCE_BACKEND+set}" ] && grep -qw avx2 /proc/cpuinfo; then
-  export BCRYPT_FORCE_BACKEND=avx2
-fi
-[ -n "${BCRYPT_FORCE_BACKEND:-}" ] || unset BCRYPT_FORCE_BACKEND
+pin_bcrypt_kernel
 
 REDIS_PID=$(timeout 5 redis-cli -h "$REDIS_TEST_HOST" -p "$REDIS_TEST_PORT" info server 2>/dev/null \
   | tr -d '\r' | awk -F: '/^process_id/ {print $2}' || true)

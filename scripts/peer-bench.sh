@@ -37,14 +37,7 @@ PEER_PID=$(cat /tmp/peer/run/uvicorn.pid); PEER_DB_PID=$(cat /tmp/peer/run/secan
 
 MONGO_PORT=$(free_port); start_secantus "$MONGO_PORT"
 OUR_DB_PID=$(cat "$RUN_DIR/secantus-$MONGO_PORT.pid")
-# bcrypt-rust picks its batch kernel by a one-time measurement where the CPU has AVX2 and AVX-512;
-# on AMD Zen 4 they are at parity and the pick is a coin toss, while a 16-wide vector fills only
-# when 16 logins queue. Pin AVX2 where it exists (README, "Hasher"), for the service and the
-# ceilings alike; BCRYPT_FORCE_BACKEND= (empty) measures the crate's own pick.
-if [ -z "${BCRYPT_FORCE_BACKEND+set}" ] && grep -qw avx2 /proc/cpuinfo; then
-  export BCRYPT_FORCE_BACKEND=avx2
-fi
-[ -n "${BCRYPT_FORCE_BACKEND:-}" ] || unset BCRYPT_FORCE_BACKEND
+pin_bcrypt_kernel
 PORT=$(free_port); RUN_ID="p$(date +%s)"
 env APP_ENV=production HOST=127.0.0.1 PORT="$PORT" BCRYPT_COST=10 AUTH_RATE_LIMIT=0 RUST_LOG=warn \
   MAX_CONCURRENT_SESSIONS=100000 \

@@ -11,8 +11,8 @@
 //!   by the email the stamp carries), which it then stays behind, as a stamp stays behind a
 //!   look-up of its user. Writes keep their order among themselves. The look-ups and writes of
 //!   one step go out together: a batch of logins (look-ups of some users, stamps of others)
-//!   costs one round trip. Every other operation (registration, update, delete, search, audit page…) runs
-//!   alone, after everything before it and before everything after it.
+//!   costs one round trip. Every other operation (registration, update, delete, search, audit
+//!   page…) runs alone, after everything before it and before everything after it.
 //! - On the embedded store, the whole batch is one SQLite transaction, each operation in a
 //!   savepoint of its own (a failing one is rolled back alone): one commit, one wait for the
 //!   disk. Answers go out after the commit, so nothing is acknowledged before it is durable.
