@@ -71,7 +71,9 @@ for what, label in [("logins/s c=16", "login c16"), ("logins/s c=64", "login c64
 a = median_run("ours login c64")
 if a and ceiling:
     fair = 1.25 * 64 / ceiling * 1000
-    out.append(f"| login p99 c=64 | {a['p99_ms']:.0f} ms | | target ≤ 1.25 × 64 ÷ the highest ceiling ({ceiling:.1f}/s) = {fair:.0f} ms |")
+    each = ", ".join(f"{x['p99_ms']:.0f}" for x in runs(a["label"]))
+    out.append(f"| login p99 c=64 | {a['p99_ms']:.0f} ms (the median run's; each run's: {each}) | | "
+               f"target ≤ 1.25 × 64 ÷ the highest ceiling ({ceiling:.1f}/s) = {fair:.0f} ms |")
 errors = sum(r.get("errors", 0) for r in rows)
 out.append("")
 out.append(f"Errors over every run (socket errors, timeouts, HTTP ≥ 400): {errors}.")

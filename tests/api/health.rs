@@ -180,3 +180,32 @@ async fn production_refuses_to_start_without_a_long_enough_jwt_secret() {
         assert!(!stderr.contains("0123456789"), "the secret is not echoed");
     }
 }
+
+#[actix_web::test]
+async fn a_bcrypt_kernel_the_cpu_cannot_run_stops_start_up_with_one_line() {
+    let data = std::env::temp_dir().join(format!("cs-um-kernel-{}", std::process::id()));
+    let data_dir = data.to_string_lossy().into_owned();
+    let env = [
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("STORAGE_BACKEND", "embedded"),
+        ("TOKENS_BACKEND", "embedded"),
+        ("DATA_DIR", data_dir.as_str()),
+        ("BCRYPT_FORCE_BACKEND", "no-such-kernel"),
+        ("RUST_BACKTRACE", "1"),
+    ];
+
+    let (code, stderr) = run_binary(&env).await;
+    let _ = std::fs::remove_dir_all(&data);
+
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "exits non-zero within the deadline: {code:?}, {stderr}"
+    );
+    assert!(stderr.contains("BCRYPT_FORCE_BACKEND"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "no panic message: {stderr}");
+    assert!(
+        !stderr.contains("stack backtrace"),
+        "no backtrace: {stderr}"
+    );
+}

@@ -613,6 +613,7 @@ impl TestApp {
 
 /// Like [`spawn_app_with`], also handing back the service's state (its actors' mailboxes), for
 /// tests that reach into an actor directly (fault injection).
+#[cfg(feature = "fault-injection")]
 pub async fn spawn_app_with_state(
     overrides: &[(&str, &str)],
 ) -> (

@@ -1,15 +1,18 @@
 //! Actors that fail are restarted without restarting the process, counted, and serve again;
 //! `/metrics` exports every actor's figures.
 use reqwest::StatusCode;
-use serde_json::Value;
 
-use crate::helpers::{spawn_app, spawn_app_with_state, PASSWORD};
+use crate::helpers::spawn_app;
 
 #[cfg(feature = "fault-injection")]
 #[actix_web::test]
 async fn a_panicking_actor_is_restarted_counted_and_serves_again() {
     use actors::mailbox::InjectPanic;
     use actors::ActorError;
+
+    use serde_json::Value;
+
+    use crate::helpers::{spawn_app_with_state, PASSWORD};
 
     let (app, state) = spawn_app_with_state(&[]).await;
     let (email, _, _, _) = app.signed_in_user().await;

@@ -32,7 +32,7 @@ impl HasherActor {
     /// variable, which it refuses with a panic when the CPU cannot run the named kernel; that
     /// is a configuration error, reported as one.
     pub fn start(threads: usize, cost: u32, stats: Arc<ActorStats>) -> Result<Addr<Self>, String> {
-        let backend = catch_unwind(bcrypt::detected_backend).map_err(|_| {
+        let backend = batch_kernel().ok_or_else(|| {
             "BCRYPT_FORCE_BACKEND names a bcrypt kernel this CPU cannot run \
              (scalar, sse41, avx2, avx512, ...; or unset it)"
                 .to_string()
@@ -66,6 +66,21 @@ impl Drop for HasherActor {
     fn drop(&mut self) {
         self.pool.close();
     }
+}
+
+/// The batch kernel, chosen once per process; `None` if `BCRYPT_FORCE_BACKEND` names one this
+/// CPU cannot run. The crate refuses such a name with a panic, whose message and backtrace
+/// would print before our one-line error: the panic hook is hushed while the choice is made,
+/// and only the first caller (the others wait on the cell) swaps it.
+fn batch_kernel() -> Option<bcrypt::Backend> {
+    static KERNEL: std::sync::OnceLock<Option<bcrypt::Backend>> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let detected = catch_unwind(bcrypt::detected_backend).ok();
+        std::panic::set_hook(hook);
+        detected
+    })
 }
 
 /// The reply of a job whose thread went away (it panicked, or the pool closed).
@@ -169,7 +184,7 @@ impl Pool {
 
     fn work(&self) {
         // The vector width of the batch kernel (chosen in `HasherActor::start`).
-        let lanes = bcrypt::detected_backend().lanes();
+        let lanes = batch_kernel().map_or(1, |kernel| kernel.lanes());
         while let Some(batch) = self.next_batch(lanes) {
             // The jobs move into the closure: if bcrypt ever panicked, their reply senders
             // would drop and each caller get an error, and this thread would go on.
