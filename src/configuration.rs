@@ -60,6 +60,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "security.login_max_failures_per_account",
     ),
     ("TRUSTED_PROXIES", "security.trusted_proxies"),
+    ("CLIENT_IPV6_PREFIX", "security.client_ipv6_prefix"),
     ("AUTH_RATE_LIMIT", "security.auth_rate_limit"),
     ("AUTH_RATE_BURST", "security.auth_rate_burst"),
     ("WALLET_INITIAL_BALANCE", "wallet.initial_balance"),
@@ -181,6 +182,8 @@ pub struct SecuritySettings {
     pub login_failure_window: u64,
     /// Comma-separated CIDRs; see [`Settings::trusted_proxies`].
     pub trusted_proxies: String,
+    /// How many leading bits of an IPv6 address name one client (1–128).
+    pub client_ipv6_prefix: u8,
     pub auth_rate_limit: u32,
     pub auth_rate_burst: u32,
 }
@@ -430,6 +433,9 @@ impl Settings {
                 "redis.key_prefix",
                 "must not contain `{` or `}` (the keys' hash tags are the service's own)",
             );
+        }
+        if !(1..=128).contains(&self.security.client_ipv6_prefix) {
+            return fail("security.client_ipv6_prefix", "must be between 1 and 128");
         }
         if self.security.auth_rate_limit > 0 && self.security.auth_rate_burst == 0 {
             return fail(

@@ -1,7 +1,7 @@
 //! What handlers take from a request besides its body: the bearer token as presented, the
 //! client's address, and this worker's AccountActor.
 use std::future::{ready, Ready};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use actors::account::AccountActor;
@@ -68,11 +68,17 @@ impl FromRequest for UserAgent {
             .unwrap_or_default();
         let shown = raw
             .chars()
-            .filter(|c| !c.is_control())
+            .filter(|c| !c.is_control() && !is_bidi_control(*c))
             .take(Self::MAX_CHARS)
             .collect::<String>();
         ready(Ok(UserAgent(shown.trim().to_string())))
     }
+}
+
+/// The explicit bidirectional formatting characters (Unicode's `Bidi_Control`): stored in a
+/// User-Agent they would reorder how a sessions list or an audit view shows the text around it.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy
@@ -83,38 +89,51 @@ impl FromRequest for ClientAddr {
     type Error = ApiError;
     type Future = Ready<Result<Self, Self::Error>>;
 
+    /// A request whose peer address cannot be read (the client reset the connection while it
+    /// was accepted) is refused rather than counted under a shared placeholder address, which
+    /// would give every such client one lockout budget and one rate limit (SPEC 10).
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let trusted = req
-            .app_data::<web::Data<AppState>>()
-            .map(|s| s.trusted_proxies.clone());
-        ready(Ok(ClientAddr(client_ip(
-            req,
-            trusted.as_deref().unwrap_or_default(),
-        ))))
+        ready(
+            client_ip(req)
+                .map(ClientAddr)
+                .ok_or_else(|| ApiError::BadRequest("the client's address is unknown".into())),
+        )
     }
 }
 
-/// The client's address of `req` under the `trusted` proxies (see [`client_addr`]).
-pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> ClientIp {
-    let peer = req.peer_addr().map(|a| a.ip());
-    if trusted.is_empty() {
-        return client_addr(peer, "", trusted);
-    }
-    // Lossy: a client's non-ASCII byte must not hide the entries the proxies appended after it.
-    let forwarded: Vec<String> = req
+/// The client's address of `req` under the service's `TRUSTED_PROXIES` and
+/// `CLIENT_IPV6_PREFIX`, or `None` when the peer's address cannot be read.
+pub fn client_ip(req: &HttpRequest) -> Option<ClientIp> {
+    let state = req.app_data::<web::Data<AppState>>();
+    let trusted = state.map(|s| s.trusted_proxies.clone());
+    let trusted = trusted.as_deref().unwrap_or_default();
+    let prefix = state.map_or(actors::domain::DEFAULT_IPV6_PREFIX, |s| s.ipv6_prefix);
+    let peer = req.peer_addr()?.ip();
+    let client = if trusted.is_empty() {
+        peer.to_canonical()
+    } else {
+        client_addr(peer, &forwarded(req), trusted)
+    };
+    Some(ClientIp::with_ipv6_prefix(client, prefix))
+}
+
+/// Every `X-Forwarded-For` header of `req`, joined. Lossy: a client's non-ASCII byte must not
+/// hide the entries the proxies appended after it.
+fn forwarded(req: &HttpRequest) -> String {
+    let entries: Vec<String> = req
         .headers()
         .get_all("x-forwarded-for")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
-    client_addr(peer, &forwarded.join(","), trusted)
+    entries.join(",")
 }
 
 /// The rule: the peer, unless it is a trusted proxy; then walk `X-Forwarded-For` from the right
 /// (the entry the nearest proxy added) past every trusted proxy, and the first entry that is
 /// not one is the client. An entry that is not an address ends the walk at the last trusted hop.
-pub fn client_addr(peer: Option<IpAddr>, forwarded: &str, trusted: &[IpNet]) -> ClientIp {
+pub fn client_addr(peer: IpAddr, forwarded: &str, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ip| ip.to_canonical());
+    let peer = peer.to_canonical();
     let mut client = peer;
     if is_trusted(&peer) {
         for entry in forwarded.rsplit(',').map(str::trim) {
@@ -127,7 +146,7 @@ pub fn client_addr(peer: Option<IpAddr>, forwarded: &str, trusted: &[IpNet]) -> 
             }
         }
     }
-    ClientIp::new(client)
+    client
 }
 
 /// An `X-Forwarded-For` entry: an address, possibly with a port (`[v6]:port`, `v4:port`).
@@ -143,8 +162,9 @@ fn forwarded_ip(entry: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> Option<IpAddr> {
-        s.parse().ok()
+    fn ip(s: &str) -> IpAddr {
+        s.parse()
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
     }
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
@@ -183,7 +203,9 @@ mod tests {
                 .insert_header(("x-forwarded-for", value))
                 .peer_addr(peer);
         }
-        let client = client_ip(&request.to_http_request(), &nets(&["10.0.0.0/8"]));
+        let trusted = nets(&["10.0.0.0/8"]);
+        let request = request.to_http_request();
+        let client = client_addr(ip("10.0.0.2"), &forwarded(&request), &trusted);
         assert_eq!(client.to_string(), "198.51.100.7");
     }
 

@@ -410,6 +410,7 @@ impl Application {
             sessions,
             hasher,
             trusted_proxies: settings.trusted_proxies().map_err(config)?.into(),
+            ipv6_prefix: settings.security.client_ipv6_prefix,
             settings: Arc::clone(&settings),
             started_at: Instant::now(),
             database_name,

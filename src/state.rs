@@ -22,6 +22,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// `TRUSTED_PROXIES`, parsed.
     pub trusted_proxies: Arc<[IpNet]>,
+    /// `CLIENT_IPV6_PREFIX`.
+    pub ipv6_prefix: u8,
     pub started_at: Instant,
     /// The MongoDB database in use (named in `MONGODB_URI`), or the embedded database's file.
     pub database_name: String,

@@ -23,10 +23,8 @@ impl tracing_actix_web::RootSpanBuilder for RequestSpan {
         use actix_web::HttpMessage;
         // The fields are worked out only when the span is recorded (`RUST_LOG` at info).
         let client = || {
-            let trusted = request
-                .app_data::<actix_web::web::Data<crate::state::AppState>>()
-                .map(|s| s.trusted_proxies.clone());
-            crate::extractors::client_ip(request.request(), trusted.as_deref().unwrap_or_default())
+            crate::extractors::client_ip(request.request())
+                .map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
         };
         tracing::info_span!(
             "HTTP request",
@@ -58,11 +56,24 @@ pub fn redacted_target(uri: &actix_web::http::Uri) -> String {
     let Some(query) = uri.query().filter(|q| !q.is_empty()) else {
         return uri.path().to_string();
     };
-    let names: Vec<&str> = query
+    // Only a parameter's name is kept, and only when it looks like a name: a bare item
+    // (`?eyJ…`) or a name that is not one is a value, and may be a token (SPEC 10).
+    let items: Vec<String> = query
         .split('&')
-        .map(|pair| pair.split('=').next().unwrap_or_default())
+        .map(|item| match item.split_once('=') {
+            Some((name, _)) if is_parameter_name(name) => format!("{name}=…"),
+            _ => "…".to_string(),
+        })
         .collect();
-    format!("{}?{}", uri.path(), names.join("=…&") + "=…")
+    format!("{}?{}", uri.path(), items.join("&"))
+}
+
+/// A query parameter's name as a client writes one: short, of letters, digits and `_.-`.
+fn is_parameter_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
@@ -77,5 +88,20 @@ mod tests {
         let target = redacted_target(&uri);
         assert_eq!(target, "/auth/me?access_token=…&x=…");
         assert!(!target.contains("SECRET"));
+    }
+
+    #[test]
+    fn a_bare_query_item_is_a_value() {
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU";
+        for uri in [
+            format!("/auth/me?{token}"),
+            format!("/auth/me?x=1&{token}"),
+            format!("/auth/me?{token}=1"),
+        ] {
+            let uri: actix_web::http::Uri = uri.parse().unwrap_or_default();
+            let target = redacted_target(&uri);
+            assert!(!target.contains("eyJ"), "{target}");
+            assert!(target.starts_with("/auth/me?"), "{target}");
+        }
     }
 }

@@ -3,19 +3,19 @@
 //!
 //! Every script's keys share one hash tag (the part in `{…}`), so each script touches one slot
 //! and the store runs on a Redis Cluster as on one primary: the user id for session and token
-//! state (`<prefix>{<uid>}:…`), the email for both lockout counters, the address for the rate
+//! state (`<prefix>{<uid>}:…`), the email's key (SPEC 10) for both lockout counters, the address for the rate
 //! limit. The idle index is per user; the sweep finds the users' indexes with `SCAN` on every
 //! primary.
-use crate::domain::{ClientIp, Email, SessionId, UserId};
+use crate::domain::{ClientIp, EmailKey, SessionId, UserId};
 
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
 }
 
-/// An email as a hash tag: `%`, `{` and `}` percent-encoded, so the tag is exactly the email
-/// (an RFC-valid address may hold braces, which would cut the tag short).
-fn email_tag(email: &Email) -> String {
+/// An email's key (SPEC 10) as a hash tag: `%`, `{` and `}` percent-encoded, so the tag is
+/// exactly the key (an RFC-valid address may hold braces, which would cut the tag short).
+fn email_tag(email: &EmailKey) -> String {
     let mut tag = String::with_capacity(email.as_str().len());
     for c in email.as_str().chars() {
         match c {
@@ -106,31 +106,31 @@ impl Keys {
 
     /// STRING: an address's theoretical arrival time (ms) for the auth rate limit (GCRA).
     pub fn rate(&self, ip: &ClientIp) -> String {
-        format!("{}{{{ip}}}:rate", self.prefix)
+        format!("{}{{{}}}:rate", self.prefix, ip.counted())
     }
 
-    fn lockout(&self, email: &Email, name: &str) -> String {
+    fn lockout(&self, email: &EmailKey, name: &str) -> String {
         format!("{}{{{}}}:{name}", self.prefix, email_tag(email))
     }
 
     /// Counter of failed logins for one email (from every address) within the failure window.
-    pub fn login_failures(&self, email: &Email) -> String {
+    pub fn login_failures(&self, email: &EmailKey) -> String {
         self.lockout(email, "login_fail")
     }
 
     /// Counter of failed logins for one email from one address.
-    pub fn login_failures_from(&self, email: &Email, ip: &ClientIp) -> String {
-        self.lockout(email, &format!("login_fail|{ip}"))
+    pub fn login_failures_from(&self, email: &EmailKey, ip: &ClientIp) -> String {
+        self.lockout(email, &format!("login_fail|{}", ip.counted()))
     }
 
     /// ZSET of the attempts for one email whose password is being checked, scored by start (ms).
-    pub fn login_pending(&self, email: &Email) -> String {
+    pub fn login_pending(&self, email: &EmailKey) -> String {
         self.lockout(email, "login_pend")
     }
 
     /// The same, for one email from one address.
-    pub fn login_pending_from(&self, email: &Email, ip: &ClientIp) -> String {
-        self.lockout(email, &format!("login_pend|{ip}"))
+    pub fn login_pending_from(&self, email: &EmailKey, ip: &ClientIp) -> String {
+        self.lockout(email, &format!("login_pend|{}", ip.counted()))
     }
 }
 
@@ -161,7 +161,7 @@ mod tests {
             user_keys.iter().all(|k| tag(k) == uid.to_hex()),
             "{user_keys:?}"
         );
-        let email = Email::parse("we{i}rd}@example.com").expect("valid test input");
+        let email = EmailKey::of("We{i}rd}@Example.com");
         let ip = ClientIp::new("10.0.0.7".parse().expect("valid test input"));
         let lockout = [
             keys.login_failures(&email),

@@ -277,10 +277,13 @@ async fn the_service_takes_over_a_database_the_seed_module_has_been_using() {
         said.contains("would adopt index users.status_1 as users.status"),
         "{said}"
     );
-    assert!(
-        said.contains("would create index users.email_ci_unique"),
-        "{said}"
-    );
+    for step in [
+        "would write the email key (SPEC 10) onto 1 users",
+        "would create index users.email_key_unique",
+        "would adopt index users.email_1 as users.email",
+    ] {
+        assert!(said.contains(step), "{said}");
+    }
     assert_eq!(index_names(&db, "users").await, indexes_before);
 
     let app = spawn_app_in(&iso, &[]).await;
@@ -312,7 +315,7 @@ async fn the_service_takes_over_a_database_the_seed_module_has_been_using() {
         )
         .await;
     assert_eq!(variant_name.status(), StatusCode::CONFLICT);
-    // Its document keeps the email as the seed typed it.
+    // Its document keeps the email as the seed typed it, with its key beside it.
     let stored = db
         .collection::<Document>("users")
         .find_one(doc! {"username": &username})
@@ -320,6 +323,90 @@ async fn the_service_takes_over_a_database_the_seed_module_has_been_using() {
         .unwrap()
         .unwrap();
     assert_eq!(stored.get_str("email").unwrap(), email);
+    assert_eq!(
+        stored.get_str("email_key").unwrap(),
+        email.to_lowercase().as_str()
+    );
+}
+
+#[actix_web::test]
+async fn start_up_refuses_emails_of_one_key_and_changes_nothing() {
+    if !needs_servers("the seed's database is MongoDB") {
+        return;
+    }
+    let iso = Isolation::new();
+    let hash = python_hashpw(PASSWORD);
+    // The seed compares emails as typed: these are two of its accounts, one of ours.
+    let (sam, other) = (
+        seed_user("Sam.Ross@x.io", "Sam", &hash),
+        seed_user("\u{17F}am.ro\u{DF}@x.io", "Sam2", &hash),
+    );
+    let db = seed_database(&iso, &[sam.clone(), other.clone()]).await;
+    let indexes_before = index_names(&db, "users").await;
+    let dry_run = crate::cli::run(&["migrate", "--dry-run"], &iso.env(&[]));
+    let said = String::from_utf8_lossy(&dry_run.stdout);
+    assert!(!dry_run.status.success(), "{said}");
+    assert!(said.contains("emails that are one account"), "{said}");
+
+    let settings = cs_user_management::configuration::Settings::load_from(&iso.env(&[])).unwrap();
+    let refused = cs_user_management::startup::Application::build(settings).await;
+
+    let Err(e) = refused else {
+        panic!("the service started on two emails of one key")
+    };
+    let message = e.to_string();
+    assert!(!message.contains('\n'), "one line: {message}");
+    for user in [&sam, &other] {
+        let id = user.get_object_id("_id").unwrap().to_hex();
+        assert!(message.contains(&id), "{message}");
+    }
+    assert_eq!(index_names(&db, "users").await, indexes_before);
+    let stored: Vec<Document> = db
+        .collection::<Document>("users")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored.contains(&sam) && stored.contains(&other),
+        "nothing keyed"
+    );
+}
+
+#[actix_web::test]
+async fn a_user_the_seed_writes_while_the_service_runs_is_one_account_with_its_spellings() {
+    if !needs_servers("the seed's database is MongoDB") {
+        return;
+    }
+    let app = spawn_app().await;
+    let tag = &ObjectId::new().to_hex()[16..];
+    // As the seed stores an address typed in lower case: no key.
+    let email = format!("sam.ross.{tag}@x.io");
+    let seeded = seed_user(&email, &format!("Sam_{tag}"), &python_hashpw(PASSWORD));
+    let users = app.store.mongo().collection::<Document>("users");
+    users.insert_one(&seeded).await.unwrap();
+
+    // Another spelling registered through the service is the same account: 409.
+    let spelling = format!("\u{17F}am.ro\u{DF}.{tag}@x.io");
+    let again = app
+        .register(&format!("other_{tag}"), &spelling, PASSWORD)
+        .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    // Met, and keyed: every spelling logs into it.
+    let login = app.login(&spelling, PASSWORD).await;
+    assert_eq!(login.status(), StatusCode::OK);
+    let body: Value = login.json().await.unwrap();
+    let id = seeded.get_object_id("_id").unwrap().to_hex();
+    assert_eq!(body["data"]["user"]["_id"], id.as_str());
+    let stored = users
+        .find_one(doc! {"_id": seeded.get_object_id("_id").unwrap()})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.get_str("email_key").unwrap(), email.as_str());
 }
 
 #[actix_web::test]

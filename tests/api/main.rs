@@ -14,6 +14,7 @@ mod edge;
 mod group_commit;
 mod health;
 mod helpers;
+mod identity;
 mod invariants;
 mod key_rotation;
 mod login;

@@ -40,7 +40,11 @@ pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<(User, Wal
 
 /// Ends an admitted attempt; a failure to record it is logged, the caller's answer stands (the
 /// slot is given back when the attempt goes stale).
-async fn end_attempt(a: &Accounts, attempt: LoginAttempt, outcome: AttemptOutcome) -> u64 {
+pub(super) async fn end_attempt(
+    a: &Accounts,
+    attempt: LoginAttempt,
+    outcome: AttemptOutcome,
+) -> u64 {
     match a.sessions.call(EndLoginAttempt { attempt, outcome }).await {
         Ok(failures) => failures,
         Err(e) => {
@@ -68,7 +72,7 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
     let begun = a
         .sessions
         .call(BeginLoginAttempt {
-            email: email.clone(),
+            email: email.key().clone(),
             ip,
         })
         .await;

@@ -33,7 +33,7 @@ use super::cache::{UserCache, UserWithWallet};
 use super::messages::RecordLogin;
 use super::mongo::{Carried, MongoStore};
 use super::sqlite::{in_savepoint, Answer, SqliteStore};
-use crate::domain::{AuditEntry, Email, User, UserId, Wallet};
+use crate::domain::{AuditEntry, Email, EmailKey, User, UserId, Wallet};
 use crate::mailbox::{ActorStats, HandlingTimer};
 use crate::ActorError;
 
@@ -320,12 +320,12 @@ struct Group {
     levels: Vec<Level>,
     /// The level of the last write.
     last_write: usize,
-    /// The level of the last stamp of a user, by id and by (lower-cased) email.
+    /// The level of the last stamp of a user, by id and by email key.
     stamped_id: HashMap<UserId, usize>,
-    stamped_email: HashMap<String, usize>,
-    /// The level of the last look-up of a user, by id and by email.
+    stamped_email: HashMap<EmailKey, usize>,
+    /// The level of the last look-up of a user, by id and by email key.
     read_id: HashMap<UserId, usize>,
-    read_email: HashMap<String, usize>,
+    read_email: HashMap<EmailKey, usize>,
 }
 
 impl Group {
@@ -339,7 +339,7 @@ impl Group {
     fn push(&mut self, op: Op) {
         match op {
             Op::ByEmail(email, caller) => {
-                let key = email.as_str().to_string();
+                let key = email.key().clone();
                 let at = self.stamped_email.get(&key).map_or(0, |l| l + 1);
                 let seen = self.read_email.entry(key).or_default();
                 *seen = (*seen).max(at);
@@ -354,7 +354,7 @@ impl Group {
                 self.level(at).reads.push(Read::WithWallet(id, caller));
             }
             Op::Stamp(m, caller) => {
-                let email = m.email.to_lowercase();
+                let email = EmailKey::of(&m.email);
                 let after_read = |level: Option<&usize>| level.map(|l| l + 1);
                 let at = [
                     Some(self.last_write),
@@ -405,11 +405,11 @@ async fn run_reads(store: &MongoStore, cache: &UserCache, reads: Vec<Read>, dead
         return;
     }
     let mut ids: Vec<ObjectId> = Vec::new();
-    let mut emails: Vec<String> = Vec::new();
+    let mut emails: Vec<Email> = Vec::new();
     let mut wallet_owners: Vec<String> = Vec::new();
     for read in &reads {
         match read {
-            Read::ByEmail(email, _) => emails.push(email.as_str().to_string()),
+            Read::ByEmail(email, _) => emails.push(email.clone()),
             Read::ById(id, _) => ids.push(id.oid()),
             Read::WithWallet(id, _) => {
                 ids.push(id.oid());
@@ -419,13 +419,13 @@ async fn run_reads(store: &MongoStore, cache: &UserCache, reads: Vec<Read>, dead
     }
     ids.sort_unstable();
     ids.dedup();
-    emails.sort_unstable();
-    emails.dedup();
+    emails.sort_unstable_by(|a, b| a.key().cmp(b.key()));
+    emails.dedup_by(|a, b| a.key() == b.key());
     wallet_owners.sort_unstable();
     wallet_owners.dedup();
     let (by_id, by_email, wallets) = futures::join!(
         within(deadline, store.users_with_ids(ids, deadline)),
-        within(deadline, store.users_with_emails(emails.clone(), deadline)),
+        within(deadline, store.users_with_emails(emails, deadline)),
         within(deadline, store.wallets_of(wallet_owners, deadline)),
     );
     let by_id: Result<HashMap<UserId, User>, ActorError> = by_id.and_then(|docs| {
@@ -433,14 +433,12 @@ async fn run_reads(store: &MongoStore, cache: &UserCache, reads: Vec<Read>, dead
             .map(|d| read_user(d).map(|u| (u.id, u)))
             .collect()
     });
-    let by_email: Result<Vec<User>, ActorError> =
-        by_email.and_then(|docs| docs.iter().map(read_user).collect());
-    // A stored email the query matched but lower-casing does not pair with a requested one:
-    // the index compares as its collation does. Those requests are asked again alone.
-    let unpaired = by_email.as_ref().is_ok_and(|users| {
-        users
-            .iter()
-            .any(|u| emails.binary_search(&u.email.to_lowercase()).is_err())
+    // Paired by the key of the stored email: a pure function of it, so a user found by its
+    // stored key or (not yet keyed) by its spelling pairs with every request of its account.
+    let by_email: Result<Vec<(EmailKey, User)>, ActorError> = by_email.and_then(|docs| {
+        docs.iter()
+            .map(|d| read_user(d).map(|u| (EmailKey::of(&u.email), u)))
+            .collect()
     });
     let wallets: Result<HashMap<String, Wallet>, ActorError> = wallets.and_then(|docs| {
         docs.iter()
@@ -468,22 +466,13 @@ async fn run_reads(store: &MongoStore, cache: &UserCache, reads: Vec<Read>, dead
                 };
                 caller.answer(found);
             }
-            Read::ByEmail(email, caller) => match &by_email {
-                Ok(users) => {
-                    let found = users
-                        .iter()
-                        .find(|u| u.email.to_lowercase() == email.as_str())
-                        .cloned();
-                    match found {
-                        Some(user) => caller.answer(Ok(Some(user))),
-                        None if unpaired => caller.answer(
-                            within(deadline, store.clone().find_user_by_email(email)).await,
-                        ),
-                        None => caller.answer(Ok(None)),
-                    }
-                }
-                Err(e) => caller.answer(Err(echo(e))),
-            },
+            Read::ByEmail(email, caller) => caller.answer(match &by_email {
+                Ok(users) => Ok(users
+                    .iter()
+                    .find(|(key, _)| key == email.key())
+                    .map(|(_, user)| user.clone())),
+                Err(e) => Err(echo(e)),
+            }),
         }
     }
 }

@@ -19,7 +19,7 @@ use super::messages::{
     DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchPosition, SearchSlice,
     SearchUsersSlice, UpdateUser, UserRange, Written,
 };
-use super::mongo_indexes::case_insensitive;
+use super::mongo_indexes::{case_insensitive, unkeyed, EMAIL_KEY};
 use crate::domain::{
     AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus, Username, Wallet,
 };
@@ -27,6 +27,19 @@ use crate::error::DuplicateField;
 use crate::ActorError;
 
 const DUPLICATE_KEY: i32 = 11000;
+
+/// The stored spellings under which a user without a key is found for `emails`: the address
+/// as the service stores it (trimmed, lower-cased) and its key (which is how the seed's module
+/// stores an ASCII address typed in lower case).
+fn spellings(emails: &[&Email]) -> Vec<String> {
+    let mut all: Vec<String> = emails
+        .iter()
+        .flat_map(|e| [e.as_str().to_string(), e.key().as_str().to_string()])
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
 const DEFAULT_DATABASE: &str = "credit_system";
 const TRANSACTION_ATTEMPTS: usize = 5;
 /// The `_id` of the administrators' lock document in the `locks` collection.
@@ -272,27 +285,73 @@ impl MongoStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.collect(self.users(), doc! {"_id": {"$in": ids}}, false, deadline)
+        self.collect(self.users(), doc! {"_id": {"$in": ids}}, deadline)
             .await
     }
 
-    /// Users with any of `emails` (compared without case, as a login looks one up), in one
-    /// query under the time budget.
+    /// Users whose email has the key of any of `emails` (SPEC 10), in one query under the time
+    /// budget; then, for the keys nobody has, the users the seed's module wrote since the last
+    /// start (no key yet) under these spellings, who are keyed as they are met.
     pub async fn users_with_emails(
         &self,
-        emails: Vec<String>,
+        emails: Vec<Email>,
         deadline: Instant,
     ) -> Result<Vec<Document>, ActorError> {
         if emails.is_empty() {
             return Ok(Vec::new());
         }
-        self.collect(
-            self.users(),
-            doc! {"email": {"$in": emails}},
-            true,
-            deadline,
-        )
-        .await
+        let keys: Vec<&str> = emails.iter().map(|e| e.key().as_str()).collect();
+        let mut found = self
+            .collect(self.users(), doc! {EMAIL_KEY: {"$in": &keys}}, deadline)
+            .await?;
+        let missed: Vec<&Email> = emails
+            .iter()
+            .filter(|e| {
+                !found
+                    .iter()
+                    .any(|d| d.get_str(EMAIL_KEY) == Ok(e.key().as_str()))
+            })
+            .collect();
+        if !missed.is_empty() {
+            found.extend(self.meet_unkeyed(&missed, deadline).await?);
+        }
+        Ok(found)
+    }
+
+    /// Users without a key stored under one of the spellings of `emails` (as typed and
+    /// lower-cased, or as the key itself: the forms the seed's module stores), keyed now; a
+    /// user whose key another account holds already is left unkeyed, and logged.
+    async fn meet_unkeyed(
+        &self,
+        emails: &[&Email],
+        deadline: Instant,
+    ) -> Result<Vec<Document>, ActorError> {
+        let mut filter = unkeyed();
+        filter.insert("email", doc! {"$in": spellings(emails)});
+        let met = self.collect(self.users(), filter, deadline).await?;
+        for user in &met {
+            let (Ok(id), Ok(email)) = (user.get_object_id("_id"), user.get_str("email")) else {
+                continue;
+            };
+            let key = crate::domain::EmailKey::of(email);
+            let keyed = self
+                .users()
+                .update_one(
+                    doc! {"_id": id, EMAIL_KEY: {"$exists": false}},
+                    doc! {"$set": {EMAIL_KEY: key.as_str()}},
+                )
+                .await;
+            match keyed {
+                Ok(_) => tracing::info!(user_id = %id, "a user the seed's module wrote was keyed"),
+                Err(e) if is_duplicate(&e) => tracing::warn!(
+                    user_id = %id,
+                    "a user the seed's module wrote has the email key of another account; \
+                     the next start-up stops until one of them changes its email"
+                ),
+                Err(e) => return Err(ActorError::mongo(e)),
+            }
+        }
+        Ok(met)
     }
 
     /// The wallets of any of `user_ids` (hex), in one query under the time budget.
@@ -305,20 +364,16 @@ impl MongoStore {
             return Ok(Vec::new());
         }
         let filter = doc! {"user_id": {"$in": user_ids}};
-        self.collect(self.wallets(), filter, false, deadline).await
+        self.collect(self.wallets(), filter, deadline).await
     }
 
     async fn collect(
         &self,
         collection: Collection<Document>,
         filter: Document,
-        ignore_case: bool,
         deadline: Instant,
     ) -> Result<Vec<Document>, ActorError> {
-        let options = FindOptions::builder()
-            .max_time(budget(deadline))
-            .collation(ignore_case.then(case_insensitive))
-            .build();
+        let options = FindOptions::builder().max_time(budget(deadline)).build();
         collection
             .find(filter)
             .with_options(options)
@@ -518,16 +573,18 @@ impl MongoStore {
             wallet.to_document(),
             m.audit.user(id.to_hex()).to_document(),
         );
-        let (guard, this) = (m.guard, self.clone());
+        let (guard, this, email) = (m.guard, self.clone(), m.user.email.clone());
         let written = self
             .transaction(move |session| {
                 let (this, (user, wallet, audit)) = (this.clone(), docs.clone());
+                let email = email.clone();
                 Box::pin(async move {
                     if let Guard::Admin(caller) = guard {
                         if !this.lock_admins(session, Some(caller)).await? {
                             return Ok(Decision::Abort(Ok(Written::Changed)));
                         }
                     }
+                    this.key_spellings(session, &email).await?;
                     this.users().insert_one(user).session(&mut *session).await?;
                     this.wallets()
                         .insert_one(wallet)
@@ -558,6 +615,23 @@ impl MongoStore {
         }
     }
 
+    /// Inside a registration's or an email change's transaction: users the seed's module wrote
+    /// under a spelling of `email` since the last start are keyed first, so the unique key
+    /// index refuses a second account of theirs (and two such users refuse each other).
+    async fn key_spellings(
+        &self,
+        session: &mut mongodb::ClientSession,
+        email: &Email,
+    ) -> Result<(), mongodb::error::Error> {
+        let mut filter = unkeyed();
+        filter.insert("email", doc! {"$in": spellings(&[email])});
+        self.users()
+            .update_many(filter, doc! {"$set": {EMAIL_KEY: email.key().as_str()}})
+            .session(&mut *session)
+            .await
+            .map(|_| ())
+    }
+
     /// Which of the given values is taken (by a user other than `except`).
     async fn which_duplicate(
         &self,
@@ -574,8 +648,7 @@ impl MongoStore {
         if let Some(email) = email {
             let found = self
                 .users()
-                .find_one(not_me(doc! {"email": email.as_str()}))
-                .collation(case_insensitive())
+                .find_one(not_me(doc! {EMAIL_KEY: email.key().as_str()}))
                 .await;
             if matches!(found, Ok(Some(_))) {
                 return DuplicateField::Email;
@@ -592,21 +665,6 @@ impl MongoStore {
             }
         }
         DuplicateField::Unknown
-    }
-
-    pub async fn find_user_by_email(self, email: Email) -> Result<Option<User>, ActorError> {
-        let found = self
-            .users()
-            .find_one(doc! {"email": email.as_str()})
-            .collation(case_insensitive())
-            .await
-            .map_err(ActorError::mongo)?;
-        found
-            .map(|d| {
-                User::from_document(&d)
-                    .map_err(|e| ActorError::internal("reading a stored document", e))
-            })
-            .transpose()
     }
 
     pub async fn find_user_by_id(self, id: UserId) -> Result<Option<User>, ActorError> {
@@ -704,13 +762,18 @@ impl MongoStore {
         let filter = guarded_filter(m.id, m.guard, &m.expect);
         let audit = m.audit.to_document();
         let (id, guard, keep_an_admin, this) = (m.id, m.guard, m.keep_an_admin, self.clone());
+        let new_email = m.changes.email.clone();
         let written = self
             .transaction(move |session| {
                 let this = this.clone();
                 let (filter, update, audit) = (filter.clone(), update.clone(), audit.clone());
+                let new_email = new_email.clone();
                 Box::pin(async move {
                     if let Some(abort) = this.admin_rules(session, guard, keep_an_admin).await? {
                         return Ok(abort);
+                    }
+                    if let Some(email) = &new_email {
+                        this.key_spellings(session, email).await?;
                     }
                     let r = this
                         .users()

@@ -3,10 +3,12 @@
 //! `created_at_1`. An existing index with the same keys and collation as one we need is adopted
 //! under its own name (creating ours beside it would be refused, and the seed's module may
 //! still be using it); one we need unique but that is not is replaced; the rest are created.
-//! Emails and usernames are unique regardless of case (collation strength 2), so the seed's
-//! mixed-case emails are found however they are typed and block their case variants, without
-//! rewriting its documents. Where the data cannot meet that (two values equal but for case),
-//! nothing is changed and start-up stops naming the records.
+//! An account is its email's key (SPEC 10, [`EmailKey`]): stored as `email_key` under a plain
+//! unique index, and written onto every user that lacks it (the seed's, an earlier version's)
+//! before that index is made; `email` keeps a plain index for the look-ups of documents the
+//! seed's module writes meanwhile. Usernames are unique regardless of case (collation strength
+//! 2; they are ASCII). Where the data cannot meet a unique index (two emails of one key, two
+//! usernames equal but for case), nothing is changed and start-up stops naming the records.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -16,11 +18,11 @@ use mongodb::options::{Collation, CollationStrength, IndexOptions};
 use mongodb::{Database, IndexModel};
 
 use super::messages::IndexPlan;
+use crate::domain::EmailKey;
 use crate::ActorError;
 
-/// Email and username uniqueness ignore case: collation strength 2 (secondary) on their unique
-/// indexes, which also covers users the seed's service wrote (mixed-case emails, no lower-cased
-/// username); look-ups by email use it too, so such an email is found however it is typed.
+/// Username uniqueness ignores case: collation strength 2 (secondary) on its unique index,
+/// which also covers users the seed's service wrote (no lower-cased username).
 pub fn case_insensitive() -> Collation {
     Collation::builder()
         .locale("en")
@@ -38,6 +40,20 @@ struct Wanted {
     ci: bool,
     /// Documents expire this many seconds after the indexed date (a TTL index).
     ttl: Option<u64>,
+    /// Only documents that match are indexed.
+    partial: Option<Document>,
+}
+
+/// The field of a user's email key, and the index that makes it unique. Partial (only users
+/// that have a key), so the seed's module can go on inserting unkeyed users meanwhile.
+pub const EMAIL_KEY: &str = "email_key";
+const EMAIL_KEY_INDEX: &str = "email_key_unique";
+/// The case-insensitive email index of earlier versions: identity is the key now.
+const RETIRED_EMAIL_INDEX: &str = "email_ci_unique";
+
+/// Users that have no email key yet.
+pub fn unkeyed() -> Document {
+    doc! {EMAIL_KEY: {"$exists": false}}
 }
 
 /// What "keep for ever" is on a TTL index that exists already (its expiry can be changed but
@@ -52,13 +68,18 @@ fn wanted(audit_retention: Option<Duration>) -> Vec<Wanted> {
         unique,
         ci,
         ttl: None,
+        partial: None,
     };
     let audit_at = Wanted {
         ttl: audit_retention.map(|r| r.as_secs().clamp(1, FOREVER_S)),
         ..index("audit_log", "at", doc! {"at": -1}, false, false)
     };
     vec![
-        index("users", "email_ci_unique", doc! {"email": 1}, true, true),
+        Wanted {
+            partial: Some(doc! {EMAIL_KEY: {"$type": "string"}}),
+            ..index("users", EMAIL_KEY_INDEX, doc! {EMAIL_KEY: 1}, true, false)
+        },
+        index("users", "email", doc! {"email": 1}, false, false),
         index(
             "users",
             "username_ci_unique",
@@ -220,12 +241,127 @@ async fn case_clashes(db: &Database, field: &str) -> Result<Vec<String>, ActorEr
         .collect())
 }
 
+/// Emails that share a key, with the ids holding them, and how many users have no key yet.
+async fn key_clashes(db: &Database) -> Result<(Vec<String>, u64), ActorError> {
+    let mut seen: BTreeMap<EmailKey, Vec<(String, String)>> = BTreeMap::new();
+    let mut unkeyed = 0;
+    let mut cursor = db
+        .collection::<Document>("users")
+        .find(doc! {})
+        .projection(doc! {"email": 1, EMAIL_KEY: 1})
+        .await
+        .map_err(ActorError::mongo)?;
+    while let Some(user) = cursor.try_next().await.map_err(ActorError::mongo)? {
+        let Ok(email) = user.get_str("email") else {
+            continue;
+        };
+        if !user.contains_key(EMAIL_KEY) {
+            unkeyed += 1;
+        }
+        let id = user
+            .get_object_id("_id")
+            .map(|id| id.to_hex())
+            .unwrap_or_default();
+        seen.entry(EmailKey::of(email))
+            .or_default()
+            .push((email.to_string(), id));
+    }
+    let clashes = seen
+        .into_values()
+        .filter(|holders| holders.len() > 1)
+        .map(|holders| {
+            let named: Vec<String> = holders
+                .iter()
+                .map(|(value, id)| format!("{value:?} ({id})"))
+                .collect();
+            named.join(" and ")
+        })
+        .collect();
+    Ok((clashes, unkeyed))
+}
+
+/// Writes its key onto every user that has none, many users per `update` command. A user the
+/// seed's module keyed meanwhile is left as it is.
+async fn key_users(db: &Database) -> Result<u64, ActorError> {
+    let users = db.collection::<Document>("users");
+    let mut cursor = users
+        .find(unkeyed())
+        .projection(doc! {"email": 1})
+        .await
+        .map_err(ActorError::mongo)?;
+    let mut keyed = 0;
+    let mut batch: Vec<Document> = Vec::new();
+    loop {
+        let next = cursor.try_next().await.map_err(ActorError::mongo)?;
+        if let Some(user) = &next {
+            if let (Ok(id), Ok(email)) = (user.get_object_id("_id"), user.get_str("email")) {
+                let key = EmailKey::of(email);
+                batch.push(doc! {
+                    "q": {"_id": id, EMAIL_KEY: {"$exists": false}},
+                    "u": {"$set": {EMAIL_KEY: key.as_str()}},
+                });
+            }
+        }
+        if batch.len() >= 500 || (next.is_none() && !batch.is_empty()) {
+            let reply = db
+                .run_command(doc! {"update": "users", "updates": std::mem::take(&mut batch)})
+                .await
+                .map_err(ActorError::mongo)?;
+            if let Some(Bson::Array(errors)) = reply.get("writeErrors") {
+                return Err(ActorError::Incompatible(format!(
+                    "keying users' emails failed ({} errors, the first: {:?}); start again",
+                    errors.len(),
+                    errors.first()
+                )));
+            }
+            keyed += get_count(&reply, "nModified");
+        }
+        if next.is_none() {
+            return Ok(keyed);
+        }
+    }
+}
+
+fn get_count(reply: &Document, field: &str) -> u64 {
+    match reply.get(field) {
+        Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// What taking over this database would do, without changing anything.
 pub(super) async fn plan(
     db: &Database,
     audit_retention: Option<Duration>,
 ) -> Result<IndexPlan, ActorError> {
     let mut plan = IndexPlan::default();
+    let users = existing(db, "users").await?;
+    let key_index = users.iter().any(|e| e.name == EMAIL_KEY_INDEX);
+    let unkeyed_left = db
+        .collection::<Document>("users")
+        .find_one(unkeyed())
+        .projection(doc! {"_id": 1})
+        .await
+        .map_err(ActorError::mongo)?
+        .is_some();
+    if !key_index || unkeyed_left {
+        let (clashes, unkeyed) = key_clashes(db).await?;
+        for clash in clashes {
+            plan.conflicts
+                .push(format!("emails that are one account (one key): {clash}"));
+        }
+        if unkeyed > 0 {
+            plan.steps.push(format!(
+                "write the email key (SPEC 10) onto {unkeyed} users"
+            ));
+        }
+    }
+    if users.iter().any(|e| e.name == RETIRED_EMAIL_INDEX) {
+        plan.steps.push(format!(
+            "drop index users.{RETIRED_EMAIL_INDEX} (the email key decides identity now)"
+        ));
+    }
     let mut present: BTreeMap<&str, Vec<Existing>> = BTreeMap::new();
     for want in wanted(audit_retention) {
         if !present.contains_key(want.collection) {
@@ -269,11 +405,33 @@ pub(super) async fn ensure(
     let plan = plan(db, audit_retention).await?;
     if !plan.conflicts.is_empty() {
         return Err(ActorError::Incompatible(format!(
-            "the users collection holds values this version keeps unique regardless of case: \
-             {}; give each of them a value of its own (or remove the duplicate account) with the \
-             seed's tools, then start again; no document or index was changed",
+            "the users collection holds accounts this version must keep apart: {}; give each \
+             of them an email (or username) of its own, or remove the duplicate account, with \
+             the seed's tools, then start again; no document or index was changed",
             plan.conflicts.join("; ")
         )));
+    }
+    if plan
+        .steps
+        .iter()
+        .any(|s| s.starts_with("write the email key"))
+    {
+        let keyed = key_users(db).await?;
+        tracing::info!(users = keyed, "email keys written");
+    }
+    if existing(db, "users")
+        .await?
+        .iter()
+        .any(|e| e.name == RETIRED_EMAIL_INDEX)
+    {
+        db.collection::<Document>("users")
+            .drop_index(RETIRED_EMAIL_INDEX)
+            .await
+            .map_err(ActorError::mongo)?;
+        tracing::info!(
+            index = RETIRED_EMAIL_INDEX,
+            "index retired: the email key decides identity"
+        );
     }
     for want in wanted(audit_retention) {
         let present = existing(db, want.collection).await?;
@@ -312,6 +470,7 @@ pub(super) async fn ensure(
             .name(want.name.to_string())
             .unique(want.unique.then_some(true))
             .expire_after(want.ttl.map(Duration::from_secs))
+            .partial_filter_expression(want.partial.clone())
             .build();
         if want.ci {
             options.collation = Some(case_insensitive());

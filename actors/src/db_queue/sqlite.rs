@@ -1,6 +1,6 @@
 //! The embedded store behind the DbQueueActor: users, wallets and the audit trail in one SQLite
-//! file (`DATA_DIR/users.db`), with the MongoDB store's guarantees: unique email and
-//! (case-insensitive) username by unique indexes, a user and their wallet (and the audit entry)
+//! file (`DATA_DIR/users.db`), with the MongoDB store's guarantees: unique email key (SPEC 10)
+//! and (case-insensitive) username by unique indexes, a user and their wallet (and the audit entry)
 //! written in one transaction, the same ordering of searches and audit pages. Ids are the same
 //! 24-hex ObjectIds, so a user's id looks the same on either backend.
 use std::path::Path;
@@ -15,7 +15,9 @@ use super::messages::{
     DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchPosition, SearchSlice,
     SearchUsersSlice, UpdateUser, Written,
 };
-use crate::domain::{AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus, Wallet};
+use crate::domain::{
+    AuditEntry, AuditRecord, Email, EmailKey, Role, User, UserId, UserStatus, Wallet,
+};
 use crate::error::DuplicateField;
 use crate::sqlite::{sqlite_error, unique_violation, Durability, SqliteDb};
 use crate::ActorError;
@@ -36,7 +38,6 @@ CREATE TABLE IF NOT EXISTS users (
   login_count INTEGER NOT NULL DEFAULT 0,
   credential_version INTEGER NOT NULL DEFAULT 0
 );
-CREATE UNIQUE INDEX IF NOT EXISTS email_ci_unique ON users(email COLLATE NOCASE);
 DROP INDEX IF EXISTS email_unique;
 CREATE UNIQUE INDEX IF NOT EXISTS username_ci_unique ON users(username_lower);
 CREATE INDEX IF NOT EXISTS "status" ON users(status);
@@ -73,8 +74,16 @@ const USER_COLUMNS: &str = "id, email, username, status, role, created_at, updat
                             last_login_at, login_count, password_hash, credential_version";
 
 /// Columns added since the first release of this file's tables.
-const ADDED_COLUMNS: &[(&str, &str, &str)] =
-    &[("users", "credential_version", "INTEGER NOT NULL DEFAULT 0")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("users", "credential_version", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "email_key", "TEXT"),
+];
+
+/// The unique index of the email key, made once every user has one ([`SqliteStore::ensure_indexes`]),
+/// and the ASCII-only case-insensitive index it replaces.
+const EMAIL_KEY_INDEX: &str =
+    "CREATE UNIQUE INDEX IF NOT EXISTS email_key_unique ON users(email_key)";
+const RETIRED_EMAIL_INDEX: &str = "email_ci_unique";
 const WALLET_COLUMNS: &str = "id, user_id, balance, currency, status, created_at, updated_at";
 
 const NAME: &str = "sqlite";
@@ -174,6 +183,44 @@ fn find_user(c: &Connection, column: &str, value: &str) -> rusqlite::Result<Opti
     .optional()
 }
 
+/// Emails of users without a key that share a key with another user's, each as one line.
+fn key_clashes(c: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut by_key: std::collections::BTreeMap<EmailKey, Vec<String>> = Default::default();
+    let mut rows = c.prepare("SELECT id, email FROM users")?;
+    let users = rows.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for user in users {
+        let (id, email) = user?;
+        let key = EmailKey::of(&email);
+        by_key
+            .entry(key)
+            .or_default()
+            .push(format!("{email:?} ({id})"));
+    }
+    Ok(by_key
+        .into_values()
+        .filter(|holders| holders.len() > 1)
+        .map(|holders| {
+            format!(
+                "emails that are one account (one key): {}",
+                holders.join(" and ")
+            )
+        })
+        .collect())
+}
+
+/// Writes its key onto every user that has none; replies with how many.
+fn key_users(c: &Connection) -> rusqlite::Result<usize> {
+    let unkeyed: Vec<(String, String)> = c
+        .prepare("SELECT id, email FROM users WHERE email_key IS NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut set = c.prepare("UPDATE users SET email_key = ? WHERE id = ?")?;
+    for (id, email) in &unkeyed {
+        set.execute(params![EmailKey::of(email).as_str(), id])?;
+    }
+    Ok(unkeyed.len())
+}
+
 /// The SQL condition (on `users`) for "reads as `status`" (an unknown value reads as inactive).
 fn status_is(status: UserStatus) -> &'static str {
     match status {
@@ -245,7 +292,7 @@ fn missing_or_changed<T>(c: &Connection, id: &str) -> rusqlite::Result<Written<T
 /// A write that hit a unique index is a 409 naming the field; anything else is a failure.
 fn write_error(e: rusqlite::Error) -> ActorError {
     match unique_violation(&e) {
-        Some("users.email") => ActorError::Duplicate(DuplicateField::Email),
+        Some("users.email_key") => ActorError::Duplicate(DuplicateField::Email),
         Some("users.username_lower") => ActorError::Duplicate(DuplicateField::Username),
         Some(_) => ActorError::Duplicate(DuplicateField::Unknown),
         None => db_error(e),
@@ -371,13 +418,68 @@ impl SqliteStore {
         .map_err(db_error)
     }
 
-    /// The schema (tables and indexes) is made when the file is opened: nothing is left to do.
-    pub fn plan_indexes(_: &Connection) -> Result<IndexPlan, ActorError> {
-        Ok(IndexPlan::default())
+    /// The tables are made when the file is opened; what is left is the email key (SPEC 10):
+    /// writing it onto users an earlier version stored, its unique index, and retiring the
+    /// ASCII-only case-insensitive index it replaces.
+    pub fn plan_indexes(c: &Connection) -> Result<IndexPlan, ActorError> {
+        let mut plan = IndexPlan::default();
+        let unkeyed: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM users WHERE email_key IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_error)?;
+        if unkeyed > 0 {
+            plan.steps.push(format!(
+                "write the email key (SPEC 10) onto {unkeyed} users"
+            ));
+        }
+        let index = |name: &str| -> Result<bool, ActorError> {
+            c.prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?")
+                .and_then(|mut s| s.exists([name]))
+                .map_err(db_error)
+        };
+        if !index("email_key_unique")? {
+            plan.steps
+                .push("create index users.email_key_unique".into());
+        }
+        if index(RETIRED_EMAIL_INDEX)? {
+            plan.steps.push(format!(
+                "drop index users.{RETIRED_EMAIL_INDEX} (the email key decides identity now)"
+            ));
+        }
+        if unkeyed > 0 {
+            plan.conflicts = key_clashes(c).map_err(db_error)?;
+        }
+        Ok(plan)
     }
 
+    /// Carries out [`Self::plan_indexes`] in one transaction, or, when two users' emails share
+    /// a key, stops naming them with nothing changed.
     pub fn ensure_indexes(c: &Connection) -> Result<(), ActorError> {
-        c.execute_batch(SCHEMA).map_err(db_error)
+        let plan = Self::plan_indexes(c)?;
+        if !plan.conflicts.is_empty() {
+            return Err(ActorError::Incompatible(format!(
+                "{} holds accounts this version must keep apart: {}; give each of them an email \
+                 of its own (PUT /auth/{{id}} with an earlier version), or delete the duplicate \
+                 account, then start again; nothing was changed",
+                c.path().unwrap_or("users.db"),
+                plan.conflicts.join("; ")
+            )));
+        }
+        let keyed = in_savepoint(c, |c| {
+            let keyed = key_users(c).map_err(db_error)?;
+            c.execute_batch(&format!(
+                "{SCHEMA}; {EMAIL_KEY_INDEX}; DROP INDEX IF EXISTS {RETIRED_EMAIL_INDEX};"
+            ))
+            .map_err(db_error)?;
+            Ok(keyed)
+        })?;
+        if keyed > 0 {
+            tracing::info!(users = keyed, "email keys written");
+        }
+        Ok(())
     }
 
     /// User, wallet and the audit entry in one transaction; an administrator creating the
@@ -414,14 +516,15 @@ impl SqliteStore {
             return Ok(Written::Changed);
         }
         c.prepare_cached(
-            "INSERT INTO users (id, email, username, username_lower, password_hash, \
+            "INSERT INTO users (id, email, email_key, username, username_lower, password_hash, \
                      status, role, created_at, updated_at, last_login_at, login_count) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0)",
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0)",
         )
         .and_then(|mut s| {
             s.execute(params![
                 user.id.to_hex(),
                 user.email,
+                new.email.key().as_str(),
                 user.username,
                 username_lower,
                 user.password_hash,
@@ -452,7 +555,7 @@ impl SqliteStore {
     }
 
     pub fn find_user_by_email(c: &Connection, email: Email) -> Result<Option<User>, ActorError> {
-        find_user(c, "email", email.as_str()).map_err(db_error)
+        find_user(c, "email_key", email.key().as_str()).map_err(db_error)
     }
 
     pub fn find_user_by_id(c: &Connection, id: UserId) -> Result<Option<User>, ActorError> {
@@ -521,6 +624,8 @@ impl SqliteStore {
         if let Some(email) = &changes.email {
             sets.push("email = ?");
             args.push(Value::Text(email.as_str().to_string()));
+            sets.push("email_key = ?");
+            args.push(Value::Text(email.key().as_str().to_string()));
         }
         if let Some(username) = &changes.username {
             sets.push("username = ?");

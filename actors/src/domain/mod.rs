@@ -9,8 +9,8 @@ mod password;
 mod records;
 mod username;
 
-pub use client_ip::ClientIp;
-pub use email::Email;
+pub use client_ip::{ClientIp, DEFAULT_IPV6_PREFIX};
+pub use email::{Email, EmailKey};
 pub use ids::{SessionId, UserId};
 pub use password::Password;
 pub(crate) use records::rfc3339;

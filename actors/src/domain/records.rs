@@ -248,6 +248,7 @@ impl NewUser {
         doc! {
             "_id": id,
             "email": self.email.as_str(),
+            "email_key": self.email.key().as_str(),
             "username": self.username.as_str(),
             "username_lower": self.username.lowercase(),
             "password_hash": &self.password_hash,
@@ -307,6 +308,7 @@ impl UserChanges {
         let mut set = doc! {"updated_at": bson::DateTime::from_chrono(now)};
         if let Some(email) = &self.email {
             set.insert("email", email.as_str());
+            set.insert("email_key", email.key().as_str());
         }
         if let Some(username) = &self.username {
             set.insert("username", username.as_str());

@@ -1,7 +1,7 @@
 //! The SessionActor's messages.
 use actix::Message;
 
-use crate::domain::{ClientIp, Email};
+use crate::domain::{ClientIp, EmailKey};
 use crate::session_store::AttemptOutcome;
 use crate::ActorError;
 
@@ -12,14 +12,16 @@ use crate::ActorError;
 #[derive(Message)]
 #[rtype(result = "Result<LoginAttempt, ActorError>")]
 pub struct BeginLoginAttempt {
-    pub email: Email,
+    /// The email's key (SPEC 10): one budget for every spelling of the address.
+    pub email: EmailKey,
     pub ip: ClientIp,
 }
 
 /// An attempt holding a slot under the lockout.
 #[derive(Debug, Clone)]
 pub struct LoginAttempt {
-    pub email: Email,
+    /// The email's key (SPEC 10): one budget for every spelling of the address.
+    pub email: EmailKey,
     pub ip: ClientIp,
     pub id: String,
 }

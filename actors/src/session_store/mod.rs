@@ -7,7 +7,7 @@ mod sqlite;
 
 pub use self::redis::RedisSessions;
 pub use self::sqlite::SqliteSessions;
-use crate::domain::{ClientIp, Email, EndReason, Role, SessionId, UserId};
+use crate::domain::{ClientIp, EmailKey, EndReason, Role, SessionId, UserId};
 use crate::ActorError;
 
 /// What to do when a user already has `max_concurrent` live sessions.
@@ -122,7 +122,8 @@ pub enum Rotation {
 /// A login attempt asking to have its password checked.
 #[derive(Debug, Clone)]
 pub struct AttemptRequest {
-    pub email: Email,
+    /// The email's key (SPEC 10): one budget for every spelling of the address.
+    pub email: EmailKey,
     pub ip: ClientIp,
     /// Unique per attempt; it holds a slot until it ends.
     pub attempt: String,
@@ -204,7 +205,7 @@ forward! {
         -> bool;
     fn begin_attempt(req: AttemptRequest) -> Admission;
     fn end_attempt(
-        email: Email, ip: ClientIp, attempt: String, outcome: AttemptOutcome, window_s: u64
+        email: EmailKey, ip: ClientIp, attempt: String, outcome: AttemptOutcome, window_s: u64
     ) -> u64;
     fn take_rate_token(ip: ClientIp, now_ms: i64, interval_ms: f64, burst: u32) -> u64;
     fn housekeeping(now_ms: i64) -> ();

@@ -6,7 +6,7 @@ use super::{
     AccessCheck, Admission, AttemptOutcome, AttemptRequest, OpenRequest, Opening, RotateRequest,
     Rotation, SessionInfo,
 };
-use crate::domain::{ClientIp, Email, EndReason, SessionId, UserId};
+use crate::domain::{ClientIp, EmailKey, EndReason, SessionId, UserId};
 use crate::redis_conn::RedisConnection;
 use crate::redis_keys::Keys;
 use crate::scripts;
@@ -339,7 +339,7 @@ impl RedisSessions {
 
     pub async fn end_attempt(
         &self,
-        email: Email,
+        email: EmailKey,
         ip: ClientIp,
         attempt: String,
         outcome: AttemptOutcome,

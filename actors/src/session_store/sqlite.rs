@@ -11,7 +11,7 @@ use super::{
     AccessCheck, Admission, AttemptOutcome, AttemptRequest, LimitPolicy, OpenRequest, Opening,
     RotateRequest, Rotation, SessionInfo,
 };
-use crate::domain::{ClientIp, Email, EndReason, SessionId, UserId};
+use crate::domain::{ClientIp, EmailKey, EndReason, SessionId, UserId};
 use crate::sqlite::{sqlite_error, Durability, SqliteDb};
 use crate::ActorError;
 
@@ -117,9 +117,9 @@ fn credential_version(c: &Connection, uid: &str, now: i64) -> rusqlite::Result<i
 }
 
 /// The lockout's keys: the email's counter and the (email, address) one.
-fn attempt_keys(email: &Email, ip: &ClientIp) -> [String; 2] {
+fn attempt_keys(email: &EmailKey, ip: &ClientIp) -> [String; 2] {
     [
-        format!("{}|{ip}", email.as_str()),
+        format!("{}|{}", email.as_str(), ip.counted()),
         email.as_str().to_string(),
     ]
 }
@@ -555,7 +555,7 @@ impl SqliteSessions {
     /// Ends an admitted attempt (see the Redis script `END_LOGIN_ATTEMPT`).
     pub async fn end_attempt(
         &self,
-        email: Email,
+        email: EmailKey,
         ip: ClientIp,
         attempt: String,
         outcome: AttemptOutcome,
@@ -611,7 +611,7 @@ impl SqliteSessions {
             let now = now_ms as f64;
             let stored: Option<f64> = tx
                 .prepare_cached("SELECT tat FROM rate_limits WHERE ip = ? AND expires > ?")?
-                .query_row(params![ip.to_string(), now_ms], |r| r.get(0))
+                .query_row(params![ip.counted(), now_ms], |r| r.get(0))
                 .optional()?;
             let next_tat = stored.unwrap_or(now).max(now) + interval_ms;
             let allowed_at = next_tat - f64::from(burst.max(1)) * interval_ms;
@@ -621,7 +621,7 @@ impl SqliteSessions {
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO rate_limits (ip, tat, expires) VALUES (?, ?, ?)",
             )?
-            .execute(params![ip.to_string(), next_tat, next_tat.ceil() as i64])?;
+            .execute(params![ip.counted(), next_tat, next_tat.ceil() as i64])?;
             tx.commit()?;
             Ok(0)
         })

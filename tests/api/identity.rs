@@ -1,0 +1,329 @@
+//! One identity, one rule (SPEC 10): every spelling of an email is one account with one lockout
+//! budget; the current password of an update is guarded like a login; an IPv6 client counts
+//! as its /64.
+use std::sync::Arc;
+
+use mongodb::bson::oid::ObjectId;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::Barrier;
+
+use crate::helpers::{assert_error, client_from, spawn_app, spawn_app_with, TestApp, PASSWORD};
+
+/// A fresh tag, so each test's addresses are its own.
+fn tag() -> String {
+    ObjectId::new().to_hex()[16..].to_string()
+}
+
+/// Spellings of `kasper.ross.<t>@example.com` that are the same account: the Kelvin sign, the
+/// long s, the sharp s (small and capital), full-width letters and upper case.
+fn spellings_of_kasper(t: &str) -> Vec<String> {
+    vec![
+        format!("\u{212A}asper.ross.{t}@example.com"),
+        format!("kasper.ro\u{17F}s.{t}@example.com"),
+        format!("kasper.ro\u{DF}.{t}@example.com"),
+        format!("KASPER.RO\u{1E9E}.{t}@EXAMPLE.COM"),
+        format!("\u{FF4B}\u{FF41}\u{FF53}\u{FF50}\u{FF45}\u{FF52}.ross.{t}@example.com"),
+        format!("KASPER.ROSS.{t}@EXAMPLE.COM"),
+    ]
+}
+
+async fn user_id_of(response: reqwest::Response) -> String {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"]["user"]["_id"].as_str().unwrap().to_string()
+}
+
+async fn register_kasper(app: &TestApp, t: &str) -> (String, String) {
+    let email = format!("kasper.ross.{t}@example.com");
+    let created = app.register(&format!("kasper_{t}"), &email, PASSWORD).await;
+    let status = created.status();
+    let body: Value = created.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["data"]["user"]["_id"].as_str().unwrap().to_string();
+    (email, id)
+}
+
+#[actix_web::test]
+async fn every_spelling_of_an_email_is_one_account() {
+    let app = spawn_app().await;
+    let t = tag();
+    let (email, id) = register_kasper(&app, &t).await;
+
+    for (n, spelling) in spellings_of_kasper(&t).iter().enumerate() {
+        let again = app
+            .register(&format!("kasper{n}_{t}"), spelling, PASSWORD)
+            .await;
+        let message = assert_error(again, StatusCode::CONFLICT).await;
+        assert!(
+            message.to_lowercase().contains("email"),
+            "{spelling}: {message}"
+        );
+        let logged_in = user_id_of(app.login(spelling, PASSWORD).await).await;
+        assert_eq!(logged_in, id, "{spelling}");
+    }
+    // Shown as stored.
+    let login: Value = app.login(&email, PASSWORD).await.json().await.unwrap();
+    assert_eq!(login["data"]["user"]["email"], email.as_str());
+
+    // Other addresses stay other accounts.
+    for (n, other) in [
+        format!("kasper.rosss.{t}@example.com"),
+        format!("kasper.r\u{F6}ss.{t}@example.com"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let created = app
+            .register(&format!("other{n}_{t}"), other, PASSWORD)
+            .await;
+        assert_eq!(created.status(), StatusCode::CREATED, "{other}");
+    }
+}
+
+#[actix_web::test]
+async fn composed_and_decomposed_accents_are_one_account() {
+    let app = spawn_app().await;
+    let t = tag();
+    let composed = format!("zo\u{EB}.{t}@example.com");
+    let decomposed = format!("zoe\u{308}.{t}@example.com");
+    let created = app.register(&format!("zoe_{t}"), &composed, PASSWORD).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let body: Value = created.json().await.unwrap();
+    let id = body["data"]["user"]["_id"].as_str().unwrap().to_string();
+
+    let again = app
+        .register(&format!("zoe2_{t}"), &decomposed, PASSWORD)
+        .await;
+    assert_error(again, StatusCode::CONFLICT).await;
+    assert_eq!(user_id_of(app.login(&decomposed, PASSWORD).await).await, id);
+    let plain = app
+        .register(
+            &format!("zoe3_{t}"),
+            &format!("zoe.{t}@example.com"),
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(plain.status(), StatusCode::CREATED);
+}
+
+#[actix_web::test]
+async fn an_email_change_to_another_spelling_of_a_taken_address_is_409() {
+    let app = spawn_app().await;
+    let t = tag();
+    register_kasper(&app, &t).await;
+    let other_email = format!("someone.{t}@example.com");
+    let created = app
+        .register(&format!("someone_{t}"), &other_email, PASSWORD)
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let login: Value = app
+        .login(&other_email, PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (access, id) = (
+        login["data"]["access_token"].as_str().unwrap().to_string(),
+        login["data"]["user"]["_id"].as_str().unwrap().to_string(),
+    );
+
+    let spelling = format!("kasper.ro\u{DF}.{t}@example.com");
+    let changed = app
+        .put_auth(&format!("/auth/{id}"), &access, &json!({"email": spelling}))
+        .await;
+
+    assert_error(changed, StatusCode::CONFLICT).await;
+}
+
+#[actix_web::test]
+async fn wrong_guesses_spread_over_spellings_share_one_budget() {
+    let app = spawn_app_with(&[("LOGIN_MAX_FAILURES", "3")]).await;
+    let t = tag();
+    register_kasper(&app, &t).await;
+    let spellings = spellings_of_kasper(&t);
+
+    for spelling in spellings.iter().take(3) {
+        let guess = app.login(spelling, "wrong-password-1").await;
+        assert_eq!(guess.status(), StatusCode::UNAUTHORIZED, "{spelling}");
+    }
+
+    let mut all = spellings.clone();
+    all.push(format!("kasper.ross.{t}@example.com"));
+    for spelling in &all {
+        let right = app.login(spelling, PASSWORD).await;
+        assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS, "{spelling}");
+        assert!(right.headers().contains_key("retry-after"));
+    }
+}
+
+#[actix_web::test]
+async fn parallel_guesses_through_spellings_get_at_most_the_allowed_checks() {
+    let app = Arc::new(spawn_app_with(&[("LOGIN_MAX_FAILURES", "3")]).await);
+    for round in 0..4 {
+        let t = format!("{}{round}", tag());
+        register_kasper(&app, &t).await;
+        let spellings = spellings_of_kasper(&t);
+        let barrier = Arc::new(Barrier::new(12));
+        let guesses = (0..12).map(|n| {
+            let (app, barrier) = (Arc::clone(&app), Arc::clone(&barrier));
+            let spelling = spellings[n % spellings.len()].clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                app.login(&spelling, "wrong-password-1").await.status()
+            })
+        });
+        let statuses: Vec<StatusCode> = futures::future::join_all(guesses)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let checked = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::UNAUTHORIZED)
+            .count();
+        assert!(checked <= 3, "round {round}: {statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS),
+            "round {round}: {statuses:?}"
+        );
+    }
+}
+
+/// The user's id, access token and email, signed in from the default client.
+async fn signed_in(app: &TestApp) -> (String, String, String) {
+    let (email, id) = app.create_user().await;
+    let (access, _) = app.tokens_for(&email).await;
+    (id, access, email)
+}
+
+#[actix_web::test]
+async fn wrong_current_passwords_are_limited_like_logins() {
+    let app = spawn_app_with(&[("LOGIN_MAX_FAILURES", "3")]).await;
+    let (id, access, email) = signed_in(&app).await;
+    let change =
+        |current: &str| json!({"password": "brand-new-pass-1", "current_password": current});
+
+    for _ in 0..3 {
+        let wrong = app
+            .put_auth(&format!("/auth/{id}"), &access, &change("wrong-password-1"))
+            .await;
+        assert_error(wrong, StatusCode::FORBIDDEN).await;
+    }
+    let right = app
+        .put_auth(&format!("/auth/{id}"), &access, &change(PASSWORD))
+        .await;
+
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(right.headers().contains_key("retry-after"));
+    // Nothing changed: the old password still logs in from another address.
+    let elsewhere = client_from("127.0.0.3");
+    let login = app.login_with(&elsewhere, &email, PASSWORD, None).await;
+    assert_eq!(login.status(), StatusCode::OK);
+    // And the checks are audited.
+    let actions = app.audit_actions(&id).await;
+    let checks = actions
+        .iter()
+        .filter(|a| *a == "user.password_check")
+        .count();
+    assert_eq!(checks, 4, "{actions:?}");
+}
+
+#[actix_web::test]
+async fn parallel_wrong_current_passwords_get_at_most_the_allowed_checks() {
+    let app = Arc::new(spawn_app_with(&[("LOGIN_MAX_FAILURES", "3")]).await);
+    for round in 0..3 {
+        let (id, access, _) = signed_in(&app).await;
+        let barrier = Arc::new(Barrier::new(10));
+        let tries = (0..10).map(|_| {
+            let (app, barrier) = (Arc::clone(&app), Arc::clone(&barrier));
+            let (id, access) = (id.clone(), access.clone());
+            let body = json!({"password": "brand-new-pass-1", "current_password": "wrong-pass-1"});
+            tokio::spawn(async move {
+                barrier.wait().await;
+                app.put_auth(&format!("/auth/{id}"), &access, &body)
+                    .await
+                    .status()
+            })
+        });
+        let statuses: Vec<StatusCode> = futures::future::join_all(tries)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let checked = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::FORBIDDEN)
+            .count();
+        assert!(checked <= 3, "round {round}: {statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StatusCode::FORBIDDEN || *s == StatusCode::TOO_MANY_REQUESTS),
+            "round {round}: {statuses:?}"
+        );
+        // The budget is spent: the right one is refused too.
+        let body = json!({"password": "brand-new-pass-1", "current_password": PASSWORD});
+        let right = app.put_auth(&format!("/auth/{id}"), &access, &body).await;
+        assert_eq!(
+            right.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "round {round}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn guesses_from_one_ipv6_64_share_one_budget() {
+    let app = spawn_app_with(&[
+        ("LOGIN_MAX_FAILURES", "3"),
+        ("TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    let (email, _) = app.create_user().await;
+    let proxy = client_from("127.0.0.1");
+
+    for n in 1..=3 {
+        let from = format!("2001:db8:7:1::{n:x}");
+        let guess = app
+            .login_with(&proxy, &email, "wrong-password-1", Some(&from))
+            .await;
+        assert_eq!(guess.status(), StatusCode::UNAUTHORIZED, "{from}");
+    }
+    let same_64 = app
+        .login_with(&proxy, &email, PASSWORD, Some("2001:db8:7:1:ffff::9"))
+        .await;
+    assert_eq!(same_64.status(), StatusCode::TOO_MANY_REQUESTS);
+    let other_64 = app
+        .login_with(&proxy, &email, PASSWORD, Some("2001:db8:7:2::1"))
+        .await;
+    assert_eq!(other_64.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn a_stored_user_agent_loses_bidirectional_overrides() {
+    let app = spawn_app().await;
+    let (email, _) = app.create_user().await;
+    let client = reqwest::Client::builder()
+        .user_agent("evil\u{202E}gnp.exe\u{2066}x\u{200F}")
+        .build()
+        .unwrap();
+    let login = app.login_with(&client, &email, PASSWORD, None).await;
+    let body: Value = login.json().await.unwrap();
+    let access = body["data"]["access_token"].as_str().unwrap();
+
+    let sessions: Value = app
+        .get_auth("/auth/sessions", access)
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let agent = sessions["data"]["sessions"][0]["user_agent"]
+        .as_str()
+        .unwrap();
+    assert_eq!(agent, "evilgnp.exex");
+}
