@@ -52,6 +52,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SESSION_LIMIT_POLICY", "sessions.limit_policy"),
     ("SESSION_CHECK_INTERVAL", "sessions.session_check_interval"),
     ("REFRESH_REUSE_GRACE", "sessions.refresh_reuse_grace"),
+    ("DEVICE_TOKEN_TTL", "sessions.device_token_ttl"),
     ("BCRYPT_COST", "security.bcrypt_cost"),
     ("LOGIN_MAX_FAILURES", "security.login_max_failures"),
     ("LOGIN_FAILURE_WINDOW", "security.login_failure_window"),
@@ -172,6 +173,8 @@ pub struct SessionsSettings {
     pub limit_policy: String,
     pub session_check_interval: u64,
     pub refresh_reuse_grace: u64,
+    /// Seconds a device token names its device.
+    pub device_token_ttl: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -397,6 +400,7 @@ impl Settings {
             ("jwt.access_token_expires", self.jwt.access_token_expires),
             ("jwt.refresh_token_expires", self.jwt.refresh_token_expires),
             ("sessions.session_timeout", self.sessions.session_timeout),
+            ("sessions.device_token_ttl", self.sessions.device_token_ttl),
             (
                 "sessions.session_check_interval",
                 self.sessions.session_check_interval,

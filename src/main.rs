@@ -122,7 +122,7 @@ fn healthcheck(settings: &Settings) -> Result<(), String> {
 
 async fn migrate(settings: &Settings, dry_run: bool) -> Result<(), String> {
     if dry_run {
-        let actors = Actors::start_unindexed(settings)
+        let actors = Actors::start_unindexed(settings, true)
             .await
             .map_err(|e| e.to_string())?;
         let plan = actors

@@ -192,7 +192,7 @@ impl Actors {
     /// Starts every actor (each on its own arbiter, away from the HTTP workers) and makes sure
     /// the indexes exist. Used by `serve`, `migrate` and `create-admin` alike.
     pub async fn start(settings: &Settings) -> Result<Self, StartupError> {
-        let actors = Self::start_unindexed(settings).await?;
+        let actors = Self::start_unindexed(settings, false).await?;
         // Unique indexes guard every duplicate rule: serve nothing until they exist.
         actors
             .db
@@ -202,8 +202,9 @@ impl Actors {
         Ok(actors)
     }
 
-    /// Starts every actor, leaving the database's indexes as they are (`migrate --dry-run`).
-    pub async fn start_unindexed(settings: &Settings) -> Result<Self, StartupError> {
+    /// Starts every actor, leaving the database's indexes as they are. For `migrate --dry-run`
+    /// (`dry_run`), the audit retention purge does not run either.
+    pub async fn start_unindexed(settings: &Settings, dry_run: bool) -> Result<Self, StartupError> {
         let a = &settings.actors;
         let call_timeout = settings.call_timeout();
         let probe_interval = Duration::from_millis(a.probe_interval_ms);
@@ -264,7 +265,7 @@ impl Actors {
             let stats = db_stats.clone();
             let op_timeout = Duration::from_millis(settings.mongodb.op_timeout_ms);
             let (database, cache) = (database.clone(), user_cache.clone());
-            let audit_retention = settings.audit_retention();
+            let audit_retention = settings.audit_retention().filter(|_| !dry_run);
             let purge_interval = Duration::from_secs(settings.sessions.session_check_interval);
             let batch_size = a.db_queue_batch.max(1);
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
@@ -289,6 +290,7 @@ impl Actors {
             reuse_grace: Duration::from_secs(settings.sessions.refresh_reuse_grace),
             max_concurrent: settings.sessions.max_concurrent_sessions,
             policy: settings.limit_policy().map_err(config)?,
+            device_ttl: Duration::from_secs(settings.sessions.device_token_ttl),
         };
         // The TokenActors run on the HTTP workers, one each (see `AccountActors`); the token
         // store's probe runs here.

@@ -7,6 +7,7 @@
 //! limit. The idle index is per user; the sweep finds the users' indexes with `SCAN` on every
 //! primary.
 use crate::domain::{ClientIp, EmailKey, SessionId, UserId};
+use crate::session_store::AttemptSource;
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -113,24 +114,38 @@ impl Keys {
         format!("{}{{{}}}:{name}", self.prefix, email_tag(email))
     }
 
-    /// Counter of failed logins for one email (from every address) within the failure window.
-    pub fn login_failures(&self, email: &EmailKey) -> String {
-        self.lockout(email, "login_fail")
+    /// Counter of failed logins for one email within the failure window, in the attempt's pool:
+    /// the account's (every unknown client), or a known device's own.
+    pub fn login_failures(&self, email: &EmailKey, source: &AttemptSource) -> String {
+        match source.pool() {
+            None => self.lockout(email, "login_fail"),
+            Some(pool) => self.lockout(email, &format!("login_fail#{pool}")),
+        }
     }
 
-    /// Counter of failed logins for one email from one address.
-    pub fn login_failures_from(&self, email: &EmailKey, ip: &ClientIp) -> String {
-        self.lockout(email, &format!("login_fail|{}", ip.counted()))
+    /// Counter of failed logins for one email from one client (an address, or a device).
+    pub fn login_failures_from(&self, email: &EmailKey, source: &AttemptSource) -> String {
+        self.lockout(email, &format!("login_fail|{}", source.client()))
     }
 
-    /// ZSET of the attempts for one email whose password is being checked, scored by start (ms).
-    pub fn login_pending(&self, email: &EmailKey) -> String {
-        self.lockout(email, "login_pend")
+    /// ZSET of the attempts for one email whose password is being checked, scored by start (ms),
+    /// in the attempt's pool.
+    pub fn login_pending(&self, email: &EmailKey, source: &AttemptSource) -> String {
+        match source.pool() {
+            None => self.lockout(email, "login_pend"),
+            Some(pool) => self.lockout(email, &format!("login_pend#{pool}")),
+        }
     }
 
-    /// The same, for one email from one address.
-    pub fn login_pending_from(&self, email: &EmailKey, ip: &ClientIp) -> String {
-        self.lockout(email, &format!("login_pend|{}", ip.counted()))
+    /// The same, for one email from one client.
+    pub fn login_pending_from(&self, email: &EmailKey, source: &AttemptSource) -> String {
+        self.lockout(email, &format!("login_pend|{}", source.client()))
+    }
+
+    /// STRING: when (ms) the user's device tokens were last ended; a device token issued
+    /// before it is none. Kept as long as a device token lives.
+    pub fn devices_ended(&self, uid: &UserId) -> String {
+        self.user(uid, "devices_ended")
     }
 }
 
@@ -156,6 +171,7 @@ mod tests {
             keys.user_sessions(&uid),
             keys.activity(&uid),
             keys.credential(&uid),
+            keys.devices_ended(&uid),
         ];
         assert!(
             user_keys.iter().all(|k| tag(k) == uid.to_hex()),
@@ -163,12 +179,18 @@ mod tests {
         );
         let email = EmailKey::of("We{i}rd}@Example.com");
         let ip = ClientIp::new("10.0.0.7".parse().expect("valid test input"));
-        let lockout = [
-            keys.login_failures(&email),
-            keys.login_failures_from(&email, &ip),
-            keys.login_pending(&email),
-            keys.login_pending_from(&email, &ip),
-        ];
+        let mut lockout = Vec::new();
+        for source in [
+            AttemptSource::Address(ip),
+            AttemptSource::Device("d1".into()),
+        ] {
+            lockout.extend([
+                keys.login_failures(&email, &source),
+                keys.login_failures_from(&email, &source),
+                keys.login_pending(&email, &source),
+                keys.login_pending_from(&email, &source),
+            ]);
+        }
         assert!(
             lockout
                 .iter()

@@ -35,6 +35,11 @@ pub struct LoginRequest {
     /// At most 72 bytes.
     #[schema(example = "correct-horse-9", min_length = 1, max_length = 72)]
     password: String,
+    /// The `device_token` an earlier login from this device returned: the login is then judged
+    /// by this device's own failures, not refused by a lockout strangers caused. An invalid,
+    /// expired or another account's token counts as none.
+    #[serde(default)]
+    device_token: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -109,6 +114,7 @@ pub async fn login(
         password: Password::parse_for_login(&body.password).map_err(bad)?,
         ip,
         user_agent,
+        device_token: body.device_token.filter(|t| !t.is_empty()),
     };
     tracing::Span::current().record("email", message.email.as_str());
     let signed_in = accounts.call(message).await?;
@@ -122,6 +128,7 @@ pub async fn login(
             refresh_token: tokens.refresh_token,
             token_type: "Bearer".into(),
             expires_in: tokens.expires_in,
+            device_token: signed_in.device_token,
         },
     }))
 }

@@ -57,6 +57,9 @@ pub struct LoginData {
     pub token_type: String,
     /// Access token lifetime in seconds.
     pub expires_in: u64,
+    /// Names this device: send it back as `device_token` with this device's next logins, so a
+    /// lockout strangers cause does not refuse them. Valid `DEVICE_TOKEN_TTL` seconds.
+    pub device_token: String,
 }
 
 /// 200 from `POST /auth/login` (the seed's shape).

@@ -77,7 +77,7 @@ async fn migrate_creates_the_indexes() {
     let app = TestApp::connect(String::new(), &iso).await;
     let names = app.store.index_names("users").await;
     for index in [
-        "email_ci_unique",
+        "email_key_unique",
         "username_ci_unique",
         "status",
         "created_at",
@@ -153,4 +153,37 @@ async fn healthcheck_succeeds_against_a_live_service_and_fails_without_one() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(!closed.status.success());
+}
+
+#[actix_web::test]
+async fn migrate_dry_run_purges_no_audit_entry() {
+    if !crate::helpers::embedded() {
+        // On MongoDB the retention is a TTL index, which the server applies by itself.
+        eprintln!("not applicable: MongoDB's TTL monitor, not the service, expires entries");
+        return;
+    }
+    let iso = Isolation::new();
+    let app = crate::helpers::spawn_app_in(&iso, &[]).await;
+    let (_, id) = app.create_user().await;
+    let long_ago = chrono::Utc::now().timestamp_millis() - 400 * 86_400_000;
+    app.store
+        .set(
+            "audit_log",
+            mongodb::bson::doc! {"user_id": &id},
+            mongodb::bson::doc! {"at": long_ago},
+        )
+        .await;
+    let before = app.count("audit_log", mongodb::bson::doc! {}).await;
+
+    let out = run(
+        &["migrate", "--dry-run"],
+        &iso.env(&[("AUDIT_RETENTION_DAYS", "90")]),
+    );
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app.count("audit_log", mongodb::bson::doc! {}).await, before);
 }

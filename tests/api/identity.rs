@@ -327,3 +327,178 @@ async fn a_stored_user_agent_loses_bidirectional_overrides() {
         .unwrap();
     assert_eq!(agent, "evilgnp.exex");
 }
+
+/// A login from `client`, sending `device` back as its `device_token` when given.
+async fn login_from(
+    app: &TestApp,
+    client: &reqwest::Client,
+    email: &str,
+    password: &str,
+    device: Option<&str>,
+) -> reqwest::Response {
+    let mut body = json!({"email": email, "password": password});
+    if let Some(token) = device {
+        body["device_token"] = json!(token);
+    }
+    client
+        .post(app.url("/auth/login"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The device token of a successful login.
+async fn device_token_of(response: reqwest::Response) -> String {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"]["device_token"].as_str().unwrap().to_string()
+}
+
+#[actix_web::test]
+async fn strangers_lock_out_unknown_clients_but_never_the_owners_device() {
+    let app = Arc::new(spawn_app_with(&[("LOGIN_MAX_FAILURES_PER_ACCOUNT", "100")]).await);
+    let (email, _) = app.create_user().await;
+    let (other_email, _) = app.create_user().await;
+    let owner = client_from("127.0.0.1");
+    let device = device_token_of(login_from(&app, &owner, &email, PASSWORD, None).await).await;
+    let others_device =
+        device_token_of(login_from(&app, &owner, &other_email, PASSWORD, None).await).await;
+
+    // 150 wrong guesses from 30 addresses, each address's five at once.
+    let guesses = (2..32).map(|n| {
+        let (app, email) = (Arc::clone(&app), email.clone());
+        tokio::spawn(async move {
+            let stranger = client_from(&format!("127.0.0.{n}"));
+            let tries = (0..5).map(|_| login_from(&app, &stranger, &email, "wrong-pass-1", None));
+            futures::future::join_all(tries).await;
+        })
+    });
+    futures::future::join_all(guesses).await;
+
+    let unknown = client_from("127.0.0.40");
+    let refused = login_from(&app, &unknown, &email, PASSWORD, None).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let long = "x".repeat(5000);
+    // One character of the signature changed.
+    let at = device.len() - 10;
+    let swapped = if &device[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{swapped}{}", &device[..at], &device[at + 1..]);
+    for none in [
+        others_device.as_str(),
+        forged.as_str(),
+        long.as_str(),
+        "garbage",
+    ] {
+        let refused = login_from(&app, &unknown, &email, PASSWORD, Some(none)).await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            &none[..none.len().min(20)]
+        );
+    }
+    // The owner's device, from another address too.
+    let again = login_from(&app, &unknown, &email, PASSWORD, Some(&device)).await;
+    let renewed = device_token_of(again).await;
+    let with_renewed = login_from(&app, &owner, &email, PASSWORD, Some(&renewed)).await;
+    assert_eq!(with_renewed.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn a_device_past_its_own_failures_gets_429_and_strangers_do_not_pay_for_it() {
+    let app = spawn_app_with(&[("LOGIN_MAX_FAILURES", "3")]).await;
+    let (email, _) = app.create_user().await;
+    let owner = client_from("127.0.0.1");
+    let device = device_token_of(login_from(&app, &owner, &email, PASSWORD, None).await).await;
+
+    for _ in 0..3 {
+        let wrong = login_from(&app, &owner, &email, "wrong-pass-1", Some(&device)).await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    let right = login_from(&app, &owner, &email, PASSWORD, Some(&device)).await;
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(right.headers().contains_key("retry-after"));
+
+    // Its failures were its own: the same address without the token is not locked.
+    let plain = login_from(&app, &owner, &email, PASSWORD, None).await;
+    assert_eq!(plain.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn ending_all_of_a_users_sessions_ends_their_device_tokens() {
+    let (app, admin) = crate::helpers::spawn_app_with_admin(&[("LOGIN_MAX_FAILURES", "2")]).await;
+    let (email, id) = app.create_user().await;
+    let owner = client_from("127.0.0.1");
+    let device = device_token_of(login_from(&app, &owner, &email, PASSWORD, None).await).await;
+
+    let ended = app
+        .delete_auth(&format!("/users/{id}/sessions"), &admin)
+        .await;
+    assert_eq!(ended.status(), StatusCode::OK);
+
+    // The token is none now: its failures are the address's, which then locks.
+    for _ in 0..2 {
+        let wrong = login_from(&app, &owner, &email, "wrong-pass-1", Some(&device)).await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    let right = login_from(&app, &owner, &email, PASSWORD, Some(&device)).await;
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[actix_web::test]
+async fn a_token_sent_as_a_bare_query_item_never_reaches_the_log() {
+    use std::process::Stdio;
+    let iso = crate::helpers::Isolation::new();
+    let scratch = crate::resilience::ScratchDir::new("query-token");
+    let port = crate::resilience::free_port();
+    let log = std::fs::File::create(scratch.join("service.log")).unwrap();
+    let mut env = iso.env(&[]);
+    env.insert("PORT".into(), port.to_string());
+    env.insert("RUST_LOG".into(), "debug".into());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cs-user-management"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&env)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..300 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "the service answers within 30 s");
+    let secret = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJxdWVyeS10b2tlbi10ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ";
+
+    for query in [
+        secret.to_string(),
+        format!("x=1&{secret}"),
+        format!("access_token={secret}"),
+        format!("{secret}=1"),
+    ] {
+        let response = client
+            .get(format!("{base}/auth/me?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    child.kill().await.unwrap();
+
+    let logged = std::fs::read_to_string(scratch.join("service.log")).unwrap();
+    assert!(
+        logged.contains("/auth/me"),
+        "the requests were logged: {logged}"
+    );
+    assert!(!logged.contains("eyJ"), "a token reached the log: {logged}");
+}

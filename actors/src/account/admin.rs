@@ -18,7 +18,7 @@ use crate::domain::{AuditEntry, AuditRecord, EndReason, NewUser, Role, User, Use
 use crate::domain::{ClientIp, EmailKey, Password, UserId, UserStatus};
 use crate::hasher::{HashPassword, VerifyPassword};
 use crate::session::{BeginLoginAttempt, TakeRateToken};
-use crate::session_store::AttemptOutcome;
+use crate::session_store::{AttemptOutcome, AttemptSource};
 use crate::token::{RevokeUserSessions, ValidateAccess};
 use crate::ActorError;
 
@@ -195,7 +195,7 @@ async fn check_current_password(
         .sessions
         .call(BeginLoginAttempt {
             email: EmailKey::of(&user.email),
-            ip,
+            source: AttemptSource::Address(ip),
         })
         .await;
     let attempt = match begun {

@@ -29,6 +29,8 @@ pub struct Login {
     pub ip: ClientIp,
     /// The client's `User-Agent` (shortened), shown in its list of sessions.
     pub user_agent: String,
+    /// The device token a login sent back, if any (SPEC 10); unchecked.
+    pub device_token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub struct SignedIn {
     /// As stored after this login's stamp.
     pub user: User,
     pub tokens: TokenPair,
+    /// Names the device this login came from, for its next logins.
+    pub device_token: String,
 }
 
 /// Exchange a refresh token for a new pair (rotation; reuse ends the session).

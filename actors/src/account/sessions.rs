@@ -9,7 +9,7 @@ use super::messages::{EndMyOtherSessions, EndMySession, EndUserSessions, ListMyS
 use super::{Accounts, MySessions};
 use crate::db_queue::FindUserById;
 use crate::domain::{AuditEntry, EndReason, SessionId};
-use crate::token::{ListSessions, RevokeSession};
+use crate::token::{EndDevices, ListSessions, RevokeSession};
 use crate::ActorError;
 
 const NO_SUCH_SESSION: ActorError = ActorError::NotFound("Session");
@@ -78,12 +78,15 @@ pub(super) async fn end_users(a: Arc<Accounts>, m: EndUserSessions) -> Result<us
             .await?
             .ok_or(ActorError::NotFound("User"))?;
     let ended = revoke_all(&a, target.id, EndReason::Revoked, None, None).await?;
+    // And the devices it signed in from: their next login is an unknown client's (SPEC 10).
+    a.tokens.call(EndDevices(target.id)).await?;
     let entry = AuditEntry::new("session.revoked", "success")
         .user(target.id)
         .actor(admin.id)
         .ip(m.ip)
         .detail("by", "admin")
-        .detail("ended", ended as i64);
+        .detail("ended", ended as i64)
+        .detail("devices", "ended");
     a.audit(entry).await?;
     Ok(ended)
 }

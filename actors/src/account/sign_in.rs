@@ -12,8 +12,11 @@ use crate::domain::{AuditEntry, ClientIp, EndReason, NewUser, Role, User, UserSt
 use crate::error::TokenRejection;
 use crate::hasher::{HashPassword, VerifyPassword};
 use crate::session::{BeginLoginAttempt, EndLoginAttempt, LoginAttempt, TakeRateToken};
-use crate::session_store::AttemptOutcome;
-use crate::token::{OpenSession, OpenedSession, RevokeSession, RotateRefresh, TokenPair};
+use crate::session_store::{AttemptOutcome, AttemptSource};
+use crate::token::{
+    CheckDeviceToken, IssueDeviceToken, OpenSession, OpenedSession, RevokeSession, RotateRefresh,
+    TokenPair,
+};
 use crate::ActorError;
 
 pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<(User, Wallet), ActorError> {
@@ -60,6 +63,7 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
         password,
         ip,
         user_agent,
+        device_token,
     } = m;
     let failure = |outcome| {
         AuditEntry::new("auth.login.failure", outcome)
@@ -68,35 +72,65 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
     };
     // Rate-limited first: a refused request does no other work and counts toward nothing.
     a.sessions.call(TakeRateToken(ip)).await?;
-    // Counted before the password is checked; refused uncounted at the limit.
-    let begun = a
-        .sessions
-        .call(BeginLoginAttempt {
-            email: email.key().clone(),
-            ip,
-        })
-        .await;
-    let attempt = match begun {
-        Ok(attempt) => attempt,
-        Err(e @ ActorError::LockedOut(_)) => {
-            a.audit(failure("locked_out")).await?;
-            return Err(e);
+    // A valid device token of this account: judged by that device's own failures (SPEC 10).
+    let mut device = match device_token {
+        Some(token) => {
+            let email = email.key().clone();
+            a.tokens.call(CheckDeviceToken { token, email }).await?
         }
-        Err(e) => return Err(e),
+        None => None,
     };
-
-    let checked = async {
-        let user = a.db.call(FindUserByEmail(email.clone())).await?;
-        // Unknown email and wrong password cost the same bcrypt verify, so timing tells nothing.
-        let hash = user.as_ref().map_or_else(
-            || a.settings.dummy_hash.clone(),
-            |u| u.password_hash.clone(),
-        );
-        let password = password.clone();
-        let verified = a.hasher.call(VerifyPassword::new(password, hash)).await?;
-        Ok::<_, ActorError>((user, verified))
-    }
-    .await;
+    let (attempt, checked) = loop {
+        let source = device.as_ref().map_or(AttemptSource::Address(ip), |d| {
+            AttemptSource::Device(d.device_id.clone())
+        });
+        // Counted before the password is checked; refused uncounted at the limit.
+        let begun = a
+            .sessions
+            .call(BeginLoginAttempt {
+                email: email.key().clone(),
+                source,
+            })
+            .await;
+        let attempt = match begun {
+            Ok(attempt) => attempt,
+            Err(e @ ActorError::LockedOut(_)) => {
+                let reason = if device.is_some() {
+                    "device_locked_out"
+                } else {
+                    "locked_out"
+                };
+                a.audit(failure(reason)).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let checked = async {
+            let user = a.db.call(FindUserByEmail(email.clone())).await?;
+            // Unknown email and wrong password cost the same bcrypt verify, so timing tells
+            // nothing.
+            let hash = user.as_ref().map_or_else(
+                || a.settings.dummy_hash.clone(),
+                |u| u.password_hash.clone(),
+            );
+            let password = password.clone();
+            let verified = a.hasher.call(VerifyPassword::new(password, hash)).await?;
+            Ok::<_, ActorError>((user, verified))
+        }
+        .await;
+        // The email now belongs to another account than the device's: the token is none,
+        // and the attempt is judged again as an unknown client's.
+        let foreign = match (&device, &checked) {
+            (Some(d), Ok((user, _))) => user.as_ref().map(|u| u.id) != Some(d.user_id),
+            _ => false,
+        };
+        if foreign {
+            end_attempt(&a, attempt, AttemptOutcome::Abandoned).await;
+            device = None;
+            continue;
+        }
+        break (attempt, checked);
+    };
     let user = match checked {
         Ok((Some(user), true)) => {
             end_attempt(&a, attempt, AttemptOutcome::Succeeded).await;
@@ -181,6 +215,15 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
         }
         return Err(e);
     }
+    // The device this login came from: the same one again, or a new one.
+    let device_token = a
+        .tokens
+        .call(IssueDeviceToken {
+            user_id: user.id,
+            email: email.key().clone(),
+            device_id: device.map(|d| d.device_id),
+        })
+        .await?;
     if needs_upgrade(&user.password_hash, a.settings.bcrypt_cost) {
         actix::spawn(upgrade_hash(
             Arc::clone(&a),
@@ -196,6 +239,7 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
             ..user
         },
         tokens: opened.pair,
+        device_token,
     })
 }
 

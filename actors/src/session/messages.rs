@@ -2,19 +2,20 @@
 use actix::Message;
 
 use crate::domain::{ClientIp, EmailKey};
-use crate::session_store::AttemptOutcome;
+use crate::session_store::{AttemptOutcome, AttemptSource};
 use crate::ActorError;
 
 /// Ask to check a login's password. Replies once the attempt is counted (as pending), after
 /// waiting while every slot under the limits is held by attempts still being checked; fails
-/// with [`ActorError::LockedOut`] (not counted) when the (email, address) or the email's
-/// failures are at their limit. The attempt must then be ended with [`EndLoginAttempt`].
+/// with [`ActorError::LockedOut`] (not counted) when the (email, client) or the email's
+/// failures are at their limit; a known device is judged by its own failures only. The
+/// attempt must then be ended with [`EndLoginAttempt`].
 #[derive(Message)]
 #[rtype(result = "Result<LoginAttempt, ActorError>")]
 pub struct BeginLoginAttempt {
     /// The email's key (SPEC 10): one budget for every spelling of the address.
     pub email: EmailKey,
-    pub ip: ClientIp,
+    pub source: AttemptSource,
 }
 
 /// An attempt holding a slot under the lockout.
@@ -22,7 +23,7 @@ pub struct BeginLoginAttempt {
 pub struct LoginAttempt {
     /// The email's key (SPEC 10): one budget for every spelling of the address.
     pub email: EmailKey,
-    pub ip: ClientIp,
+    pub source: AttemptSource,
     pub id: String,
 }
 

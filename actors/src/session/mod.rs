@@ -15,7 +15,7 @@ use chrono::Utc;
 use crate::db_queue::{DbQueue, WriteAudit};
 use crate::domain::AuditEntry;
 use crate::mailbox::{guarded, ActorStats};
-use crate::session_store::{Admission, AttemptRequest, SessionStore};
+use crate::session_store::{Admission, AttemptRequest, AttemptSource, SessionStore};
 use crate::ActorError;
 pub use messages::*;
 
@@ -104,11 +104,15 @@ impl Handler<BeginLoginAttempt> for SessionActor {
                     let admission = store
                         .begin_attempt(AttemptRequest {
                             email: msg.email.clone(),
-                            ip: msg.ip,
+                            source: msg.source.clone(),
                             attempt: id.clone(),
                             now_ms: Utc::now().timestamp_millis(),
                             max_per_address: s.login_max_failures,
-                            max_per_account: s.login_max_failures_per_account,
+                            // A known device is judged by its own failures alone.
+                            max_per_account: match msg.source {
+                                AttemptSource::Address(_) => s.login_max_failures_per_account,
+                                AttemptSource::Device(_) => 0,
+                            },
                             stale_ms: s.attempt_stale.as_millis() as i64,
                         })
                         .await?;
@@ -116,7 +120,7 @@ impl Handler<BeginLoginAttempt> for SessionActor {
                         Admission::Admitted => {
                             return Ok(LoginAttempt {
                                 email: msg.email,
-                                ip: msg.ip,
+                                source: msg.source,
                                 id,
                             })
                         }
@@ -177,7 +181,7 @@ impl Handler<EndLoginAttempt> for SessionActor {
         guarded("session", async move {
             let a = msg.attempt;
             let result = store
-                .end_attempt(a.email, a.ip, a.id, msg.outcome, window)
+                .end_attempt(a.email, a.source, a.id, msg.outcome, window)
                 .await;
             timer.finish(&result);
             result

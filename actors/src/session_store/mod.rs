@@ -119,12 +119,42 @@ pub enum Rotation {
     Invalid,
 }
 
+/// Who an attempt is judged as (SPEC 10): an unknown client, by its address, against that
+/// address's counter and the account's (shared by every unknown client); or a device the owner
+/// signed in from (a valid device token), against that device's own counter only, so no
+/// stranger's failures can refuse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptSource {
+    Address(ClientIp),
+    /// A device token's device id.
+    Device(String),
+}
+
+impl AttemptSource {
+    /// The client's own counter, within the account's keys.
+    pub fn client(&self) -> String {
+        match self {
+            AttemptSource::Address(ip) => ip.counted(),
+            AttemptSource::Device(id) => format!("device:{id}"),
+        }
+    }
+
+    /// The pool the attempt also counts in: `None` for the account's, which every unknown client
+    /// shares; a device's pool is its own (and not consulted: its limit is the client's).
+    pub fn pool(&self) -> Option<String> {
+        match self {
+            AttemptSource::Address(_) => None,
+            AttemptSource::Device(id) => Some(format!("device:{id}")),
+        }
+    }
+}
+
 /// A login attempt asking to have its password checked.
 #[derive(Debug, Clone)]
 pub struct AttemptRequest {
     /// The email's key (SPEC 10): one budget for every spelling of the address.
     pub email: EmailKey,
-    pub ip: ClientIp,
+    pub source: AttemptSource,
     /// Unique per attempt; it holds a slot until it ends.
     pub attempt: String,
     pub now_ms: i64,
@@ -205,8 +235,11 @@ forward! {
         -> bool;
     fn begin_attempt(req: AttemptRequest) -> Admission;
     fn end_attempt(
-        email: EmailKey, ip: ClientIp, attempt: String, outcome: AttemptOutcome, window_s: u64
+        email: EmailKey, source: AttemptSource, attempt: String, outcome: AttemptOutcome,
+        window_s: u64
     ) -> u64;
+    fn end_devices(uid: UserId, now_ms: i64, ttl_s: u64) -> ();
+    fn devices_ended_at(uid: UserId, now_ms: i64) -> Option<i64>;
     fn take_rate_token(ip: ClientIp, now_ms: i64, interval_ms: f64, burst: u32) -> u64;
     fn housekeeping(now_ms: i64) -> ();
 }

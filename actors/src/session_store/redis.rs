@@ -3,8 +3,8 @@
 use redis::{AsyncCommands, Value};
 
 use super::{
-    AccessCheck, Admission, AttemptOutcome, AttemptRequest, OpenRequest, Opening, RotateRequest,
-    Rotation, SessionInfo,
+    AccessCheck, Admission, AttemptOutcome, AttemptRequest, AttemptSource, OpenRequest, Opening,
+    RotateRequest, Rotation, SessionInfo,
 };
 use crate::domain::{ClientIp, EmailKey, EndReason, SessionId, UserId};
 use crate::redis_conn::RedisConnection;
@@ -316,10 +316,10 @@ impl RedisSessions {
     pub async fn begin_attempt(&self, req: AttemptRequest) -> Result<Admission, ActorError> {
         let keys = &self.keys;
         let reply: Value = scripts::BEGIN_LOGIN_ATTEMPT
-            .key(keys.login_failures_from(&req.email, &req.ip))
-            .key(keys.login_failures(&req.email))
-            .key(keys.login_pending_from(&req.email, &req.ip))
-            .key(keys.login_pending(&req.email))
+            .key(keys.login_failures_from(&req.email, &req.source))
+            .key(keys.login_failures(&req.email, &req.source))
+            .key(keys.login_pending_from(&req.email, &req.source))
+            .key(keys.login_pending(&req.email, &req.source))
             .arg(&req.attempt)
             .arg(req.now_ms)
             .arg(req.max_per_address)
@@ -340,17 +340,17 @@ impl RedisSessions {
     pub async fn end_attempt(
         &self,
         email: EmailKey,
-        ip: ClientIp,
+        source: AttemptSource,
         attempt: String,
         outcome: AttemptOutcome,
         window_s: u64,
     ) -> Result<u64, ActorError> {
         let keys = &self.keys;
         scripts::END_LOGIN_ATTEMPT
-            .key(keys.login_failures_from(&email, &ip))
-            .key(keys.login_failures(&email))
-            .key(keys.login_pending_from(&email, &ip))
-            .key(keys.login_pending(&email))
+            .key(keys.login_failures_from(&email, &source))
+            .key(keys.login_failures(&email, &source))
+            .key(keys.login_pending_from(&email, &source))
+            .key(keys.login_pending(&email, &source))
             .arg(attempt)
             .arg(outcome.as_str())
             .arg(window_s.max(1))
@@ -373,6 +373,37 @@ impl RedisSessions {
             .arg(interval_ms)
             .arg(burst.max(1))
             .invoke_async::<u64>(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)
+    }
+
+    /// Ends every device token of `uid` issued until now: one `SET`, kept as long as a device
+    /// token lives (after that, no token it ends is left).
+    pub async fn end_devices(
+        &self,
+        uid: UserId,
+        now_ms: i64,
+        ttl_s: u64,
+    ) -> Result<(), ActorError> {
+        redis::cmd("SET")
+            .arg(self.keys.devices_ended(&uid))
+            .arg(now_ms)
+            .arg("EX")
+            .arg(ttl_s.max(1))
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)
+    }
+
+    /// When `uid`'s device tokens were last ended, if within their lifetime.
+    pub async fn devices_ended_at(
+        &self,
+        uid: UserId,
+        _now_ms: i64,
+    ) -> Result<Option<i64>, ActorError> {
+        redis::cmd("GET")
+            .arg(self.keys.devices_ended(&uid))
+            .query_async::<Option<i64>>(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)
     }

@@ -8,8 +8,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    AccessCheck, Admission, AttemptOutcome, AttemptRequest, LimitPolicy, OpenRequest, Opening,
-    RotateRequest, Rotation, SessionInfo,
+    AccessCheck, Admission, AttemptOutcome, AttemptRequest, AttemptSource, LimitPolicy,
+    OpenRequest, Opening, RotateRequest, Rotation, SessionInfo,
 };
 use crate::domain::{ClientIp, EmailKey, EndReason, SessionId, UserId};
 use crate::sqlite::{sqlite_error, Durability, SqliteDb};
@@ -53,6 +53,11 @@ CREATE TABLE IF NOT EXISTS login_pending (
 CREATE TABLE IF NOT EXISTS rate_limits (
   ip TEXT PRIMARY KEY NOT NULL,
   tat REAL NOT NULL,
+  expires INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices_ended (
+  uid TEXT PRIMARY KEY NOT NULL,
+  at INTEGER NOT NULL,
   expires INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS credentials (
@@ -116,12 +121,14 @@ fn credential_version(c: &Connection, uid: &str, now: i64) -> rusqlite::Result<i
     )
 }
 
-/// The lockout's keys: the email's counter and the (email, address) one.
-fn attempt_keys(email: &EmailKey, ip: &ClientIp) -> [String; 2] {
-    [
-        format!("{}|{}", email.as_str(), ip.counted()),
-        email.as_str().to_string(),
-    ]
+/// The lockout's keys: the (email, client) counter and the email's counter in the attempt's
+/// pool (the Redis store's `login_fail|…` and `login_fail[#pool]`).
+fn attempt_keys(email: &EmailKey, source: &AttemptSource) -> [String; 2] {
+    let pool = match source.pool() {
+        None => email.as_str().to_string(),
+        Some(pool) => format!("{}#{pool}", email.as_str()),
+    };
+    [format!("{}|{}", email.as_str(), source.client()), pool]
 }
 
 #[derive(Clone)]
@@ -512,7 +519,7 @@ impl SqliteSessions {
         self.run(move |c| {
             let tx = write(c)?;
             let now = req.now_ms;
-            let keys = attempt_keys(&req.email, &req.ip);
+            let keys = attempt_keys(&req.email, &req.source);
             let limits = [req.max_per_address, req.max_per_account];
             let mut slots_held = false;
             for (key, max) in keys.iter().zip(limits) {
@@ -556,7 +563,7 @@ impl SqliteSessions {
     pub async fn end_attempt(
         &self,
         email: EmailKey,
-        ip: ClientIp,
+        source: AttemptSource,
         attempt: String,
         outcome: AttemptOutcome,
         window_s: u64,
@@ -564,7 +571,7 @@ impl SqliteSessions {
         self.run(move |c| {
             let now = chrono::Utc::now().timestamp_millis();
             let tx = write(c)?;
-            let [from_address, account] = attempt_keys(&email, &ip);
+            let [from_address, account] = attempt_keys(&email, &source);
             for key in [&from_address, &account] {
                 tx.prepare_cached("DELETE FROM login_pending WHERE email = ? AND attempt = ?")?
                     .execute(params![key, attempt])?;
@@ -629,6 +636,39 @@ impl SqliteSessions {
     }
 
     /// Drops what has expired: what Redis would have dropped by itself.
+    /// Ends every device token of `uid` issued until now (see the Redis store's).
+    pub async fn end_devices(
+        &self,
+        uid: UserId,
+        now_ms: i64,
+        ttl_s: u64,
+    ) -> Result<(), ActorError> {
+        self.run(move |c| {
+            let tx = write(c)?;
+            tx.execute(
+                "INSERT INTO devices_ended (uid, at, expires) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(uid) DO UPDATE SET at = ?2, expires = ?3",
+                params![uid.to_hex(), now_ms, now_ms + ms(ttl_s)],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// When `uid`'s device tokens were last ended, if within their lifetime.
+    pub async fn devices_ended_at(
+        &self,
+        uid: UserId,
+        now_ms: i64,
+    ) -> Result<Option<i64>, ActorError> {
+        self.run(move |c| {
+            c.prepare_cached("SELECT at FROM devices_ended WHERE uid = ? AND expires > ?")?
+                .query_row(params![uid.to_hex(), now_ms], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
     pub async fn housekeeping(&self, now_ms: i64) -> Result<(), ActorError> {
         self.run(move |c| {
             let tx = write(c)?;
@@ -636,6 +676,7 @@ impl SqliteSessions {
             tx.execute("DELETE FROM ended WHERE expires <= ?", [now_ms])?;
             tx.execute("DELETE FROM login_failures WHERE expires <= ?", [now_ms])?;
             tx.execute("DELETE FROM credentials WHERE expires <= ?", [now_ms])?;
+            tx.execute("DELETE FROM devices_ended WHERE expires <= ?", [now_ms])?;
             tx.execute("DELETE FROM rate_limits WHERE expires <= ?", [now_ms])?;
             // Attempts of a process that died mid-check; `begin_attempt` drops them per email
             // too, this catches emails nobody tries again.

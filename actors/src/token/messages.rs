@@ -2,7 +2,7 @@
 use actix::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ClientIp, EndReason, Role, SessionId, UserId};
+use crate::domain::{ClientIp, EmailKey, EndReason, Role, SessionId, UserId};
 use crate::ActorError;
 
 /// The claims of every token this service signs.
@@ -20,6 +20,58 @@ pub struct Claims {
     pub exp: i64,
     pub iss: String,
 }
+
+/// The claims of a device token (SPEC 10): which device, bound to which account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceClaims {
+    /// The user id (24 hex).
+    pub sub: String,
+    /// The device id: its failures are counted under it.
+    pub did: String,
+    /// A fingerprint of the account's email key, so a login can be judged by the device before
+    /// its user is looked up.
+    pub ek: String,
+    /// `device`.
+    pub typ: String,
+    pub iat: i64,
+    /// When it was issued, in milliseconds: a token issued before its user's devices were
+    /// ended is none.
+    pub iat_ms: i64,
+    pub exp: i64,
+    pub iss: String,
+}
+
+/// Sign a device token for a login that just succeeded: for the device it presented a valid
+/// token of (its failures stay its own), or a new device.
+#[derive(Message)]
+#[rtype(result = "Result<String, ActorError>")]
+pub struct IssueDeviceToken {
+    pub user_id: UserId,
+    pub email: EmailKey,
+    pub device_id: Option<String>,
+}
+
+/// Check the device token a login for `email` presented. `None` for anything but a valid,
+/// unexpired token of this account's email key whose user has not had their devices ended
+/// since: an invalid token counts as none, never as an error.
+#[derive(Message)]
+#[rtype(result = "Result<Option<KnownDevice>, ActorError>")]
+pub struct CheckDeviceToken {
+    pub token: String,
+    pub email: EmailKey,
+}
+
+/// A device a login came from, as its valid device token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownDevice {
+    pub user_id: UserId,
+    pub device_id: String,
+}
+
+/// End every device token of a user (with all their sessions, by an administrator).
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct EndDevices(pub UserId);
 
 /// An authenticated caller, from a checked access token.
 #[derive(Debug, Clone)]

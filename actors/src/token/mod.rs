@@ -12,7 +12,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
-use crate::domain::{EndReason, Role, SessionId, UserId};
+use crate::domain::{EmailKey, EndReason, Role, SessionId, UserId};
 use crate::error::TokenRejection;
 use crate::mailbox::{guarded, ActorStats, Mailbox};
 use crate::session_store::{
@@ -21,6 +21,7 @@ use crate::session_store::{
 };
 use crate::ActorError;
 pub use messages::*;
+use serde::de::DeserializeOwned;
 
 /// What the TokenActor needs to know; all of it from configuration.
 #[derive(Clone)]
@@ -40,6 +41,8 @@ pub struct TokenSettings {
     /// `MAX_CONCURRENT_SESSIONS` and what happens beyond it.
     pub max_concurrent: u32,
     pub policy: LimitPolicy,
+    /// `DEVICE_TOKEN_TTL`: how long a device token names its device.
+    pub device_ttl: Duration,
 }
 
 /// A token's `kid`: the first 8 bytes of SHA-256 over a fixed label and the key, in hex. It
@@ -140,14 +143,18 @@ impl TokenActor {
     /// Checks `token` with the current key, or, when its signature is not the current key's and
     /// its `kid` names a previous key, with that one. A token without `kid` (signed before keys
     /// had ids) is checked with the current key only.
-    fn decode(&self, token: &str, expected_typ: &'static str) -> Result<Claims, ActorError> {
+    fn decode<T: DeserializeOwned + Typed>(
+        &self,
+        token: &str,
+        expected_typ: &'static str,
+    ) -> Result<T, ActorError> {
         let rejection = |e: jsonwebtoken::errors::Error| {
             ActorError::Token(match e.kind() {
                 ErrorKind::ExpiredSignature => TokenRejection::Expired,
                 _ => TokenRejection::Invalid,
             })
         };
-        let decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation);
+        let decoded = jsonwebtoken::decode::<T>(token, &self.decoding, &self.validation);
         let data = match decoded {
             Err(e) if *e.kind() == ErrorKind::InvalidSignature && !self.previous.is_empty() => {
                 let kid = jsonwebtoken::decode_header(token)
@@ -160,11 +167,11 @@ impl TokenActor {
                     .find(|(id, _)| *id == kid)
                     .map(|(_, key)| key)
                     .ok_or(ActorError::Token(TokenRejection::Invalid))?;
-                jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(rejection)?
+                jsonwebtoken::decode::<T>(token, key, &self.validation).map_err(rejection)?
             }
             other => other.map_err(rejection)?,
         };
-        if data.claims.typ != expected_typ {
+        if data.claims.typ() != expected_typ {
             return Err(ActorError::Token(TokenRejection::WrongType(expected_typ)));
         }
         Ok(data.claims)
@@ -205,6 +212,37 @@ impl TokenActor {
         Ok((pair, access.jti, refresh.jti))
     }
 }
+
+/// Claims that say which kind of token they are: a token of one kind never works as another.
+trait Typed {
+    fn typ(&self) -> &str;
+}
+
+impl Typed for Claims {
+    fn typ(&self) -> &str {
+        &self.typ
+    }
+}
+
+impl Typed for DeviceClaims {
+    fn typ(&self) -> &str {
+        &self.typ
+    }
+}
+
+/// What a device token carries of its account's email key: the first 8 bytes of SHA-256 over a
+/// fixed label and the key, in hex (the token is readable by its holder; the key need not be).
+fn email_fingerprint(email: &EmailKey) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"cs-user-management device email\0")
+        .chain_update(email.as_str().as_bytes())
+        .finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The longest device token checked: anything longer is none, unread.
+const DEVICE_TOKEN_MAX_LEN: usize = 2048;
 
 /// The principal named by checked claims.
 fn principal(claims: &Claims) -> Result<Principal, ActorError> {
@@ -447,6 +485,87 @@ impl Handler<RevokeUserSessions> for TokenActor {
                 )
                 .await
                 .map(|ended| ended.len());
+            timer.finish(&result);
+            result
+        })
+    }
+}
+
+impl Handler<IssueDeviceToken> for TokenActor {
+    type Result = ResponseActFuture<Self, Result<String, ActorError>>;
+
+    fn handle(&mut self, msg: IssueDeviceToken, _: &mut Self::Context) -> Self::Result {
+        let timer = self.stats.start();
+        let now = Utc::now();
+        let claims = DeviceClaims {
+            sub: msg.user_id.to_hex(),
+            did: msg
+                .device_id
+                .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            ek: email_fingerprint(&msg.email),
+            typ: "device".into(),
+            iat: now.timestamp(),
+            iat_ms: now.timestamp_millis(),
+            exp: now.timestamp() + self.settings.device_ttl.as_secs() as i64,
+            iss: self.settings.issuer.clone(),
+        };
+        let header = Header {
+            kid: Some(self.kid.clone()),
+            ..Header::new(Algorithm::HS256)
+        };
+        let signed = jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| ActorError::internal("signing a device token", e));
+        guarded("token", async move {
+            timer.finish(&signed);
+            signed
+        })
+    }
+}
+
+impl Handler<CheckDeviceToken> for TokenActor {
+    type Result = ResponseActFuture<Self, Result<Option<KnownDevice>, ActorError>>;
+
+    fn handle(&mut self, msg: CheckDeviceToken, _: &mut Self::Context) -> Self::Result {
+        let timer = self.stats.start();
+        let device = (msg.token.len() <= DEVICE_TOKEN_MAX_LEN)
+            .then(|| self.decode::<DeviceClaims>(&msg.token, "device").ok())
+            .flatten()
+            .filter(|c| c.ek == email_fingerprint(&msg.email))
+            .and_then(|c| {
+                let user_id = UserId::parse(&c.sub).ok()?;
+                Some((user_id, c.did, c.iat_ms))
+            });
+        let store = self.store.clone();
+        guarded("token", async move {
+            let result = async {
+                let Some((user_id, device_id, issued_ms)) = device else {
+                    return Ok(None);
+                };
+                let now = Utc::now().timestamp_millis();
+                let ended = store.devices_ended_at(user_id, now).await?;
+                if ended.is_some_and(|at| issued_ms <= at) {
+                    return Ok(None);
+                }
+                Ok(Some(KnownDevice { user_id, device_id }))
+            }
+            .await;
+            timer.finish(&result);
+            result
+        })
+    }
+}
+
+impl Handler<EndDevices> for TokenActor {
+    type Result = ResponseActFuture<Self, Result<(), ActorError>>;
+
+    fn handle(&mut self, msg: EndDevices, _: &mut Self::Context) -> Self::Result {
+        let timer = self.stats.start();
+        let store = self.store.clone();
+        let ttl = self.settings.device_ttl.as_secs();
+        guarded("token", async move {
+            let result = store
+                .end_devices(msg.0, Utc::now().timestamp_millis(), ttl)
+                .await;
             timer.finish(&result);
             result
         })
