@@ -631,3 +631,28 @@ pub async fn spawn_app_with_state(
     actix_web::rt::spawn(app.run_until_stopped());
     (TestApp::connect(address, &iso).await, state)
 }
+
+/// Runs `count` copies of `request` released at once; their statuses in order.
+pub async fn at_once<F, Fut>(count: usize, request: F) -> Vec<StatusCode>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Response> + 'static,
+{
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(count));
+    let tasks = (0..count).map(|i| {
+        let (barrier, request) = (std::sync::Arc::clone(&barrier), request(i));
+        actix_web::rt::spawn(async move {
+            barrier.wait().await;
+            request.await.status()
+        })
+    });
+    futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
+pub fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}

@@ -1,14 +1,16 @@
 //! One identity, one rule (SPEC 10): every spelling of an email is one account with one lockout
 //! budget; the current password of an update is guarded like a login; an IPv6 client counts
-//! as its /64.
+//! as its /64; a known device is judged by its own failures; a token in a query string never
+//! reaches the log.
 use std::sync::Arc;
 
 use mongodb::bson::oid::ObjectId;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::sync::Barrier;
 
-use crate::helpers::{assert_error, client_from, spawn_app, spawn_app_with, TestApp, PASSWORD};
+use crate::helpers::{
+    assert_error, at_once, client_from, count, spawn_app, spawn_app_with, TestApp, PASSWORD,
+};
 
 /// A fresh tag, so each test's addresses are its own.
 fn tag() -> String {
@@ -160,34 +162,27 @@ async fn wrong_guesses_spread_over_spellings_share_one_budget() {
 
 #[actix_web::test]
 async fn parallel_guesses_through_spellings_get_at_most_the_allowed_checks() {
-    let app = Arc::new(spawn_app_with(&[("LOGIN_MAX_FAILURES", "3")]).await);
+    let app = spawn_app_with(&[("LOGIN_MAX_FAILURES", "3")]).await;
     for round in 0..4 {
         let t = format!("{}{round}", tag());
         register_kasper(&app, &t).await;
         let spellings = spellings_of_kasper(&t);
-        let barrier = Arc::new(Barrier::new(12));
-        let guesses = (0..12).map(|n| {
-            let (app, barrier) = (Arc::clone(&app), Arc::clone(&barrier));
-            let spelling = spellings[n % spellings.len()].clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                app.login(&spelling, "wrong-password-1").await.status()
-            })
-        });
-        let statuses: Vec<StatusCode> = futures::future::join_all(guesses)
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-        let checked = statuses
-            .iter()
-            .filter(|s| **s == StatusCode::UNAUTHORIZED)
-            .count();
-        assert!(checked <= 3, "round {round}: {statuses:?}");
+
+        let statuses = at_once(12, |n| {
+            let body = json!({"email": spellings[n % spellings.len()], "password": "wrong-pass-1"});
+            let request = app.client.post(app.url("/auth/login")).json(&body);
+            async move { request.send().await.unwrap() }
+        })
+        .await;
+
         assert!(
-            statuses
-                .iter()
-                .all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS),
+            count(&statuses, StatusCode::UNAUTHORIZED) <= 3,
+            "round {round}: {statuses:?}"
+        );
+        assert_eq!(
+            count(&statuses, StatusCode::UNAUTHORIZED)
+                + count(&statuses, StatusCode::TOO_MANY_REQUESTS),
+            12,
             "round {round}: {statuses:?}"
         );
     }
@@ -234,40 +229,35 @@ async fn wrong_current_passwords_are_limited_like_logins() {
 
 #[actix_web::test]
 async fn parallel_wrong_current_passwords_get_at_most_the_allowed_checks() {
-    let app = Arc::new(spawn_app_with(&[("LOGIN_MAX_FAILURES", "3")]).await);
+    let app = spawn_app_with(&[("LOGIN_MAX_FAILURES", "3")]).await;
     for round in 0..3 {
         let (id, access, _) = signed_in(&app).await;
-        let barrier = Arc::new(Barrier::new(10));
-        let tries = (0..10).map(|_| {
-            let (app, barrier) = (Arc::clone(&app), Arc::clone(&barrier));
-            let (id, access) = (id.clone(), access.clone());
+        let path = format!("/auth/{id}");
+
+        let statuses = at_once(10, |_| {
             let body = json!({"password": "brand-new-pass-1", "current_password": "wrong-pass-1"});
-            tokio::spawn(async move {
-                barrier.wait().await;
-                app.put_auth(&format!("/auth/{id}"), &access, &body)
-                    .await
-                    .status()
-            })
-        });
-        let statuses: Vec<StatusCode> = futures::future::join_all(tries)
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-        let checked = statuses
-            .iter()
-            .filter(|s| **s == StatusCode::FORBIDDEN)
-            .count();
-        assert!(checked <= 3, "round {round}: {statuses:?}");
+            let request = app
+                .client
+                .put(app.url(&path))
+                .bearer_auth(&access)
+                .json(&body);
+            async move { request.send().await.unwrap() }
+        })
+        .await;
+
         assert!(
-            statuses
-                .iter()
-                .all(|s| *s == StatusCode::FORBIDDEN || *s == StatusCode::TOO_MANY_REQUESTS),
+            count(&statuses, StatusCode::FORBIDDEN) <= 3,
+            "round {round}: {statuses:?}"
+        );
+        assert_eq!(
+            count(&statuses, StatusCode::FORBIDDEN)
+                + count(&statuses, StatusCode::TOO_MANY_REQUESTS),
+            10,
             "round {round}: {statuses:?}"
         );
         // The budget is spent: the right one is refused too.
         let body = json!({"password": "brand-new-pass-1", "current_password": PASSWORD});
-        let right = app.put_auth(&format!("/auth/{id}"), &access, &body).await;
+        let right = app.put_auth(&path, &access, &body).await;
         assert_eq!(
             right.status(),
             StatusCode::TOO_MANY_REQUESTS,
@@ -449,35 +439,12 @@ async fn ending_all_of_a_users_sessions_ends_their_device_tokens() {
 
 #[actix_web::test]
 async fn a_token_sent_as_a_bare_query_item_never_reaches_the_log() {
-    use std::process::Stdio;
     let iso = crate::helpers::Isolation::new();
     let scratch = crate::resilience::ScratchDir::new("query-token");
-    let port = crate::resilience::free_port();
-    let log = std::fs::File::create(scratch.join("service.log")).unwrap();
-    let mut env = iso.env(&[]);
-    env.insert("PORT".into(), port.to_string());
-    env.insert("RUST_LOG".into(), "debug".into());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cs-user-management"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(&env)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..300 {
-        if client.get(format!("{base}/health")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(up, "the service answers within 30 s");
+    let log = scratch.join("service.log");
+    let (service, app) =
+        crate::cross_instance::start_instance_with(&iso, &[("RUST_LOG", "debug")], Some(&log))
+            .await;
     let secret = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJxdWVyeS10b2tlbi10ZXN0In0.c2VjcmV0LXNpZ25hdHVyZQ";
 
     for query in [
@@ -486,16 +453,17 @@ async fn a_token_sent_as_a_bare_query_item_never_reaches_the_log() {
         format!("access_token={secret}"),
         format!("{secret}=1"),
     ] {
-        let response = client
-            .get(format!("{base}/auth/me?{query}"))
+        let response = app
+            .client
+            .get(app.url(&format!("/auth/me?{query}")))
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
-    child.kill().await.unwrap();
+    drop(service);
 
-    let logged = std::fs::read_to_string(scratch.join("service.log")).unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
         logged.contains("/auth/me"),
         "the requests were logged: {logged}"

@@ -8,36 +8,11 @@ use serde_json::{json, Value};
 use tokio::sync::Barrier;
 
 use crate::helpers::{
-    assert_error, client_from, spawn_app_in, spawn_app_with, spawn_app_with_admin, Isolation,
-    TestApp, PASSWORD,
+    assert_error, at_once, client_from, count, spawn_app_in, spawn_app_with, spawn_app_with_admin,
+    Isolation, TestApp, PASSWORD,
 };
 
 const WRONG: &str = "wrong-password-1";
-
-/// Runs `count` copies of `request` released at once; their statuses in order.
-async fn at_once<F, Fut>(count: usize, request: F) -> Vec<StatusCode>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Response> + 'static,
-{
-    let barrier = Arc::new(Barrier::new(count));
-    let tasks = (0..count).map(|i| {
-        let (barrier, request) = (Arc::clone(&barrier), request(i));
-        actix_web::rt::spawn(async move {
-            barrier.wait().await;
-            request.await.status()
-        })
-    });
-    join_all(tasks)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect()
-}
-
-fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
-    statuses.iter().filter(|s| **s == status).count()
-}
 
 /// A login request as a future that owns what it needs.
 fn login(

@@ -228,8 +228,12 @@ async fn case_clashes(db: &Database, field: &str) -> Result<Vec<String>, ActorEr
             .or_default()
             .push((value.to_string(), id));
     }
-    Ok(seen
-        .into_values()
+    Ok(clashes(seen))
+}
+
+/// The groups of more than one holder, each as `"value" (id) and "value" (id)`.
+fn clashes<K>(seen: BTreeMap<K, Vec<(String, String)>>) -> Vec<String> {
+    seen.into_values()
         .filter(|holders| holders.len() > 1)
         .map(|holders| {
             let named: Vec<String> = holders
@@ -238,7 +242,7 @@ async fn case_clashes(db: &Database, field: &str) -> Result<Vec<String>, ActorEr
                 .collect();
             named.join(" and ")
         })
-        .collect())
+        .collect()
 }
 
 /// Emails that share a key, with the ids holding them, and how many users have no key yet.
@@ -266,18 +270,7 @@ async fn key_clashes(db: &Database) -> Result<(Vec<String>, u64), ActorError> {
             .or_default()
             .push((email.to_string(), id));
     }
-    let clashes = seen
-        .into_values()
-        .filter(|holders| holders.len() > 1)
-        .map(|holders| {
-            let named: Vec<String> = holders
-                .iter()
-                .map(|(value, id)| format!("{value:?} ({id})"))
-                .collect();
-            named.join(" and ")
-        })
-        .collect();
-    Ok((clashes, unkeyed))
+    Ok((clashes(seen), unkeyed))
 }
 
 /// Writes its key onto every user that has none, many users per `update` command. A user the
