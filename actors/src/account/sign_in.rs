@@ -166,6 +166,16 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
         return Err(ActorError::AccountNotActive(user.status));
     }
 
+    // The device this login came from (the same one again, or a new one), signed before the
+    // session opens: nothing may fail between opening it and answering.
+    let device_token = a
+        .tokens
+        .call(IssueDeviceToken {
+            user_id: user.id,
+            email: email.key().clone(),
+            device,
+        })
+        .await?;
     let opened = a
         .tokens
         .call(OpenSession {
@@ -215,15 +225,6 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
         }
         return Err(e);
     }
-    // The device this login came from: the same one again, or a new one.
-    let device_token = a
-        .tokens
-        .call(IssueDeviceToken {
-            user_id: user.id,
-            email: email.key().clone(),
-            device_id: device.map(|d| d.device_id),
-        })
-        .await?;
     if needs_upgrade(&user.password_hash, a.settings.bcrypt_cost) {
         actix::spawn(upgrade_hash(
             Arc::clone(&a),

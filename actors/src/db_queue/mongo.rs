@@ -19,7 +19,7 @@ use super::messages::{
     DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchPosition, SearchSlice,
     SearchUsersSlice, UpdateUser, UserRange, Written,
 };
-use super::mongo_indexes::{case_insensitive, unkeyed, EMAIL_KEY};
+use super::mongo_indexes::{case_insensitive, EMAIL_KEY};
 use crate::domain::{
     AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus, Username, Wallet,
 };
@@ -28,18 +28,14 @@ use crate::ActorError;
 
 const DUPLICATE_KEY: i32 = 11000;
 
-/// The stored spellings under which a user without a key is found for `emails`: the address
-/// as the service stores it (trimmed, lower-cased) and its key (which is how the seed's module
-/// stores an ASCII address typed in lower case).
-fn spellings(emails: &[&Email]) -> Vec<String> {
-    let mut all: Vec<String> = emails
-        .iter()
-        .flat_map(|e| [e.as_str().to_string(), e.key().as_str().to_string()])
-        .collect();
-    all.sort_unstable();
-    all.dedup();
-    all
+/// A stored user whose email key is missing or not its email's: its id, email and right key.
+fn stale_key(user: &Document) -> Option<(ObjectId, String, crate::domain::EmailKey)> {
+    let id = user.get_object_id("_id").ok()?;
+    let email = user.get_str("email").ok()?;
+    let key = crate::domain::EmailKey::of(email);
+    (user.get_str(EMAIL_KEY) != Ok(key.as_str())).then(|| (id, email.to_string(), key))
 }
+
 const DEFAULT_DATABASE: &str = "credit_system";
 const TRANSACTION_ATTEMPTS: usize = 5;
 /// The `_id` of the administrators' lock document in the `locks` collection.
@@ -86,6 +82,7 @@ pub async fn connect(
         db: client.database(&db_name),
         audit_retention: None,
         trips,
+        seed_beside: Arc::default(),
     })
 }
 
@@ -231,6 +228,9 @@ pub struct MongoStore {
     audit_retention: Option<Duration>,
     /// Commands sent so far (round trips), the probe's pings left out.
     trips: Arc<AtomicU64>,
+    /// The seed's module may be writing users without an email key beside us (its `email_1`
+    /// index was found at start-up): look-ups by email then also find them by spelling.
+    seed_beside: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The outcome of one command carrying many writes, in order (`ordered: true`).
@@ -312,32 +312,47 @@ impl MongoStore {
                     .any(|d| d.get_str(EMAIL_KEY) == Ok(e.key().as_str()))
             })
             .collect();
-        if !missed.is_empty() {
+        if !missed.is_empty() && self.seed_beside.load(Ordering::Relaxed) {
             found.extend(self.meet_unkeyed(&missed, deadline).await?);
         }
         Ok(found)
     }
 
-    /// Users without a key stored under one of the spellings of `emails` (as typed and
-    /// lower-cased, or as the key itself: the forms the seed's module stores), keyed now; a
-    /// user whose key another account holds already is left unkeyed, and logged.
+    /// Users the seed's module wrote (or re-spelled) since the last start whose email has the
+    /// key of one of `emails` but whose stored key is missing or stale: found by spelling
+    /// through the case-insensitive `email_ci` index, the key deciding, and keyed now. One whose
+    /// key another account holds already is left as it is, and logged.
     async fn meet_unkeyed(
         &self,
         emails: &[&Email],
         deadline: Instant,
     ) -> Result<Vec<Document>, ActorError> {
-        let mut filter = unkeyed();
-        filter.insert("email", doc! {"$in": spellings(emails)});
-        let met = self.collect(self.users(), filter, deadline).await?;
-        for user in &met {
-            let (Ok(id), Ok(email)) = (user.get_object_id("_id"), user.get_str("email")) else {
+        let spelled: Vec<&str> = emails.iter().map(|e| e.as_str()).collect();
+        let options = FindOptions::builder()
+            .max_time(budget(deadline))
+            .collation(case_insensitive())
+            .build();
+        let candidates: Vec<Document> = self
+            .users()
+            .find(doc! {"email": {"$in": spelled}})
+            .with_options(options)
+            .await
+            .map_err(ActorError::mongo)?
+            .try_collect()
+            .await
+            .map_err(ActorError::mongo)?;
+        let mut met = Vec::new();
+        for user in candidates {
+            let Some((id, email, key)) = stale_key(&user) else {
                 continue;
             };
-            let key = crate::domain::EmailKey::of(email);
+            if !emails.iter().any(|e| e.key() == &key) {
+                continue;
+            }
             let keyed = self
                 .users()
                 .update_one(
-                    doc! {"_id": id, EMAIL_KEY: {"$exists": false}},
+                    doc! {"_id": id, "email": email},
                     doc! {"$set": {EMAIL_KEY: key.as_str()}},
                 )
                 .await;
@@ -350,6 +365,7 @@ impl MongoStore {
                 ),
                 Err(e) => return Err(ActorError::mongo(e)),
             }
+            met.push(user);
         }
         Ok(met)
     }
@@ -478,6 +494,14 @@ impl MongoStore {
 
     pub async fn ensure_indexes(self) -> Result<(), ActorError> {
         super::mongo_indexes::ensure(&self.db, self.audit_retention).await?;
+        let seed = super::mongo_indexes::seed_beside(&self.db).await?;
+        self.seed_beside.store(seed, Ordering::Relaxed);
+        if seed {
+            tracing::info!(
+                "the seed's email index is here: users it writes without a key are found by \
+                 their spelling and keyed as they are met"
+            );
+        }
         // The document every write that relies on, or changes, who the active administrators
         // are writes in its transaction, so such writes never interleave (see `lock_admins`).
         self.locks()
@@ -616,20 +640,40 @@ impl MongoStore {
     }
 
     /// Inside a registration's or an email change's transaction: users the seed's module wrote
-    /// under a spelling of `email` since the last start are keyed first, so the unique key
-    /// index refuses a second account of theirs (and two such users refuse each other).
+    /// (or re-spelled) under a spelling of `email` since the last start are keyed first, so the
+    /// unique key index refuses a second account of theirs (and two such users refuse each other).
     async fn key_spellings(
         &self,
         session: &mut mongodb::ClientSession,
         email: &Email,
     ) -> Result<(), mongodb::error::Error> {
-        let mut filter = unkeyed();
-        filter.insert("email", doc! {"$in": spellings(&[email])});
-        self.users()
-            .update_many(filter, doc! {"$set": {EMAIL_KEY: email.key().as_str()}})
+        if !self.seed_beside.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut candidates = self
+            .users()
+            .find(doc! {"email": email.as_str()})
+            .collation(case_insensitive())
             .session(&mut *session)
-            .await
-            .map(|_| ())
+            .await?;
+        let mut stale = Vec::new();
+        while let Some(user) = candidates.next(&mut *session).await.transpose()? {
+            if let Some((id, stored, key)) = stale_key(&user) {
+                if &key == email.key() {
+                    stale.push((id, stored));
+                }
+            }
+        }
+        for (id, stored) in stale {
+            self.users()
+                .update_one(
+                    doc! {"_id": id, "email": stored},
+                    doc! {"$set": {EMAIL_KEY: email.key().as_str()}},
+                )
+                .session(&mut *session)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Which of the given values is taken (by a user other than `except`).

@@ -5,8 +5,11 @@
 //! still be using it); one we need unique but that is not is replaced; the rest are created.
 //! An account is its email's key (SPEC 10, [`EmailKey`]): stored as `email_key` under a plain
 //! unique index, and written onto every user that lacks it (the seed's, an earlier version's)
-//! before that index is made; `email` keeps a plain index for the look-ups of documents the
-//! seed's module writes meanwhile. Usernames are unique regardless of case (collation strength
+//! before that index is made. Where the seed's own `email_1` index is found, its module may still
+//! be writing users without a key (or changing the email of a keyed one): start-up then keys
+//! every user whose key is missing or stale, and the store looks users up by their spelling too
+//! (through a case-insensitive, non-unique `email_ci` index; the key decides) and keys them as it
+//! meets them ([`seed_beside`]). Usernames are unique regardless of case (collation strength
 //! 2; they are ASCII). Where the data cannot meet a unique index (two emails of one key, two
 //! usernames equal but for case), nothing is changed and start-up stops naming the records.
 use std::collections::BTreeMap;
@@ -60,7 +63,11 @@ pub fn unkeyed() -> Document {
 /// not removed): the largest expiry MongoDB takes, 68 years.
 const FOREVER_S: u64 = i32::MAX as u64;
 
-fn wanted(audit_retention: Option<Duration>) -> Vec<Wanted> {
+/// The index the store finds users by spelling through while the seed's module writes beside
+/// it: case-insensitive, not unique (the key decides who is who).
+const SEED_EMAIL_INDEX: &str = "email_ci";
+
+fn wanted(audit_retention: Option<Duration>, seed: bool) -> Vec<Wanted> {
     let index = |collection, name, keys, unique, ci| Wanted {
         collection,
         name,
@@ -74,12 +81,11 @@ fn wanted(audit_retention: Option<Duration>) -> Vec<Wanted> {
         ttl: audit_retention.map(|r| r.as_secs().clamp(1, FOREVER_S)),
         ..index("audit_log", "at", doc! {"at": -1}, false, false)
     };
-    vec![
+    let mut all = vec![
         Wanted {
             partial: Some(doc! {EMAIL_KEY: {"$type": "string"}}),
             ..index("users", EMAIL_KEY_INDEX, doc! {EMAIL_KEY: 1}, true, false)
         },
-        index("users", "email", doc! {"email": 1}, false, false),
         index(
             "users",
             "username_ci_unique",
@@ -111,7 +117,17 @@ fn wanted(audit_retention: Option<Duration>) -> Vec<Wanted> {
             false,
             false,
         ),
-    ]
+    ];
+    if seed {
+        all.push(index(
+            "users",
+            SEED_EMAIL_INDEX,
+            doc! {"email": 1},
+            false,
+            true,
+        ));
+    }
+    all
 }
 
 /// What to do about one wanted index.
@@ -245,7 +261,8 @@ fn clashes<K>(seen: BTreeMap<K, Vec<(String, String)>>) -> Vec<String> {
         .collect()
 }
 
-/// Emails that share a key, with the ids holding them, and how many users have no key yet.
+/// Emails that share a key, with the ids holding them, and how many users have no key, or a key
+/// that is not their email's (the seed's module changed the email).
 async fn key_clashes(db: &Database) -> Result<(Vec<String>, u64), ActorError> {
     let mut seen: BTreeMap<EmailKey, Vec<(String, String)>> = BTreeMap::new();
     let mut unkeyed = 0;
@@ -259,27 +276,26 @@ async fn key_clashes(db: &Database) -> Result<(Vec<String>, u64), ActorError> {
         let Ok(email) = user.get_str("email") else {
             continue;
         };
-        if !user.contains_key(EMAIL_KEY) {
+        let key = EmailKey::of(email);
+        if user.get_str(EMAIL_KEY) != Ok(key.as_str()) {
             unkeyed += 1;
         }
         let id = user
             .get_object_id("_id")
             .map(|id| id.to_hex())
             .unwrap_or_default();
-        seen.entry(EmailKey::of(email))
-            .or_default()
-            .push((email.to_string(), id));
+        seen.entry(key).or_default().push((email.to_string(), id));
     }
     Ok((clashes(seen), unkeyed))
 }
 
-/// Writes its key onto every user that has none, many users per `update` command. A user the
-/// seed's module keyed meanwhile is left as it is.
+/// Writes its email's key onto every user whose key is missing or stale, many users per `update`
+/// command; each only if its email is still the one read.
 async fn key_users(db: &Database) -> Result<u64, ActorError> {
     let users = db.collection::<Document>("users");
     let mut cursor = users
-        .find(unkeyed())
-        .projection(doc! {"email": 1})
+        .find(doc! {})
+        .projection(doc! {"email": 1, EMAIL_KEY: 1})
         .await
         .map_err(ActorError::mongo)?;
     let mut keyed = 0;
@@ -289,10 +305,12 @@ async fn key_users(db: &Database) -> Result<u64, ActorError> {
         if let Some(user) = &next {
             if let (Ok(id), Ok(email)) = (user.get_object_id("_id"), user.get_str("email")) {
                 let key = EmailKey::of(email);
-                batch.push(doc! {
-                    "q": {"_id": id, EMAIL_KEY: {"$exists": false}},
-                    "u": {"$set": {EMAIL_KEY: key.as_str()}},
-                });
+                if user.get_str(EMAIL_KEY) != Ok(key.as_str()) {
+                    batch.push(doc! {
+                        "q": {"_id": id, "email": email},
+                        "u": {"$set": {EMAIL_KEY: key.as_str()}},
+                    });
+                }
             }
         }
         if batch.len() >= 500 || (next.is_none() && !batch.is_empty()) {
@@ -323,12 +341,23 @@ fn get_count(reply: &Document, field: &str) -> u64 {
     }
 }
 
+/// Whether the seed's module may be writing users beside the service: a plain (not
+/// case-insensitive) index on `email` is there, as the seed makes (`email_1`).
+pub(super) async fn seed_beside(db: &Database) -> Result<bool, ActorError> {
+    let email = vec![("email".to_string(), 1)];
+    Ok(existing(db, "users")
+        .await?
+        .iter()
+        .any(|e| e.keys == email && !e.ci))
+}
+
 /// What taking over this database would do, without changing anything.
 pub(super) async fn plan(
     db: &Database,
     audit_retention: Option<Duration>,
 ) -> Result<IndexPlan, ActorError> {
     let mut plan = IndexPlan::default();
+    let seed = seed_beside(db).await?;
     let users = existing(db, "users").await?;
     let key_index = users.iter().any(|e| e.name == EMAIL_KEY_INDEX);
     let unkeyed_left = db
@@ -338,7 +367,7 @@ pub(super) async fn plan(
         .await
         .map_err(ActorError::mongo)?
         .is_some();
-    if !key_index || unkeyed_left {
+    if !key_index || unkeyed_left || seed {
         let (clashes, unkeyed) = key_clashes(db).await?;
         for clash in clashes {
             plan.conflicts
@@ -346,7 +375,7 @@ pub(super) async fn plan(
         }
         if unkeyed > 0 {
             plan.steps.push(format!(
-                "write the email key (SPEC 10) onto {unkeyed} users"
+                "write the email key (SPEC 10) onto {unkeyed} users (missing or stale)"
             ));
         }
     }
@@ -356,9 +385,12 @@ pub(super) async fn plan(
         ));
     }
     let mut present: BTreeMap<&str, Vec<Existing>> = BTreeMap::new();
-    for want in wanted(audit_retention) {
+    for want in wanted(audit_retention, seed) {
         if !present.contains_key(want.collection) {
-            present.insert(want.collection, existing(db, want.collection).await?);
+            let mut on = existing(db, want.collection).await?;
+            // Dropped before any other step.
+            on.retain(|e| e.name != RETIRED_EMAIL_INDEX);
+            present.insert(want.collection, on);
         }
         let on = &present[want.collection];
         let what = format!("{}.{}", want.collection, want.name);
@@ -404,6 +436,7 @@ pub(super) async fn ensure(
             plan.conflicts.join("; ")
         )));
     }
+    let seed = seed_beside(db).await?;
     if plan
         .steps
         .iter()
@@ -426,7 +459,7 @@ pub(super) async fn ensure(
             "index retired: the email key decides identity"
         );
     }
-    for want in wanted(audit_retention) {
+    for want in wanted(audit_retention, seed) {
         let present = existing(db, want.collection).await?;
         let collection = db.collection::<Document>(want.collection);
         if let Some(seconds) = expiry_change(&want, &present) {

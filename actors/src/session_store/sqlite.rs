@@ -122,13 +122,14 @@ fn credential_version(c: &Connection, uid: &str, now: i64) -> rusqlite::Result<i
 }
 
 /// The lockout's keys: the (email, client) counter and the email's counter in the attempt's
-/// pool (the Redis store's `login_fail|…` and `login_fail[#pool]`).
+/// pool, named as the Redis store names them (the email's key as a brace-delimited tag, so no
+/// email's key can be another's counter).
 fn attempt_keys(email: &EmailKey, source: &AttemptSource) -> [String; 2] {
-    let pool = match source.pool() {
-        None => email.as_str().to_string(),
-        Some(pool) => format!("{}#{pool}", email.as_str()),
-    };
-    [format!("{}|{}", email.as_str(), source.client()), pool]
+    let keys = crate::redis_keys::Keys::new("");
+    [
+        keys.login_failures_from(email, source),
+        keys.login_failures(email, source),
+    ]
 }
 
 #[derive(Clone)]

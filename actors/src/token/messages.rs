@@ -34,9 +34,9 @@ pub struct DeviceClaims {
     /// `device`.
     pub typ: String,
     pub iat: i64,
-    /// When it was issued, in milliseconds: a token issued before its user's devices were
-    /// ended is none.
-    pub iat_ms: i64,
+    /// When the device was first signed in from (ms), kept by every token of the device: a
+    /// device first signed in before its user's devices were ended is none.
+    pub since_ms: i64,
     pub exp: i64,
     pub iss: String,
 }
@@ -48,7 +48,8 @@ pub struct DeviceClaims {
 pub struct IssueDeviceToken {
     pub user_id: UserId,
     pub email: EmailKey,
-    pub device_id: Option<String>,
+    /// The device a valid token was presented for; `None`: a new device.
+    pub device: Option<KnownDevice>,
 }
 
 /// Check the device token a login for `email` presented. `None` for anything but a valid,
@@ -66,6 +67,8 @@ pub struct CheckDeviceToken {
 pub struct KnownDevice {
     pub user_id: UserId,
     pub device_id: String,
+    /// When the device was first signed in from (ms).
+    pub since_ms: i64,
 }
 
 /// End every device token of a user (with all their sessions, by an administrator).

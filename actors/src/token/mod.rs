@@ -497,15 +497,22 @@ impl Handler<IssueDeviceToken> for TokenActor {
     fn handle(&mut self, msg: IssueDeviceToken, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let now = Utc::now();
+        // A known device keeps its id and its first sign-in, so an end of the user's devices
+        // while this login ran ends the token it gets too.
+        let (did, since_ms) = match msg.device {
+            Some(known) => (known.device_id, known.since_ms),
+            None => (
+                uuid::Uuid::new_v4().simple().to_string(),
+                now.timestamp_millis(),
+            ),
+        };
         let claims = DeviceClaims {
             sub: msg.user_id.to_hex(),
-            did: msg
-                .device_id
-                .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            did,
             ek: email_fingerprint(&msg.email),
             typ: "device".into(),
             iat: now.timestamp(),
-            iat_ms: now.timestamp_millis(),
+            since_ms,
             exp: now.timestamp() + self.settings.device_ttl.as_secs() as i64,
             iss: self.settings.issuer.clone(),
         };
@@ -533,20 +540,24 @@ impl Handler<CheckDeviceToken> for TokenActor {
             .filter(|c| c.ek == email_fingerprint(&msg.email))
             .and_then(|c| {
                 let user_id = UserId::parse(&c.sub).ok()?;
-                Some((user_id, c.did, c.iat_ms))
+                Some((user_id, c.did, c.since_ms))
             });
         let store = self.store.clone();
         guarded("token", async move {
             let result = async {
-                let Some((user_id, device_id, issued_ms)) = device else {
+                let Some((user_id, device_id, since_ms)) = device else {
                     return Ok(None);
                 };
                 let now = Utc::now().timestamp_millis();
                 let ended = store.devices_ended_at(user_id, now).await?;
-                if ended.is_some_and(|at| issued_ms <= at) {
+                if ended.is_some_and(|at| since_ms <= at) {
                     return Ok(None);
                 }
-                Ok(Some(KnownDevice { user_id, device_id }))
+                Ok(Some(KnownDevice {
+                    user_id,
+                    device_id,
+                    since_ms,
+                }))
             }
             .await;
             timer.finish(&result);
@@ -561,7 +572,9 @@ impl Handler<EndDevices> for TokenActor {
     fn handle(&mut self, msg: EndDevices, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let store = self.store.clone();
-        let ttl = self.settings.device_ttl.as_secs();
+        // Kept a day longer than a token lives: a token re-issued by a login that was running
+        // when the devices ended expires before the record of the end does.
+        let ttl = self.settings.device_ttl.as_secs() + 86_400;
         guarded("token", async move {
             let result = store
                 .end_devices(msg.0, Utc::now().timestamp_millis(), ttl)
