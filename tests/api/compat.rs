@@ -476,3 +476,41 @@ async fn start_up_refusal(iso: &Isolation, db: &mongodb::Database, users: &[&Doc
     assert!(users.iter().all(|u| stored.contains(u)), "nothing changed");
     message
 }
+
+#[actix_web::test]
+async fn on_a_seed_shaped_database_every_spelling_is_the_seeds_account_with_one_budget() {
+    if !needs_servers("the seed's database is MongoDB") {
+        return;
+    }
+    let iso = Isolation::new();
+    let tag = &ObjectId::new().to_hex()[16..];
+    // As the seed stores it: as typed, mixed case, no key.
+    let kasper = seed_user(
+        &format!("Kasper.Ross.{tag}@Example.com"),
+        &format!("Kasper_{tag}"),
+        &python_hashpw(PASSWORD),
+    );
+    seed_database(&iso, &[kasper.clone()]).await;
+    let app = spawn_app_in(&iso, &[("LOGIN_MAX_FAILURES", "3")]).await;
+    let id = kasper.get_object_id("_id").unwrap().to_hex();
+    let spellings = crate::identity::spellings_of_kasper(tag);
+
+    for (n, spelling) in spellings.iter().enumerate() {
+        let again = app
+            .register(&format!("k{n}_{tag}"), spelling, PASSWORD)
+            .await;
+        assert_eq!(again.status(), StatusCode::CONFLICT, "{spelling}");
+        let login = app.login(spelling, PASSWORD).await;
+        assert_eq!(login.status(), StatusCode::OK, "{spelling}");
+        let body: Value = login.json().await.unwrap();
+        assert_eq!(body["data"]["user"]["_id"], id.as_str(), "{spelling}");
+    }
+    for spelling in spellings.iter().take(3) {
+        let guess = app.login(spelling, "wrong-pass-1").await;
+        assert_eq!(guess.status(), StatusCode::UNAUTHORIZED, "{spelling}");
+    }
+    for spelling in &spellings {
+        let right = app.login(spelling, PASSWORD).await;
+        assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS, "{spelling}");
+    }
+}

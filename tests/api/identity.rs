@@ -19,7 +19,7 @@ fn tag() -> String {
 
 /// Spellings of `kasper.ross.<t>@example.com` that are the same account: the Kelvin sign, the
 /// long s, the sharp s (small and capital), full-width letters and upper case.
-fn spellings_of_kasper(t: &str) -> Vec<String> {
+pub(crate) fn spellings_of_kasper(t: &str) -> Vec<String> {
     vec![
         format!("\u{212A}asper.ross.{t}@example.com"),
         format!("kasper.ro\u{17F}s.{t}@example.com"),
@@ -469,4 +469,28 @@ async fn a_token_sent_as_a_bare_query_item_never_reaches_the_log() {
         "the requests were logged: {logged}"
     );
     assert!(!logged.contains("eyJ"), "a token reached the log: {logged}");
+}
+
+#[actix_web::test]
+async fn a_look_up_by_email_key_reads_the_index_not_the_collection() {
+    if !crate::helpers::needs_servers("it reads MongoDB's query plan") {
+        return;
+    }
+    let app = spawn_app().await;
+    for _ in 0..20 {
+        app.create_user().await;
+    }
+    let plan = app
+        .store
+        .mongo()
+        .run_command(mongodb::bson::doc! {
+            "explain": {"find": "users", "filter": {"email_key": {"$in": ["a@x.io", "b@x.io"]}}},
+            "verbosity": "executionStats",
+        })
+        .await
+        .unwrap();
+
+    let text = plan.to_string();
+    assert!(text.contains("IXSCAN"), "{text}");
+    assert!(!text.contains("COLLSCAN"), "{text}");
 }

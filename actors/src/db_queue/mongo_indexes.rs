@@ -43,12 +43,14 @@ struct Wanted {
     ci: bool,
     /// Documents expire this many seconds after the indexed date (a TTL index).
     ttl: Option<u64>,
-    /// Only documents that match are indexed.
-    partial: Option<Document>,
+    /// Only documents that have the field are indexed.
+    sparse: bool,
 }
 
-/// The field of a user's email key, and the index that makes it unique. Partial (only users
-/// that have a key), so the seed's module can go on inserting unkeyed users meanwhile.
+/// The field of a user's email key, and the index that makes it unique. Sparse (only users that
+/// have a key), so the seed's module can go on inserting unkeyed users meanwhile; not partial,
+/// since a partial index serves no plain equality or `$in` query (MongoDB's planner cannot
+/// prove such a query implies its filter, and SecantusDB scans the collection then).
 pub const EMAIL_KEY: &str = "email_key";
 const EMAIL_KEY_INDEX: &str = "email_key_unique";
 /// The case-insensitive email index of earlier versions: identity is the key now.
@@ -75,7 +77,7 @@ fn wanted(audit_retention: Option<Duration>, seed: bool) -> Vec<Wanted> {
         unique,
         ci,
         ttl: None,
-        partial: None,
+        sparse: false,
     };
     let audit_at = Wanted {
         ttl: audit_retention.map(|r| r.as_secs().clamp(1, FOREVER_S)),
@@ -83,7 +85,7 @@ fn wanted(audit_retention: Option<Duration>, seed: bool) -> Vec<Wanted> {
     };
     let mut all = vec![
         Wanted {
-            partial: Some(doc! {EMAIL_KEY: {"$type": "string"}}),
+            sparse: true,
             ..index("users", EMAIL_KEY_INDEX, doc! {EMAIL_KEY: 1}, true, false)
         },
         index(
@@ -496,7 +498,7 @@ pub(super) async fn ensure(
             .name(want.name.to_string())
             .unique(want.unique.then_some(true))
             .expire_after(want.ttl.map(Duration::from_secs))
-            .partial_filter_expression(want.partial.clone())
+            .sparse(want.sparse.then_some(true))
             .build();
         if want.ci {
             options.collation = Some(case_insensitive());
