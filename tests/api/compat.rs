@@ -490,7 +490,7 @@ async fn on_a_seed_shaped_database_every_spelling_is_the_seeds_account_with_one_
         &format!("Kasper_{tag}"),
         &python_hashpw(PASSWORD),
     );
-    seed_database(&iso, &[kasper.clone()]).await;
+    seed_database(&iso, std::slice::from_ref(&kasper)).await;
     let app = spawn_app_in(&iso, &[("LOGIN_MAX_FAILURES", "3")]).await;
     let id = kasper.get_object_id("_id").unwrap().to_hex();
     let spellings = crate::identity::spellings_of_kasper(tag);
