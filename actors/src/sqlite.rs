@@ -48,6 +48,7 @@ impl SqliteDb {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("DATA_DIR {}: cannot create it: {e}", dir.display()))?;
         }
+        owner_only(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -79,6 +80,7 @@ impl SqliteDb {
         })
     }
 
+    /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -181,6 +183,28 @@ pub fn unique_violation(e: &rusqlite::Error) -> Option<&str> {
                 .map(|cols| cols.split(',').next().unwrap_or(cols).trim())
         }
         _ => None,
+    }
+}
+
+/// The database file (password hashes, sessions) readable by its owner only, as the JWT secret
+/// is: created so, or narrowed if an earlier version made it wider. SQLite gives its `-wal` and
+/// `-shm` files the database file's mode.
+fn owner_only(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let cannot = |e: std::io::Error| format!("{}: cannot create it: {e}", path.display());
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(cannot)
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(|_| ())
+            .map_err(cannot),
+        Err(e) => Err(cannot(e)),
     }
 }
 

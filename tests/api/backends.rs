@@ -75,7 +75,9 @@ async fn with_nothing_configured_the_binary_serves_the_api_from_the_data_directo
     for file in ["users.db", "sessions.db", "jwt_secret"] {
         assert!(data.join(file).is_file(), "{file} in ./data");
     }
-    assert_eq!(secret_mode(&data.join("jwt_secret")), 0o600);
+    for secret in ["jwt_secret", "users.db", "sessions.db"] {
+        assert_eq!(secret_mode(&data.join(secret)), 0o600, "{secret}");
+    }
     let log = std::fs::read_to_string(scratch.join("service.log")).unwrap_or_default();
     assert!(
         log.contains("JWT_SECRET_KEY is not set"),
