@@ -6,8 +6,7 @@
 //! state (`<prefix>{<uid>}:…`), the email's key (SPEC 10) for both lockout counters, the address for the rate
 //! limit. The idle index is per user; the sweep finds the users' indexes with `SCAN` on every
 //! primary.
-use crate::domain::{ClientIp, EmailKey, SessionId, UserId};
-use crate::session_store::AttemptSource;
+use crate::domain::{AttemptSource, ClientIp, EmailKey, SessionId, UserId};
 
 #[derive(Debug, Clone)]
 pub struct Keys {

@@ -14,11 +14,11 @@ use super::{
     SearchAccounts, UpdateAccount, WRITE_ATTEMPTS,
 };
 use crate::db_queue::{self, Expect, FindUserById, Guard, Written};
+use crate::domain::{AttemptSource, ClientIp, EmailKey, Password, UserId, UserStatus};
 use crate::domain::{AuditEntry, AuditRecord, EndReason, NewUser, Role, User, UserChanges};
-use crate::domain::{ClientIp, EmailKey, Password, UserId, UserStatus};
 use crate::hasher::{HashPassword, VerifyPassword};
 use crate::session::{BeginLoginAttempt, TakeRateToken};
-use crate::session_store::{AttemptOutcome, AttemptSource};
+use crate::session_store::AttemptOutcome;
 use crate::token::{RevokeUserSessions, ValidateAccess};
 use crate::ActorError;
 

@@ -8,11 +8,13 @@ use crate::db_queue::Written;
 use crate::db_queue::{
     FindUserByEmail, FindUserById, FindUserWithWallet, Guard, RecordLogin, UserWithWallet,
 };
-use crate::domain::{AuditEntry, ClientIp, EndReason, NewUser, Role, User, UserStatus, Wallet};
+use crate::domain::{
+    AttemptSource, AuditEntry, ClientIp, EndReason, NewUser, Role, User, UserStatus, Wallet,
+};
 use crate::error::TokenRejection;
 use crate::hasher::{HashPassword, VerifyPassword};
 use crate::session::{BeginLoginAttempt, EndLoginAttempt, LoginAttempt, TakeRateToken};
-use crate::session_store::{AttemptOutcome, AttemptSource};
+use crate::session_store::AttemptOutcome;
 use crate::token::{
     CheckDeviceToken, IssueDeviceToken, OpenSession, OpenedSession, RevokeSession, RotateRefresh,
     TokenPair,

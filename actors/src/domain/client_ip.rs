@@ -55,6 +55,36 @@ impl std::fmt::Display for ClientIp {
     }
 }
 
+/// Who an attempt is judged as (SPEC 10): an unknown client, by its address, against that
+/// address's counter and the account's (shared by every unknown client); or a device the owner
+/// signed in from (a valid device token), against that device's own counter only, so no
+/// stranger's failures can refuse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptSource {
+    Address(ClientIp),
+    /// A device token's device id.
+    Device(String),
+}
+
+impl AttemptSource {
+    /// The client's own counter, within the account's keys.
+    pub fn client(&self) -> String {
+        match self {
+            AttemptSource::Address(ip) => ip.counted(),
+            AttemptSource::Device(id) => format!("device:{id}"),
+        }
+    }
+
+    /// The pool the attempt also counts in: `None` for the account's, which every unknown client
+    /// shares; a device's pool is its own (and not consulted: its limit is the client's).
+    pub fn pool(&self) -> Option<String> {
+        match self {
+            AttemptSource::Address(_) => None,
+            AttemptSource::Device(id) => Some(format!("device:{id}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ClientIp;

@@ -9,7 +9,7 @@ mod password;
 mod records;
 mod username;
 
-pub use client_ip::{ClientIp, DEFAULT_IPV6_PREFIX};
+pub use client_ip::{AttemptSource, ClientIp, DEFAULT_IPV6_PREFIX};
 pub use email::{Email, EmailKey};
 pub use ids::{SessionId, UserId};
 pub use password::Password;

@@ -1,8 +1,8 @@
 //! The SessionActor's messages.
 use actix::Message;
 
-use crate::domain::{ClientIp, EmailKey};
-use crate::session_store::{AttemptOutcome, AttemptSource};
+use crate::domain::{AttemptSource, ClientIp, EmailKey};
+use crate::session_store::AttemptOutcome;
 use crate::ActorError;
 
 /// Ask to check a login's password. Replies once the attempt is counted (as pending), after

@@ -13,9 +13,10 @@ use actix::prelude::*;
 use chrono::Utc;
 
 use crate::db_queue::{DbQueue, WriteAudit};
+use crate::domain::AttemptSource;
 use crate::domain::AuditEntry;
 use crate::mailbox::{guarded, ActorStats};
-use crate::session_store::{Admission, AttemptRequest, AttemptSource, SessionStore};
+use crate::session_store::{Admission, AttemptRequest, SessionStore};
 use crate::ActorError;
 pub use messages::*;
 
