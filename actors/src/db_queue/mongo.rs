@@ -145,15 +145,24 @@ async fn page(
         .skip(skip)
         .limit(limit)
         .build();
-    let docs = collection
+    let docs = find_all(collection, filter, options).await?;
+    Ok((docs, total))
+}
+
+/// Every document of `collection` that `filter` matches, read with `options`.
+async fn find_all(
+    collection: &Collection<Document>,
+    filter: Document,
+    options: FindOptions,
+) -> Result<Vec<Document>, ActorError> {
+    collection
         .find(filter)
         .with_options(options)
         .await
         .map_err(ActorError::mongo)?
         .try_collect()
         .await
-        .map_err(ActorError::mongo)?;
-    Ok((docs, total))
+        .map_err(ActorError::mongo)
 }
 
 fn is_duplicate(e: &mongodb::error::Error) -> bool {
@@ -332,15 +341,7 @@ impl MongoStore {
             .max_time(budget(deadline))
             .collation(case_insensitive())
             .build();
-        let candidates: Vec<Document> = self
-            .users()
-            .find(doc! {"email": {"$in": spelled}})
-            .with_options(options)
-            .await
-            .map_err(ActorError::mongo)?
-            .try_collect()
-            .await
-            .map_err(ActorError::mongo)?;
+        let candidates = find_all(&self.users(), doc! {"email": {"$in": spelled}}, options).await?;
         let mut met = Vec::new();
         for user in candidates {
             let Some((id, email, key)) = stale_key(&user) else {
@@ -390,14 +391,7 @@ impl MongoStore {
         deadline: Instant,
     ) -> Result<Vec<Document>, ActorError> {
         let options = FindOptions::builder().max_time(budget(deadline)).build();
-        collection
-            .find(filter)
-            .with_options(options)
-            .await
-            .map_err(ActorError::mongo)?
-            .try_collect()
-            .await
-            .map_err(ActorError::mongo)
+        find_all(&collection, filter, options).await
     }
 
     /// Login stamps (`last_login_at`, `login_count + 1`) of several users as one `update`
