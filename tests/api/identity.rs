@@ -494,3 +494,47 @@ async fn a_look_up_by_email_key_reads_the_index_not_the_collection() {
     assert!(text.contains("IXSCAN"), "{text}");
     assert!(!text.contains("COLLSCAN"), "{text}");
 }
+
+#[actix_web::test]
+async fn a_login_racing_the_end_of_its_users_devices_keeps_no_ended_device() {
+    let (app, admin) =
+        crate::helpers::spawn_app_with_admin(&[("LOGIN_MAX_FAILURES_PER_ACCOUNT", "2")]).await;
+    let owner = client_from("127.0.0.1");
+    for round in 0..5 {
+        let (email, id) = app.create_user().await;
+        let device = device_token_of(login_from(&app, &owner, &email, PASSWORD, None).await).await;
+        let did = crate::helpers::jwt_part(&device, 1)["did"].clone();
+
+        // Released together: the owner's login with its device, the end of all its sessions.
+        let path = format!("/users/{id}/sessions");
+        let (racing, ended) = futures::join!(
+            login_from(&app, &owner, &email, PASSWORD, Some(&device)),
+            app.delete_auth(&path, &admin),
+        );
+        assert_eq!(ended.status(), StatusCode::OK, "round {round}");
+        let renewed = match racing.status() {
+            StatusCode::OK => Some(device_token_of(racing).await),
+            _ => None,
+        };
+        // Strangers lock the account for unknown clients.
+        for n in 2..4 {
+            let stranger = client_from(&format!("127.0.0.{n}"));
+            let wrong = login_from(&app, &stranger, &email, "wrong-pass-1", None).await;
+            assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "round {round}");
+        }
+
+        // The device that was ended stays ended, whichever request came first: its old token,
+        // and a token the racing login got for it, are an unknown client's. (A racing login
+        // judged after the end signed in a new device, with a new id: that one is valid.)
+        let mut ended_tokens = vec![device.clone()];
+        ended_tokens.extend(renewed.filter(|t| crate::helpers::jwt_part(t, 1)["did"] == did));
+        for token in ended_tokens {
+            let login = login_from(&app, &owner, &email, PASSWORD, Some(&token)).await;
+            assert_eq!(
+                login.status(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "round {round}"
+            );
+        }
+    }
+}
