@@ -39,6 +39,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("REDIS_KEY_PREFIX", "redis.key_prefix"),
     ("REDIS_TIMEOUT_MS", "redis.timeout_ms"),
     ("REDIS_CLUSTER_NODES", "redis.cluster_nodes"),
+    ("REDIS_WAIT_REPLICAS", "redis.wait_replicas"),
+    ("REDIS_WAIT_TIMEOUT_MS", "redis.wait_timeout_ms"),
     ("JWT_SECRET_KEY", "jwt.secret_key"),
     ("JWT_PREVIOUS_SECRET_KEYS", "jwt.previous_secret_keys"),
     ("JWT_ACCESS_TOKEN_EXPIRES", "jwt.access_token_expires"),
@@ -151,6 +153,16 @@ pub struct RedisSettings {
     /// Comma-separated `host:port` of Redis Cluster nodes; see [`Settings::redis_cluster_nodes`].
     #[serde(default)]
     pub cluster_nodes: String,
+    /// Replicas that must have an end of sessions before it is answered (0: do not wait).
+    #[serde(default)]
+    pub wait_replicas: u32,
+    /// How long an end of sessions waits for those replicas.
+    #[serde(default = "default_wait_timeout_ms")]
+    pub wait_timeout_ms: u64,
+}
+
+fn default_wait_timeout_ms() -> u64 {
+    100
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -21,7 +21,7 @@ use actors::probe::Dependency;
 use actors::redis_conn;
 use actors::redis_keys::Keys;
 use actors::session::{SessionActor, SessionSettings};
-use actors::session_store::{RedisSessions, SessionStore, SqliteSessions};
+use actors::session_store::{RedisSessions, ReplicaWait, SessionStore, SqliteSessions};
 use actors::token::{TokenActors, TokenSettings};
 use actors::ActorError;
 use rand::distr::{Alphanumeric, SampleString};
@@ -243,7 +243,14 @@ impl Actors {
                     redis_conn::connect_cluster(&cluster, password, timeout)
                 }
                 .map_err(StartupError::Config)?;
-                SessionStore::Redis(RedisSessions::new(connection, Keys::new(&r.key_prefix)))
+                let wait = ReplicaWait {
+                    replicas: r.wait_replicas,
+                    timeout: Duration::from_millis(r.wait_timeout_ms),
+                };
+                SessionStore::Redis(
+                    RedisSessions::new(connection, Keys::new(&r.key_prefix))
+                        .with_replica_wait(Some(wait)),
+                )
             }
             TokensBackend::Embedded => SessionStore::Embedded(
                 SqliteSessions::open(data_dir).map_err(StartupError::Config)?,

@@ -115,23 +115,37 @@ impl ActorError {
         }
     }
 
+    /// A MongoDB failure: unavailable (503, try again) when the deployment could not serve it
+    /// now ([`mongo_is_transient`]), internal otherwise.
     pub fn mongo(e: mongodb::error::Error) -> Self {
-        use mongodb::error::ErrorKind;
-        match *e.kind {
-            ErrorKind::ServerSelection { .. }
-            | ErrorKind::Io(_)
-            | ErrorKind::ConnectionPoolCleared { .. }
-            | ErrorKind::DnsResolve { .. } => ActorError::unavailable("mongodb", e),
-            _ => ActorError::internal("mongodb", e),
+        if mongo_is_transient(&e) {
+            ActorError::unavailable("mongodb", e)
+        } else {
+            ActorError::internal("mongodb", e)
         }
     }
 
+    /// A Redis failure: unavailable when the server or the cluster could not serve it now (the
+    /// connection lost, a cluster re-electing a primary or moving slots, a replica answering
+    /// for a primary, a server loading its data), internal otherwise.
     pub fn redis(e: redis::RedisError) -> Self {
+        use redis::{ErrorKind, ServerErrorKind};
+        let cluster_in_flux = matches!(
+            e.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                        | ServerErrorKind::BusyLoading
+                )
+        );
         if e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || e.is_unrecoverable_error()
+            || e.is_cluster_error()
+            || cluster_in_flux
         {
             ActorError::unavailable("redis", e)
         } else {
@@ -149,6 +163,74 @@ impl ActorError {
                 | ActorError::Overloaded(_)
         )
     }
+}
+
+/// The server's codes for "this node cannot serve that now": not (or no longer) primary,
+/// shutting down or interrupted by a state change, a host or the network failing, a write
+/// conflict, a time limit, a transaction the node no longer knows (the driver's retryable
+/// codes, with the transaction and time-limit ones). `failCommand` injects exactly these.
+const TRANSIENT_MONGO_CODES: [i32; 20] = [
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    50,    // MaxTimeMSExpired
+    64,    // WriteConcernFailed
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    112,   // WriteConflict
+    134,   // ReadConcernMajorityNotAvailableYet
+    189,   // PrimarySteppedDown
+    251,   // NoSuchTransaction
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10058, // LegacyNotPrimary
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+    24,    // LockTimeout
+    46,    // LockBusy
+];
+
+/// The error codes a MongoDB failure carries: the command's, its write concern error's.
+fn mongo_codes(e: &mongodb::error::Error) -> Vec<i32> {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => vec![c.code],
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => vec![w.code],
+        ErrorKind::InsertMany(m) => m.write_concern_error.iter().map(|w| w.code).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// True when a MongoDB failure is the deployment's state, not the request's: no server to
+/// select, the connection lost, a node stepping down or shutting down, a write conflict, a
+/// write concern that could not be confirmed, or anything the server or driver labelled as
+/// worth retrying. Such a request may succeed when tried again: 503, never 500.
+pub fn mongo_is_transient(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{
+        ErrorKind, WriteFailure, RETRYABLE_WRITE_ERROR, TRANSIENT_TRANSACTION_ERROR,
+        UNKNOWN_TRANSACTION_COMMIT_RESULT,
+    };
+    let kind_says = matches!(
+        e.kind.as_ref(),
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::DnsResolve { .. }
+            | ErrorKind::Write(WriteFailure::WriteConcernError(_))
+    );
+    kind_says
+        || [
+            TRANSIENT_TRANSACTION_ERROR,
+            UNKNOWN_TRANSACTION_COMMIT_RESULT,
+            RETRYABLE_WRITE_ERROR,
+        ]
+        .iter()
+        .any(|label| e.contains_label(label))
+        || mongo_codes(e)
+            .iter()
+            .any(|code| TRANSIENT_MONGO_CODES.contains(code))
 }
 
 /// An error and its causes, `outer: inner: innermost`, for the log.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
@@ -115,6 +115,33 @@ impl RedisConnection {
                 .map(RedisConnection::Single)
                 .map_err(|e| format!("Redis settings: {e}")),
             RedisConnection::Cluster(lazy) => Ok(RedisConnection::Cluster(Arc::clone(lazy))),
+        }
+    }
+
+    /// `WAIT replicas timeout` on the connection that wrote `key`: how many replicas have
+    /// acknowledged every write this connection made so far (on a cluster, the connection to the
+    /// primary of `key`'s slot). Returns early once `replicas` have; at `timeout` with fewer.
+    pub async fn wait_for_replicas(
+        &self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<i64> {
+        let wait = redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout.as_millis().max(1) as u64)
+            .to_owned();
+        match self {
+            RedisConnection::Single(single) => wait.query_async(&mut single.manager.clone()).await,
+            RedisConnection::Cluster(lazy) => {
+                let mut conn = lazy.get().await?;
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::with_key(key, SlotAddr::Master),
+                ));
+                Ok(redis::from_redis_value(
+                    conn.route_command(wait, route).await?,
+                )?)
+            }
         }
     }
 

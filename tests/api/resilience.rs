@@ -158,7 +158,7 @@ where
 }
 
 /// Calls `probe` until it returns true or `within` has passed; says whether it did.
-async fn poll_until<F, Fut>(within: Duration, mut probe: F) -> bool
+pub(crate) async fn poll_until<F, Fut>(within: Duration, mut probe: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -193,7 +193,7 @@ where
 }
 
 /// A client whose timeout only catches hangs.
-fn hang_detecting_client() -> reqwest::Client {
+pub(crate) fn hang_detecting_client() -> reqwest::Client {
     reqwest::Client::builder().timeout(HANG).build().unwrap()
 }
 
@@ -203,7 +203,7 @@ fn hang_detecting_client() -> reqwest::Client {
 
 /// An HTTP answer, read in full.
 #[derive(Debug)]
-struct Reply {
+pub(crate) struct Reply {
     status: StatusCode,
     retry_after: Option<String>,
     body: String,
@@ -235,20 +235,20 @@ impl Reply {
 
 /// One request and its outcome: a reply, or a transport error (a hang shows as a timeout).
 #[derive(Debug)]
-struct Exchange {
-    label: String,
-    sent_at: Instant,
-    finished_at: Instant,
-    outcome: Result<Reply, String>,
+pub(crate) struct Exchange {
+    pub(crate) label: String,
+    pub(crate) sent_at: Instant,
+    pub(crate) finished_at: Instant,
+    pub(crate) outcome: Result<Reply, String>,
 }
 
 impl Exchange {
-    fn status(&self) -> Option<StatusCode> {
+    pub(crate) fn status(&self) -> Option<StatusCode> {
         self.outcome.as_ref().ok().map(|r| r.status)
     }
 
     /// The new user's id when this was a successful registration.
-    fn registered_id(&self) -> Option<String> {
+    pub(crate) fn registered_id(&self) -> Option<String> {
         let reply = self.outcome.as_ref().ok()?;
         (reply.status == StatusCode::CREATED)
             .then(|| {
@@ -261,7 +261,7 @@ impl Exchange {
 
     /// Why this exchange breaks the contract, given the statuses allowed here; a 503 must
     /// also be well formed, and a transport error (a hang included) is always a violation.
-    fn violation(&self, allowed: &[StatusCode]) -> Option<String> {
+    pub(crate) fn violation(&self, allowed: &[StatusCode]) -> Option<String> {
         let problem = match &self.outcome {
             Err(e) => Some(e.clone()),
             Ok(reply) if !allowed.contains(&reply.status) => {
@@ -281,7 +281,7 @@ impl Exchange {
     }
 }
 
-async fn exchange(label: String, request: reqwest::RequestBuilder) -> Exchange {
+pub(crate) async fn exchange(label: String, request: reqwest::RequestBuilder) -> Exchange {
     let sent_at = Instant::now();
     let outcome = async {
         let response = request.send().await?;
@@ -314,14 +314,18 @@ async fn exchange(label: String, request: reqwest::RequestBuilder) -> Exchange {
     }
 }
 
-fn login_request(client: &reqwest::Client, base: &str, email: &str) -> reqwest::RequestBuilder {
+pub(crate) fn login_request(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+) -> reqwest::RequestBuilder {
     client
         .post(format!("{base}/auth/login"))
         .json(&json!({"email": email, "password": PASSWORD}))
 }
 
 /// A registration of a user nobody has used before.
-async fn register_new_user(client: &reqwest::Client, base: &str) -> Exchange {
+pub(crate) async fn register_new_user(client: &reqwest::Client, base: &str) -> Exchange {
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..14];
     let email = format!("r_{tag}@example.com");
     let request = client
@@ -330,7 +334,7 @@ async fn register_new_user(client: &reqwest::Client, base: &str) -> Exchange {
     exchange(format!("POST /auth/register {email}"), request).await
 }
 
-async fn ready_status(client: &reqwest::Client, base: &str) -> Option<StatusCode> {
+pub(crate) async fn ready_status(client: &reqwest::Client, base: &str) -> Option<StatusCode> {
     client
         .get(format!("{base}/health/ready"))
         .timeout(Duration::from_secs(5))
@@ -340,7 +344,7 @@ async fn ready_status(client: &reqwest::Client, base: &str) -> Option<StatusCode
         .map(|r| r.status())
 }
 
-async fn ready_becomes(client: &reqwest::Client, base: &str, want: StatusCode) -> bool {
+pub(crate) async fn ready_becomes(client: &reqwest::Client, base: &str, want: StatusCode) -> bool {
     poll_until(Duration::from_secs(5), || async {
         ready_status(client, base).await == Some(want)
     })
@@ -348,17 +352,17 @@ async fn ready_becomes(client: &reqwest::Client, base: &str, want: StatusCode) -
 }
 
 /// Everything the load loops sent, shared with the test body while they run.
-type Journal = Arc<Mutex<Vec<Exchange>>>;
+pub(crate) type Journal = Arc<Mutex<Vec<Exchange>>>;
 
 /// Load loops that run until `stop` is set, appending every exchange to a journal.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     journal: Journal,
     loops: Vec<JoinHandle<()>>,
 }
 
 impl Load {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             stop: Arc::new(AtomicBool::new(false)),
             journal: Arc::new(Mutex::new(Vec::new())),
@@ -367,7 +371,7 @@ impl Load {
     }
 
     /// Adds a loop that repeats `request` (a fresh exchange each time) until stopped.
-    fn add<F, Fut>(&mut self, mut request: F)
+    pub(crate) fn add<F, Fut>(&mut self, mut request: F)
     where
         F: FnMut() -> Fut + 'static,
         Fut: Future<Output = Exchange> + 'static,
@@ -385,11 +389,11 @@ impl Load {
         }));
     }
 
-    fn any(&self, predicate: impl Fn(&Exchange) -> bool) -> bool {
+    pub(crate) fn any(&self, predicate: impl Fn(&Exchange) -> bool) -> bool {
         self.journal.lock().unwrap().iter().any(predicate)
     }
 
-    fn count(&self, predicate: impl Fn(&Exchange) -> bool) -> usize {
+    pub(crate) fn count(&self, predicate: impl Fn(&Exchange) -> bool) -> usize {
         self.journal
             .lock()
             .unwrap()
@@ -399,7 +403,7 @@ impl Load {
     }
 
     /// Stops the loops, waits for their last requests, and hands back everything they sent.
-    async fn finish(self) -> Vec<Exchange> {
+    pub(crate) async fn finish(self) -> Vec<Exchange> {
         self.stop.store(true, Ordering::Relaxed);
         for handle in self.loops {
             handle.await.expect("a load loop does not panic");
@@ -409,7 +413,7 @@ impl Load {
 }
 
 /// Figures for the report: how many of each status, transport errors, and the slowest answer.
-fn summary(exchanges: &[Exchange]) -> String {
+pub(crate) fn summary(exchanges: &[Exchange]) -> String {
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for e in exchanges {
         let key = e
@@ -435,7 +439,7 @@ fn summary(exchanges: &[Exchange]) -> String {
     )
 }
 
-fn violations(exchanges: &[Exchange], allowed: &[StatusCode]) -> Vec<String> {
+pub(crate) fn violations(exchanges: &[Exchange], allowed: &[StatusCode]) -> Vec<String> {
     exchanges
         .iter()
         .filter_map(|e| e.violation(allowed))
@@ -501,7 +505,7 @@ fn venv_bin() -> PathBuf {
         .to_path_buf()
 }
 
-async fn mongo_client(port: u16, selection_ms: u64) -> mongodb::Client {
+pub(crate) async fn mongo_client(port: u16, selection_ms: u64) -> mongodb::Client {
     mongodb::Client::with_uri_str(format!(
         "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS={selection_ms}"
     ))
@@ -512,6 +516,16 @@ async fn mongo_client(port: u16, selection_ms: u64) -> mongodb::Client {
 /// A private SecantusDB on `port` keeping its data in `data` (synced on every commit, so a
 /// `kill -9` loses nothing it acknowledged), ready to answer a ping.
 async fn start_secantus(port: u16, data: &Path, scratch: &ScratchDir) -> Server {
+    start_secantus_with(port, data, &[], scratch).await
+}
+
+/// [`start_secantus`] with more flags (`--enable-test-commands`, say).
+pub(crate) async fn start_secantus_with(
+    port: u16,
+    data: &Path,
+    flags: &[&str],
+    scratch: &ScratchDir,
+) -> Server {
     std::fs::create_dir_all(data).unwrap();
     let port_arg = port.to_string();
     let data_arg = data.to_string_lossy().to_string();
@@ -528,7 +542,10 @@ async fn start_secantus(port: u16, data: &Path, scratch: &ScratchDir) -> Server 
             "--log-level",
             "WARNING",
             "--sync-on-commit",
-        ],
+        ]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect::<Vec<_>>(),
         std::iter::empty(),
         scratch.join(&format!("secantus-{port}.log")),
     );

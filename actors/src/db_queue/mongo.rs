@@ -9,7 +9,9 @@ use mongodb::error::{
     ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
 use mongodb::event::{command::CommandEvent, EventHandler};
-use mongodb::options::{ClientOptions, Credential};
+use mongodb::options::{
+    ClientOptions, Credential, ReadPreference, SelectionCriteria, ServerMonitoringMode,
+};
 use mongodb::{Client, Collection, Database};
 
 use futures::TryStreamExt;
@@ -63,12 +65,19 @@ pub async fn connect(
     options.server_selection_timeout = Some(server_selection_timeout);
     options.connect_timeout = Some(server_selection_timeout);
     options.app_name = Some("cs-user-management".into());
-    // Every command the client sends is one round trip; the probe's pings are not the queue's.
+    // Poll the deployment's state rather than stream it, unless the URI says otherwise: after a
+    // step-down or a "shutting down" answer the driver marks the server unknown and asks for a
+    // check at once, which a poll makes within its 500 ms floor; a streamed check waited for
+    // the server's next push (up to the 10 s heartbeat), and every write failed meanwhile.
+    if options.server_monitoring_mode.is_none() {
+        options.server_monitoring_mode = Some(ServerMonitoringMode::Poll);
+    }
+    // Every command the client sends is one round trip; the probe's hellos are not the queue's.
     let trips = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&trips);
     options.command_event_handler = Some(EventHandler::callback(move |event| {
         if let CommandEvent::Started(started) = event {
-            if started.command_name != "ping" {
+            if started.command_name != "hello" {
                 counted.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -86,7 +95,11 @@ pub async fn connect(
     })
 }
 
-/// Commits (retrying an unknown commit result) or aborts a transaction after its writes.
+/// Commits or aborts a transaction after its writes. A commit whose result is unknown (the
+/// connection closed, the write concern not confirmed) is tried again, as MongoDB's documented
+/// retry loop says: committing is idempotent. It gives up after `TRANSACTION_ATTEMPTS`, and the
+/// error keeps its label, so the whole transaction is not run again over a commit that may
+/// have applied.
 async fn finish_transaction(
     mut session: mongodb::ClientSession,
     writes: Result<(), mongodb::error::Error>,
@@ -96,15 +109,46 @@ async fn finish_transaction(
         let _ = session.abort_transaction().await;
         return Err(e);
     }
+    let mut tries = 0;
     loop {
+        tries += 1;
         match session.commit_transaction().await {
-            Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
+            Err(e)
+                if tries < TRANSACTION_ATTEMPTS
+                    && e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) =>
+            {
+                tokio::time::sleep(backoff(tries, &e)).await;
+            }
             other => return other,
         }
     }
 }
 
-/// Runs `attempt` until it succeeds or fails with anything but a transient transaction error.
+/// Whether a failed transaction may be run again from its start: the server or the driver said
+/// so (`TransientTransactionError`), or the node could not serve it (stepping down, shutting
+/// down, the connection lost) before its commit was sent. Never after a commit whose result is
+/// unknown: that one is tried again by itself.
+fn may_run_again(e: &mongodb::error::Error) -> bool {
+    if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) {
+        return false;
+    }
+    e.contains_label(TRANSIENT_TRANSACTION_ERROR) || crate::error::mongo_is_transient(e)
+}
+
+/// A pause before another try, growing and jittered: short after a conflict (transactions
+/// that met on the administrators' lock should not meet again at once), longer when the node
+/// itself could not serve (the driver needs a moment to see the deployment again).
+fn backoff(tries: usize, e: &mongodb::error::Error) -> Duration {
+    let unit = if e.contains_label(TRANSIENT_TRANSACTION_ERROR) {
+        5
+    } else {
+        50
+    };
+    Duration::from_millis(rand::random_range(1..=unit * tries as u64))
+}
+
+/// Runs `attempt` until it succeeds, fails with an error it [`may_run_again`] not, or has been
+/// tried `TRANSACTION_ATTEMPTS` times.
 async fn with_retries<F, Fut, T>(mut attempt: F) -> Result<T, mongodb::error::Error>
 where
     F: FnMut() -> Fut,
@@ -114,14 +158,8 @@ where
     loop {
         tries += 1;
         match attempt().await {
-            Err(e)
-                if tries < TRANSACTION_ATTEMPTS
-                    && e.contains_label(TRANSIENT_TRANSACTION_ERROR) =>
-            {
-                // Back off a little (growing, jittered), so transactions that conflicted (on
-                // the administrators' lock, say) do not meet again at once.
-                let pause = rand::random_range(1..=5 * tries as u64);
-                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            Err(e) if tries < TRANSACTION_ATTEMPTS && may_run_again(&e) => {
+                tokio::time::sleep(backoff(tries, &e)).await;
             }
             other => return other,
         }
@@ -416,7 +454,8 @@ impl MongoStore {
             Err(e) => return Carried::Failed(ActorError::mongo(e)),
         };
         if let Ok(concern) = reply.get_document("writeConcernError") {
-            let e = ActorError::internal("mongodb", format!("write concern: {concern}"));
+            // Applied but not confirmed as durable: the caller is told to try again.
+            let e = ActorError::unavailable("mongodb", format!("write concern: {concern}"));
             return Carried::Failed(e);
         }
         let first = reply
@@ -474,12 +513,26 @@ impl MongoStore {
         self.db.collection("locks")
     }
 
+    /// Whether the deployment takes writes now: a `hello` to any member it can reach, and its
+    /// word that it is the writable primary. A step-down or an election reads as down, with why.
     pub async fn ping(self) -> Result<(), ActorError> {
-        self.db
-            .run_command(doc! {"ping": 1})
+        let hello = self
+            .db
+            .run_command(doc! {"hello": 1})
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::nearest(
+                None,
+            )))
             .await
-            .map(|_| ())
-            .map_err(ActorError::mongo)
+            .map_err(ActorError::mongo)?;
+        if hello.get_bool("isWritablePrimary").unwrap_or(true) {
+            Ok(())
+        } else {
+            Err(ActorError::unavailable(
+                "mongodb",
+                "no writable primary: the server stepped down or an election is running, \
+                 so writes are refused until a primary is back",
+            ))
+        }
     }
 
     pub async fn plan_indexes(self) -> Result<IndexPlan, ActorError> {

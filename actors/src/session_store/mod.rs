@@ -5,7 +5,7 @@
 mod redis;
 mod sqlite;
 
-pub use self::redis::RedisSessions;
+pub use self::redis::{RedisSessions, ReplicaWait};
 pub use self::sqlite::SqliteSessions;
 use crate::domain::{AttemptSource, ClientIp, EmailKey, EndReason, Role, SessionId, UserId};
 use crate::ActorError;

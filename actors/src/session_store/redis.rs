@@ -16,6 +16,17 @@ use crate::ActorError;
 pub struct RedisSessions {
     conn: RedisConnection,
     keys: Keys,
+    ends_wait_for: Option<ReplicaWait>,
+}
+
+/// How many replicas must have an end of sessions (a logout, a revocation, the ends of a
+/// password change, of devices) before it is answered, and for how long to wait for them.
+/// Redis replicates asynchronously: a primary lost right after a write takes with it what its
+/// replica had not received, and the promoted replica would accept an ended session again.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaWait {
+    pub replicas: u32,
+    pub timeout: std::time::Duration,
 }
 
 /// Reads a script's `{status, arg?}` reply.
@@ -42,7 +53,17 @@ fn reason(raw: Option<String>) -> EndReason {
 
 impl RedisSessions {
     pub fn new(conn: RedisConnection, keys: Keys) -> Self {
-        Self { conn, keys }
+        Self {
+            conn,
+            keys,
+            ends_wait_for: None,
+        }
+    }
+
+    /// Ends of sessions are answered once `wait` replicas have them (or its timeout passed).
+    pub fn with_replica_wait(mut self, wait: Option<ReplicaWait>) -> Self {
+        self.ends_wait_for = wait.filter(|w| w.replicas > 0);
+        self
     }
 
     /// The same store on a connection of the calling thread's own.
@@ -50,7 +71,32 @@ impl RedisSessions {
         Ok(Self {
             conn: self.conn.for_this_thread()?,
             keys: self.keys.clone(),
+            ends_wait_for: self.ends_wait_for,
         })
+    }
+
+    /// After an end of sessions written through `key`'s connection: waits for the replicas
+    /// [`ReplicaWait`] asks for. Fewer in time is logged and counted, not refused: the end holds
+    /// on the primary, and only a failover within the replication lag would lose it.
+    async fn replicated(&self, key: &str) -> Result<(), ActorError> {
+        let Some(wait) = self.ends_wait_for else {
+            return Ok(());
+        };
+        let acknowledged = self
+            .conn
+            .wait_for_replicas(key, wait.replicas, wait.timeout)
+            .await
+            .map_err(ActorError::redis)?;
+        if acknowledged < i64::from(wait.replicas) {
+            metrics::counter!("redis_unreplicated_ends_total").increment(1);
+            tracing::warn!(
+                acknowledged,
+                wanted = wait.replicas,
+                timeout_ms = wait.timeout.as_millis() as u64,
+                "an end of sessions was not acknowledged by enough Redis replicas in time"
+            );
+        }
+        Ok(())
     }
 
     pub async fn ping(&self) -> Result<(), ActorError> {
@@ -181,7 +227,7 @@ impl RedisSessions {
         ended_ttl_s: u64,
     ) -> Result<bool, ActorError> {
         let keys = &self.keys;
-        scripts::END_SESSION
+        let ended = scripts::END_SESSION
             .key(keys.session(&uid, &sid))
             .key(keys.ended(&uid, &sid))
             .key(keys.activity(&uid))
@@ -193,7 +239,9 @@ impl RedisSessions {
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .map(|n| n == 1)
-            .map_err(ActorError::redis)
+            .map_err(ActorError::redis)?;
+        self.replicated(&keys.user_sessions(&uid)).await?;
+        Ok(ended)
     }
 
     pub async fn list_sessions(
@@ -235,7 +283,7 @@ impl RedisSessions {
         let keys = &self.keys;
         let keep = keep.as_ref().map_or("", |s| s.as_str()).to_string();
         let version = credential_version.map_or(String::new(), |v| v.to_string());
-        scripts::END_USER_SESSIONS
+        let ended = scripts::END_USER_SESSIONS
             .key(keys.user_sessions(&uid))
             .key(keys.activity(&uid))
             .key(keys.credential(&uid))
@@ -247,7 +295,9 @@ impl RedisSessions {
             .arg(version)
             .invoke_async::<Vec<String>>(&mut self.conn.clone())
             .await
-            .map_err(ActorError::redis)
+            .map_err(ActorError::redis)?;
+        self.replicated(&keys.user_sessions(&uid)).await?;
+        Ok(ended)
     }
 
     /// Sessions idle since `cutoff_ms`, from the users' activity indexes that `SCAN` finds on
@@ -385,14 +435,16 @@ impl RedisSessions {
         now_ms: i64,
         ttl_s: u64,
     ) -> Result<(), ActorError> {
+        let key = self.keys.devices_ended(&uid);
         redis::cmd("SET")
-            .arg(self.keys.devices_ended(&uid))
+            .arg(&key)
             .arg(now_ms)
             .arg("EX")
             .arg(ttl_s.max(1))
             .query_async::<()>(&mut self.conn.clone())
             .await
-            .map_err(ActorError::redis)
+            .map_err(ActorError::redis)?;
+        self.replicated(&key).await
     }
 
     /// When `uid`'s device tokens were last ended, if within their lifetime.
