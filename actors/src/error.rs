@@ -233,6 +233,12 @@ pub fn mongo_is_transient(e: &mongodb::error::Error) -> bool {
             .any(|code| TRANSIENT_MONGO_CODES.contains(code))
 }
 
+/// A cause that may be shown to anyone (in `/health`): what the deployment is doing, with no
+/// address, query or stack in it. Other causes are for the log only.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PublicReason(pub &'static str);
+
 /// An error and its causes, `outer: inner: innermost`, for the log.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();

@@ -3,9 +3,10 @@
 //! makes a healthy database look down, and an outage shows within one probe interval.
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error::PublicReason;
 use crate::ActorError;
 
 /// The last known state of one backend.
@@ -17,6 +18,8 @@ pub struct Dependency {
     failures: AtomicU32,
     checked: AtomicBool,
     watching: AtomicBool,
+    /// Why the last probe failed, when its cause may be shown (a [`PublicReason`]).
+    reason: Mutex<Option<&'static str>>,
 }
 
 impl Dependency {
@@ -27,6 +30,7 @@ impl Dependency {
             failures: AtomicU32::new(0),
             checked: AtomicBool::new(false),
             watching: AtomicBool::new(false),
+            reason: Mutex::new(None),
         })
     }
 
@@ -40,6 +44,11 @@ impl Dependency {
         self.failures.load(Ordering::Relaxed) >= 2
     }
 
+    /// Why the last probe failed, when the cause may be shown to anyone.
+    pub fn reason(&self) -> Option<&'static str> {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// True once the first probe has finished.
     pub fn is_checked(&self) -> bool {
         self.checked.load(Ordering::Relaxed)
@@ -47,6 +56,13 @@ impl Dependency {
 
     fn set(&self, result: &Result<(), ActorError>) {
         let up = result.is_ok();
+        let reason = match result {
+            Err(ActorError::Unavailable { source, .. }) => {
+                source.downcast_ref::<PublicReason>().map(|r| r.0)
+            }
+            _ => None,
+        };
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
         metrics::gauge!("dependency_up", "dependency" => self.name).set(f64::from(u8::from(up)));
         self.checked.store(true, Ordering::Relaxed);
         if up {

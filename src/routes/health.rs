@@ -16,6 +16,8 @@ const RECENT_RESTART: Duration = Duration::from_secs(60);
 pub struct Probe {
     /// The database (`mongodb` or `sqlite`) and the token store (`redis` or `sqlite_sessions`).
     pub dependencies: [(&'static str, Result<(), String>); 2],
+    /// Why a dependency is down, when the cause may be shown (see [`Dependency::reason`]).
+    pub why: BTreeMap<&'static str, &'static str>,
     pub actors: BTreeMap<&'static str, ActorSnapshot>,
 }
 
@@ -23,15 +25,21 @@ impl Probe {
     /// Reads the probe flags the actors keep current; never waits on a dependency or a queue.
     pub async fn run(state: &AppState) -> Self {
         let flag = |d: &Dependency| {
-            let state = if d.is_up() {
-                Ok(())
-            } else {
-                Err(format!("{} did not answer its last probe", d.name))
+            let state = match (d.is_up(), d.reason()) {
+                (true, _) => Ok(()),
+                (false, Some(why)) => Err(format!("{}: {why}", d.name)),
+                (false, None) => Err(format!("{} did not answer its last probe", d.name)),
             };
             (d.name, state)
         };
+        let why = [&state.database, &state.token_store]
+            .into_iter()
+            .filter(|d| !d.is_up())
+            .filter_map(|d| Some((d.name, d.reason()?)))
+            .collect();
         Self {
             dependencies: [flag(&state.database), flag(&state.token_store)],
+            why,
             actors: state.actor_snapshots(),
         }
     }
@@ -101,6 +109,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         uptime_s: state.started_at.elapsed().as_secs(),
         dependencies: probe.names(),
         checks: probe.checks(),
+        why: probe.why.clone(),
         details: HealthDetails {
             database_queue: DatabaseQueue::from_snapshot(probe.actors.get("db_queue")),
             actors: probe.actors,

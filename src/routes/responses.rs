@@ -187,6 +187,11 @@ pub struct HealthResponse {
     pub dependencies: Vec<&'static str>,
     /// `up` or `down` per dependency.
     pub checks: BTreeMap<&'static str, &'static str>,
+    /// Why a dependency is down, where that is a state of the deployment anyone may know
+    /// (`mongodb`: no writable primary during a step-down or an election); other causes are
+    /// logged only.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub why: BTreeMap<&'static str, &'static str>,
     pub details: HealthDetails,
 }
 

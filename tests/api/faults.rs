@@ -84,6 +84,29 @@ fn faults() -> Vec<(&'static str, Vec<&'static str>, Document)> {
     ]
 }
 
+/// How many times the fault schedule runs: once in CI, more in `scripts/chaos.sh`.
+fn chaos_rounds() -> usize {
+    std::env::var("CHAOS_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The longest time between two successful answers, for the report.
+fn longest_outage(stream: &[Exchange]) -> Duration {
+    let mut successes: Vec<Instant> = stream
+        .iter()
+        .filter(|e| e.status().is_some_and(|s| s.is_success()))
+        .map(|e| e.finished_at)
+        .collect();
+    successes.sort();
+    successes
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default()
+}
+
 /// Arms `failCommand` for the service's next `TIMES` matching commands.
 async fn arm(admin: &mongodb::Database, commands: &[&str], how: &Document) {
     let mut data = how.clone();
@@ -221,23 +244,44 @@ async fn mongodb_failpoints_and_a_step_down_under_load_give_only_2xx_or_503_and_
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Act: each failpoint in turn, then a step-down, then the time full service must be back in.
-    for (_, commands, how) in faults() {
-        arm(&admin, &commands, &how).await;
-        tokio::time::sleep(ARMED).await;
+    // Act: each failpoint in turn, then a step-down, then the time full service must be back in
+    // (once; `CHAOS_ROUNDS` times in the long form, `scripts/chaos.sh`).
+    let (mut windows, mut calm, mut told_why) = (Vec::new(), Vec::new(), false);
+    for _ in 0..chaos_rounds() {
+        for (_, commands, how) in faults() {
+            arm(&admin, &commands, &how).await;
+            tokio::time::sleep(ARMED).await;
+        }
+        disarm(&admin).await;
+        admin
+            .run_command(doc! {"replSetStepDown": STEP_DOWN.as_secs() as i64, "force": true})
+            .await
+            .expect("SecantusDB steps down");
+        let stepped_down_at = Instant::now();
+        let back_by = stepped_down_at + STEP_DOWN + RECOVERY;
+        told_why |= poll_until(STEP_DOWN / 2, || async {
+            let health = app.client.get(app.url("/health")).send().await;
+            match health {
+                Ok(r) => r
+                    .text()
+                    .await
+                    .is_ok_and(|t| t.contains("no writable primary")),
+                Err(_) => false,
+            }
+        })
+        .await;
+        tokio::time::sleep_until((back_by + Duration::from_secs(3)).into()).await;
+        windows.push((stepped_down_at, stepped_down_at + STEP_DOWN));
+        calm.push((back_by, Instant::now()));
     }
-    disarm(&admin).await;
-    admin
-        .run_command(doc! {"replSetStepDown": STEP_DOWN.as_secs() as i64, "force": true})
-        .await
-        .expect("SecantusDB steps down");
-    let stepped_down_at = Instant::now();
-    let back_by = stepped_down_at + STEP_DOWN + RECOVERY;
-    tokio::time::sleep_until((back_by + Duration::from_secs(3)).into()).await;
     let stream = load.finish().await;
 
     // Assert
     println!("mongodb faults: {}", summary(&stream));
+    println!(
+        "  longest outage (no request succeeded): {:?}",
+        longest_outage(&stream)
+    );
     let bad = violations(
         &stream,
         &[
@@ -253,8 +297,11 @@ async fn mongodb_failpoints_and_a_step_down_under_load_give_only_2xx_or_503_and_
         stream.len(),
         bad.join("\n")
     );
-    let in_window =
-        |e: &Exchange| e.sent_at > stepped_down_at && e.finished_at < stepped_down_at + STEP_DOWN;
+    let in_window = |e: &Exchange| {
+        windows
+            .iter()
+            .any(|(from, to)| e.sent_at > *from && e.finished_at < *to)
+    };
     assert!(
         stream
             .iter()
@@ -263,14 +310,27 @@ async fn mongodb_failpoints_and_a_step_down_under_load_give_only_2xx_or_503_and_
     );
     let late: Vec<String> = stream
         .iter()
-        .filter(|e| e.sent_at >= back_by && !e.status().is_some_and(|s| s.is_success()))
-        .map(|e| format!("{} {:?}", e.label, e.status()))
+        .filter(|e| {
+            // Sent after recovery and answered before the next round's first failpoint.
+            calm.iter()
+                .any(|(from, to)| e.sent_at >= *from && e.finished_at < *to)
+        })
+        .filter(|e| !e.status().is_some_and(|s| s.is_success()))
+        .map(|e| {
+            let body = e.outcome.as_ref().map_or("", |r| r.body.as_str());
+            let answered_in = e.finished_at - e.sent_at;
+            format!("{} {:?} in {answered_in:?}: {body}", e.label, e.status())
+        })
         .collect();
     assert!(
         late.is_empty(),
-        "{} requests sent 2 s or more after the step-down's end still failed:\n{}",
+        "{} requests sent 2 s or more after a step-down's end still failed:\n{}",
         late.len(),
         late.join("\n")
+    );
+    assert!(
+        told_why,
+        "/health says there is no writable primary during the step-down"
     );
     let problems = half_written_or_duplicated(&store).await;
     assert!(
@@ -461,6 +521,8 @@ async fn a_redis_cluster_primary_killed_under_login_load_is_followed_to_its_repl
     // Arrange: a private cluster with replicas, the service on it, users signing in, and
     // sessions ended (logged out) just before the kill.
     let scratch = ScratchDir::new("failover");
+    // Ends of sessions wait for one replica; the chaos script also measures them without.
+    let wait_replicas = std::env::var("CHAOS_REDIS_WAIT_REPLICAS").unwrap_or_else(|_| "1".into());
     let (mut nodes, ports) = start_cluster_with_replicas(&scratch).await;
     let list: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let list = list.join(",");
@@ -470,7 +532,7 @@ async fn a_redis_cluster_primary_killed_under_login_load_is_followed_to_its_repl
         &[
             ("REDIS_CLUSTER_NODES", list.as_str()),
             ("REDIS_TIMEOUT_MS", "1000"),
-            ("REDIS_WAIT_REPLICAS", "1"),
+            ("REDIS_WAIT_REPLICAS", wait_replicas.as_str()),
         ],
     )
     .await;
@@ -497,12 +559,18 @@ async fn a_redis_cluster_primary_killed_under_login_load_is_followed_to_its_repl
         });
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut ended = Vec::new();
+    let (mut ended, mut ending) = (Vec::new(), Duration::ZERO);
     for email in enders {
         let (access, _) = app.tokens_for(email).await;
+        let started = Instant::now();
         assert_eq!(app.logout(&access).await.status(), StatusCode::OK);
+        ending += started.elapsed();
         ended.push(access);
     }
+    println!(
+        "  a logout under the load, waiting for {wait_replicas} replica(s): {:?} on average",
+        ending / enders.len() as u32
+    );
 
     // Act: SIGKILL the primary holding the last ended user's sessions (their keys share the
     // user's hash tag), right after the logouts.
@@ -519,6 +587,10 @@ async fn a_redis_cluster_primary_killed_under_login_load_is_followed_to_its_repl
 
     // Assert
     println!("redis cluster failover: {}", summary(&stream));
+    println!(
+        "  longest outage (no request succeeded): {:?}",
+        longest_outage(&stream)
+    );
     let bad = violations(&stream, &[StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE]);
     assert!(
         bad.is_empty(),

@@ -204,9 +204,9 @@ pub(crate) fn hang_detecting_client() -> reqwest::Client {
 /// An HTTP answer, read in full.
 #[derive(Debug)]
 pub(crate) struct Reply {
-    status: StatusCode,
-    retry_after: Option<String>,
-    body: String,
+    pub(crate) status: StatusCode,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) body: String,
 }
 
 impl Reply {

@@ -529,8 +529,10 @@ impl MongoStore {
         } else {
             Err(ActorError::unavailable(
                 "mongodb",
-                "no writable primary: the server stepped down or an election is running, \
-                 so writes are refused until a primary is back",
+                crate::error::PublicReason(
+                    "no writable primary: the server stepped down or an election is running, \
+                     so writes are refused until a primary is back",
+                ),
             ))
         }
     }
