@@ -14,6 +14,10 @@ trap 'stop_started_services; rm -rf "$TEST_DATA_ROOT"' EXIT
 
 ensure_venv
 ensure_redis
+# The cluster part keeps its users in a SecantusDB of its own (the MongoDB part starts another).
+MONGO_PORT=$(free_port)
+start_secantus "$MONGO_PORT"
+export TEST_MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT"
 export TEST_PYTHON="$VENV/bin/python" TEST_BACKEND=mongodb
 export TEST_REDIS_HOST="$REDIS_TEST_HOST" TEST_REDIS_PORT="$REDIS_TEST_PORT"
 cd "$ROOT"

@@ -88,11 +88,16 @@ pub fn connect_cluster(
     let addresses = nodes
         .iter()
         .map(|(host, port)| redis::ConnectionAddr::Tcp(host.clone(), *port));
+    // A command meeting a failover (its primary gone, the cluster down until a replica takes
+    // over) is tried again every 20–250 ms, so it follows the promoted replica as soon as the
+    // cluster names it, all within `timeout`; then it fails (503).
     let mut builder = ClusterClient::builder(addresses)
         .connection_timeout(timeout)
         .response_timeout(timeout)
-        .retries(2)
-        .max_retry_wait(500);
+        .overall_response_timeout(Some(timeout))
+        .retries(16)
+        .min_retry_wait(20)
+        .max_retry_wait(250);
     if let Some(password) = password.filter(|p| !p.is_empty()) {
         builder = builder.password(password);
     }

@@ -602,7 +602,15 @@ async fn a_redis_cluster_primary_killed_under_login_load_is_followed_to_its_repl
     let late: Vec<String> = stream
         .iter()
         .filter(|e| e.sent_at >= back_by && e.status() != Some(StatusCode::OK))
-        .map(|e| format!("{} {:?}", e.label, e.status()))
+        .map(|e| {
+            let body = e.outcome.as_ref().map_or("", |r| r.body.as_str());
+            let sent = e.sent_at - killed_at;
+            format!(
+                "{} {:?}, sent {sent:?} after the kill: {body}",
+                e.label,
+                e.status()
+            )
+        })
         .collect();
     assert!(
         late.is_empty(),
