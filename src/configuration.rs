@@ -72,6 +72,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BOOTSTRAP_ADMIN_USERNAME", "bootstrap.admin_username"),
     ("BOOTSTRAP_ADMIN_PASSWORD", "bootstrap.admin_password"),
     ("HASHER_THREADS", "actors.hasher_threads"),
+    ("HASHER_QUEUE_TARGET_MS", "actors.hasher_queue_target_ms"),
     ("ACTOR_CALL_TIMEOUT_MS", "actors.call_timeout_ms"),
     ("PROBE_INTERVAL_MS", "actors.probe_interval_ms"),
     ("USER_CACHE_TTL_MS", "actors.user_cache_ttl_ms"),
@@ -161,6 +162,10 @@ pub struct RedisSettings {
     pub wait_timeout_ms: u64,
 }
 
+fn default_hasher_queue_target_ms() -> u64 {
+    1000
+}
+
 fn default_wait_timeout_ms() -> u64 {
     100
 }
@@ -243,6 +248,9 @@ pub struct ActorSettings {
     /// sends every operation on its own.
     pub db_queue_batch: usize,
     pub hasher_threads: usize,
+    /// The hashing pool's admission target (0: none); see `config/default.toml`.
+    #[serde(default = "default_hasher_queue_target_ms")]
+    pub hasher_queue_target_ms: u64,
     pub call_timeout_ms: u64,
     pub probe_interval_ms: u64,
     pub user_cache_ttl_ms: u64,

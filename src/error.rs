@@ -84,8 +84,12 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
-            ApiError::Unavailable(_) => {
-                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE.to_string()));
+            ApiError::Unavailable(cause) => {
+                let seconds = cause
+                    .downcast_ref::<ActorError>()
+                    .and_then(ActorError::retry_after)
+                    .unwrap_or(RETRY_AFTER_UNAVAILABLE);
+                response.insert_header((header::RETRY_AFTER, seconds.to_string()));
             }
             _ => {}
         }
@@ -125,9 +129,10 @@ pub fn token_message(rejection: &TokenRejection) -> String {
 impl From<ActorError> for ApiError {
     fn from(e: ActorError) -> Self {
         match e {
-            ActorError::Overloaded(_) | ActorError::Timeout(_) | ActorError::Unavailable { .. } => {
-                ApiError::Unavailable(e.into())
-            }
+            ActorError::Overloaded(_)
+            | ActorError::Saturated { .. }
+            | ActorError::Timeout(_)
+            | ActorError::Unavailable { .. } => ApiError::Unavailable(e.into()),
             ActorError::Internal { .. } | ActorError::Incompatible(_) => {
                 ApiError::Internal(e.into())
             }

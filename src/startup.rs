@@ -338,9 +338,14 @@ impl Actors {
         let sessions = Mailbox::new(session_actor, session_stats, call_timeout);
 
         let hasher_stats = ActorStats::new("hasher", a.hasher_capacity);
+        let queue_target = match a.hasher_queue_target_ms {
+            0 => Duration::MAX,
+            ms => Duration::from_millis(ms),
+        };
         let hasher_actor = HasherActor::start(
             a.hasher_threads,
             settings.security.bcrypt_cost,
+            queue_target,
             hasher_stats.clone(),
         )
         .map_err(StartupError::Config)?;

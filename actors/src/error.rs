@@ -41,6 +41,13 @@ pub enum ActorError {
     /// The actor's mailbox is full; the caller should come back later.
     #[error("the {0} is overloaded")]
     Overloaded(&'static str),
+    /// The actor's queue is longer than it can serve within its target wait: refused at once,
+    /// before any work, with how long until it has room.
+    #[error("the {actor} is saturated; retry in {retry_after_s} s")]
+    Saturated {
+        actor: &'static str,
+        retry_after_s: u64,
+    },
     /// The actor did not answer within the configured deadline.
     #[error("the {0} did not answer in time")]
     Timeout(&'static str),
@@ -153,6 +160,14 @@ impl ActorError {
         }
     }
 
+    /// Seconds a refused caller should wait, when the refusal knows it.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ActorError::Saturated { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        }
+    }
+
     /// True when the failure is the backend's or the load's, not the request's.
     pub fn is_failure(&self) -> bool {
         matches!(
@@ -161,6 +176,7 @@ impl ActorError {
                 | ActorError::Internal { .. }
                 | ActorError::Timeout(_)
                 | ActorError::Overloaded(_)
+                | ActorError::Saturated { .. }
         )
     }
 }

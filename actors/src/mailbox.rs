@@ -35,8 +35,26 @@ pub struct ActorStats {
     /// For an actor that takes its work in batches (the DbQueueActor): operations per round
     /// trip to its backend, in hundredths, over the recent past.
     per_trip: Mutex<RecentTimes>,
+    /// Callers that said they will send work soon and have not yet (see [`Announced`]): an
+    /// actor that batches (the hasher) waits a little for them rather than start a thin batch.
+    announced: AtomicUsize,
+    /// The actor's own estimate of how long new work would wait, in ms, and the most it may
+    /// (`u64::MAX`: no limit). Beyond it, calls are refused at once ([`ActorError::Saturated`]).
+    expected_wait_ms: AtomicU64,
+    wait_target_ms: AtomicU64,
     /// The exported series, looked up once (not on every message).
     exported: Exported,
+}
+
+/// A caller's word that it will send work to an actor soon; withdrawn when dropped (when it
+/// sends, or gives up first).
+#[derive(Debug)]
+pub struct Announced(Arc<ActorStats>);
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        self.0.announced.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// This actor's Prometheus series.
@@ -171,7 +189,47 @@ impl ActorStats {
             alive: AtomicBool::new(true),
             handling: Mutex::new(RecentTimes::new()),
             per_trip: Mutex::new(RecentTimes::new()),
+            announced: AtomicUsize::new(0),
+            expected_wait_ms: AtomicU64::new(0),
+            wait_target_ms: AtomicU64::new(u64::MAX),
             exported,
+        })
+    }
+
+    /// Says work is coming to this actor; see [`Announced`].
+    pub fn announce(self: &Arc<Self>) -> Announced {
+        self.announced.fetch_add(1, Ordering::AcqRel);
+        Announced(Arc::clone(self))
+    }
+
+    /// Callers that announced work and have not sent it yet.
+    pub fn announced(&self) -> usize {
+        self.announced.load(Ordering::Acquire)
+    }
+
+    /// Refuse calls at once while the expected wait is over `target`.
+    pub fn set_wait_target(&self, target: Duration) {
+        let ms = u64::try_from(target.as_millis()).unwrap_or(u64::MAX);
+        self.wait_target_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The actor's estimate of how long new work would wait now.
+    pub fn set_expected_wait(&self, wait: Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.expected_wait_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// `Err(Saturated)` while new work would wait longer than the target: the caller answers
+    /// at once, before doing anything that leads to this actor (counted as rejected).
+    pub fn admit(&self) -> Result<(), ActorError> {
+        let expected = self.expected_wait_ms.load(Ordering::Relaxed);
+        if expected <= self.wait_target_ms.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.count_rejected();
+        Err(ActorError::Saturated {
+            actor: self.name,
+            retry_after_s: expected.div_ceil(1000).max(1),
         })
     }
 
@@ -379,6 +437,7 @@ impl<A: Actor> Mailbox<A> {
         A::Context: ToEnvelope<A, M>,
     {
         let name = self.stats.name;
+        self.stats.admit()?;
         if self.stats.pending.fetch_add(1, Ordering::AcqRel) >= self.stats.capacity {
             self.stats.pending.fetch_sub(1, Ordering::AcqRel);
             self.stats.count_rejected();

@@ -1014,6 +1014,54 @@ async fn an_overloaded_hashing_pool_rejects_at_once_with_503_and_serves_again_af
 }
 
 #[actix_web::test]
+async fn a_login_storm_beyond_the_queue_target_is_refused_at_once_and_admitted_logins_succeed() {
+    // Arrange: one hashing thread at cost 10 and a 300 ms queue target: a handful of logins
+    // fit in it, a storm of 48 does not.
+    let app = spawn_app_with(&[
+        ("HASHER_THREADS", "1"),
+        ("BCRYPT_COST", "10"),
+        ("HASHER_QUEUE_TARGET_MS", "300"),
+    ])
+    .await;
+    let (email, _) = app.create_user().await;
+    let client = hang_detecting_client();
+
+    // Act
+    let storm = join_all((0..48).map(|n| {
+        let request = login_request(&client, &app.address, &email);
+        exchange(format!("POST /auth/login #{n}"), request)
+    }))
+    .await;
+    let after = exchange(
+        "POST /auth/login after".into(),
+        login_request(&client, &app.address, &email),
+    )
+    .await;
+
+    // Assert: only 200 and 503 with Retry-After; some of each; the pool serves again after.
+    println!("login storm: {}", summary(&storm));
+    let bad = violations(&storm, &[StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE]);
+    assert!(
+        bad.is_empty(),
+        "{} of {} logins broke the contract (only 200/503 with Retry-After):\n{}",
+        bad.len(),
+        storm.len(),
+        bad.join("\n")
+    );
+    let count = |status| storm.iter().filter(|e| e.status() == Some(status)).count();
+    assert!(
+        count(StatusCode::SERVICE_UNAVAILABLE) > 0,
+        "logins beyond the queue target are refused"
+    );
+    assert!(count(StatusCode::OK) > 0, "the admitted logins succeed");
+    assert_eq!(
+        after.status(),
+        Some(StatusCode::OK),
+        "a login after the storm is served: {after:?}"
+    );
+}
+
+#[actix_web::test]
 async fn the_service_process_memory_stays_bounded_through_overload_bursts() {
     // Arrange: the real binary (its RSS is measurable) with a tiny hashing pool.
     let scratch = ScratchDir::new("rss");

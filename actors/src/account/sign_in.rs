@@ -22,6 +22,7 @@ use crate::token::{
 use crate::ActorError;
 
 pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<(User, Wallet), ActorError> {
+    a.hasher.stats().admit()?;
     a.sessions.call(TakeRateToken(m.ip)).await?;
     let password_hash = a.hasher.call(HashPassword::new(m.password)).await?;
     let audit = AuditEntry::new("user.register", "success")
@@ -72,8 +73,12 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
             .email(email.as_str())
             .ip(ip)
     };
-    // Rate-limited first: a refused request does no other work and counts toward nothing.
+    // Refused at once in a storm the hashing pool cannot serve in time (SPEC 7), then
+    // rate-limited: a refused request does no other work and counts toward nothing.
+    a.hasher.stats().admit()?;
     a.sessions.call(TakeRateToken(ip)).await?;
+    // The verification is announced now: the pool may wait a little for it to fill a batch.
+    let mut coming = Some(a.hasher.stats().announce());
     // A valid device token of this account: judged by that device's own failures (SPEC 10).
     let mut device = match device_token {
         Some(token) => {
@@ -116,6 +121,8 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
                 |u| u.password_hash.clone(),
             );
             let password = password.clone();
+            // Queued from here on: no longer announced.
+            drop(coming.take());
             let verified = a.hasher.call(VerifyPassword::new(password, hash)).await?;
             Ok::<_, ActorError>((user, verified))
         }

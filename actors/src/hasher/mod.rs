@@ -1,16 +1,26 @@
 //! The password-hashing pool: bcrypt on dedicated threads, never on an HTTP worker. Its queue
 //! is one FIFO, so under a login storm every request waits its turn and none starves.
 //!
-//! Group commit for bcrypt: when a thread takes work and at least a vector's worth of the same
-//! kind (verifications, or hashes) is queued, it takes the first of them as one batch, which
-//! `bcrypt-rust` runs in the lanes of one SIMD register (8 with AVX2) in less CPU than one at a
-//! time. Fewer waiting than that, one job is taken alone: a partly filled vector costs more
-//! than hashing its jobs one by one, and a lone login keeps its single-hash latency.
+//! Dynamic batching: `bcrypt-rust` runs up to a vector's worth of passwords (8 with AVX2) in the
+//! lanes of one SIMD register, in about the time of four or five one at a time (measured at
+//! start: [`Shape::calibrated`]). So a thread taking work chooses its shape from what is queued
+//! and what is coming ([`Shape::next`]): a full vector when that many of one kind (hashes, or
+//! verifications) are queued; a short wait, bounded by a tenth of a batch's time, when callers
+//! have announced work that would fill it (a login announces its verification when it starts,
+//! before its database look-up); a partial batch when enough are queued for it to beat one at a
+//! time; otherwise one job alone, at once, so a lone login keeps its single-hash latency.
+//!
+//! Admission: the pool publishes how long new work would wait (what is queued and running,
+//! times the measured cost per job, over the threads). Beyond `HASHER_QUEUE_TARGET_MS` callers
+//! are refused at once with 503 and a `Retry-After` from that wait, before any bcrypt work, so
+//! a storm keeps the admitted logins' latency and the cores on answers someone still waits for.
 pub mod messages;
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -31,7 +41,12 @@ impl HasherActor {
     /// the CPU has more than one (AVX2 and AVX-512), or by its `BCRYPT_FORCE_BACKEND`
     /// variable, which it refuses with a panic when the CPU cannot run the named kernel; that
     /// is a configuration error, reported as one.
-    pub fn start(threads: usize, cost: u32, stats: Arc<ActorStats>) -> Result<Addr<Self>, String> {
+    pub fn start(
+        threads: usize,
+        cost: u32,
+        queue_target: Duration,
+        stats: Arc<ActorStats>,
+    ) -> Result<Addr<Self>, String> {
         let backend = batch_kernel().ok_or_else(|| {
             "BCRYPT_FORCE_BACKEND names a bcrypt kernel this CPU cannot run \
              (scalar, sse41, avx2, avx512, ...; or unset it)"
@@ -47,7 +62,13 @@ impl HasherActor {
         } else {
             threads
         };
+        stats.set_wait_target(queue_target);
         let pool = Pool::start(threads, cost, stats);
+        tracing::info!(
+            break_even = pool.shape.break_even,
+            max_wait_ms = pool.shape.max_wait.as_secs_f64() * 1e3,
+            "bcrypt batch shape"
+        );
         Ok(Actor::start(HasherActor { pool }))
     }
 }
@@ -133,17 +154,109 @@ struct Queue {
     closed: bool,
 }
 
+/// What a hashing thread does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// The first `n` queued jobs of the front job's kind, as one batch.
+    Batch(usize),
+    /// The front job alone.
+    One,
+    /// Wait (at most this long) for announced work to fill a batch.
+    Wait(Duration),
+}
+
+/// The batch policy's figures: the kernel's width, the fewest jobs a batch does in less time
+/// than one at a time, and the longest a thread waits to fill a batch.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    lanes: usize,
+    break_even: usize,
+    max_wait: Duration,
+}
+
+impl Shape {
+    /// Measured once at start, at cost 4 (a few milliseconds): one hash alone and one full
+    /// batch; their ratio is the break-even (the cost factor cancels out), and the batch's time
+    /// at `cost` bounds the wait (a tenth of it, at most 50 ms).
+    fn calibrated(lanes: usize, cost: u32) -> (Self, Duration) {
+        const PROBE_COST: u32 = 4;
+        let scale = 2f64.powi(cost.saturating_sub(PROBE_COST) as i32);
+        let time = |f: &dyn Fn()| {
+            f(); // warm
+            let started = Instant::now();
+            for _ in 0..3 {
+                f();
+            }
+            started.elapsed().as_secs_f64() / 3.0
+        };
+        let one = time(&|| {
+            let _ = bcrypt::hash_with_result("calibration", PROBE_COST);
+        });
+        if lanes < 2 {
+            let shape = Shape {
+                lanes: 1,
+                break_even: 1,
+                max_wait: Duration::ZERO,
+            };
+            return (shape, Duration::from_secs_f64(one * scale));
+        }
+        let passwords = vec![b"calibration".as_slice(); lanes];
+        let batch = time(&|| {
+            let _ = bcrypt::hash_many(&passwords, PROBE_COST);
+        });
+        let break_even = ((batch / one.max(1e-9)).ceil() as usize).clamp(2, lanes);
+        let max_wait = Duration::from_secs_f64(batch * scale / 10.0).min(Duration::from_millis(50));
+        let shape = Shape {
+            lanes,
+            break_even,
+            max_wait,
+        };
+        (shape, Duration::from_secs_f64(one * scale))
+    }
+
+    /// The choice for `queued` jobs of the front's kind, `announced` more on their way, after
+    /// this thread has waited `waited` for them.
+    fn next(&self, queued: usize, announced: usize, waited: Duration) -> Next {
+        if self.lanes < 2 {
+            return Next::One;
+        }
+        if queued >= self.lanes {
+            return Next::Batch(self.lanes);
+        }
+        let coming = announced > 0 && queued + announced >= self.break_even;
+        if coming && waited < self.max_wait {
+            return Next::Wait(self.max_wait - waited);
+        }
+        if queued >= self.break_even {
+            Next::Batch(queued)
+        } else {
+            Next::One
+        }
+    }
+}
+
 struct Pool {
     queue: Mutex<Queue>,
     ready: Condvar,
     cost: u32,
+    threads: usize,
+    shape: Shape,
     stats: Arc<ActorStats>,
-    /// Passwords per batch (`hasher_passwords_per_batch`): 1 unless logins queue up.
+    /// Jobs being hashed now.
+    running: AtomicUsize,
+    /// One thread's bcrypt time per job, in nanoseconds, as recent batches ran (a moving
+    /// average; at start, one job alone at the configured cost).
+    per_job_ns: AtomicU64,
+    /// Passwords per batch (`hasher_passwords_per_batch`) and how long a thread waited to fill
+    /// one (`hasher_fill_wait_seconds`).
     per_batch: metrics::Histogram,
+    fill_wait: metrics::Histogram,
 }
 
 impl Pool {
     fn start(threads: usize, cost: u32, stats: Arc<ActorStats>) -> Arc<Self> {
+        let lanes = batch_kernel().map_or(1, |kernel| kernel.lanes());
+        let (shape, one) = Shape::calibrated(lanes, cost);
         let pool = Arc::new(Pool {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -151,8 +264,13 @@ impl Pool {
             }),
             ready: Condvar::new(),
             cost,
+            threads: threads.max(1),
+            shape,
             stats,
+            running: AtomicUsize::new(0),
+            per_job_ns: AtomicU64::new(u64::try_from(one.as_nanos()).unwrap_or(u64::MAX)),
             per_batch: metrics::histogram!("hasher_passwords_per_batch"),
+            fill_wait: metrics::histogram!("hasher_fill_wait_seconds"),
         });
         for n in 0..threads {
             let pool = Arc::clone(&pool);
@@ -173,8 +291,29 @@ impl Pool {
     }
 
     fn submit(&self, job: Job) {
-        self.lock().jobs.push_back(job);
+        let mut queue = self.lock();
+        queue.jobs.push_back(job);
+        self.publish_wait(queue.jobs.len());
+        drop(queue);
         self.ready.notify_one();
+    }
+
+    /// How long new work would wait now, for admission ([`ActorStats::admit`]): every queued
+    /// and running job at the recent cost per job, shared by the threads.
+    fn publish_wait(&self, queued: usize) {
+        let jobs = (queued + self.running.load(Ordering::Relaxed)) as u64;
+        let per_job = self.per_job_ns.load(Ordering::Relaxed);
+        let wait = jobs.saturating_mul(per_job) / self.threads as u64;
+        self.stats.set_expected_wait(Duration::from_nanos(wait));
+    }
+
+    /// Folds a finished batch into the cost per job (weight 1/8: a few batches follow a change
+    /// of shape or of machine load).
+    fn record_cost(&self, jobs: usize, took: Duration) {
+        let observed = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX) / jobs.max(1) as u64;
+        let old = self.per_job_ns.load(Ordering::Relaxed);
+        let new = old - old / 8 + observed / 8;
+        self.per_job_ns.store(new, Ordering::Relaxed);
     }
 
     fn close(&self) {
@@ -183,30 +322,53 @@ impl Pool {
     }
 
     fn work(&self) {
-        // The vector width of the batch kernel (chosen in `HasherActor::start`).
-        let lanes = batch_kernel().map_or(1, |kernel| kernel.lanes());
-        while let Some(batch) = self.next_batch(lanes) {
+        while let Some(batch) = self.next_batch() {
+            let (jobs, started) = (batch.len(), Instant::now());
             // The jobs move into the closure: if bcrypt ever panicked, their reply senders
             // would drop and each caller get an error, and this thread would go on.
             let run = catch_unwind(AssertUnwindSafe(|| self.run(batch)));
             if run.is_err() {
                 tracing::error!("a hashing batch panicked; its callers got an error");
             }
+            self.record_cost(jobs, started.elapsed());
+            self.running.fetch_sub(jobs, Ordering::Relaxed);
+            self.publish_wait(self.lock().jobs.len());
         }
     }
 
-    /// Waits for work; `None` once the pool is closed.
-    fn next_batch(&self, lanes: usize) -> Option<Vec<Job>> {
+    /// Waits for work and takes it in the shape [`Shape::next`] chooses; `None` once the pool
+    /// is closed.
+    fn next_batch(&self) -> Option<Vec<Job>> {
         let mut queue = self.lock();
+        let mut filling: Option<Instant> = None;
         loop {
             if queue.closed {
                 return None;
             }
             queue.jobs.retain(|job| !job.is_abandoned());
-            if let Some(batch) = take_batch(&mut queue.jobs, lanes, Job::is_hash) {
-                return Some(batch);
+            let Some(front) = queue.jobs.front().map(Job::is_hash) else {
+                filling = None;
+                queue = self.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            let queued = queue.jobs.iter().filter(|j| j.is_hash() == front).count();
+            let waited = filling.map_or(Duration::ZERO, |since| since.elapsed());
+            let batch = match self.shape.next(queued, self.stats.announced(), waited) {
+                Next::Batch(n) => take_alike(&mut queue.jobs, n, Job::is_hash),
+                Next::One => queue.jobs.pop_front().into_iter().collect(),
+                Next::Wait(left) => {
+                    filling.get_or_insert_with(Instant::now);
+                    queue = (self.ready.wait_timeout(queue, left))
+                        .map_or_else(|e| e.into_inner().0, |(queue, _)| queue);
+                    continue;
+                }
+            };
+            if let Some(since) = filling {
+                self.fill_wait.record(since.elapsed().as_secs_f64());
             }
-            queue = self.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+            self.running.fetch_add(batch.len(), Ordering::Relaxed);
+            self.publish_wait(queue.jobs.len());
+            return Some(batch);
         }
     }
 
@@ -282,35 +444,30 @@ impl Pool {
     }
 }
 
-/// The next batch from the front of `jobs`: the first `lanes` jobs of the front job's kind, in
-/// their order (the others keep theirs), when that many are queued; otherwise the front job
-/// alone. `None` when nothing is queued.
-fn take_batch<T>(
-    jobs: &mut VecDeque<T>,
-    lanes: usize,
-    kind: impl Fn(&T) -> bool,
-) -> Option<Vec<T>> {
-    let front = kind(jobs.front()?);
+/// The first `n` jobs of the front job's kind, taken out of `jobs` in their order (the others
+/// keep theirs).
+fn take_alike<T>(jobs: &mut VecDeque<T>, n: usize, kind: impl Fn(&T) -> bool) -> Vec<T> {
+    let Some(front) = jobs.front().map(&kind) else {
+        return Vec::new();
+    };
     let alike: Vec<usize> = (jobs.iter().enumerate())
         .filter(|(_, job)| kind(job) == front)
         .map(|(i, _)| i)
-        .take(lanes)
+        .take(n.max(1))
         .collect();
-    if lanes < 2 || alike.len() < lanes {
-        return jobs.pop_front().map(|job| vec![job]);
-    }
     let mut batch: Vec<T> = alike.iter().rev().filter_map(|&i| jobs.remove(i)).collect();
     batch.reverse();
-    Some(batch)
+    batch
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{take_batch, Job, Pool};
+    use super::{take_alike, Job, Next, Pool, Shape};
     use crate::domain::Password;
     use crate::hasher::VerifyPassword;
     use crate::mailbox::ActorStats;
     use std::collections::VecDeque;
+    use std::time::Duration;
     use tokio::sync::oneshot;
 
     #[test]
@@ -330,17 +487,67 @@ mod tests {
                 waiting.push(answer);
             }
         }
-        let batch = pool.next_batch(8).expect("work");
-        assert_eq!(batch.len(), 1, "four live jobs are fewer than a vector");
-        let rest: Vec<_> = std::iter::from_fn(|| {
-            let mut queue = pool.lock();
-            queue.jobs.retain(|job| !job.is_abandoned());
-            queue.jobs.pop_front()
-        })
-        .collect();
-        assert_eq!(rest.len(), 3);
-        assert!(batch.iter().chain(&rest).all(|job| !job.is_abandoned()));
+        let mut taken = Vec::new();
+        while taken.len() < 4 {
+            taken.extend(pool.next_batch().expect("work"));
+        }
+        assert_eq!(taken.len(), 4, "only the four live jobs are taken");
+        assert!(taken.iter().all(|job| !job.is_abandoned()));
+        assert!(pool.lock().jobs.is_empty());
         drop(waiting);
+    }
+
+    /// An AVX2-like kernel: 8 lanes, a batch beats one at a time from 5 jobs, waits of 20 ms.
+    const SHAPE: Shape = Shape {
+        lanes: 8,
+        break_even: 5,
+        max_wait: Duration::from_millis(20),
+    };
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn an_idle_pool_runs_a_lone_job_at_once() {
+        assert_eq!(SHAPE.next(1, 0, Duration::ZERO), Next::One);
+        assert_eq!(SHAPE.next(4, 0, Duration::ZERO), Next::One);
+    }
+
+    #[test]
+    fn a_full_vector_goes_at_once_and_a_partial_one_when_it_beats_one_at_a_time() {
+        assert_eq!(SHAPE.next(12, 3, Duration::ZERO), Next::Batch(8));
+        assert_eq!(SHAPE.next(8, 0, Duration::ZERO), Next::Batch(8));
+        assert_eq!(SHAPE.next(6, 0, Duration::ZERO), Next::Batch(6));
+        assert_eq!(SHAPE.next(5, 0, Duration::ZERO), Next::Batch(5));
+    }
+
+    #[test]
+    fn announced_work_that_would_fill_a_batch_is_waited_for_within_the_bound() {
+        assert_eq!(SHAPE.next(1, 6, Duration::ZERO), Next::Wait(20 * MS));
+        assert_eq!(SHAPE.next(3, 2, 5 * MS), Next::Wait(15 * MS));
+        // A batch that can run already waits for the rest of a vector too, as long.
+        assert_eq!(SHAPE.next(5, 2, 19 * MS), Next::Wait(MS));
+        // The bound reached: what is there goes.
+        assert_eq!(SHAPE.next(5, 2, 20 * MS), Next::Batch(5));
+        assert_eq!(SHAPE.next(1, 6, 25 * MS), Next::One);
+        // Too few coming to make a batch worth it: no wait.
+        assert_eq!(SHAPE.next(2, 2, Duration::ZERO), Next::One);
+    }
+
+    #[test]
+    fn a_scalar_kernel_takes_one_job_at_a_time() {
+        let scalar = Shape {
+            lanes: 1,
+            break_even: 1,
+            max_wait: Duration::ZERO,
+        };
+        assert_eq!(scalar.next(9, 4, Duration::ZERO), Next::One);
+    }
+
+    #[test]
+    fn the_calibrated_shape_is_within_the_kernels_width() {
+        let (shape, one) = Shape::calibrated(8, 10);
+        assert!((2..=8).contains(&shape.break_even), "{shape:?}");
+        assert!(shape.max_wait <= Duration::from_millis(50));
+        assert!(one > Duration::ZERO);
     }
 
     /// Jobs as numbers: even ones are one kind (verifications), odd ones the other (hashes).
@@ -353,23 +560,16 @@ mod tests {
     }
 
     #[test]
-    fn a_full_vector_of_the_front_kind_is_taken_in_order_and_the_rest_keep_theirs() {
+    fn jobs_of_the_front_kind_are_taken_in_order_and_the_rest_keep_theirs() {
         let mut jobs = queue(&[0, 1, 2, 3, 4, 6, 8, 5, 10]);
-        assert_eq!(take_batch(&mut jobs, 4, even), Some(vec![0, 2, 4, 6]));
+        assert_eq!(take_alike(&mut jobs, 4, even), vec![0, 2, 4, 6]);
         assert_eq!(jobs, queue(&[1, 3, 8, 5, 10]));
-        // The front is now a hash and only three are queued: it goes alone.
-        assert_eq!(take_batch(&mut jobs, 4, even), Some(vec![1]));
-        assert_eq!(take_batch(&mut jobs, 4, even), Some(vec![3]));
-        assert_eq!(take_batch(&mut jobs, 4, even), Some(vec![8]));
-        assert_eq!(jobs, queue(&[5, 10]));
-    }
-
-    #[test]
-    fn fewer_than_a_vector_or_a_scalar_kernel_takes_one_job() {
-        let mut jobs = queue(&[0, 2, 4]);
-        assert_eq!(take_batch(&mut jobs, 4, even), Some(vec![0]));
-        let mut jobs = queue(&[0, 2, 4, 6]);
-        assert_eq!(take_batch(&mut jobs, 1, even), Some(vec![0]));
-        assert_eq!(take_batch(&mut VecDeque::new(), 4, even), None);
+        assert_eq!(take_alike(&mut jobs, 4, even), vec![1, 3, 5]);
+        assert_eq!(jobs, queue(&[8, 10]));
+        assert_eq!(take_alike(&mut jobs, 1, even), vec![8]);
+        assert_eq!(
+            take_alike(&mut VecDeque::<u32>::new(), 4, even),
+            Vec::<u32>::new()
+        );
     }
 }
