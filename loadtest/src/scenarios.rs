@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// After a 503 with `Retry-After`, the worker waits that long (within the window) before
+    /// its next request, as a well-behaved client does.
+    #[arg(long)]
+    honor_retry_after: bool,
     /// Also report the CPU seconds this process (e.g. the service, its database) spent during
     /// the measured window; repeatable. The load tool's own CPU is always reported.
     #[arg(long = "cpu-pid")]
@@ -174,22 +178,27 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
             cpu.finish()
         })
     };
+    let honor = args.honor_retry_after;
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
             let shared = Arc::clone(&shared);
             let scenario = args.scenario;
             tokio::spawn(async move {
-                worker_loop(shared, scenario, worker, started, duration, pace).await
+                worker_loop(shared, scenario, worker, started, duration, pace, honor).await
             })
         })
         .collect();
     let mut histogram = new_histogram()?;
-    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut by_status: BTreeMap<u16, Histogram<u64>> = BTreeMap::new();
     for w in futures::future::join_all(workers).await {
-        let (h, s) = w.map_err(|e| e.to_string())?;
-        histogram.add(&h).map_err(|e| e.to_string())?;
-        for (k, v) in s {
-            *statuses.entry(k).or_default() += v;
+        for (status, h) in w.map_err(|e| e.to_string())? {
+            histogram.add(&h).map_err(|e| e.to_string())?;
+            match by_status.get_mut(&status) {
+                Some(all) => all.add(&h).map_err(|e| e.to_string())?,
+                None => {
+                    by_status.insert(status, h);
+                }
+            }
         }
     }
     let elapsed = duration.as_secs_f64();
@@ -197,7 +206,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     report(
         &args,
         &histogram,
-        &statuses,
+        &by_status,
         shared.errors.load(Ordering::Relaxed),
         elapsed,
         &cpu_used,
@@ -216,10 +225,9 @@ async fn worker_loop(
     started: Instant,
     duration: Duration,
     pace: Option<Duration>,
-) -> (Histogram<u64>, BTreeMap<u16, u64>) {
-    #[allow(clippy::expect_used)] // constant, valid bounds
-    let mut histogram = new_histogram().expect("valid histogram bounds");
-    let mut statuses = BTreeMap::new();
+    honor_retry_after: bool,
+) -> BTreeMap<u16, Histogram<u64>> {
+    let mut by_status: BTreeMap<u16, Histogram<u64>> = BTreeMap::new();
     let mut next = Instant::now();
     while started.elapsed() < duration {
         if let Some(pace) = pace {
@@ -232,23 +240,31 @@ async fn worker_loop(
             // counting those would stretch the window by one latency (3 % of a 15 s login run),
             // so only requests completed inside it count.
             Ok(_) if started.elapsed() > duration => {}
-            Ok(status) => {
+            Ok((status, retry_after)) => {
+                #[allow(clippy::expect_used)] // constant, valid bounds
+                let histogram = by_status
+                    .entry(status)
+                    .or_insert_with(|| new_histogram().expect("valid histogram bounds"));
                 let _ = histogram.record(sent.elapsed().as_micros().max(1) as u64);
-                *statuses.entry(status).or_default() += 1;
+                if let (true, Some(seconds)) = (honor_retry_after, retry_after) {
+                    let until =
+                        (Instant::now() + Duration::from_secs(seconds)).min(started + duration);
+                    tokio::time::sleep_until(until.into()).await;
+                }
             }
             Err(_) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
-    (histogram, statuses)
+    by_status
 }
 
 async fn one_request(
     shared: &Shared,
     scenario: Scenario,
     worker: usize,
-) -> Result<u16, reqwest::Error> {
+) -> Result<(u16, Option<u64>), reqwest::Error> {
     let n = shared.counter.fetch_add(1, Ordering::Relaxed);
     let scenario = match scenario {
         Scenario::Mixed => match n % 10 {
@@ -295,7 +311,7 @@ async fn one_request(
                     *token = t.to_string();
                 }
             }
-            return Ok(status);
+            return Ok((status, None));
         }
         Scenario::Get | Scenario::Mixed => {
             c.get(format!("{}{}", shared.base, shared.path))
@@ -304,9 +320,20 @@ async fn one_request(
         }
     };
     let status = response.status().as_u16();
+    let retry_after = (status == 503)
+        .then(|| {
+            response
+                .headers()
+                .get("retry-after")?
+                .to_str()
+                .ok()?
+                .parse()
+                .ok()
+        })
+        .flatten();
     // Read the body so the connection is reused.
     let _ = response.bytes().await;
-    Ok(status)
+    Ok((status, retry_after))
 }
 
 /// Registers `count` users (409 means they exist from an earlier run); returns their emails.
@@ -323,16 +350,29 @@ async fn seed_users(
     let register = |i: usize, email: &String| {
         let email = email.clone();
         async move {
-            let response = client
-            .post(format!("{base}/auth/register"))
-            .json(&json!({"username": format!("{prefix}_{i}"), "email": email, "password": password}))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-            match response.status().as_u16() {
-                201 | 409 => Ok(()),
-                other => Err(format!("seeding {email}: HTTP {other}")),
+            // A busy service refuses with 503 and Retry-After: seeding waits and tries again.
+            for _ in 0..30 {
+                let response = client
+                    .post(format!("{base}/auth/register"))
+                    .json(&json!({"username": format!("{prefix}_{i}"), "email": email,
+                                  "password": password}))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match response.status().as_u16() {
+                    201 | 409 => return Ok(()),
+                    503 => {
+                        let wait = (response.headers().get("retry-after"))
+                            .and_then(|v| v.to_str().ok()?.parse().ok())
+                            .unwrap_or(1);
+                        tokio::time::sleep(Duration::from_secs(wait)).await;
+                    }
+                    other => return Err(format!("seeding {email}: HTTP {other}")),
+                }
             }
+            Err(format!(
+                "seeding {email}: still refused (503) after 30 tries"
+            ))
         }
     };
     for (n, chunk) in emails.chunks(16).enumerate() {
@@ -382,11 +422,23 @@ async fn sign_in_all(
 fn report(
     args: &RunArgs,
     h: &Histogram<u64>,
-    statuses: &BTreeMap<u16, u64>,
+    by_status: &BTreeMap<u16, Histogram<u64>>,
     errors: u64,
     elapsed: f64,
     cpu_s: &serde_json::Map<String, Value>,
 ) {
+    let statuses: BTreeMap<u16, u64> = by_status.iter().map(|(k, h)| (*k, h.len())).collect();
+    // Latency of each status on its own (a storm's fast refusals and slow successes apart).
+    let latency: BTreeMap<u16, Value> = by_status
+        .iter()
+        .map(|(k, h)| {
+            let at = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            (
+                *k,
+                json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": h.max() as f64 / 1000.0}),
+            )
+        })
+        .collect();
     let requests: u64 = statuses.values().sum();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let rps = requests as f64 / elapsed;
@@ -403,6 +455,7 @@ fn report(
                 "p99_ms": ms(0.99),
                 "max_ms": h.max() as f64 / 1000.0,
                 "statuses": statuses,
+                "latency_by_status": latency,
                 "errors": errors,
                 "cpu_s": cpu_s,
             })
@@ -421,6 +474,14 @@ fn report(
         );
         let s: Vec<String> = statuses.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("statuses: {}", s.join(" "));
+        for (k, l) in &latency {
+            println!(
+                "  {k}: p50 {:.2}  p99 {:.2}  max {:.2} ms",
+                l["p50_ms"].as_f64().unwrap_or(0.0),
+                l["p99_ms"].as_f64().unwrap_or(0.0),
+                l["max_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
         let c: Vec<String> = cpu_s.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("CPU seconds in the window: {}", c.join(" "));
     }

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Logins against the bcrypt ceiling, measured in one run on this machine (issue: every login at
+# the kernel's ceiling at any concurrency, and a storm answered in bounded time):
+#   - the ceiling: `loadtest bcrypt` verifies/s on all cores in batches of the kernel's width,
+#     and one at a time;
+#   - logins/s at 1, 16, 64 and 256 clients (BCRYPT_COST=10), each ÷ the batched ceiling;
+#   - a storm: 256 clients for 20 s at BCRYPT_COST=12 (and 10), the admitted logins' p50/p99,
+#     the refusals' count and p99, and the goodput ÷ the ceiling at that cost.
+# Usage: scripts/hasher-bench.sh [embedded|servers]   (default embedded: no database CPU
+# competes with bcrypt; servers = SecantusDB + Redis)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+BACKEND="${1:-embedded}"; D="${D:-12}"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; stop_started_services; }
+trap cleanup EXIT
+cd "$ROOT"
+timeout 1800 cargo build -q --release --locked -p cs-user-management -p loadtest
+BIN="$ROOT/target/release/cs-user-management"; LT="$ROOT/target/release/loadtest"
+ensure_venv
+OUT="$RUN_DIR/hasher-bench"; rm -rf "$OUT"; mkdir -p "$OUT"
+if [ "$BACKEND" = servers ]; then
+  ensure_redis; MONGO_PORT=$(free_port); start_secantus "$MONGO_PORT"
+fi
+pin_bcrypt_kernel
+
+start() { # NAME COST: the service on a free port; sets URL
+  local name="$1" cost="$2" port; port=$(free_port)
+  local env=(APP_ENV=test HOST=127.0.0.1 PORT="$port" BCRYPT_COST="$cost" AUTH_RATE_LIMIT=0
+    RUST_LOG=warn JWT_SECRET_KEY="benchmark-secret-key-0123456789abcdef")
+  if [ "$BACKEND" = servers ]; then
+    env+=(MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/hb_$name?directConnection=true"
+      REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="hb:$name:$$:")
+  else
+    env+=(STORAGE_BACKEND=embedded TOKENS_BACKEND=embedded DATA_DIR="$OUT/data-$name")
+  fi
+  env "${env[@]}" "$BIN" >"$OUT/service-$name.log" 2>&1 &
+  PIDS+=("$!")
+  local deadline=$((SECONDS + 60))
+  until curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { cat "$OUT/service-$name.log"; exit 1; }
+    sleep 0.2
+  done
+  URL="http://127.0.0.1:$port"
+}
+stop_last() { kill "${PIDS[-1]}" 2>/dev/null || true; wait "${PIDS[-1]}" 2>/dev/null || true; }
+
+log "ceilings at cost 10 and 12 (batched, one at a time)"
+for cost in 10 12; do
+  "$LT" bcrypt --cost $cost --duration "$D" --batch 0 --json >"$OUT/ceiling-$cost.json"
+  "$LT" bcrypt --cost $cost --duration "$D" --batch 1 --json >"$OUT/single-$cost.json"
+done
+start c10 10
+for c in 1 16 64 256; do
+  log "logins at $c clients"
+  "$LT" run --base-url "$URL" --scenario login --concurrency $c --users 256 --duration "$D" \
+    --json >"$OUT/login-$c.json"
+done
+stop_last
+for cost in 12 10; do
+  start "s$cost" $cost
+  log "storm: 256 clients, cost $cost, 20 s"
+  "$LT" run --base-url "$URL" --scenario login --concurrency 256 --users 256 --duration 20 \
+    --json >"$OUT/storm-$cost.json"
+  stop_last
+done
+
+"$VENV/bin/python" - "$OUT" "$BACKEND" <<'PY'
+import json, sys, os
+out, backend = sys.argv[1], sys.argv[2]
+j = lambda n: json.load(open(os.path.join(out, n)))
+ceil = {c: j(f"ceiling-{c}.json")["per_sec"] for c in (10, 12)}
+single = {c: j(f"single-{c}.json")["per_sec"] for c in (10, 12)}
+ok = lambda r: r["statuses"].get("200", 0) / r["duration_s"]
+lat = lambda r, s: r.get("latency_by_status", {}).get(s, {})
+print(f"\n### Logins against the bcrypt ceiling ({backend}, cost 10)\n")
+print(f"Ceiling: {ceil[10]:.1f} verifies/s batched, {single[10]:.1f}/s one at a time.\n")
+print("| clients | logins/s | ÷ batched ceiling | ÷ one-at-a-time | p50 ms | p99 ms | other statuses |")
+print("|---|---|---|---|---|---|---|")
+for c in (1, 16, 64, 256):
+    r = j(f"login-{c}.json"); l = lat(r, "200")
+    other = {k: v for k, v in r["statuses"].items() if k != "200"}
+    print(f"| {c} | {ok(r):.1f} | **{ok(r)/ceil[10]:.2f}** | {ok(r)/single[10]:.2f} | "
+          f"{l.get('p50_ms', 0):.0f} | {l.get('p99_ms', 0):.0f} | {other or '-'} |")
+print(f"\n### Storm: 256 clients for 20 s ({backend})\n")
+print("| cost | admitted logins/s (goodput) | ÷ batched ceiling | admitted p50 / p99 ms | 503s | 503 p99 ms | other |")
+print("|---|---|---|---|---|---|---|")
+for cost in (10, 12):
+    r = j(f"storm-{cost}.json"); a, x = lat(r, "200"), lat(r, "503")
+    other = {k: v for k, v in r["statuses"].items() if k not in ("200", "503")}
+    print(f"| {cost} | {ok(r):.1f} | **{ok(r)/ceil[cost]:.2f}** | {a.get('p50_ms', 0):.0f} / {a.get('p99_ms', 0):.0f} | "
+          f"{r['statuses'].get('503', 0)} | {x.get('p99_ms', 0):.1f} | {other or '-'} |")
+PY
