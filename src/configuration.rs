@@ -163,7 +163,7 @@ pub struct RedisSettings {
 }
 
 fn default_hasher_queue_target_ms() -> u64 {
-    1000
+    5000
 }
 
 fn default_wait_timeout_ms() -> u64 {
