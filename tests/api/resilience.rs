@@ -439,6 +439,20 @@ pub(crate) fn summary(exchanges: &[Exchange]) -> String {
     )
 }
 
+/// Asserts that every exchange was answered with one of `allowed` (a 503 well formed), naming
+/// those that were not.
+pub(crate) fn assert_only(exchanges: &[Exchange], allowed: &[StatusCode]) {
+    let bad = violations(exchanges, allowed);
+    assert!(
+        bad.is_empty(),
+        "{} of {} requests broke the contract (only {allowed:?}, a 503 with Retry-After, every \
+         one answered):\n{}",
+        bad.len(),
+        exchanges.len(),
+        bad.join("\n")
+    );
+}
+
 pub(crate) fn violations(exchanges: &[Exchange], allowed: &[StatusCode]) -> Vec<String> {
     exchanges
         .iter()
@@ -1040,14 +1054,7 @@ async fn a_login_storm_beyond_the_queue_target_is_refused_at_once_and_admitted_l
 
     // Assert: only 200 and 503 with Retry-After; some of each; the pool serves again after.
     println!("login storm: {}", summary(&storm));
-    let bad = violations(&storm, &[StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE]);
-    assert!(
-        bad.is_empty(),
-        "{} of {} logins broke the contract (only 200/503 with Retry-After):\n{}",
-        bad.len(),
-        storm.len(),
-        bad.join("\n")
-    );
+    assert_only(&storm, &[StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE]);
     let count = |status| storm.iter().filter(|e| e.status() == Some(status)).count();
     assert!(
         count(StatusCode::SERVICE_UNAVAILABLE) > 0,
