@@ -222,7 +222,16 @@ impl ActorStats {
     /// `Err(Saturated)` while new work would wait longer than the target: the caller answers
     /// at once, before doing anything that leads to this actor (counted as rejected).
     pub fn admit(&self) -> Result<(), ActorError> {
-        let expected = self.expected_wait_ms.load(Ordering::Relaxed);
+        self.within_target(self.expected_wait_ms.load(Ordering::Relaxed))
+    }
+
+    /// [`ActorStats::admit`] for work that would wait `wait`: what the actor itself checks as it
+    /// queues the work, so callers arriving together cannot all pass on a stale estimate.
+    pub fn admit_waiting(&self, wait: Duration) -> Result<(), ActorError> {
+        self.within_target(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn within_target(&self, expected: u64) -> Result<(), ActorError> {
         if expected <= self.wait_target_ms.load(Ordering::Relaxed) {
             return Ok(());
         }

@@ -1029,12 +1029,12 @@ async fn an_overloaded_hashing_pool_rejects_at_once_with_503_and_serves_again_af
 
 #[actix_web::test]
 async fn a_login_storm_beyond_the_queue_target_is_refused_at_once_and_admitted_logins_succeed() {
-    // Arrange: one hashing thread at cost 10 and a 300 ms queue target: a handful of logins
-    // fit in it, a storm of 48 does not.
+    // Arrange: one hashing thread at cost 10 and a 1 ms queue target: a login finding the pool
+    // idle is admitted, one finding work queued or running is not.
     let app = spawn_app_with(&[
         ("HASHER_THREADS", "1"),
         ("BCRYPT_COST", "10"),
-        ("HASHER_QUEUE_TARGET_MS", "300"),
+        ("HASHER_QUEUE_TARGET_MS", "1"),
     ])
     .await;
     let (email, _) = app.create_user().await;
@@ -1052,9 +1052,18 @@ async fn a_login_storm_beyond_the_queue_target_is_refused_at_once_and_admitted_l
     )
     .await;
 
-    // Assert: only 200 and 503 with Retry-After; some of each; the pool serves again after.
+    // Assert: only 200 and 503 with Retry-After (and 429: 48 attempts on one account at once
+    // may meet the lockout's bound on attempts in progress, SPEC 10); some 200 and some 503;
+    // the pool serves again after.
     println!("login storm: {}", summary(&storm));
-    assert_only(&storm, &[StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE]);
+    assert_only(
+        &storm,
+        &[
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ],
+    );
     let count = |status| storm.iter().filter(|e| e.status() == Some(status)).count();
     assert!(
         count(StatusCode::SERVICE_UNAVAILABLE) > 0,

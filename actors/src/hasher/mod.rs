@@ -139,6 +139,19 @@ impl Job {
         matches!(self, Job::Hash(..))
     }
 
+    /// Answers its caller with `error` instead of doing it.
+    fn refuse(self, error: ActorError) {
+        // A caller that stopped waiting needs no answer.
+        match self {
+            Job::Hash(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Job::Verify(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
     /// Its caller stopped waiting (the client went away, or the deadline passed): hashing it
     /// would only spend CPU the queued logins behind it need.
     fn is_abandoned(&self) -> bool {
@@ -290,21 +303,33 @@ impl Pool {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Queues `job`, or refuses it (its caller gets `Saturated`) when it would wait beyond the
+    /// target: checked under the queue's lock, so a crowd arriving at once is admitted only as
+    /// far as the queue has room.
     fn submit(&self, job: Job) {
         let mut queue = self.lock();
+        if let Err(refused) = self.stats.admit_waiting(self.wait_for(queue.jobs.len())) {
+            drop(queue);
+            job.refuse(refused);
+            return;
+        }
         queue.jobs.push_back(job);
         self.publish_wait(queue.jobs.len());
         drop(queue);
         self.ready.notify_one();
     }
 
-    /// How long new work would wait now, for admission ([`ActorStats::admit`]): every queued
-    /// and running job at the recent cost per job, shared by the threads.
-    fn publish_wait(&self, queued: usize) {
+    /// How long work queued behind `queued` jobs would wait: every queued and running job at
+    /// the recent cost per job, shared by the threads.
+    fn wait_for(&self, queued: usize) -> Duration {
         let jobs = (queued + self.running.load(Ordering::Relaxed)) as u64;
         let per_job = self.per_job_ns.load(Ordering::Relaxed);
-        let wait = jobs.saturating_mul(per_job) / self.threads as u64;
-        self.stats.set_expected_wait(Duration::from_nanos(wait));
+        Duration::from_nanos(jobs.saturating_mul(per_job) / self.threads as u64)
+    }
+
+    /// Publishes the wait of new work, for admission at the callers ([`ActorStats::admit`]).
+    fn publish_wait(&self, queued: usize) {
+        self.stats.set_expected_wait(self.wait_for(queued));
     }
 
     /// Folds a finished batch into the cost per job (weight 1/8: a few batches follow a change
