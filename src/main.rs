@@ -2,11 +2,10 @@
 use std::io::BufRead;
 use std::process::ExitCode;
 
-use actors::db_queue::PlanIndexes;
 use actors::domain::{Email, Password, Username};
 use clap::{Parser, Subcommand};
 use cs_user_management::configuration::{BootstrapAdmin, Settings};
-use cs_user_management::startup::{bootstrap_admin, Actors, Application};
+use cs_user_management::startup::{bootstrap_admin, plan_migration, Actors, Application};
 use cs_user_management::telemetry;
 
 /// mimalloc: the service allocates many small, short-lived objects per request (headers, JSON,
@@ -122,15 +121,8 @@ fn healthcheck(settings: &Settings) -> Result<(), String> {
 
 async fn migrate(settings: &Settings, dry_run: bool) -> Result<(), String> {
     if dry_run {
-        let actors = Actors::start_unindexed(settings, true)
-            .await
-            .map_err(|e| e.to_string())?;
-        let plan = actors
-            .db
-            .call(PlanIndexes)
-            .await
-            .map_err(|e| e.to_string())?;
-        println!("database {}:", actors.database_name);
+        let (database, plan) = plan_migration(settings).await.map_err(|e| e.to_string())?;
+        println!("database {database} (read only: nothing is changed):");
         for step in &plan.steps {
             println!("would {step}");
         }

@@ -10,8 +10,8 @@ use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use actors::account::{AccountActors, AccountSettings};
 use actors::db_queue::{
-    self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, Guard, RegisterUser, SqliteStore,
-    Store, UserCache, Written,
+    self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, Guard, IndexPlan, MongoStore,
+    RegisterUser, SqliteStore, Store, UserCache, Written,
 };
 use actors::domain::{AuditEntry, NewUser, Password, Role, UserStatus};
 use actors::error::DuplicateField;
@@ -170,6 +170,44 @@ pub async fn bootstrap_admin(
     }
 }
 
+/// The MongoDB store the settings name (connected lazily: nothing is sent yet).
+async fn connect_mongo(settings: &Settings) -> Result<MongoStore, StartupError> {
+    let m = &settings.mongodb;
+    let store = db_queue::connect(
+        &m.uri,
+        Some(m.user.as_str()),
+        m.password.as_ref().map(|p| p.expose_secret()),
+        Duration::from_millis(m.server_selection_timeout_ms),
+    )
+    .await
+    .map_err(StartupError::Config)?;
+    Ok(store.with_audit_retention(settings.audit_retention()))
+}
+
+/// What `migrate` would change in the configured database (`migrate --dry-run`), read without
+/// starting anything or writing anything: no actor, no Redis, no secret file, no purge; the
+/// embedded store's file is opened read-only. Names the database read.
+pub async fn plan_migration(settings: &Settings) -> Result<(String, IndexPlan), StartupError> {
+    let config = |e: crate::configuration::ConfigError| StartupError::Config(e.to_string());
+    match settings.storage_backend().map_err(config)? {
+        StorageBackend::Mongodb => {
+            let store = connect_mongo(settings).await?;
+            let name = store.database_name().to_string();
+            let plan = store
+                .plan_read_only()
+                .await
+                .map_err(|e| StartupError::Database(e.to_string()))?;
+            Ok((name, plan))
+        }
+        StorageBackend::Embedded => {
+            let dir = std::path::Path::new(&settings.storage.data_dir);
+            let plan = SqliteStore::plan_read_only(dir, settings.audit_retention())
+                .map_err(StartupError::Database)?;
+            Ok((dir.join("users.db").display().to_string(), plan))
+        }
+    }
+}
+
 /// The most actor calls one workflow makes in sequence (a login: the lockout twice, the lookup,
 /// bcrypt, the session, the stamp; with room to spare): a whole workflow ends within this many
 /// call deadlines.
@@ -192,7 +230,7 @@ impl Actors {
     /// Starts every actor (each on its own arbiter, away from the HTTP workers) and makes sure
     /// the indexes exist. Used by `serve`, `migrate` and `create-admin` alike.
     pub async fn start(settings: &Settings) -> Result<Self, StartupError> {
-        let actors = Self::start_unindexed(settings, false).await?;
+        let actors = Self::start_unindexed(settings).await?;
         // Unique indexes guard every duplicate rule: serve nothing until they exist.
         actors
             .db
@@ -202,9 +240,8 @@ impl Actors {
         Ok(actors)
     }
 
-    /// Starts every actor, leaving the database's indexes as they are. For `migrate --dry-run`
-    /// (`dry_run`), the audit retention purge does not run either.
-    pub async fn start_unindexed(settings: &Settings, dry_run: bool) -> Result<Self, StartupError> {
+    /// Starts every actor, leaving the database's indexes as they are.
+    async fn start_unindexed(settings: &Settings) -> Result<Self, StartupError> {
         let a = &settings.actors;
         let call_timeout = settings.call_timeout();
         let probe_interval = Duration::from_millis(a.probe_interval_ms);
@@ -212,21 +249,7 @@ impl Actors {
         let config = |e: crate::configuration::ConfigError| StartupError::Config(e.to_string());
         let data_dir = std::path::Path::new(&settings.storage.data_dir);
         let store = match settings.storage_backend().map_err(config)? {
-            StorageBackend::Mongodb => Store::Mongo(
-                db_queue::connect(
-                    &settings.mongodb.uri,
-                    Some(settings.mongodb.user.as_str()),
-                    settings
-                        .mongodb
-                        .password
-                        .as_ref()
-                        .map(|p| p.expose_secret()),
-                    Duration::from_millis(settings.mongodb.server_selection_timeout_ms),
-                )
-                .await
-                .map_err(StartupError::Config)?
-                .with_audit_retention(settings.audit_retention()),
-            ),
+            StorageBackend::Mongodb => Store::Mongo(connect_mongo(settings).await?),
             StorageBackend::Embedded => {
                 Store::Embedded(SqliteStore::open(data_dir).map_err(StartupError::Config)?)
             }
@@ -272,7 +295,7 @@ impl Actors {
             let stats = db_stats.clone();
             let op_timeout = Duration::from_millis(settings.mongodb.op_timeout_ms);
             let (database, cache) = (database.clone(), user_cache.clone());
-            let audit_retention = settings.audit_retention().filter(|_| !dry_run);
+            let audit_retention = settings.audit_retention();
             let purge_interval = Duration::from_secs(settings.sessions.session_check_interval);
             let batch_size = a.db_queue_batch.max(1);
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {

@@ -121,15 +121,45 @@ impl SqliteDb {
     }
 }
 
+/// Opens `path` for reading only, leaving every file as it is (for `migrate --dry-run`). A
+/// database with a write-ahead log beside it (a service running, or one that stopped without
+/// closing) is read with its log, through the log's existing files; one without is read as an
+/// immutable file, so no lock or log file is created either.
+pub fn open_read_only(path: &Path) -> Result<Connection, String> {
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    let mode = if Path::new(&log).exists() {
+        "mode=ro"
+    } else {
+        "immutable=1"
+    };
+    // A URI names the file: `%`, `?` and `#` in its path are escaped.
+    let escaped = path
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(format!("file:{escaped}?{mode}"), flags)
+        .map_err(|e| format!("{}: cannot open it to read: {e}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(conn)
+}
+
+/// Whether `table` has `column` (false when the table is missing too).
+pub fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+        .exists([table, column])
+}
+
 /// Adds each `(table, column, definition)` the table lacks (a database an older version made).
 fn add_missing_columns(conn: &Connection, added: &[(&str, &str, &str)]) -> rusqlite::Result<()> {
     for (table, column, definition) in added {
-        let exists: bool = conn
-            .prepare(&format!(
-                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?"
-            ))?
-            .exists([column])?;
-        if !exists {
+        if !has_column(conn, table, column)? {
             conn.execute_batch(&format!(
                 "ALTER TABLE {table} ADD COLUMN {column} {definition}"
             ))?;

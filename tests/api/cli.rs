@@ -155,35 +155,134 @@ async fn healthcheck_succeeds_against_a_live_service_and_fails_without_one() {
     assert!(!closed.status.success());
 }
 
-#[actix_web::test]
-async fn migrate_dry_run_purges_no_audit_entry() {
-    if !crate::helpers::embedded() {
-        // On MongoDB the retention is a TTL index, which the server applies by itself.
-        eprintln!("not applicable: MongoDB's TTL monitor, not the service, expires entries");
-        return;
+/// What a dry run may touch: every file of an embedded data directory (name and content), or
+/// every document and index of every collection of the MongoDB database.
+async fn snapshot(iso: &Isolation, app: &TestApp) -> Vec<String> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    match &app.store {
+        crate::helpers::Backdoor::Sqlite(_) => {
+            let mut files: Vec<String> = std::fs::read_dir(&iso.data_dir)
+                .map(|dir| {
+                    dir.flatten()
+                        .map(|f| {
+                            let bytes = std::fs::read(f.path()).unwrap_or_default();
+                            let mut hash = DefaultHasher::new();
+                            bytes.hash(&mut hash);
+                            let name = f.file_name().to_string_lossy().to_string();
+                            format!("{name} {} bytes {:x}", bytes.len(), hash.finish())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.sort();
+            files
+        }
+        crate::helpers::Backdoor::Mongo(db) => {
+            use futures::TryStreamExt;
+            let mut seen = Vec::new();
+            let mut names = db.list_collection_names().await.unwrap();
+            names.sort();
+            for name in names {
+                let collection = db.collection::<mongodb::bson::Document>(&name);
+                let indexes: Vec<_> = collection
+                    .list_indexes()
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                seen.push(format!("{name} indexes {indexes:?}"));
+                let documents: Vec<_> = collection
+                    .find(doc! {})
+                    .sort(doc! {"_id": 1})
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                seen.push(format!("{name} documents {documents:?}"));
+            }
+            seen
+        }
     }
+}
+
+/// `migrate --dry-run` reads only: on a store with audit entries aged past the retention, it
+/// announces the purge with its count and every byte (embedded: every file of the data
+/// directory; MongoDB: every document and index) is as it was.
+#[actix_web::test]
+async fn migrate_dry_run_announces_the_purge_and_changes_nothing() {
     let iso = Isolation::new();
-    let app = crate::helpers::spawn_app_in(&iso, &[]).await;
-    let (_, id) = app.create_user().await;
+    // The service that wrote the data keeps everything (no retention of its own).
+    let app = crate::helpers::spawn_app_in(&iso, &[("AUDIT_RETENTION_DAYS", "0")]).await;
     let long_ago = chrono::Utc::now().timestamp_millis() - 400 * 86_400_000;
-    app.store
-        .set(
-            "audit_log",
-            mongodb::bson::doc! {"user_id": &id},
-            mongodb::bson::doc! {"at": long_ago},
-        )
-        .await;
-    let before = app.count("audit_log", mongodb::bson::doc! {}).await;
+    let at = if crate::helpers::embedded() {
+        mongodb::bson::Bson::Int64(long_ago)
+    } else {
+        mongodb::bson::Bson::DateTime(mongodb::bson::DateTime::from_millis(long_ago))
+    };
+    for _ in 0..3 {
+        let (_, id) = app.create_user().await;
+        app.store
+            .set("audit_log", doc! {"user_id": &id}, doc! {"at": at.clone()})
+            .await;
+    }
+    app.create_user().await;
+    let aged = app.count("audit_log", doc! {"at": at}).await;
+    assert!(aged >= 3, "{aged} audit entries aged");
+    assert!(
+        app.count("audit_log", doc! {}).await > aged,
+        "recent entries too"
+    );
+    // Embedded: an operator's copy of the store, as a stopped service leaves it (one file, no
+    // write-ahead log): the service above keeps its own open.
+    let (iso, copy) = if let crate::helpers::Backdoor::Sqlite(path) = &app.store {
+        let copy = Isolation::new();
+        std::fs::create_dir_all(&copy.data_dir).unwrap();
+        let to = copy.data_dir.join("users.db");
+        rusqlite::Connection::open(path)
+            .and_then(|c| c.execute("VACUUM INTO ?", [to.display().to_string()]))
+            .expect("the store copied");
+        let copied = crate::helpers::TestApp::connect(app.address.clone(), &copy).await;
+        (copy, copied)
+    } else {
+        (iso, app)
+    };
+    let before = snapshot(&iso, &copy).await;
 
     let out = run(
         &["migrate", "--dry-run"],
         &iso.env(&[("AUDIT_RETENTION_DAYS", "90")]),
     );
 
+    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{}",
+        "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(app.count("audit_log", mongodb::bson::doc! {}).await, before);
+    assert!(
+        said.contains(&format!(
+            "would remove {aged} audit entries older than 90 days"
+        )),
+        "{said}"
+    );
+    assert_eq!(snapshot(&iso, &copy).await, before, "{said}");
+}
+
+/// A dry run where no store exists yet says it would make one, and makes nothing.
+#[test]
+fn migrate_dry_run_on_a_new_data_directory_creates_nothing() {
+    if !crate::helpers::embedded() {
+        eprintln!("not applicable: a MongoDB database is made by its first write");
+        return;
+    }
+    let iso = Isolation::new();
+
+    let out = run(&["migrate", "--dry-run"], &iso.env(&[]));
+
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("would create"), "{said}");
+    assert!(!iso.data_dir.exists(), "{said}");
 }

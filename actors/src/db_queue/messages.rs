@@ -14,12 +14,8 @@ use crate::ActorError;
 #[rtype(result = "Result<(), ActorError>")]
 pub struct EnsureIndexes;
 
-/// What [`EnsureIndexes`] would do, changing nothing (`migrate --dry-run`).
-#[derive(Message)]
-#[rtype(result = "Result<IndexPlan, ActorError>")]
-pub struct PlanIndexes;
-
-/// The steps taking over a database takes, and the records that stop it.
+/// The steps taking over a database takes, and the records that stop it (what
+/// [`EnsureIndexes`] would do; `migrate --dry-run` prints it).
 #[derive(Debug, Clone, Default)]
 pub struct IndexPlan {
     pub steps: Vec<String>,

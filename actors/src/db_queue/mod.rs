@@ -310,7 +310,6 @@ queued!(FindUserWithWallet, Option<UserWithWallet>, |m, c| {
 });
 queued!(WriteAudit, (), |m, c| Op::Audit(m.0, c));
 queued!(EnsureIndexes, (), |m, c| alone(m, c));
-queued!(PlanIndexes, IndexPlan, |m, c| alone(m, c));
 queued!(RegisterUser, Written<(User, Wallet)>, |m, c| alone(m, c));
 queued!(SearchUsersSlice, SearchSlice, |m, c| alone(m, c));
 queued!(FindUsersByIds, Vec<User>, |m, c| alone(m, c));
@@ -399,18 +398,6 @@ impl Operation for EnsureIndexes {
 
     fn sqlite(self, c: &Connection) -> Result<(), ActorError> {
         SqliteStore::ensure_indexes(c)
-    }
-}
-
-impl Operation for PlanIndexes {
-    type Output = IndexPlan;
-
-    async fn mongo(self, store: MongoStore) -> Result<IndexPlan, ActorError> {
-        store.plan_indexes().await
-    }
-
-    fn sqlite(self, c: &Connection) -> Result<IndexPlan, ActorError> {
-        SqliteStore::plan_indexes(c)
     }
 }
 

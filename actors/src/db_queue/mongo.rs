@@ -541,6 +541,29 @@ impl MongoStore {
         super::mongo_indexes::plan(&self.db, self.audit_retention).await
     }
 
+    /// What starting on this database would change, read without writing anything: the
+    /// index steps of [`Self::plan_indexes`] and the audit entries older than the retention
+    /// that its expiry index would remove.
+    pub async fn plan_read_only(self) -> Result<IndexPlan, ActorError> {
+        let mut plan = self.clone().plan_indexes().await?;
+        if let Some(retention) = self.audit_retention {
+            let before = Utc::now() - retention;
+            let aged = self
+                .audit()
+                .count_documents(doc! {"at": {"$lt": bson::DateTime::from_chrono(before)}})
+                .await
+                .map_err(ActorError::mongo)?;
+            if aged > 0 {
+                plan.steps.push(format!(
+                    "remove {aged} audit entries older than {} days (AUDIT_RETENTION_DAYS; \
+                     MongoDB's expiry index removes them)",
+                    retention.as_secs() / 86_400
+                ));
+            }
+        }
+        Ok(plan)
+    }
+
     pub async fn ensure_indexes(self) -> Result<(), ActorError> {
         super::mongo_indexes::ensure(&self.db, self.audit_retention).await?;
         let seed = super::mongo_indexes::seed_beside(&self.db).await?;

@@ -4,7 +4,7 @@
 //! written in one transaction, the same ordering of searches and audit pages. Ids are the same
 //! 24-hex ObjectIds, so a user's id looks the same on either backend.
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use mongodb::bson::{oid::ObjectId, Bson};
@@ -19,7 +19,9 @@ use crate::domain::{
     AuditEntry, AuditRecord, Email, EmailKey, Role, User, UserId, UserStatus, Wallet,
 };
 use crate::error::DuplicateField;
-use crate::sqlite::{sqlite_error, unique_violation, Durability, SqliteDb};
+use crate::sqlite::{
+    has_column, open_read_only, sqlite_error, unique_violation, Durability, SqliteDb,
+};
 use crate::ActorError;
 
 /// The schema, idempotent. Index names match the MongoDB store's.
@@ -84,6 +86,31 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 const EMAIL_KEY_INDEX: &str =
     "CREATE UNIQUE INDEX IF NOT EXISTS email_key_unique ON users(email_key)";
 const RETIRED_EMAIL_INDEX: &str = "email_ci_unique";
+/// The index of emails as typed that the first schema had (dropped by [`SCHEMA`]).
+const RETIRED_SEED_INDEX: &str = "email_unique";
+
+/// The `(table, name)` of each `CREATE {kind} IF NOT EXISTS` of `schema` (`kind`: `TABLE` or
+/// `INDEX`; a table's name is its own): what a dry run looks for, read from the one schema.
+fn schema_objects(schema: &str, kind: &str) -> Vec<(String, String)> {
+    let unquote = |word: &str| word.trim_matches('"').to_string();
+    schema
+        .lines()
+        .filter_map(|line| {
+            let line = line
+                .trim_start_matches("CREATE ")
+                .trim_start_matches("UNIQUE ");
+            let rest = line.strip_prefix(kind)?.strip_prefix(" IF NOT EXISTS ")?;
+            let mut words = rest.split(|c: char| c.is_whitespace() || c == '(');
+            let name = unquote(words.next()?);
+            let table = if kind == "TABLE" {
+                name.clone()
+            } else {
+                words.find(|w| !w.is_empty() && *w != "ON").map(unquote)?
+            };
+            Some((table, name))
+        })
+        .collect()
+}
 const WALLET_COLUMNS: &str = "id, user_id, balance, currency, status, created_at, updated_at";
 
 const NAME: &str = "sqlite";
@@ -423,12 +450,14 @@ impl SqliteStore {
     /// ASCII-only case-insensitive index it replaces.
     pub fn plan_indexes(c: &Connection) -> Result<IndexPlan, ActorError> {
         let mut plan = IndexPlan::default();
+        // A file an earlier version made, read by a dry run, may lack the column still.
+        let unkeyed_users = if has_column(c, "users", "email_key").map_err(db_error)? {
+            "SELECT COUNT(*) FROM users WHERE email_key IS NULL"
+        } else {
+            "SELECT COUNT(*) FROM users"
+        };
         let unkeyed: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM users WHERE email_key IS NULL",
-                [],
-                |r| r.get(0),
-            )
+            .query_row(unkeyed_users, [], |r| r.get(0))
             .map_err(db_error)?;
         if unkeyed > 0 {
             plan.steps.push(format!(
@@ -451,6 +480,70 @@ impl SqliteStore {
         }
         if unkeyed > 0 {
             plan.conflicts = key_clashes(c).map_err(db_error)?;
+        }
+        Ok(plan)
+    }
+
+    /// What starting on `dir/users.db` would change, read without writing anything (no file
+    /// is created, no lock taken on a file no service has open): the tables, columns and
+    /// indexes missing, the email keys to write, and the audit entries older than `retention`
+    /// that the purge would remove.
+    pub fn plan_read_only(dir: &Path, retention: Option<Duration>) -> Result<IndexPlan, String> {
+        let path = dir.join("users.db");
+        if !path.exists() {
+            return Ok(IndexPlan {
+                steps: vec![format!("create {} with its tables", path.display())],
+                conflicts: vec![],
+            });
+        }
+        let c = open_read_only(&path)?;
+        let failed = |e: rusqlite::Error| format!("{}: {e}", path.display());
+        let named = |kind: &str, name: &str| -> Result<bool, String> {
+            c.prepare_cached("SELECT 1 FROM sqlite_master WHERE type = ? AND name = ?")
+                .and_then(|mut s| s.exists([kind, name]))
+                .map_err(failed)
+        };
+        let mut steps = Vec::new();
+        for (table, _) in schema_objects(SCHEMA, "TABLE") {
+            if !named("table", &table)? {
+                steps.push(format!("create table {table}"));
+            }
+        }
+        for (table, column, _) in ADDED_COLUMNS {
+            if named("table", table)? && !has_column(&c, table, column).map_err(failed)? {
+                steps.push(format!("add column {table}.{column}"));
+            }
+        }
+        for (table, index) in schema_objects(SCHEMA, "INDEX") {
+            if !named("index", &index)? {
+                steps.push(format!("create index {table}.{index}"));
+            }
+        }
+        if named("index", RETIRED_SEED_INDEX)? {
+            steps.push(format!("drop index users.{RETIRED_SEED_INDEX}"));
+        }
+        let mut plan = if named("table", "users")? {
+            Self::plan_indexes(&c).map_err(|e| e.to_string())?
+        } else {
+            IndexPlan::default()
+        };
+        plan.steps.splice(0..0, steps);
+        if let Some(retention) = retention.filter(|_| named("table", "audit_log").unwrap_or(false))
+        {
+            let before = Utc::now() - retention;
+            let aged: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM audit_log WHERE at < ?",
+                    [before.timestamp_millis()],
+                    |r| r.get(0),
+                )
+                .map_err(failed)?;
+            if aged > 0 {
+                plan.steps.push(format!(
+                    "remove {aged} audit entries older than {} days (AUDIT_RETENTION_DAYS)",
+                    retention.as_secs() / 86_400
+                ));
+            }
         }
         Ok(plan)
     }
