@@ -4,10 +4,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Arbiter, Supervisor};
+use actix_http::{error::DispatchError, HttpService, KeepAlive};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
 use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
-use actix_web::{web, App, HttpServer};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App};
 use actors::account::{AccountActors, AccountSettings};
 use actors::db_queue::{
     self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, Guard, IndexPlan, MongoStore,
@@ -31,6 +35,7 @@ use tracing_actix_web::TracingLogger;
 use crate::configuration::{BootstrapAdmin, Settings, StorageBackend, TokensBackend};
 use crate::routes;
 use crate::state::AppState;
+use crate::wire::JsonErrors;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -469,7 +474,18 @@ impl Application {
         // A workflow's own calls each have the call deadline, so the handler awaits the whole
         // workflow without a timer of its own.
         let workflow_timeout = Duration::MAX;
-        let mut server = HttpServer::new(move || {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| StartupError::Other(format!("listen: {e}")))?;
+        let mut builder =
+            actix_web::dev::Server::build().shutdown_timeout(settings.server.shutdown_grace);
+        if settings.server.workers > 0 {
+            builder = builder.workers(settings.server.workers);
+        }
+        // Idle keep-alive connections close as a graceful stop begins, as actix-web's own
+        // `HttpServer` has them do.
+        let stopping = builder.graceful_shutdown_signal();
+        let app = move || {
             // Each worker thread runs its own AccountActor and TokenActor: a handler reaches
             // them without a thread hop.
             let accounts = server_state.accounts.start_here(workflow_timeout);
@@ -489,13 +505,35 @@ impl Application {
                 .app_data(routes::query_config())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .configure(routes::configure)
-        })
-        .shutdown_timeout(settings.server.shutdown_grace);
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let server = server
-            .listen(listener)
+        };
+        // What actix-web's `HttpServer::listen` builds (HTTP/1 over TCP, its timeouts), with
+        // each connection wrapped so the answers actix-http writes by itself carry the JSON
+        // error body (see `crate::wire`).
+        let server = builder
+            .listen("http", listener, move || {
+                let stopping = stopping.clone();
+                let http = HttpService::build()
+                    .graceful_shutdown_signal(move || {
+                        let stopping = stopping.clone();
+                        async move { stopping.notified().await }
+                    })
+                    .keep_alive(KeepAlive::default())
+                    .client_request_timeout(Duration::from_secs(5))
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .h1_allow_half_closed(true)
+                    .local_addr(local_addr)
+                    .h1(map_config(
+                        app()
+                            .into_factory()
+                            .map_err(|e: actix_web::Error| e.error_response()),
+                        |_| AppConfig::default(),
+                    ));
+                fn_service(|io: TcpStream| async move {
+                    let peer = io.peer_addr().ok();
+                    Ok::<_, DispatchError>((JsonErrors::new(io), peer))
+                })
+                .and_then(http)
+            })
             .map_err(|e| StartupError::Other(format!("listen: {e}")))?
             .run();
         Ok(Self {

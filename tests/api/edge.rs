@@ -395,3 +395,77 @@ async fn audit_entries_older_than_the_retention_are_removed_and_younger_ones_sta
         );
     }
 }
+
+/// Sends `request` as raw bytes on a new connection and reads the whole answer (the service
+/// closes the connection after these errors): (status, content type, body).
+async fn raw_answer(app: &TestApp, request: Vec<u8>) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.address.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    // The service may answer and close before it has read everything sent.
+    let _ = stream.write_all(&request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    (status, content_type.trim().to_string(), body.to_string())
+}
+
+/// The answers actix-http gives before any handler runs (a head too large, a malformed one, one
+/// too slow to arrive) have the JSON error shape too (SPEC 10).
+#[actix_web::test]
+async fn answers_given_before_any_handler_have_the_json_error_shape() {
+    let app = spawn_app().await;
+    let many_headers: String = (0..120).map(|i| format!("x-h{i}: {i}\r\n")).collect();
+    let huge_header = format!("x-big: {}\r\n", "a".repeat(140 * 1024));
+    let cases = [
+        (
+            431,
+            format!("GET /health HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n"),
+        ),
+        (
+            431,
+            format!("GET /health HTTP/1.1\r\nhost: x\r\n{huge_header}\r\n"),
+        ),
+        (
+            400,
+            "GET /health HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n".to_string(),
+        ),
+        // Never finished: the head timer (5 s) ends it.
+        (408, "GET /health HTTP/1.1\r\nhost: x\r\n".to_string()),
+    ];
+    let answers = join_all(
+        cases
+            .iter()
+            .map(|(_, request)| raw_answer(&app, request.clone().into_bytes())),
+    )
+    .await;
+
+    for ((want, _), (status, content_type, body)) in cases.iter().zip(answers) {
+        assert_eq!(status, *want, "{body}");
+        assert_eq!(content_type, "application/json", "{status}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+        assert_eq!(body["success"], false, "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+    }
+    // The connection wrapping changes nothing else: an ordinary request still answers.
+    let ok = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}
