@@ -72,3 +72,14 @@ call("POST", "/auth/register", {"username": "bo_li", "email": "bo.li@x.io", "pas
 other = call("POST", "/auth/login", {"email": "bo.li@x.io", "password": pw}, source="127.0.0.60")[1]["data"]["device_token"]
 for name, token in [("another user's device token", other), ("a 5,000-character token", "x" * 5000), ("a forged token", device[:-12] + "AAAAAAAAAAAA")]:
     print(f"{name}, right password:", call("POST", "/auth/login", {"email": "ana.ruiz@x.io", "password": pw, "device_token": token}, source="127.0.0.50")[0])
+
+# An answer no handler writes: a request head over actix-http's limits (120 headers).
+import socket
+with socket.create_connection((BASE_HOST, BASE_PORT), timeout=30) as raw:
+    headers = "".join(f"x-h{i}: {i}\r\n" for i in range(120))
+    raw.sendall(f"GET /health HTTP/1.1\r\nhost: x\r\n{headers}\r\n".encode())
+    answer = b""
+    while chunk := raw.recv(65536):
+        answer += chunk
+head, _, body = answer.decode().partition("\r\n\r\n")
+print("120 request headers:", head.splitlines()[0], "|", body)
