@@ -3,7 +3,8 @@
 //!
 //! - `run`: closed-loop load (or paced, with `--rate`) on one scenario: `register`, `login`
 //!   (pre-seeded users, cycling), `me` (GET /auth/me with live tokens), `refresh`, `mixed`, or a
-//!   plain `get` of any path. Prints requests/s, p50/p99/max latency and status counts.
+//!   plain `get` of any path. Prints successes/s (2xx only), every status, p50 to p99.9 latency and a
+//!   progress line each second; exits 3 when fewer than `--min-success` % succeeded.
 //! - `bcrypt`: bare bcrypt verifies/s on all cores (the physical ceiling for logins/s).
 //! - `baseline`: a bare actix-web handler returning a small JSON body (the ceiling for GETs).
 //! - `queue`: user look-ups/s through the DbQueueActor versus the mongodb driver directly.
@@ -61,7 +62,11 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Run(args) => scenarios::run(args),
+        Command::Run(args) => match scenarios::run(args) {
+            // Fewer successes than --min-success: the report said why.
+            Ok(false) => return std::process::ExitCode::from(3),
+            other => other.map(|_| ()),
+        },
         Command::Bcrypt {
             cost,
             duration,

@@ -58,6 +58,10 @@ pub struct RunArgs {
     /// its next request, as a well-behaved client does.
     #[arg(long)]
     honor_retry_after: bool,
+    /// The least share of answers that must succeed (2xx), in percent: below it the run says
+    /// why and exits with status 3 (a storm meant to be refused passes 0).
+    #[arg(long, default_value_t = 95.0)]
+    min_success: f64,
     /// Also report the CPU seconds this process (e.g. the service, its database) spent during
     /// the measured window; repeatable. The load tool's own CPU is always reported.
     #[arg(long = "cpu-pid")]
@@ -113,9 +117,14 @@ struct Shared {
     emails: Vec<String>,
     counter: AtomicUsize,
     errors: AtomicU64,
+    /// Answers inside the window, and the successful (2xx) among them: the progress line.
+    answered: AtomicU64,
+    succeeded: AtomicU64,
 }
 
-pub fn run(args: RunArgs) -> Result<(), String> {
+/// Runs the scenario and prints its report; `Ok(false)` when fewer answers than
+/// `--min-success` succeeded (the report says why).
+pub fn run(args: RunArgs) -> Result<bool, String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,7 +132,13 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     runtime.block_on(run_async(args))
 }
 
-async fn run_async(args: RunArgs) -> Result<(), String> {
+async fn run_async(args: RunArgs) -> Result<bool, String> {
+    if !(args.base_url.starts_with("http://") || args.base_url.starts_with("https://")) {
+        return Err(format!(
+            "--base-url {:?} has no scheme: write http://{}",
+            args.base_url, args.base_url
+        ));
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
         .timeout(Duration::from_secs(60))
@@ -164,6 +179,8 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         emails: login_emails,
         counter: AtomicUsize::new(0),
         errors: AtomicU64::new(0),
+        answered: AtomicU64::new(0),
+        succeeded: AtomicU64::new(0),
     });
 
     let duration = Duration::from_secs_f64(args.duration);
@@ -178,6 +195,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
             cpu.finish()
         })
     };
+    let progress = tokio::spawn(progress_lines(Arc::clone(&shared), started, duration));
     let honor = args.honor_retry_after;
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
@@ -201,17 +219,37 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
             }
         }
     }
+    progress.abort();
     let elapsed = duration.as_secs_f64();
     let cpu_used = cpu_used.await.map_err(|e| e.to_string())?;
-    report(
+    Ok(report(
         &args,
         &histogram,
         &by_status,
         shared.errors.load(Ordering::Relaxed),
         elapsed,
         &cpu_used,
+    ))
+}
+
+/// One line a second on standard error while the run lasts (the report comes at the end):
+/// seconds so far, successes and their rate, all answers, connection errors.
+async fn progress_lines(shared: Arc<Shared>, started: Instant, duration: Duration) {
+    let mut tick = tokio::time::interval_at(
+        (started + Duration::from_secs(1)).into(),
+        Duration::from_secs(1),
     );
-    Ok(())
+    while started.elapsed() < duration {
+        tick.tick().await;
+        let seconds = started.elapsed().as_secs_f64().min(duration.as_secs_f64());
+        let ok = shared.succeeded.load(Ordering::Relaxed);
+        eprintln!(
+            "[{seconds:4.0}s] ok {ok} ({:.1}/s), answers {}, connection errors {}",
+            ok as f64 / seconds.max(1e-9),
+            shared.answered.load(Ordering::Relaxed),
+            shared.errors.load(Ordering::Relaxed)
+        );
+    }
 }
 
 fn new_histogram() -> Result<Histogram<u64>, String> {
@@ -241,6 +279,10 @@ async fn worker_loop(
             // so only requests completed inside it count.
             Ok(_) if started.elapsed() > duration => {}
             Ok((status, retry_after)) => {
+                shared.answered.fetch_add(1, Ordering::Relaxed);
+                if (200..300).contains(&status) {
+                    shared.succeeded.fetch_add(1, Ordering::Relaxed);
+                }
                 #[allow(clippy::expect_used)] // constant, valid bounds
                 let histogram = by_status
                     .entry(status)
@@ -350,7 +392,8 @@ async fn seed_users(
     let register = |i: usize, email: &String| {
         let email = email.clone();
         async move {
-            // A busy service refuses with 503 and Retry-After: seeding waits and tries again.
+            // A busy service refuses with 503, a rate-limited one with 429, both with
+            // Retry-After: seeding waits and tries again.
             for _ in 0..30 {
                 let response = client
                     .post(format!("{base}/auth/register"))
@@ -361,7 +404,7 @@ async fn seed_users(
                     .map_err(|e| e.to_string())?;
                 match response.status().as_u16() {
                     201 | 409 => return Ok(()),
-                    503 => {
+                    429 | 503 => {
                         let wait = (response.headers().get("retry-after"))
                             .and_then(|v| v.to_str().ok()?.parse().ok())
                             .unwrap_or(1);
@@ -419,6 +462,52 @@ async fn sign_in_all(
     Ok((access, refresh))
 }
 
+/// The quantiles every latency set is reported at, with their JSON names.
+const QUANTILES: [(&str, f64); 5] = [
+    ("p50_ms", 0.50),
+    ("p90_ms", 0.90),
+    ("p95_ms", 0.95),
+    ("p99_ms", 0.99),
+    ("p999_ms", 0.999),
+];
+
+/// A latency set in milliseconds: each of [`QUANTILES`] and the maximum.
+fn latencies(h: &Histogram<u64>) -> serde_json::Map<String, Value> {
+    let mut at: serde_json::Map<String, Value> = QUANTILES
+        .iter()
+        .map(|(name, q)| {
+            (
+                name.to_string(),
+                json!(h.value_at_quantile(*q) as f64 / 1000.0),
+            )
+        })
+        .collect();
+    at.insert("max_ms".into(), json!(h.max() as f64 / 1000.0));
+    at
+}
+
+/// Why most answers were not successes, from the most common failing status.
+fn why_failed(statuses: &BTreeMap<u16, u64>, answers: u64) -> String {
+    let Some((status, n)) = statuses
+        .iter()
+        .filter(|(s, _)| !(200..300).contains(*s))
+        .max_by_key(|(_, n)| **n)
+    else {
+        return "no answers: the service could not be reached".into();
+    };
+    let share = 100.0 * *n as f64 / answers.max(1) as f64;
+    let cause = match status {
+        429 => "the service's AUTH_RATE_LIMIT (or the lockout) is on",
+        503 => {
+            "the service refused work it could not do in time (overloaded, or a dependency down)"
+        }
+        401 | 403 => "the credentials or tokens were refused",
+        409 => "the users or sessions conflict (e.g. MAX_CONCURRENT_SESSIONS with reject)",
+        _ => "see the statuses above",
+    };
+    format!("{share:.0} % {status}: {cause}")
+}
+
 fn report(
     args: &RunArgs,
     h: &Histogram<u64>,
@@ -426,50 +515,64 @@ fn report(
     errors: u64,
     elapsed: f64,
     cpu_s: &serde_json::Map<String, Value>,
-) {
+) -> bool {
     let statuses: BTreeMap<u16, u64> = by_status.iter().map(|(k, h)| (*k, h.len())).collect();
     // Latency of each status on its own (a storm's fast refusals and slow successes apart).
     let latency: BTreeMap<u16, Value> = by_status
         .iter()
-        .map(|(k, h)| {
-            let at = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-            (
-                *k,
-                json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": h.max() as f64 / 1000.0}),
-            )
-        })
+        .map(|(k, h)| (*k, Value::Object(latencies(h))))
         .collect();
     let requests: u64 = statuses.values().sum();
+    let ok: u64 = (statuses.iter())
+        .filter(|(s, _)| (200..300).contains(*s))
+        .map(|(_, n)| n)
+        .sum();
+    let success = 100.0 * ok as f64 / (requests + errors).max(1) as f64;
+    let met = success >= args.min_success;
+    let why = (!met).then(|| why_failed(&statuses, requests + errors));
+    // Throughput is of successes: refusals answered fast are not work done.
+    let rps = ok as f64 / elapsed;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let rps = requests as f64 / elapsed;
     if args.json {
-        println!(
-            "{}",
-            json!({
-                "scenario": format!("{:?}", args.scenario).to_lowercase(),
-                "concurrency": args.concurrency,
-                "duration_s": elapsed,
-                "requests": requests,
-                "rps": rps,
-                "p50_ms": ms(0.50),
-                "p99_ms": ms(0.99),
-                "max_ms": h.max() as f64 / 1000.0,
-                "statuses": statuses,
-                "latency_by_status": latency,
-                "errors": errors,
-                "cpu_s": cpu_s,
-            })
-        );
+        let mut report = json!({
+            "scenario": format!("{:?}", args.scenario).to_lowercase(),
+            "concurrency": args.concurrency,
+            "duration_s": elapsed,
+            "requests": requests,
+            "ok": ok,
+            "rps": rps,
+            "answers_per_s": requests as f64 / elapsed,
+            "success_pct": success,
+            "statuses": statuses,
+            "latency_by_status": latency,
+            "errors": errors,
+            "cpu_s": cpu_s,
+            "below_min_success": why,
+        });
+        if let Value::Object(fields) = &mut report {
+            fields.extend(latencies(h));
+        }
+        println!("{report}");
     } else {
         println!(
             "scenario={:?} concurrency={} duration={elapsed:.1}s",
             args.scenario, args.concurrency
         );
-        println!("requests: {requests} ({rps:.1}/s), connection errors: {errors}");
         println!(
-            "latency ms: p50 {:.2}  p99 {:.2}  max {:.2}",
+            "successes: {ok} ({rps:.1}/s, {success:.1} % of {} answers and connection errors)",
+            requests + errors
+        );
+        println!(
+            "answers: {requests} ({:.1}/s), connection errors: {errors}",
+            requests as f64 / elapsed
+        );
+        println!(
+            "latency ms: p50 {:.2}  p90 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
             ms(0.50),
+            ms(0.90),
+            ms(0.95),
             ms(0.99),
+            ms(0.999),
             h.max() as f64 / 1000.0
         );
         let s: Vec<String> = statuses.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -485,4 +588,11 @@ fn report(
         let c: Vec<String> = cpu_s.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("CPU seconds in the window: {}", c.join(" "));
     }
+    if let Some(why) = why {
+        eprintln!(
+            "loadtest: only {success:.1} % of answers succeeded (below --min-success {}): {why}",
+            args.min_success
+        );
+    }
+    met
 }
