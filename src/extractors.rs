@@ -31,19 +31,19 @@ fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("Missing bearer token".into()))?;
+        .ok_or_else(|| ApiError::missing_token("Missing bearer token"))?;
     let value = value
         .to_str()
-        .map_err(|_| ApiError::Unauthorized("Malformed Authorization header".into()))?;
+        .map_err(|_| ApiError::missing_token("Malformed Authorization header"))?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::Unauthorized(
-            "Authorization scheme must be Bearer".into(),
+        return Err(ApiError::missing_token(
+            "Authorization scheme must be Bearer",
         ));
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(ApiError::Unauthorized("Missing bearer token".into()));
+        return Err(ApiError::missing_token("Missing bearer token"));
     }
     Ok(token.to_string())
 }

@@ -141,8 +141,7 @@ pub async fn serve(state: web::Data<AppState>) -> HttpResponse {
         Some(handle) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
             .body(handle.render()),
-        None => HttpResponse::ServiceUnavailable().json(serde_json::json!({
-            "success": false, "error": "metrics recorder unavailable"
-        })),
+        None => HttpResponse::ServiceUnavailable()
+            .json(crate::error::ErrorCode::InternalError.body("metrics recorder unavailable")),
     }
 }

@@ -85,7 +85,9 @@ fn rewritten(buf: &[u8]) -> Option<(usize, Vec<u8>)> {
         return None;
     }
     let message = status.canonical_reason().unwrap_or("Request failed");
-    let body = serde_json::json!({"success": false, "error": message}).to_string();
+    let body = crate::error::ErrorCode::of_status(status)
+        .body(message)
+        .to_string();
     let mut answer = Vec::with_capacity(end + body.len() + 64);
     answer.extend_from_slice(status_line);
     answer.push(b'\n');
@@ -160,7 +162,7 @@ mod tests {
 
         let a = answer(head).expect("rewritten");
 
-        let body = r#"{"success":false,"error":"Request Header Fields Too Large"}"#;
+        let body = r#"{"success":false,"error":"Request Header Fields Too Large","error_code":"header_fields_too_large"}"#;
         assert!(
             a.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
             "{a}"

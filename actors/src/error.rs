@@ -82,8 +82,8 @@ pub enum ActorError {
     #[error("{0}")]
     Invalid(String),
     /// Authenticated, but not allowed to do this.
-    #[error("{0}")]
-    Forbidden(&'static str),
+    #[error("{}", .0.message())]
+    Forbidden(Refusal),
     /// The named thing does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -103,6 +103,30 @@ pub enum ActorError {
         #[source]
         source: BoxError,
     },
+}
+
+/// Why an authenticated caller may not do what they asked (403).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The action is an administrator's.
+    AdminRequired,
+    /// A user may act on their own account only.
+    OwnAccountOnly,
+    /// Status and role are changed by an administrator only.
+    AdminChangesStatusAndRole,
+    /// The `current_password` of a password change is wrong.
+    WrongCurrentPassword,
+}
+
+impl Refusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::AdminRequired => "Administrator role required",
+            Refusal::OwnAccountOnly => "You may only access your own account",
+            Refusal::AdminChangesStatusAndRole => "Only an administrator may change status or role",
+            Refusal::WrongCurrentPassword => "current_password is incorrect",
+        }
+    }
 }
 
 impl ActorError {

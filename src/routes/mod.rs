@@ -131,18 +131,18 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                     ApiError::PayloadTooLarge(format!("Request body is larger than {limit} bytes"))
                 }
                 JsonPayloadError::Deserialize(e) if e.is_eof() => {
-                    ApiError::BadRequest("Request body must be a JSON object".into())
+                    ApiError::Malformed("Request body must be a JSON object".into())
                 }
                 JsonPayloadError::Deserialize(e) => {
-                    ApiError::BadRequest(format!("Invalid JSON body: {e}"))
+                    ApiError::Malformed(format!("Invalid JSON body: {e}"))
                 }
                 JsonPayloadError::ContentType if has_body(req) => ApiError::UnsupportedMediaType(
                     "Request body must be sent as application/json".into(),
                 ),
                 JsonPayloadError::ContentType => {
-                    ApiError::BadRequest("Request body must be a JSON object".into())
+                    ApiError::Malformed("Request body must be a JSON object".into())
                 }
-                other => ApiError::BadRequest(format!("Invalid request body: {other}")),
+                other => ApiError::Malformed(format!("Invalid request body: {other}")),
             }
             .into()
         })
@@ -161,13 +161,13 @@ fn has_body(req: &HttpRequest) -> bool {
 
 pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|err: PathError, _| {
-        ApiError::BadRequest(format!("Invalid path: {err}")).into()
+        ApiError::Malformed(format!("Invalid path: {err}")).into()
     })
 }
 
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err: QueryPayloadError, _| {
-        ApiError::BadRequest(format!("Invalid query string: {err}")).into()
+        ApiError::Malformed(format!("Invalid query string: {err}")).into()
     })
 }
 
@@ -189,7 +189,9 @@ pub fn json_error_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHan
     }
     let status = res.status();
     let message = status.canonical_reason().unwrap_or("Request failed");
-    let body = serde_json::json!({"success": false, "error": message}).to_string();
+    let body = crate::error::ErrorCode::of_status(status)
+        .body(message)
+        .to_string();
     let (req, mut res) = res.into_parts();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

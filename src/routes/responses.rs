@@ -8,12 +8,15 @@ use actors::mailbox::ActorSnapshot;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// Every error: `{"success": false, "error": "<clear message>"}`.
+/// Every error: `{"success": false, "error": "<clear message>", "error_code": "<code>"}`.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Always `false`.
     pub success: bool,
+    /// For people: what went wrong and, where it helps, what to do.
     pub error: String,
+    /// For programs: the reason, stable across versions (the message may change).
+    pub error_code: crate::error::ErrorCode,
 }
 
 /// `{"success": true, "message": …}`: logout and delete.

@@ -398,7 +398,7 @@ async fn audit_entries_older_than_the_retention_are_removed_and_younger_ones_sta
 
 /// Sends `request` as raw bytes on a new connection and reads the whole answer (the service
 /// closes the connection after these errors): (status, content type, body).
-async fn raw_answer(app: &TestApp, request: Vec<u8>) -> (u16, String, String) {
+pub(crate) async fn raw_answer(app: &TestApp, request: Vec<u8>) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = app.address.trim_start_matches("http://").to_string();
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();

@@ -548,6 +548,11 @@ pub async fn assert_error(response: Response, status: StatusCode) -> String {
     assert_eq!(body["success"], json!(false), "{body}");
     let message = body["error"].as_str().expect("error is a string");
     assert!(!message.is_empty());
+    let code = body["error_code"].as_str().unwrap_or_default();
+    assert!(
+        !code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+        "a snake_case error_code: {body}"
+    );
     message.to_string()
 }
 

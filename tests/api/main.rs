@@ -11,6 +11,7 @@ mod compat;
 mod cross_instance;
 mod docs;
 mod edge;
+mod error_codes;
 mod faults;
 mod group_commit;
 mod health;

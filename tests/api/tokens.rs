@@ -8,11 +8,11 @@ use serde_json::{json, Value};
 use crate::helpers::{assert_unauthorized, spawn_app, spawn_app_with, TEST_SECRET};
 
 /// The claims of a token, read without checking it.
-fn claims_of(token: &str) -> Value {
+pub(crate) fn claims_of(token: &str) -> Value {
     crate::helpers::jwt_part(token, 1)
 }
 
-fn sign(claims: &Value, secret: &str) -> String {
+pub(crate) fn sign(claims: &Value, secret: &str) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         claims,

@@ -16,6 +16,7 @@ use super::{
 use crate::db_queue::{self, Expect, FindUserById, Guard, Written};
 use crate::domain::{AttemptSource, ClientIp, EmailKey, Password, UserId, UserStatus};
 use crate::domain::{AuditEntry, AuditRecord, EndReason, NewUser, Role, User, UserChanges};
+use crate::error::Refusal;
 use crate::hasher::{HashPassword, VerifyPassword};
 use crate::session::{BeginLoginAttempt, TakeRateToken};
 use crate::session_store::AttemptOutcome;
@@ -44,9 +45,7 @@ pub(super) async fn create(a: Arc<Accounts>, m: CreateAccount) -> Result<User, A
     match written {
         Written::Applied((user, _wallet)) => Ok(user),
         // The caller stopped being an administrator while the password was hashed.
-        Written::NotFound | Written::Changed => {
-            Err(ActorError::Forbidden("Administrator role required"))
-        }
+        Written::NotFound | Written::Changed => Err(ActorError::Forbidden(Refusal::AdminRequired)),
     }
 }
 
@@ -94,9 +93,7 @@ pub(super) async fn update(a: Arc<Accounts>, m: UpdateAccount) -> Result<User, A
         let role = asked.role.filter(|r| *r != target.role);
         let privileged = status.is_some() || role.is_some();
         if privileged && caller.role != Role::Admin {
-            return Err(ActorError::Forbidden(
-                "Only an administrator may change status or role",
-            ));
+            return Err(ActorError::Forbidden(Refusal::AdminChangesStatusAndRole));
         }
         let mut changes = UserChanges {
             email: asked.email.clone(),
@@ -218,7 +215,7 @@ async fn check_current_password(
                 .detail("reason", "bad_password")
                 .detail("failures_in_window", failures as i64);
             a.audit(entry).await?;
-            Err(ActorError::Forbidden("current_password is incorrect"))
+            Err(ActorError::Forbidden(Refusal::WrongCurrentPassword))
         }
         Err(e) => {
             end_attempt(a, attempt, AttemptOutcome::Abandoned).await;

@@ -25,7 +25,7 @@ use actix::prelude::*;
 
 use crate::db_queue::{DbQueue, FindUserById, Guard, RegisterUser, UserCache, Written};
 use crate::domain::{AuditEntry, EndReason, NewUser, Role, User, UserId, UserStatus, Wallet};
-use crate::error::TokenRejection;
+use crate::error::{Refusal, TokenRejection};
 use crate::hasher::HasherActor;
 use crate::mailbox::{guarded, ActorStats, Mailbox};
 use crate::session::SessionActor;
@@ -165,7 +165,7 @@ impl Accounts {
     async fn admin(&self, token: String) -> Result<User, ActorError> {
         let (_, user) = self.caller(token).await?;
         if user.role != Role::Admin {
-            return Err(ActorError::Forbidden("Administrator role required"));
+            return Err(ActorError::Forbidden(Refusal::AdminRequired));
         }
         Ok(user)
     }
@@ -188,9 +188,7 @@ fn unusable_because(principal: &Principal, user: Option<&User>) -> Option<EndRea
 /// The caller may act on `target`: it is their own account, or they are an administrator.
 fn may_act_on(caller: &User, target: &UserId) -> Result<(), ActorError> {
     if caller.id != *target && caller.role != Role::Admin {
-        return Err(ActorError::Forbidden(
-            "You may only access your own account",
-        ));
+        return Err(ActorError::Forbidden(Refusal::OwnAccountOnly));
     }
     Ok(())
 }
