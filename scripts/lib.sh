@@ -5,6 +5,9 @@
 SECANTUS_VERSION="0.7.0b3"
 # Python's bcrypt, for the test that the stored hashes are readable by the seed's service.
 PY_BCRYPT_VERSION="4.2.0"
+# The OpenAPI document's checks: the validator, and a stock client generator whose client the
+# tests drive (tests/api/docs.rs).
+PY_OPENAPI_TOOLS=("openapi-spec-validator==0.9.0" "openapi-python-client==0.29.1")
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 RUN_DIR="${RUN_DIR:-$ROOT/target/services}"
@@ -21,6 +24,10 @@ ensure_venv() {
     log "creating virtualenv $VENV with SecantusDB==$SECANTUS_VERSION"
     python3 -m venv "$VENV" >/dev/null
     timeout 600 "$VENV/bin/pip" install -q "SecantusDB==$SECANTUS_VERSION" "bcrypt==$PY_BCRYPT_VERSION" >&2
+  fi
+  if [ ! -x "$VENV/bin/openapi-python-client" ] || [ ! -x "$VENV/bin/openapi-spec-validator" ]; then
+    log "installing ${PY_OPENAPI_TOOLS[*]} into $VENV"
+    timeout 600 "$VENV/bin/pip" install -q "${PY_OPENAPI_TOOLS[@]}" >&2
   fi
 }
 

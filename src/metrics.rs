@@ -122,7 +122,7 @@ pub async fn http_metrics(
 }
 
 /// `GET /metrics`: Prometheus text, with the actors' gauges refreshed at scrape time.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations",
     responses(
         (status = 200, description = "Prometheus text exposition format", body = String,
             content_type = "text/plain"),

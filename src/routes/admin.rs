@@ -31,7 +31,7 @@ pub struct AuditQuery {
 }
 
 /// The audit trail, newest first (administrators).
-#[utoipa::path(get, path = "/audit", tag = "admin", params(AuditQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/audit", operation_id = "listAuditEntries", tag = "admin", params(AuditQuery), security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of entries", body = AuditResponse),
         (status = 400, description = "Invalid query", body = ErrorBody),
@@ -75,7 +75,7 @@ pub async fn audit(
 
 /// Backends, connection state, queue status and the non-secret settings. No secret, password,
 /// key or connection string (it may embed credentials) appears here.
-#[utoipa::path(get, path = "/auth/test", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/auth/test", operation_id = "checkAdminAccess", tag = "admin", security(("bearer" = [])),
     responses(
         (status = 200, description = "Diagnostics", body = TestResponse),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),

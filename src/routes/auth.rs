@@ -53,7 +53,7 @@ fn bad(e: String) -> ApiError {
 }
 
 /// Create an account and its wallet.
-#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
+#[utoipa::path(post, path = "/auth/register", operation_id = "registerUser", tag = "auth", request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
         (status = 400, description = "Invalid input", body = ErrorBody),
@@ -89,7 +89,7 @@ pub async fn register(
 }
 
 /// Sign in: opens a session and returns an access and a refresh token.
-#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+#[utoipa::path(post, path = "/auth/login", operation_id = "signIn", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = LoginResponse),
         (status = 400, description = "Invalid input", body = ErrorBody),
@@ -134,7 +134,7 @@ pub async fn login(
 }
 
 /// End the caller's session: its access and refresh tokens stop working at once.
-#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(post, path = "/auth/logout", operation_id = "signOut", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "Logged out", body = MessageResponse),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
@@ -151,7 +151,7 @@ pub async fn logout(
 }
 
 /// Exchange a refresh token for a new pair (rotation; reuse revokes the session).
-#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+#[utoipa::path(post, path = "/auth/refresh", operation_id = "refreshTokens", tag = "auth", request_body = RefreshRequest,
     responses(
         (status = 200, description = "A new token pair", body = RefreshResponse),
         (status = 400, description = "Invalid input", body = ErrorBody),
@@ -184,7 +184,7 @@ pub async fn refresh(
 }
 
 /// The signed-in user and their wallet.
-#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, path = "/auth/me", operation_id = "getCurrentUser", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = MeResponse),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),

@@ -77,7 +77,7 @@ fn state_of(r: &Result<(), String>) -> &'static str {
 }
 
 /// Overall state, dependencies and every actor's mailbox figures.
-#[utoipa::path(get, path = "/health", tag = "operations",
+#[utoipa::path(get, path = "/health", operation_id = "getHealth", tag = "operations",
     responses(
         (status = 200, description = "healthy or degraded", body = HealthResponse),
         (status = 503, description = "unhealthy", body = HealthResponse),
@@ -123,7 +123,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// 200 while the process runs.
-#[utoipa::path(get, path = "/health/live", tag = "operations",
+#[utoipa::path(get, path = "/health/live", operation_id = "getLiveness", tag = "operations",
     responses((status = 200, description = "alive", body = StatusResponse)))]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(StatusResponse {
@@ -133,7 +133,7 @@ pub async fn live() -> HttpResponse {
 }
 
 /// 503 while a dependency is unreachable or a mailbox is full.
-#[utoipa::path(get, path = "/health/ready", tag = "operations",
+#[utoipa::path(get, path = "/health/ready", operation_id = "getReadiness", tag = "operations",
     responses(
         (status = 200, description = "ready", body = StatusResponse),
         (status = 503, description = "not ready", body = StatusResponse),
@@ -161,7 +161,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 
 /// The live operations page: plain HTML and a small script, no build step, no CDN. It polls
 /// `/health` and draws each actor's mailbox length and p99 over the last minutes.
-#[utoipa::path(get, path = "/ops", tag = "operations",
+#[utoipa::path(get, path = "/ops", operation_id = "getOpsPage", tag = "operations",
     responses((status = 200, description = "The operations page", body = String,
         content_type = "text/html")))]
 pub async fn ops_page() -> HttpResponse {

@@ -25,7 +25,7 @@ use super::{admin, auth, health, responses, sessions, users};
         actors::domain::Role, actors::domain::UserStatus, actors::domain::AuditRecord,
         actors::mailbox::ActorSnapshot,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ErrorHeaders),
     tags(
         (name = "auth", description = "Registration, login, tokens"),
         (name = "users", description = "User administration"),
@@ -53,8 +53,53 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The headers every error answer of a status carries, declared on each such answer once
+/// here: `WWW-Authenticate: Bearer` on a 401, `Retry-After` (seconds) on a 429 and a 503.
+struct ErrorHeaders;
+
+impl Modify for ErrorHeaders {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{RefOr, Type};
+        let header = |kind: Type, description: &str| {
+            HeaderBuilder::new()
+                .schema(utoipa::openapi::ObjectBuilder::new().schema_type(kind))
+                .description(Some(description))
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in &mut operation.responses.responses {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let (name, value) = match status.as_str() {
+                        "401" => (
+                            "WWW-Authenticate",
+                            header(Type::String, "`Bearer`: a bearer token is needed"),
+                        ),
+                        "429" | "503" => (
+                            "Retry-After",
+                            header(Type::Integer, "Seconds to wait before trying again"),
+                        ),
+                        _ => continue,
+                    };
+                    response.headers.insert(name.to_string(), value);
+                }
+            }
+        }
+    }
+}
+
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+#[utoipa::path(get, path = "/openapi.json", operation_id = "getOpenApiDocument", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3 document of every endpoint",
         body = Object)))]
 pub async fn serve() -> HttpResponse {

@@ -74,7 +74,7 @@ fn ended(message: &str, ended: usize) -> HttpResponse {
 }
 
 /// The caller's live sessions, newest first, the caller's own marked `current`.
-#[utoipa::path(get, path = "/auth/sessions", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, path = "/auth/sessions", operation_id = "listSessions", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "Live sessions", body = SessionsResponse),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
@@ -103,7 +103,7 @@ pub async fn list(accounts: Accounts, Bearer(token): Bearer) -> Result<HttpRespo
 }
 
 /// End one of the caller's sessions (the current one too, like a logout).
-#[utoipa::path(delete, path = "/auth/sessions/{session_id}", tag = "auth", params(SessionPath),
+#[utoipa::path(delete, path = "/auth/sessions/{session_id}", operation_id = "endSession", tag = "auth", params(SessionPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Ended", body = MessageResponse),
@@ -130,7 +130,7 @@ pub async fn end_one(
 }
 
 /// End every session of the caller except the current one.
-#[utoipa::path(delete, path = "/auth/sessions", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/auth/sessions", operation_id = "endOtherSessions", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "The other sessions ended", body = SessionsEndedResponse),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
@@ -147,7 +147,7 @@ pub async fn end_others(
 }
 
 /// End every session of a user, as an administrator (the account stays as it is).
-#[utoipa::path(delete, path = "/users/{user_id}/sessions", tag = "users", params(UserPath),
+#[utoipa::path(delete, path = "/users/{user_id}/sessions", operation_id = "endUserSessions", tag = "users", params(UserPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user's sessions ended", body = SessionsEndedResponse),

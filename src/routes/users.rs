@@ -65,7 +65,7 @@ pub struct UserPath {
 }
 
 /// Create a user (and their wallet), as an administrator.
-#[utoipa::path(post, path = "/users", tag = "users", request_body = CreateUserRequest,
+#[utoipa::path(post, path = "/users", operation_id = "createUser", tag = "users", request_body = CreateUserRequest,
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = CreateUserResponse),
@@ -104,7 +104,7 @@ pub async fn create(
 }
 
 /// A user, to themself or an administrator.
-#[utoipa::path(get, path = "/users/{user_id}", tag = "users", params(UserPath),
+#[utoipa::path(get, path = "/users/{user_id}", operation_id = "getUser", tag = "users", params(UserPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user", body = User),
@@ -172,7 +172,7 @@ impl UpdateUserRequest {
 
 /// Change a user: themself (username, email, password with `current_password`) or an
 /// administrator (also `status` and `role`).
-#[utoipa::path(put, path = "/auth/{user_id}", tag = "users", params(UserPath),
+#[utoipa::path(put, path = "/auth/{user_id}", operation_id = "updateUser", tag = "users", params(UserPath),
     request_body = UpdateUserRequest, security(("bearer" = [])),
     responses(
         (status = 200, description = "Updated", body = UpdateUserResponse),
@@ -212,7 +212,7 @@ pub async fn update(
 
 /// Delete a user (themself or by an administrator): sessions end at once, the wallet is kept
 /// as `closed`.
-#[utoipa::path(delete, path = "/auth/{user_id}", tag = "users", params(UserPath),
+#[utoipa::path(delete, path = "/auth/{user_id}", operation_id = "deleteUser", tag = "users", params(UserPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Deleted", body = MessageResponse),
@@ -252,7 +252,7 @@ pub struct SearchRequest {
 }
 
 /// Search users, newest first (administrators).
-#[utoipa::path(post, path = "/users/search", tag = "users", request_body = SearchRequest,
+#[utoipa::path(post, path = "/users/search", operation_id = "searchUsers", tag = "users", request_body = SearchRequest,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of matches", body = SearchResponse),

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::helpers::{needs_servers, spawn_app, spawn_app_in, Isolation, TestApp, PASSWORD};
 
 /// The Python interpreter with `bcrypt` installed: `TEST_PYTHON`, else the repo's `.venv`.
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("TEST_PYTHON")
         .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")))
 }
