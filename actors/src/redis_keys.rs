@@ -141,6 +141,17 @@ impl Keys {
         self.lockout(email, &format!("login_pend|{}", source.client()))
     }
 
+    /// SET of every failure counter of one email (its own, each client's, each device's): what
+    /// an administrator lifting the lockout deletes. Outlives each counter it names.
+    pub fn login_counters(&self, email: &EmailKey) -> String {
+        self.lockout(email, "login_counters")
+    }
+
+    /// The start every failure counter key of one email shares.
+    pub fn login_failures_prefix(&self, email: &EmailKey) -> String {
+        self.lockout(email, "login_fail")
+    }
+
     /// STRING: when (ms) the user's device tokens were last ended; a device token issued
     /// before it is none. Kept as long as a device token lives.
     pub fn devices_ended(&self, uid: &UserId) -> String {
@@ -190,6 +201,7 @@ mod tests {
                 keys.login_pending_from(&email, &source),
             ]);
         }
+        lockout.push(keys.login_counters(&email));
         assert!(
             lockout
                 .iter()

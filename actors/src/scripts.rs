@@ -281,7 +281,9 @@ return {'ok'}
 /// Ends an admitted attempt: a failure counts on both counters (fixed windows from their first
 /// failure); a success takes its pending slot back and resets the address's counter; an
 /// abandoned attempt only gives its slot back.
-/// KEYS: failures_from_address, failures, pending_from_address, pending.
+/// A failure also names both counters in the email's set of counters (kept a whole window past
+/// the last failure, so it outlives them), which lifting the lockout reads.
+/// KEYS: failures_from_address, failures, pending_from_address, pending, counters.
 /// ARGV: attempt_id, outcome (`failed` | `succeeded` | `abandoned`), window_s.
 /// Returns the address's failures in its window.
 pub static END_LOGIN_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
@@ -294,10 +296,32 @@ if ARGV[2] == 'failed' then
   if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
   redis.call('INCR', KEYS[2])
   if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+  redis.call('SADD', KEYS[5], KEYS[1], KEYS[2])
+  redis.call('EXPIRE', KEYS[5], ARGV[3])
   return n
 end
 if ARGV[2] == 'succeeded' then redis.call('DEL', KEYS[1]) end
 return 0
+"#,
+    )
+});
+
+/// Lifts an email's lockout (an administrator's decision): deletes every failure counter the
+/// email's set names, the account's own counter (which a version before the set may have
+/// left), and the set. Attempts being checked keep their slots. Every key shares the email's
+/// hash tag, so on a Redis Cluster they are on one node.
+/// KEYS: counters, failures (the unknown clients' pool). Returns how many counters were
+/// deleted.
+pub static LIFT_LOCKOUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if key ~= KEYS[2] then n = n + redis.call('DEL', key) end
+end
+n = n + redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[1])
+return n
 "#,
     )
 });

@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/users/search").to(users::search))
         .service(get("/users/{user_id}").to(users::get))
         .service(delete("/users/{user_id}/sessions").to(sessions::end_users))
+        .service(delete("/users/{user_id}/lockout").to(sessions::lift_lockout))
         .service(get("/audit").to(admin::audit))
         .service(get("/health").to(health::health))
         .service(get("/health/live").to(health::live))

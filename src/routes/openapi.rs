@@ -15,6 +15,7 @@ use super::{admin, auth, health, responses, sessions, users};
     paths(
         auth::register, auth::login, auth::logout, auth::refresh, auth::me,
         sessions::list, sessions::end_one, sessions::end_others, sessions::end_users,
+        sessions::lift_lockout,
         users::create, users::get, users::update, users::delete, users::search,
         admin::audit, admin::test,
         health::health, health::live, health::ready, health::ops_page,

@@ -2,7 +2,9 @@
 //! every session of a user. An ended session's access and refresh tokens are refused at once, on
 //! every instance sharing the token store.
 use actix_web::{web, HttpResponse};
-use actors::account::{EndMyOtherSessions, EndMySession, EndUserSessions, ListMySessions};
+use actors::account::{
+    EndMyOtherSessions, EndMySession, EndUserSessions, LiftUserLockout, ListMySessions,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -167,4 +169,46 @@ pub async fn end_users(
     let target = user_id(&path.user_id)?;
     let n = accounts.call(EndUserSessions { token, target, ip }).await?;
     Ok(ended("The user's sessions ended", n))
+}
+
+/// `{"cleared": n}`: how many failure counters a lift removed.
+#[derive(Serialize, ToSchema)]
+pub struct LockoutLifted {
+    pub cleared: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LockoutLiftedResponse {
+    pub success: bool,
+    pub message: String,
+    pub data: LockoutLifted,
+}
+
+/// Lift a user's lockout, as an administrator: every failure counter of the user's email (every
+/// spelling, every client address and device) is cleared, so the owner signs in at once.
+/// Audited as `user.lockout.lifted`.
+#[utoipa::path(delete, path = "/users/{user_id}/lockout", operation_id = "liftLockout", tag = "users", params(UserPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The lockout is lifted", body = LockoutLiftedResponse),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Administrator role required", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+    ))]
+#[tracing::instrument(skip_all)]
+pub async fn lift_lockout(
+    accounts: Accounts,
+    ClientAddr(ip): ClientAddr,
+    Bearer(token): Bearer,
+    path: web::Path<UserPath>,
+) -> Result<HttpResponse, ApiError> {
+    let target = user_id(&path.user_id)?;
+    let cleared = accounts.call(LiftUserLockout { token, target, ip }).await?;
+    Ok(HttpResponse::Ok().json(LockoutLiftedResponse {
+        success: true,
+        message: "The user's lockout is lifted".into(),
+        data: LockoutLifted { cleared },
+    }))
 }

@@ -538,3 +538,72 @@ async fn a_login_racing_the_end_of_its_users_devices_keeps_no_ended_device() {
         }
     }
 }
+
+/// An administrator lifts a lockout: wrong guesses through two spellings from two addresses,
+/// and through the owner's device, have locked the account every way; after
+/// `DELETE /users/{id}/lockout` the owner signs in at once from a locked address, a new one
+/// and the device. A user who is not an administrator gets 403, an unknown user 404.
+#[actix_web::test]
+async fn an_administrator_lifts_a_lockout_and_the_owner_signs_in_at_once() {
+    let (app, admin) = crate::helpers::spawn_app_with_admin(&[
+        ("LOGIN_MAX_FAILURES", "2"),
+        ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "4"),
+    ])
+    .await;
+    let t = tag();
+    let (email, id) = register_kasper(&app, &t).await;
+    let spellings = spellings_of_kasper(&t);
+    let owner = client_from("127.0.0.3");
+    let device = device_token_of(login_from(&app, &owner, &email, PASSWORD, None).await).await;
+    for (address, spelling) in [("127.0.0.1", &spellings[0]), ("127.0.0.2", &spellings[1])] {
+        let stranger = client_from(address);
+        for _ in 0..2 {
+            let wrong = login_from(&app, &stranger, spelling, "wrong-pass-1", None).await;
+            assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        }
+    }
+    for _ in 0..2 {
+        let wrong = login_from(&app, &owner, &email, "wrong-pass-1", Some(&device)).await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    let (locked, new_address) = (client_from("127.0.0.1"), client_from("127.0.0.4"));
+    for (client, device) in [
+        (&locked, None),
+        (&new_address, None),
+        (&owner, Some(&device)),
+    ] {
+        let refused = login_from(&app, client, &email, PASSWORD, device.map(String::as_str)).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let path = format!("/users/{id}/lockout");
+    let (_, _, user, _) = app.signed_in_user().await;
+    let not_admin = app.delete_auth(&path, &user).await;
+    assert_error(not_admin, StatusCode::FORBIDDEN).await;
+    let unknown = format!("/users/{}/lockout", ObjectId::new().to_hex());
+    assert_error(
+        app.delete_auth(&unknown, &admin).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    let lifted = app.delete_auth(&path, &admin).await;
+
+    let status = lifted.status();
+    let body: Value = lifted.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The account's counter, the two addresses' and the device's.
+    assert!(body["data"]["cleared"].as_u64() >= Some(4), "{body}");
+    for (client, device) in [
+        (&locked, None),
+        (&new_address, None),
+        (&owner, Some(&device)),
+    ] {
+        let signed_in =
+            login_from(&app, client, &email, PASSWORD, device.map(String::as_str)).await;
+        assert_eq!(signed_in.status(), StatusCode::OK);
+    }
+    assert!(app
+        .audit_actions(&id)
+        .await
+        .contains(&"user.lockout.lifted".to_string()));
+}

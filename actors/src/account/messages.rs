@@ -171,6 +171,16 @@ pub struct EndMyOtherSessions {
     pub ip: ClientIp,
 }
 
+/// An administrator lifts a user's lockout (clears every failure counter of their email);
+/// replies with how many counters there were.
+#[derive(Message)]
+#[rtype(result = "Result<u64, ActorError>")]
+pub struct LiftUserLockout {
+    pub token: String,
+    pub target: UserId,
+    pub ip: ClientIp,
+}
+
 /// An administrator ends every session of a user; replies with how many ended.
 #[derive(Message)]
 #[rtype(result = "Result<usize, ActorError>")]

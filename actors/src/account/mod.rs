@@ -250,6 +250,7 @@ workflows! {
     EndMySession => () = sessions::end_one;
     EndMyOtherSessions => usize = sessions::end_others;
     EndUserSessions => usize = sessions::end_users;
+    LiftUserLockout => u64 = sessions::lift_lockout;
 }
 
 #[cfg(feature = "fault-injection")]

@@ -5,10 +5,13 @@
 use std::sync::Arc;
 
 use super::admin::revoke_all;
-use super::messages::{EndMyOtherSessions, EndMySession, EndUserSessions, ListMySessions};
+use super::messages::{
+    EndMyOtherSessions, EndMySession, EndUserSessions, LiftUserLockout, ListMySessions,
+};
 use super::{Accounts, MySessions};
 use crate::db_queue::FindUserById;
-use crate::domain::{AuditEntry, EndReason, SessionId};
+use crate::domain::{AuditEntry, EmailKey, EndReason, SessionId};
+use crate::session::LiftLockout;
 use crate::token::{EndDevices, ListSessions, RevokeSession};
 use crate::ActorError;
 
@@ -89,4 +92,25 @@ pub(super) async fn end_users(a: Arc<Accounts>, m: EndUserSessions) -> Result<us
         .detail("devices", "ended");
     a.audit(entry).await?;
     Ok(ended)
+}
+
+/// An administrator lifts a user's lockout: every failure counter of the user's email (every
+/// spelling, SPEC 10) is cleared, so the owner signs in at once from anywhere. Audited.
+pub(super) async fn lift_lockout(a: Arc<Accounts>, m: LiftUserLockout) -> Result<u64, ActorError> {
+    let admin = a.admin(m.token).await?;
+    let target =
+        a.db.call(FindUserById(m.target))
+            .await?
+            .ok_or(ActorError::NotFound("User"))?;
+    let cleared = a
+        .sessions
+        .call(LiftLockout(EmailKey::of(&target.email)))
+        .await?;
+    let entry = AuditEntry::new("user.lockout.lifted", "success")
+        .user(target.id)
+        .actor(admin.id)
+        .ip(m.ip)
+        .detail("counters", cleared as i64);
+    a.audit(entry).await?;
+    Ok(cleared)
 }

@@ -45,6 +45,12 @@ pub struct EndLoginAttempt {
 #[rtype(result = "Result<(), ActorError>")]
 pub struct TakeRateToken(pub ClientIp);
 
+/// Clear every failure counter of an email (an administrator lifts its lockout); replies with
+/// how many there were.
+#[derive(Message)]
+#[rtype(result = "Result<u64, ActorError>")]
+pub struct LiftLockout(pub EmailKey);
+
 /// End every session idle longer than `session_timeout`, writing an audit entry for each;
 /// replies with how many this instance ended. Runs every `session_check_interval`.
 #[derive(Message)]

@@ -143,6 +143,20 @@ impl Handler<BeginLoginAttempt> for SessionActor {
     }
 }
 
+impl Handler<LiftLockout> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<u64, ActorError>>;
+
+    fn handle(&mut self, msg: LiftLockout, _: &mut Self::Context) -> Self::Result {
+        let timer = self.stats.start();
+        let store = self.store.clone();
+        guarded("session", async move {
+            let result = store.lift_lockout(msg.0).await;
+            timer.finish(&result);
+            result
+        })
+    }
+}
+
 impl Handler<TakeRateToken> for SessionActor {
     type Result = ResponseActFuture<Self, Result<(), ActorError>>;
 

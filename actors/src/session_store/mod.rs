@@ -209,6 +209,7 @@ forward! {
         window_s: u64
     ) -> u64;
     fn end_devices(uid: UserId, now_ms: i64, ttl_s: u64) -> ();
+    fn lift_lockout(email: EmailKey) -> u64;
     fn devices_ended_at(uid: UserId, now_ms: i64) -> Option<i64>;
     fn take_rate_token(ip: ClientIp, now_ms: i64, interval_ms: f64, burst: u32) -> u64;
     fn housekeeping(now_ms: i64) -> ();

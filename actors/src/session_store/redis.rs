@@ -401,12 +401,29 @@ impl RedisSessions {
             .key(keys.login_failures(&email, &source))
             .key(keys.login_pending_from(&email, &source))
             .key(keys.login_pending(&email, &source))
+            .key(keys.login_counters(&email))
             .arg(attempt)
             .arg(outcome.as_str())
             .arg(window_s.max(1))
             .invoke_async::<u64>(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)
+    }
+
+    /// Deletes every failure counter of `email` (an administrator lifts its lockout); replies
+    /// with how many there were.
+    pub async fn lift_lockout(&self, email: EmailKey) -> Result<u64, ActorError> {
+        let keys = &self.keys;
+        // The unknown clients' counter is the one named by the prefix alone.
+        let pool = keys.login_failures_prefix(&email);
+        let lifted = scripts::LIFT_LOCKOUT
+            .key(keys.login_counters(&email))
+            .key(&pool)
+            .invoke_async::<u64>(&mut self.conn.clone())
+            .await
+            .map_err(ActorError::redis)?;
+        self.replicated(&pool).await?;
+        Ok(lifted)
     }
 
     /// One request against `ip`'s rate limit: 0 when allowed, else the milliseconds to wait.

@@ -656,6 +656,23 @@ impl SqliteSessions {
         .await
     }
 
+    /// Deletes every failure counter of `email` (an administrator lifts its lockout); replies
+    /// with how many there were.
+    pub async fn lift_lockout(&self, email: EmailKey) -> Result<u64, ActorError> {
+        let prefix = crate::redis_keys::Keys::new("").login_failures_prefix(&email);
+        self.run(move |c| {
+            let tx = write(c)?;
+            let n = tx
+                .prepare_cached(
+                    "DELETE FROM login_failures WHERE substr(email, 1, length(?1)) = ?1",
+                )?
+                .execute([&prefix])?;
+            tx.commit()?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     /// When `uid`'s device tokens were last ended, if within their lifetime.
     pub async fn devices_ended_at(
         &self,
