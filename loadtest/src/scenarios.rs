@@ -206,15 +206,13 @@ async fn run_async(args: RunArgs) -> Result<bool, String> {
             })
         })
         .collect();
-    let mut histogram = new_histogram()?;
-    let mut by_status: BTreeMap<u16, Histogram<u64>> = BTreeMap::new();
+    let mut by_answer: BTreeMap<Answer, Histogram<u64>> = BTreeMap::new();
     for w in futures::future::join_all(workers).await {
-        for (status, h) in w.map_err(|e| e.to_string())? {
-            histogram.add(&h).map_err(|e| e.to_string())?;
-            match by_status.get_mut(&status) {
+        for (answer, h) in w.map_err(|e| e.to_string())? {
+            match by_answer.get_mut(&answer) {
                 Some(all) => all.add(&h).map_err(|e| e.to_string())?,
                 None => {
-                    by_status.insert(status, h);
+                    by_answer.insert(answer, h);
                 }
             }
         }
@@ -224,8 +222,7 @@ async fn run_async(args: RunArgs) -> Result<bool, String> {
     let cpu_used = cpu_used.await.map_err(|e| e.to_string())?;
     Ok(report(
         &args,
-        &histogram,
-        &by_status,
+        &by_answer,
         shared.errors.load(Ordering::Relaxed),
         elapsed,
         &cpu_used,
@@ -252,6 +249,15 @@ async fn progress_lines(shared: Arc<Shared>, started: Instant, duration: Duratio
     }
 }
 
+/// What one answer was: the request's kind (`mixed` sends three) and its status.
+type Answer = (&'static str, u16);
+
+/// A histogram with [`new_histogram`]'s bounds, which are constant and valid.
+fn empty_histogram() -> Histogram<u64> {
+    #[allow(clippy::expect_used)] // constant, valid bounds
+    new_histogram().expect("valid histogram bounds")
+}
+
 fn new_histogram() -> Result<Histogram<u64>, String> {
     Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())
 }
@@ -264,8 +270,8 @@ async fn worker_loop(
     duration: Duration,
     pace: Option<Duration>,
     honor_retry_after: bool,
-) -> BTreeMap<u16, Histogram<u64>> {
-    let mut by_status: BTreeMap<u16, Histogram<u64>> = BTreeMap::new();
+) -> BTreeMap<Answer, Histogram<u64>> {
+    let mut by_answer: BTreeMap<Answer, Histogram<u64>> = BTreeMap::new();
     let mut next = Instant::now();
     while started.elapsed() < duration {
         if let Some(pace) = pace {
@@ -278,15 +284,14 @@ async fn worker_loop(
             // counting those would stretch the window by one latency (3 % of a 15 s login run),
             // so only requests completed inside it count.
             Ok(_) if started.elapsed() > duration => {}
-            Ok((status, retry_after)) => {
+            Ok((kind, status, retry_after)) => {
                 shared.answered.fetch_add(1, Ordering::Relaxed);
                 if (200..300).contains(&status) {
                     shared.succeeded.fetch_add(1, Ordering::Relaxed);
                 }
-                #[allow(clippy::expect_used)] // constant, valid bounds
-                let histogram = by_status
-                    .entry(status)
-                    .or_insert_with(|| new_histogram().expect("valid histogram bounds"));
+                let histogram = by_answer
+                    .entry((kind, status))
+                    .or_insert_with(empty_histogram);
                 let _ = histogram.record(sent.elapsed().as_micros().max(1) as u64);
                 if let (true, Some(seconds)) = (honor_retry_after, retry_after) {
                     let until =
@@ -299,14 +304,26 @@ async fn worker_loop(
             }
         }
     }
-    by_status
+    by_answer
+}
+
+/// The name a kind of request is reported under.
+fn kind_name(scenario: Scenario) -> &'static str {
+    match scenario {
+        Scenario::Register => "register",
+        Scenario::Login => "login",
+        Scenario::Me => "me",
+        Scenario::Refresh => "refresh",
+        Scenario::Mixed => "mixed",
+        Scenario::Get => "get",
+    }
 }
 
 async fn one_request(
     shared: &Shared,
     scenario: Scenario,
     worker: usize,
-) -> Result<(u16, Option<u64>), reqwest::Error> {
+) -> Result<(&'static str, u16, Option<u64>), reqwest::Error> {
     let n = shared.counter.fetch_add(1, Ordering::Relaxed);
     let scenario = match scenario {
         Scenario::Mixed => match n % 10 {
@@ -353,7 +370,7 @@ async fn one_request(
                     *token = t.to_string();
                 }
             }
-            return Ok((status, None));
+            return Ok((kind_name(scenario), status, None));
         }
         Scenario::Get | Scenario::Mixed => {
             c.get(format!("{}{}", shared.base, shared.path))
@@ -375,7 +392,7 @@ async fn one_request(
         .flatten();
     // Read the body so the connection is reused.
     let _ = response.bytes().await;
-    Ok((status, retry_after))
+    Ok((kind_name(scenario), status, retry_after))
 }
 
 /// Registers `count` users (409 means they exist from an earlier run); returns their emails.
@@ -508,52 +525,127 @@ fn why_failed(statuses: &BTreeMap<u16, u64>, answers: u64) -> String {
     format!("{share:.0} % {status}: {cause}")
 }
 
+/// Merges the histograms of the answers `keep` selects, keyed by `key`.
+fn merged<K: Ord>(
+    by_answer: &BTreeMap<Answer, Histogram<u64>>,
+    key: impl Fn(&Answer) -> K,
+) -> BTreeMap<K, Histogram<u64>> {
+    let mut out: BTreeMap<K, Histogram<u64>> = BTreeMap::new();
+    for (answer, h) in by_answer {
+        match out.entry(key(answer)) {
+            std::collections::btree_map::Entry::Occupied(mut all) => {
+                let _ = all.get_mut().add(h);
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(h.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Upper bounds (ms) of the latency histogram's buckets; the last bucket is everything above.
+const BUCKETS_MS: [f64; 12] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
+
+/// How many answers took at most each of [`BUCKETS_MS`] (and more than the one before), then
+/// how many took longer than the last: `[[upper_ms or null, count], …]`.
+fn histogram_ms(h: &Histogram<u64>) -> Vec<(Option<f64>, u64)> {
+    let mut below = 0;
+    let mut out = Vec::new();
+    for upper in BUCKETS_MS {
+        let at_most = h.count_between(0, (upper * 1000.0) as u64);
+        out.push((Some(upper), at_most - below));
+        below = at_most;
+    }
+    out.push((None, h.len() - below));
+    out
+}
+
+/// Successes, statuses and latency of one set of answers (all, or one kind of `mixed`).
+fn summary(
+    by_status: &BTreeMap<u16, Histogram<u64>>,
+    elapsed: f64,
+) -> (u64, u64, serde_json::Map<String, Value>) {
+    let requests: u64 = by_status.values().map(Histogram::len).sum();
+    let ok: u64 = (by_status.iter())
+        .filter(|(s, _)| (200..300).contains(*s))
+        .map(|(_, h)| h.len())
+        .sum();
+    let mut all = empty_histogram();
+    for h in by_status.values() {
+        let _ = all.add(h);
+    }
+    let statuses: BTreeMap<u16, u64> = by_status.iter().map(|(k, h)| (*k, h.len())).collect();
+    let mut fields = latencies(&all);
+    fields.insert("requests".into(), json!(requests));
+    fields.insert("ok".into(), json!(ok));
+    // Throughput is of successes: refusals answered fast are not work done.
+    fields.insert("rps".into(), json!(ok as f64 / elapsed));
+    fields.insert("statuses".into(), json!(statuses));
+    (requests, ok, fields)
+}
+
 fn report(
     args: &RunArgs,
-    h: &Histogram<u64>,
-    by_status: &BTreeMap<u16, Histogram<u64>>,
+    by_answer: &BTreeMap<Answer, Histogram<u64>>,
     errors: u64,
     elapsed: f64,
     cpu_s: &serde_json::Map<String, Value>,
 ) -> bool {
+    let by_status = merged(by_answer, |(_, status)| *status);
     let statuses: BTreeMap<u16, u64> = by_status.iter().map(|(k, h)| (*k, h.len())).collect();
+    let mut h = empty_histogram();
+    for each in by_status.values() {
+        let _ = h.add(each);
+    }
     // Latency of each status on its own (a storm's fast refusals and slow successes apart).
     let latency: BTreeMap<u16, Value> = by_status
         .iter()
         .map(|(k, h)| (*k, Value::Object(latencies(h))))
         .collect();
-    let requests: u64 = statuses.values().sum();
-    let ok: u64 = (statuses.iter())
-        .filter(|(s, _)| (200..300).contains(*s))
-        .map(|(_, n)| n)
-        .sum();
+    let (requests, ok, overall) = summary(&by_status, elapsed);
+    // Each kind of request on its own (`mixed` sends three).
+    let by_kind: BTreeMap<&str, serde_json::Map<String, Value>> = merged(by_answer, |a| a.0)
+        .into_keys()
+        .map(|kind| {
+            let of_kind = merged(
+                &by_answer
+                    .iter()
+                    .filter(|((k, _), _)| *k == kind)
+                    .map(|(a, h)| (*a, h.clone()))
+                    .collect(),
+                |(_, status)| *status,
+            );
+            (kind, summary(&of_kind, elapsed).2)
+        })
+        .collect();
     let success = 100.0 * ok as f64 / (requests + errors).max(1) as f64;
     let met = success >= args.min_success;
     let why = (!met).then(|| why_failed(&statuses, requests + errors));
-    // Throughput is of successes: refusals answered fast are not work done.
     let rps = ok as f64 / elapsed;
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let histogram = histogram_ms(&h);
     if args.json {
         let mut report = json!({
             "scenario": format!("{:?}", args.scenario).to_lowercase(),
             "concurrency": args.concurrency,
             "duration_s": elapsed,
-            "requests": requests,
-            "ok": ok,
-            "rps": rps,
             "answers_per_s": requests as f64 / elapsed,
             "success_pct": success,
-            "statuses": statuses,
             "latency_by_status": latency,
+            "by_kind": by_kind,
+            "histogram_ms": histogram,
             "errors": errors,
             "cpu_s": cpu_s,
             "below_min_success": why,
         });
         if let Value::Object(fields) = &mut report {
-            fields.extend(latencies(h));
+            fields.extend(overall);
         }
         println!("{report}");
     } else {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
             "scenario={:?} concurrency={} duration={elapsed:.1}s",
             args.scenario, args.concurrency
@@ -577,13 +669,40 @@ fn report(
         );
         let s: Vec<String> = statuses.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("statuses: {}", s.join(" "));
+        let at = |l: &serde_json::Map<String, Value>, k: &str| l[k].as_f64().unwrap_or(0.0);
         for (k, l) in &latency {
+            let Value::Object(l) = l else { continue };
             println!(
                 "  {k}: p50 {:.2}  p99 {:.2}  max {:.2} ms",
-                l["p50_ms"].as_f64().unwrap_or(0.0),
-                l["p99_ms"].as_f64().unwrap_or(0.0),
-                l["max_ms"].as_f64().unwrap_or(0.0)
+                at(l, "p50_ms"),
+                at(l, "p99_ms"),
+                at(l, "max_ms")
             );
+        }
+        if by_kind.len() > 1 {
+            for (kind, k) in &by_kind {
+                println!(
+                    "{kind}: {} ok ({:.1}/s) of {}, statuses {}, p50 {:.2}  p99 {:.2}  max {:.2} ms",
+                    k["ok"],
+                    at(k, "rps"),
+                    k["requests"],
+                    k["statuses"],
+                    at(k, "p50_ms"),
+                    at(k, "p99_ms"),
+                    at(k, "max_ms")
+                );
+            }
+        }
+        println!("latency histogram:");
+        let widest = histogram.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
+        let mut lower = 0.0;
+        for (upper, n) in &histogram {
+            let bar = "#".repeat((40 * n).div_ceil(widest) as usize);
+            match upper {
+                Some(upper) => println!("  {lower:>6} – {upper:<6} ms {n:>8} {bar}"),
+                None => println!("  {lower:>6} ms and more {n:>6} {bar}"),
+            }
+            lower = upper.unwrap_or(lower);
         }
         let c: Vec<String> = cpu_s.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("CPU seconds in the window: {}", c.join(" "));
