@@ -153,3 +153,27 @@ fn a_base_url_without_a_scheme_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("has no scheme"), "{said}");
 }
+
+/// Under a terminal (`script` gives the run one, as an operator's shell does), a progress line
+/// comes at least once a second, before the report.
+#[test]
+fn under_a_terminal_a_progress_line_comes_each_second() {
+    let command = format!(
+        "{} run --base-url http://127.0.0.1:9 --scenario get --concurrency 1 --duration 3 \
+         --min-success 0",
+        env!("CARGO_BIN_EXE_loadtest")
+    );
+
+    let out = Command::new("timeout")
+        .args(["60", "script", "-q", "-e", "-c", &command, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs");
+
+    let said = String::from_utf8_lossy(&out.stdout);
+    let progress = said.lines().filter(|l| l.contains("s] ok ")).count();
+    // At 1 s and 2 s; at 3 s the report comes.
+    assert!(progress >= 2, "a progress line each second of 3: {said}");
+    let report = said.find("successes:").expect("the report");
+    let last_progress = said.rfind("s] ok ").unwrap_or(usize::MAX);
+    assert!(last_progress < report, "progress before the report: {said}");
+}
