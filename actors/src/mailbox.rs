@@ -42,6 +42,11 @@ pub struct ActorStats {
     /// (`u64::MAX`: no limit). Beyond it, calls are refused at once ([`ActorError::Saturated`]).
     expected_wait_ms: AtomicU64,
     wait_target_ms: AtomicU64,
+    /// For the hasher: its kernel's width (0: not a batching pool), passwords per batch and
+    /// the time spent waiting to fill one (microseconds), over the recent past.
+    lanes: AtomicU64,
+    per_batch: Mutex<RecentTimes>,
+    fill_wait: Mutex<RecentTimes>,
     /// The exported series, looked up once (not on every message).
     exported: Exported,
 }
@@ -144,9 +149,30 @@ pub struct ActorSnapshot {
     /// round trip to the database carried (p50/p99 over the last one to two minutes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ops_per_round_trip: Option<PerTrip>,
+    /// Only for the hasher pool: how full its batches are and how long it waits to fill them,
+    /// and its admission (the expected wait of new work against the target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batching: Option<Batching>,
 }
 
-/// Operations per round trip to the database, over the recent past (zeros when idle).
+/// The hasher pool's batches over the recent past (zeros when idle) and its admission now.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct Batching {
+    /// The kernel's width: the most passwords one batch carries.
+    pub lanes: u64,
+    pub jobs_per_batch: PerTrip,
+    /// Time a thread waited for announced logins to fill a batch (batches that waited).
+    pub fill_wait_ms: PerTrip,
+    /// How long new work would wait now (queued and running work × the measured time per job
+    /// ÷ threads).
+    pub expected_wait_ms: u64,
+    /// `HASHER_QUEUE_TARGET_MS`: beyond it new logins and registrations get 503 at once
+    /// (absent: no target).
+    pub wait_target_ms: Option<u64>,
+}
+
+/// p50 and p99 over the recent past (zeros when idle): operations per round trip to the
+/// database, or the hasher's jobs per batch and fill wait.
 #[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct PerTrip {
     pub p50: f64,
@@ -192,6 +218,9 @@ impl ActorStats {
             announced: AtomicUsize::new(0),
             expected_wait_ms: AtomicU64::new(0),
             wait_target_ms: AtomicU64::new(u64::MAX),
+            lanes: AtomicU64::new(0),
+            per_batch: Mutex::new(RecentTimes::new()),
+            fill_wait: Mutex::new(RecentTimes::new()),
             exported,
         })
     }
@@ -205,6 +234,22 @@ impl ActorStats {
     /// Callers that announced work and have not sent it yet.
     pub fn announced(&self) -> usize {
         self.announced.load(Ordering::Acquire)
+    }
+
+    /// For a pool that batches (the hasher): the most jobs one batch carries.
+    pub fn set_lanes(&self, lanes: usize) {
+        self.lanes.store(lanes as u64, Ordering::Relaxed);
+    }
+
+    /// For a pool that batches: one batch of `jobs`, started after waiting `waited` to fill
+    /// (none: it started at once).
+    pub fn record_batch_fill(&self, jobs: usize, waited: Option<Duration>) {
+        if let Ok(mut recent) = self.per_batch.lock() {
+            recent.record(jobs.max(1) as u64);
+        }
+        if let (Some(waited), Ok(mut recent)) = (waited, self.fill_wait.lock()) {
+            recent.record(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX).max(1));
+        }
     }
 
     /// Refuse calls at once while the expected wait is over `target`.
@@ -313,7 +358,33 @@ impl ActorStats {
                 .map_or((0.0, 0.0), |mut h| h.quantiles(100.0));
             PerTrip { p50, p99 }
         });
+        let lanes = self.lanes.load(Ordering::Relaxed);
+        let batching = (lanes > 0).then(|| {
+            let (jobs_p50, jobs_p99) = self
+                .per_batch
+                .lock()
+                .map_or((0.0, 0.0), |mut h| h.quantiles(1.0));
+            let (wait_p50, wait_p99) = self
+                .fill_wait
+                .lock()
+                .map_or((0.0, 0.0), |mut h| h.percentiles());
+            let target = self.wait_target_ms.load(Ordering::Relaxed);
+            Batching {
+                lanes,
+                jobs_per_batch: PerTrip {
+                    p50: jobs_p50,
+                    p99: jobs_p99,
+                },
+                fill_wait_ms: PerTrip {
+                    p50: wait_p50,
+                    p99: wait_p99,
+                },
+                expected_wait_ms: self.expected_wait_ms.load(Ordering::Relaxed),
+                wait_target_ms: (target != u64::MAX).then_some(target),
+            }
+        });
         ActorSnapshot {
+            batching,
             ops_per_round_trip,
             alive: self.alive.load(Ordering::Relaxed),
             mailbox_len: pending.saturating_sub(in_flight),

@@ -1075,6 +1075,16 @@ async fn a_login_storm_beyond_the_queue_target_is_refused_at_once_and_admitted_l
         Some(StatusCode::OK),
         "a login after the storm is served: {after:?}"
     );
+    // /health shows the pool's batches and its admission.
+    let health: Value = app.get_json("/health").await;
+    let batching = &health["details"]["actors"]["hasher"]["batching"];
+    assert!(batching["lanes"].as_u64() >= Some(1), "{batching}");
+    assert!(
+        batching["jobs_per_batch"]["p50"].as_f64() >= Some(1.0),
+        "{batching}"
+    );
+    assert_eq!(batching["wait_target_ms"], 1, "{batching}");
+    assert!(batching["expected_wait_ms"].is_u64(), "{batching}");
 }
 
 #[actix_web::test]

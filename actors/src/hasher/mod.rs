@@ -270,6 +270,7 @@ impl Pool {
     fn start(threads: usize, cost: u32, stats: Arc<ActorStats>) -> Arc<Self> {
         let lanes = batch_kernel().map_or(1, |kernel| kernel.lanes());
         let (shape, one) = Shape::calibrated(lanes, cost);
+        stats.set_lanes(shape.lanes);
         let pool = Arc::new(Pool {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -391,6 +392,8 @@ impl Pool {
             if let Some(since) = filling {
                 self.fill_wait.record(since.elapsed().as_secs_f64());
             }
+            self.stats
+                .record_batch_fill(batch.len(), filling.map(|since| since.elapsed()));
             self.running.fetch_add(batch.len(), Ordering::Relaxed);
             self.publish_wait(queue.jobs.len());
             return Some(batch);
