@@ -14,6 +14,98 @@ use serde::{Deserialize, Serialize, Serializer};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
+/// Variables read besides [`ENV_VARS`] and `APP__…`.
+const OTHER_VARS: &[&str] = &["APP_CONFIG_DIR"];
+
+/// Every setting's dotted key: those of `config/default.toml` and those [`ENV_VARS`] set.
+fn known_keys() -> Vec<String> {
+    fn flatten(prefix: &str, table: config::Map<String, config::Value>, out: &mut Vec<String>) {
+        for (name, value) in table {
+            let key = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}.{name}")
+            };
+            match value.clone().into_table() {
+                Ok(inner) => flatten(&key, inner, out),
+                Err(_) => out.push(key),
+            }
+        }
+    }
+    let mut keys: Vec<String> = ENV_VARS.iter().map(|(_, k)| k.to_string()).collect();
+    let defaults = Config::builder()
+        .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize::<config::Map<String, config::Value>>());
+    if let Ok(table) = defaults {
+        flatten("", table, &mut keys);
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The name of `among` fewest edits from `name`, and how many.
+fn closest<'a>(name: &str, among: &[&'a str]) -> Option<(usize, &'a str)> {
+    among
+        .iter()
+        .map(|known| (strsim::levenshtein(name, known), *known))
+        .min()
+}
+
+/// Refuses a name that looks like a setting but is none, naming the setting probably meant:
+/// an `APP__…` variable whose key is no setting (`APP__SERVR__PORT`), and a variable within
+/// two edits of a setting's variable or a setting's variable cut short at an underscore
+/// (`MONGO_URI`, `JWT_SECRET`). Names without an underscore, and those container platforms
+/// set for linked services (`REDIS_SERVICE_HOST`, `REDIS_PORT_6379_TCP`), are not judged.
+fn refuse_unknown_names(env: &HashMap<String, String>) -> Result<(), ConfigError> {
+    let vars: Vec<&str> = ENV_VARS.iter().map(|(v, _)| *v).collect();
+    let mut names: Vec<&String> = env.keys().collect();
+    names.sort();
+    for name in names {
+        if let Some(path) = name.strip_prefix("APP__") {
+            let key = path.to_lowercase().replace("__", ".");
+            let keys = known_keys();
+            if keys.contains(&key) {
+                continue;
+            }
+            let as_strs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let hint = closest(&key, &as_strs)
+                .filter(|(distance, _)| *distance <= 3)
+                .map(|(_, k)| {
+                    format!(
+                        "; did you mean APP__{}?",
+                        k.replace('.', "__").to_uppercase()
+                    )
+                })
+                .unwrap_or_default();
+            return Err(ConfigError(format!("{name} names no setting{hint}")));
+        }
+        let platform = name.contains("_SERVICE_")
+            || name
+                .split("_PORT_")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+        if vars.contains(&name.as_str())
+            || OTHER_VARS.contains(&name.as_str())
+            || !name.contains('_')
+            || platform
+        {
+            continue;
+        }
+        let cut_short = vars
+            .iter()
+            .find(|known| known.starts_with(&format!("{name}_")));
+        let near = closest(name, &vars).filter(|(distance, _)| *distance <= 2);
+        if let Some(meant) = cut_short.copied().or(near.map(|(_, k)| k)) {
+            return Err(ConfigError(format!(
+                "{name} is not a setting; did you mean {meant}?"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The seed's (and SPEC's) environment variable names, and the setting each one sets.
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("APP_ENV", "app_env"),
@@ -307,6 +399,7 @@ impl Settings {
 
     /// Loads with `env` standing for the process environment (tests pass their own).
     pub fn load_from(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        refuse_unknown_names(env)?;
         let app_env = env
             .get("APP_ENV")
             .cloned()
@@ -342,7 +435,7 @@ impl Settings {
                 .unwrap_or_default();
             ConfigError(format!("{msg}{hint}"))
         })?;
-        settings.choose_backends(env);
+        settings.choose_backends(env)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -350,8 +443,38 @@ impl Settings {
     /// Unset backends follow the environment: MongoDB when `MONGODB_URI` is set, Redis when
     /// `REDIS_HOST` is set; otherwise the embedded store in `DATA_DIR`. So a fresh machine runs
     /// with nothing installed, and the seed's deployments keep their servers.
-    fn choose_backends(&mut self, env: &HashMap<String, String>) {
+    fn choose_backends(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
         let set = |names: &[&str]| names.iter().any(|n| env.contains_key(*n));
+        // A server's other settings without its address would quietly mean the embedded
+        // store: say so instead.
+        let without = |family: &str, address: &[&str], chosen: &str| {
+            let orphan = ENV_VARS
+                .iter()
+                .map(|(var, _)| *var)
+                .find(|var| var.starts_with(family) && env.contains_key(*var));
+            match orphan {
+                Some(var) if chosen.is_empty() && !set(address) => Err(ConfigError(format!(
+                    "{var} is set but {} is not: set {} (or the backend to embedded)",
+                    address[0], address[0]
+                ))),
+                _ => Ok(()),
+            }
+        };
+        without(
+            "MONGODB_",
+            &["MONGODB_URI", "APP__MONGODB__URI"],
+            &self.storage.backend,
+        )?;
+        without(
+            "REDIS_",
+            &[
+                "REDIS_HOST",
+                "APP__REDIS__HOST",
+                "REDIS_CLUSTER_NODES",
+                "APP__REDIS__CLUSTER_NODES",
+            ],
+            &self.tokens.backend,
+        )?;
         if self.storage.backend.is_empty() {
             let mongo = set(&["MONGODB_URI", "APP__MONGODB__URI"]);
             self.storage.backend = if mongo { "mongodb" } else { "embedded" }.into();
@@ -365,6 +488,7 @@ impl Settings {
             ]);
             self.tokens.backend = if redis { "redis" } else { "embedded" }.into();
         }
+        Ok(())
     }
 
     pub fn storage_backend(&self) -> Result<StorageBackend, ConfigError> {
@@ -676,6 +800,7 @@ mod tests {
                 "MONGODB_URI",
                 "mongodb://app:hunter22@db:27017/credit_system",
             ),
+            ("REDIS_HOST", "redis"),
             ("REDIS_PASSWORD", "redis-secret-1"),
         ]))
         .map_err(|e| e.to_string());

@@ -63,6 +63,52 @@ fn check_config_exits_non_zero_on_a_bad_setting_naming_it() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+/// A name that looks like a setting but is none stops start-up (exit 2) naming it and the
+/// setting probably meant; so does a Redis setting without the Redis address. Variables a
+/// container platform sets for a linked service named `redis` are not settings and pass.
+#[test]
+fn check_config_refuses_mistyped_setting_names_naming_the_one_meant() {
+    for (name, value, meant) in [
+        ("APP__SERVR__PORT", "9000", "APP__SERVER__PORT"),
+        (
+            "JWT_SECRET",
+            "a-secret-meant-for-jwt-secret-key-0123",
+            "JWT_SECRET_KEY",
+        ),
+        ("MONGO_URI", "mongodb://127.0.0.1:1", "MONGODB_URI"),
+        ("LOGIN_MAX_FAILURE", "3", "LOGIN_MAX_FAILURES"),
+    ] {
+        let out = run(&["check-config"], &Isolation::new().env(&[(name, value)]));
+
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(name) && err.contains(meant), "{name}: {err}");
+    }
+    let mut env = Isolation::new().env(&[("REDIS_PORT", "6380")]);
+    for name in ["REDIS_HOST", "TOKENS_BACKEND", "REDIS_KEY_PREFIX"] {
+        env.remove(name);
+    }
+    let out = run(&["check-config"], &env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("REDIS_PORT") && err.contains("REDIS_HOST"),
+        "{err}"
+    );
+
+    let linked = Isolation::new().env(&[
+        ("REDIS_SERVICE_HOST", "10.0.0.7"),
+        ("REDIS_PORT_6379_TCP", "tcp://10.0.0.7:6379"),
+        ("RUST_LOG", "info"),
+    ]);
+    let out = run(&["check-config"], &linked);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[actix_web::test]
 async fn migrate_creates_the_indexes() {
     let iso = Isolation::new();
