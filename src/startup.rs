@@ -14,8 +14,8 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{web, App};
 use actors::account::{AccountActors, AccountSettings};
 use actors::db_queue::{
-    self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, Guard, IndexPlan, MongoStore,
-    RegisterUser, SqliteStore, Store, UserCache, Written,
+    self, DbQueue, DbQueueActor, FindUserByEmail, Guard, IndexPlan, MongoStore, RegisterUser,
+    SqliteStore, Store, UserCache, Written,
 };
 use actors::domain::{AuditEntry, NewUser, Password, Role, UserStatus};
 use actors::error::DuplicateField;
@@ -213,6 +213,47 @@ pub async fn plan_migration(settings: &Settings) -> Result<(String, IndexPlan), 
     }
 }
 
+/// Prepares the database's indexes once it answers (retrying with a growing pause, at most
+/// 5 s), marks it prepared, then creates the bootstrap administrator if one is configured.
+/// Data that cannot meet the indexes is logged and leaves the service not ready.
+fn prepare_when_reachable(
+    db: DbQueue,
+    database: Arc<Dependency>,
+    hasher: Mailbox<HasherActor>,
+    admin: Option<(BootstrapAdmin, i64)>,
+) {
+    actix_web::rt::spawn(async move {
+        let mut pause = Duration::from_millis(250);
+        loop {
+            tokio::time::sleep(pause).await;
+            match db.prepare().await {
+                Ok(()) => break,
+                Err(ActorError::Unavailable { .. } | ActorError::Timeout(_)) => {
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(
+                        dependency = database.name,
+                        error = %e,
+                        "the database answers but its indexes cannot be prepared: not ready"
+                    );
+                    return;
+                }
+            }
+        }
+        database.set_prepared(true);
+        tracing::info!(
+            dependency = database.name,
+            "indexes in place: the database is ready for work"
+        );
+        if let Some((admin, balance)) = admin {
+            if let Err(e) = bootstrap_admin(&db, &hasher, admin, balance).await {
+                tracing::error!(error = %e, "the bootstrap administrator was not created");
+            }
+        }
+    });
+}
+
 /// The most actor calls one workflow makes in sequence (a login: the lockout twice, the lookup,
 /// bcrypt, the session, the stamp; with room to spare): a whole workflow ends within this many
 /// call deadlines.
@@ -239,10 +280,34 @@ impl Actors {
         // Unique indexes guard every duplicate rule: serve nothing until they exist.
         actors
             .db
-            .call(EnsureIndexes)
+            .prepare()
             .await
             .map_err(|e| StartupError::Database(e.to_string()))?;
         Ok(actors)
+    }
+
+    /// [`Actors::start`] for `serve`: a database unreachable at start (as a Redis one is) does
+    /// not stop the service; it starts not ready, refuses work needing the database (503,
+    /// `Retry-After`), and prepares the indexes as soon as the database answers, then runs
+    /// `then` (the bootstrap administrator). Data that cannot meet the indexes still stops
+    /// start-up. Whether it is prepared now is the second value.
+    pub async fn start_serving(settings: &Settings) -> Result<(Self, bool), StartupError> {
+        let actors = Self::start_unindexed(settings).await?;
+        match actors.db.prepare().await {
+            Ok(()) => Ok((actors, true)),
+            Err(e @ (ActorError::Unavailable { .. } | ActorError::Timeout(_))) => {
+                actors.database.set_prepared(false);
+                tracing::warn!(
+                    dependency = actors.database.name,
+                    database = %actors.database_name,
+                    error = %e,
+                    "the database is unreachable: starting not ready; its indexes are prepared \
+                     as soon as it answers"
+                );
+                Ok((actors, false))
+            }
+            Err(e) => Err(StartupError::Database(e.to_string())),
+        }
     }
 
     /// Starts every actor, leaving the database's indexes as they are.
@@ -312,6 +377,7 @@ impl Actors {
         let db = DbQueue::new(
             Mailbox::new(db_actor, db_stats, call_timeout),
             Duration::from_millis(settings.mongodb.op_timeout_ms),
+            database.clone(),
         );
 
         let token_stats = ActorStats::new("token", a.token_capacity);
@@ -412,13 +478,35 @@ impl Application {
             sessions,
             hasher,
             database_name,
-        } = Actors::start(&settings).await?;
-        if let Some(admin) = settings
-            .bootstrap_admin()
-            .map_err(|e| StartupError::Config(e.to_string()))?
-        {
-            bootstrap_admin(&db, &hasher, admin, settings.wallet.initial_balance).await?;
-        }
+        } = match Actors::start_serving(&settings).await? {
+            (actors, true) => {
+                if let Some(admin) = settings
+                    .bootstrap_admin()
+                    .map_err(|e| StartupError::Config(e.to_string()))?
+                {
+                    bootstrap_admin(
+                        &actors.db,
+                        &actors.hasher,
+                        admin,
+                        settings.wallet.initial_balance,
+                    )
+                    .await?;
+                }
+                actors
+            }
+            (actors, false) => {
+                let admin = settings
+                    .bootstrap_admin()
+                    .map_err(|e| StartupError::Config(e.to_string()))?;
+                prepare_when_reachable(
+                    actors.db.clone(),
+                    Arc::clone(&actors.database),
+                    actors.hasher.clone(),
+                    admin.map(|a| (a, settings.wallet.initial_balance)),
+                );
+                actors
+            }
+        };
 
         let dummy_password = Alphanumeric.sample_string(&mut rand::rng(), 32);
         let dummy_hash = match Password::parse(&dummy_password) {

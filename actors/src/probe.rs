@@ -20,6 +20,9 @@ pub struct Dependency {
     watching: AtomicBool,
     /// Why the last probe failed, when its cause may be shown (a [`PublicReason`]).
     reason: Mutex<Option<&'static str>>,
+    /// False while the database answers but what it needs before any work (its indexes) is not
+    /// in place yet: it was unreachable at start, and the service prepares it when it answers.
+    prepared: AtomicBool,
 }
 
 impl Dependency {
@@ -31,7 +34,17 @@ impl Dependency {
             checked: AtomicBool::new(false),
             watching: AtomicBool::new(false),
             reason: Mutex::new(None),
+            prepared: AtomicBool::new(true),
         })
+    }
+
+    /// Whether what work needs is in place (see the field); true unless set otherwise.
+    pub fn is_prepared(&self) -> bool {
+        self.prepared.load(Ordering::Relaxed)
+    }
+
+    pub fn set_prepared(&self, prepared: bool) {
+        self.prepared.store(prepared, Ordering::Relaxed);
     }
 
     pub fn is_up(&self) -> bool {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Supervisor;
-use actors::db_queue::{self, DbQueue, DbQueueActor, EnsureIndexes, FindUserByEmail, RegisterUser};
+use actors::db_queue::{self, DbQueue, DbQueueActor, FindUserByEmail, RegisterUser};
 use actors::domain::{AuditEntry, Email, NewUser, Role, UserStatus, Username};
 use actors::mailbox::{ActorStats, Mailbox};
 use actors::probe::Dependency;
@@ -36,14 +36,15 @@ pub fn run(args: QueueArgs) -> Result<(), String> {
 async fn run_async(args: QueueArgs) -> Result<(), String> {
     let store = db_queue::connect(&args.mongodb_uri, None, None, Duration::from_secs(5)).await?;
     let stats = ActorStats::new("db_queue", 100_000);
+    let database = Dependency::new("mongodb");
     let actor = {
-        let (store, stats) = (store.clone(), stats.clone());
+        let (store, stats, database) = (store.clone(), stats.clone(), database.clone());
         Supervisor::start(move |_| {
             DbQueueActor::new(
                 db_queue::Store::Mongo(store),
                 stats,
                 Duration::from_secs(10),
-                Dependency::new("mongodb"),
+                database,
                 Duration::from_secs(3600),
                 actors::db_queue::UserCache::new(Duration::ZERO, 0),
             )
@@ -52,8 +53,9 @@ async fn run_async(args: QueueArgs) -> Result<(), String> {
     let queue = DbQueue::new(
         Mailbox::new(actor, stats, Duration::from_secs(30)),
         Duration::from_secs(10),
+        database,
     );
-    queue.call(EnsureIndexes).await.map_err(|e| e.to_string())?;
+    queue.prepare().await.map_err(|e| e.to_string())?;
     let emails = seed(&queue, args.users).await?;
 
     let client = mongodb::Client::with_uri_str(&args.mongodb_uri)

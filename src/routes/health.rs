@@ -26,6 +26,10 @@ impl Probe {
     pub async fn run(state: &AppState) -> Self {
         let flag = |d: &Dependency| {
             let state = match (d.is_up(), d.reason()) {
+                (true, _) if !d.is_prepared() => Err(format!(
+                    "{}: answering; its indexes are being prepared",
+                    d.name
+                )),
                 (true, _) => Ok(()),
                 (false, Some(why)) => Err(format!("{}: {why}", d.name)),
                 (false, None) => Err(format!("{} did not answer its last probe", d.name)),

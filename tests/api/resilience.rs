@@ -976,6 +976,62 @@ const TINY_HASHER: [(&str, &str); 3] = [
 ];
 
 /// `n` registrations at once; every one answered.
+/// MongoDB unreachable at start (as Redis may be): the service starts, live but not ready,
+/// answers a registration with 503 and `Retry-After`; once a SecantusDB answers on that port it
+/// prepares the indexes, becomes ready and registers (201), without a restart.
+#[actix_web::test]
+async fn started_while_mongodb_is_down_it_is_live_not_ready_then_ready_when_mongodb_answers() {
+    if !needs_servers("it starts MongoDB after the service") {
+        return;
+    }
+    let scratch = ScratchDir::new("mongo-late");
+    let port = free_port();
+    let db_name = format!("late_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let uri = format!(
+        "mongodb://127.0.0.1:{port}/{db_name}?directConnection=true&serverSelectionTimeoutMS=1000"
+    );
+    let app = spawn_app_with(&[
+        ("MONGODB_URI", uri.as_str()),
+        ("MONGODB_SERVER_SELECTION_TIMEOUT_MS", "1000"),
+        ("PROBE_INTERVAL_MS", "200"),
+    ])
+    .await;
+    let client = hang_detecting_client();
+    let base = app.address.clone();
+
+    let live = client.get(format!("{base}/health/live")).send().await;
+    assert_eq!(live.map(|r| r.status()).ok(), Some(StatusCode::OK));
+    assert!(
+        ready_becomes(&client, &base, StatusCode::SERVICE_UNAVAILABLE).await,
+        "not ready while MongoDB is down"
+    );
+    let refused = register_new_user(&client, &base).await;
+    let reply = refused.outcome.as_ref().expect("an answer");
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert!(reply.retry_after.is_some(), "{}", reply.body);
+
+    let _mongo = start_secantus(port, &scratch.join("data"), &scratch).await;
+
+    assert!(
+        poll_until(Duration::from_secs(30), || async {
+            ready_status(&client, &base).await == Some(StatusCode::OK)
+        })
+        .await,
+        "ready once MongoDB answers and the indexes are in place"
+    );
+    let registered = register_new_user(&client, &base).await;
+    assert_eq!(
+        registered.status(),
+        Some(StatusCode::CREATED),
+        "{registered:?}"
+    );
+}
+
 async fn registration_burst(client: &reqwest::Client, base: &str, n: usize) -> Vec<Exchange> {
     join_all((0..n).map(|_| register_new_user(client, base))).await
 }

@@ -205,21 +205,55 @@ impl<M: Message> Message for Queued<M> {
 pub struct DbQueue {
     mailbox: Mailbox<DbQueueActor>,
     op_timeout: Duration,
+    /// The database: no operation is sent until it is prepared (its indexes in place), since
+    /// the unique indexes guard every duplicate rule.
+    database: Arc<Dependency>,
 }
 
 impl DbQueue {
-    pub fn new(mailbox: Mailbox<DbQueueActor>, op_timeout: Duration) -> Self {
+    pub fn new(
+        mailbox: Mailbox<DbQueueActor>,
+        op_timeout: Duration,
+        database: Arc<Dependency>,
+    ) -> Self {
         Self {
             mailbox,
             op_timeout,
+            database,
         }
+    }
+
+    /// Brings the indexes to what the service needs ([`EnsureIndexes`]), the one operation
+    /// sent before the database is prepared.
+    pub async fn prepare(&self) -> Result<(), ActorError> {
+        self.send(EnsureIndexes).await
     }
 
     pub fn stats(&self) -> &Arc<ActorStats> {
         self.mailbox.stats()
     }
 
+    /// Sends `msg` and waits for its answer; refused at once (503) while the database is not
+    /// prepared.
     pub async fn call<M, T>(&self, msg: M) -> Result<T, ActorError>
+    where
+        M: Message<Result = Result<T, ActorError>> + Send + 'static,
+        T: Send + 'static,
+        DbQueueActor: Handler<Queued<M>>,
+    {
+        if !self.database.is_prepared() {
+            return Err(ActorError::unavailable(
+                self.database.name,
+                crate::error::PublicReason(
+                    "the database was unreachable at start; its indexes are prepared as soon as \
+                     it answers",
+                ),
+            ));
+        }
+        self.send(msg).await
+    }
+
+    async fn send<M, T>(&self, msg: M) -> Result<T, ActorError>
     where
         M: Message<Result = Result<T, ActorError>> + Send + 'static,
         T: Send + 'static,
