@@ -581,6 +581,9 @@ impl Application {
                 .app_data(web::Data::new(accounts))
                 .wrap(ErrorHandlers::new().default_handler(routes::json_error_body))
                 .wrap(actix_web::middleware::from_fn(crate::metrics::http_metrics))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::telemetry::echo_request_id,
+                ))
                 .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
                 .wrap(
                     DefaultHeaders::new()

@@ -1,5 +1,67 @@
-//! Logging: `RUST_LOG` filters (default `info`), `LOG_FORMAT=json` for JSON lines.
+//! Logging: `RUST_LOG` filters (default `info`), `LOG_FORMAT=json` for JSON lines. Every
+//! request gets an id (its `X-Request-Id` when usable, else a new one), echoed in the answer and
+//! on the request's log lines, and one access line at INFO (target `access`) when it ends.
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::HttpMessage;
 use tracing_subscriber::{fmt, EnvFilter};
+
+/// The header a request's id comes in and goes back in.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// This request's id (see the module's comment), in its extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// When the request's span began, in its extensions (the access line's duration).
+#[derive(Debug, Clone, Copy)]
+struct Began(Instant);
+
+/// An incoming id is used when it is 1 to 64 characters of `A-Z a-z 0-9 . _ -`; anything else
+/// (spaces, control characters, a novel) is replaced, so the log cannot be forged through it.
+fn usable_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The id of `request`: its `X-Request-Id` when usable, else the one the tracing middleware
+/// generated (a UUID).
+fn request_id_of(request: &ServiceRequest) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| usable_id(id))
+        .map(str::to_string)
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<tracing_actix_web::RequestId>()
+                .map(|id| id.to_string())
+        })
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Puts the request's id on its answer (`X-Request-Id`), whatever the answer is.
+pub async fn echo_request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = req.extensions().get::<RequestId>().cloned();
+    let mut response = next.call(req).await?;
+    if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id.0).ok()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), value);
+    }
+    Ok(response)
+}
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -20,7 +82,9 @@ pub struct RequestSpan;
 
 impl tracing_actix_web::RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
-        use actix_web::HttpMessage;
+        let id = request_id_of(request);
+        request.extensions_mut().insert(RequestId(id.clone()));
+        request.extensions_mut().insert(Began(Instant::now()));
         // The fields are worked out only when the span is recorded (`RUST_LOG` at info).
         let client = || {
             crate::extractors::client_ip(request.request())
@@ -33,21 +97,33 @@ impl tracing_actix_web::RootSpanBuilder for RequestSpan {
             http.target = %redacted_target(request.uri()),
             http.client_ip = %client(),
             http.status_code = tracing::field::Empty,
-            request_id = %request
-                .extensions()
-                .get::<tracing_actix_web::RequestId>()
-                .map(|id| id.to_string())
-                .unwrap_or_default(),
-            exception.message = tracing::field::Empty,
-            exception.details = tracing::field::Empty,
+            request_id = %id,
         )
     }
 
+    /// Records the status and writes the access line: the span's fields (method, route, the
+    /// redacted target, the client, the id) with the status and the duration. Never a body,
+    /// a header value or a query value.
     fn on_request_end<B: actix_web::body::MessageBody>(
         span: tracing::Span,
         outcome: &Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>,
     ) {
-        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+        let (status, began) = match outcome {
+            Ok(response) => (
+                response.status().as_u16(),
+                response.request().extensions().get::<Began>().copied(),
+            ),
+            Err(error) => (error.as_response_error().status_code().as_u16(), None),
+        };
+        span.record("http.status_code", status);
+        let duration_ms = began.map_or(0.0, |b| b.0.elapsed().as_secs_f64() * 1000.0);
+        tracing::info!(
+            target: "access",
+            parent: &span,
+            status,
+            duration_ms = (duration_ms * 1000.0).round() / 1000.0,
+            "request"
+        );
     }
 }
 

@@ -54,8 +54,8 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The headers every error answer of a status carries, declared on each such answer once
-/// here: `WWW-Authenticate: Bearer` on a 401, `Retry-After` (seconds) on a 429 and a 503.
+/// The headers answers carry, declared on each answer once here: `X-Request-Id` on every one,
+/// `WWW-Authenticate: Bearer` on a 401, `Retry-After` (seconds) on a 429 and a 503.
 struct ErrorHeaders;
 
 impl Modify for ErrorHeaders {
@@ -81,6 +81,14 @@ impl Modify for ErrorHeaders {
                     let RefOr::T(response) = response else {
                         continue;
                     };
+                    response.headers.insert(
+                        "X-Request-Id".to_string(),
+                        header(
+                            Type::String,
+                            "The request's id: the client's `X-Request-Id` when usable (1–64 of \
+                             `A-Za-z0-9._-`), else one made for it; on every log line of the request",
+                        ),
+                    );
                     let (name, value) = match status.as_str() {
                         "401" => (
                             "WWW-Authenticate",

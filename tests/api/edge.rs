@@ -469,3 +469,74 @@ async fn answers_given_before_any_handler_have_the_json_error_shape() {
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
 }
+
+/// Every request has an id: a usable `X-Request-Id` is kept, anything else replaced; the id
+/// comes back on the answer, and the request's access line (JSON, parsed) holds it with the
+/// route template and the status. Neither a query value nor a header value is on the line.
+#[actix_web::test]
+async fn a_request_id_comes_back_and_the_access_line_holds_it_with_route_and_status() {
+    let iso = Isolation::new();
+    let log = iso.data_dir.with_extension("log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let env = [("RUST_LOG", "info"), ("LOG_FORMAT", "json")];
+    let (mut process, app) = start_instance_with(&iso, &env, Some(&log)).await;
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let email = format!("rid_{tag}@example.com");
+    let body = json!({"username": format!("rid_{tag}"), "email": email, "password": PASSWORD});
+
+    let registered = app
+        .client
+        .post(app.url("/auth/register"))
+        .header("x-request-id", format!("client-{tag}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let login = json!({"email": email, "password": PASSWORD});
+    let unusable = "not usable ".repeat(10);
+    let signed_in = app
+        .client
+        .post(app.url("/auth/login?secret=QUERY-VALUE"))
+        .header("x-request-id", unusable.trim())
+        .json(&login)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = process.child.kill();
+    let _ = process.child.wait();
+
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(&registered, "x-request-id"),
+        Some(format!("client-{tag}").as_str())
+    );
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    let generated = header(&signed_in, "x-request-id")
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !generated.is_empty() && !generated.contains(' '),
+        "{generated}"
+    );
+    let written = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = written
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let access = |id: &str| {
+        lines.iter().find(|l| {
+            l["fields"]["message"] == "request" && l["span"]["request_id"].as_str() == Some(id)
+        })
+    };
+    let line = access(&format!("client-{tag}")).unwrap_or_else(|| panic!("{written}"));
+    assert_eq!(line["span"]["http.route"], "/auth/register", "{line}");
+    assert_eq!(line["fields"]["status"], 201, "{line}");
+    assert!(line["fields"]["duration_ms"].as_f64().is_some(), "{line}");
+    let line = access(&generated).unwrap_or_else(|| panic!("{written}"));
+    assert_eq!(line["fields"]["status"], 200, "{line}");
+    assert!(
+        !written.contains("QUERY-VALUE") && !written.contains("not usable"),
+        "{written}"
+    );
+}
