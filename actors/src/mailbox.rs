@@ -500,8 +500,8 @@ impl<A: Actor> Mailbox<A> {
     where
         M: Message<Result = Result<T, ActorError>> + Send + 'static,
         T: Send + 'static,
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Handler<Traced<M>>,
+        A::Context: ToEnvelope<A, Traced<M>>,
     {
         self.call_with_grace(msg, Duration::ZERO).await
     }
@@ -513,8 +513,8 @@ impl<A: Actor> Mailbox<A> {
     where
         M: Message<Result = Result<T, ActorError>> + Send + 'static,
         T: Send + 'static,
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Handler<Traced<M>>,
+        A::Context: ToEnvelope<A, Traced<M>>,
     {
         let name = self.stats.name;
         self.stats.admit()?;
@@ -524,6 +524,10 @@ impl<A: Actor> Mailbox<A> {
             return Err(ActorError::Overloaded(name));
         }
         let _slot = PendingSlot(Arc::clone(&self.stats));
+        let msg = Traced {
+            msg,
+            span: tracing::Span::current(),
+        };
         let reply = if self.deadline == Duration::MAX {
             self.addr.send(msg).await
         } else {
@@ -539,6 +543,40 @@ impl<A: Actor> Mailbox<A> {
     }
 }
 
+/// A message with the span it was sent from ([`Mailbox::call`] wraps every message): the actor
+/// handles it inside that span (see [`traced!`](crate::traced)), and [`guarded`] runs the
+/// handler's future inside it too, so what an actor logs for a request carries the request's
+/// fields, its id among them.
+pub struct Traced<M> {
+    pub msg: M,
+    pub span: tracing::Span,
+}
+
+impl<M: Message> Message for Traced<M> {
+    type Result = M::Result;
+}
+
+/// Lets an actor take [`Traced`] messages of each listed kind: it handles the message inside
+/// the span it came with. (One impl per kind: a blanket one over every `M` would send the trait
+/// solver looking for `Traced<Traced<…>>` without end.)
+#[macro_export]
+macro_rules! traced {
+    ($actor:ty: $($msg:ty),* $(,)?) => {$(
+        impl actix::Handler<$crate::mailbox::Traced<$msg>> for $actor {
+            type Result = <$actor as actix::Handler<$msg>>::Result;
+
+            fn handle(
+                &mut self,
+                traced: $crate::mailbox::Traced<$msg>,
+                ctx: &mut Self::Context,
+            ) -> Self::Result {
+                let _inside = traced.span.enter();
+                <$actor as actix::Handler<$msg>>::handle(self, traced.msg, ctx)
+            }
+        }
+    )*};
+}
+
 /// Runs a handler's future inside the actor's context. A panic becomes an
 /// [`ActorError::Unavailable`] for the caller (503, never a hang) and stops the actor, so its
 /// `Supervisor` restarts it (counted in `restarts`); queued messages wait in the same mailbox.
@@ -550,6 +588,9 @@ where
     F: std::future::Future<Output = Result<T, ActorError>> + 'static,
 {
     use futures::FutureExt;
+    use tracing::Instrument;
+    // Called as the handler runs, inside the span its message came with (see `Traced`).
+    let fut = fut.instrument(tracing::Span::current());
     let caught = std::panic::AssertUnwindSafe(fut).catch_unwind();
     Box::pin(actix::fut::wrap_future::<_, A>(caught).map(
         move |outcome, _actor, ctx: &mut Context<A>| {
@@ -576,6 +617,8 @@ pub struct InjectPanic;
 #[macro_export]
 macro_rules! inject_panic_handler {
     ($actor:ty, $name:literal) => {
+        $crate::traced!($actor: $crate::mailbox::InjectPanic);
+
         impl actix::Handler<$crate::mailbox::InjectPanic> for $actor {
             type Result = actix::ResponseActFuture<Self, Result<(), $crate::ActorError>>;
 

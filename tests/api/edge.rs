@@ -478,7 +478,7 @@ async fn a_request_id_comes_back_and_the_access_line_holds_it_with_route_and_sta
     let iso = Isolation::new();
     let log = iso.data_dir.with_extension("log");
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let env = [("RUST_LOG", "info"), ("LOG_FORMAT", "json")];
+    let env = [("RUST_LOG", "info,actors=debug"), ("LOG_FORMAT", "json")];
     let (mut process, app) = start_instance_with(&iso, &env, Some(&log)).await;
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..12];
     let email = format!("rid_{tag}@example.com");
@@ -535,6 +535,19 @@ async fn a_request_id_comes_back_and_the_access_line_holds_it_with_route_and_sta
     assert!(line["fields"]["duration_ms"].as_f64().is_some(), "{line}");
     let line = access(&generated).unwrap_or_else(|| panic!("{written}"));
     assert_eq!(line["fields"]["status"], 200, "{line}");
+    // The actors' lines for a request carry its id: the AccountActor's, run on another task.
+    let by_actor = |message: &str, id: &str| {
+        lines.iter().any(|l| {
+            l["fields"]["message"] == message
+                && (l["spans"].as_array().into_iter().flatten())
+                    .any(|span| span["request_id"].as_str() == Some(id))
+        })
+    };
+    assert!(
+        by_actor("registered", &format!("client-{tag}")),
+        "{written}"
+    );
+    assert!(by_actor("signed in", &generated), "{written}");
     assert!(
         !written.contains("QUERY-VALUE") && !written.contains("not usable"),
         "{written}"

@@ -216,7 +216,10 @@ impl Supervised for AccountActor {
 /// Each message runs its workflow (an `async fn(Arc<Accounts>, M)`) as this actor's handler;
 /// handlers interleave, a panic becomes a 503 and restarts the actor.
 macro_rules! workflows {
-    ($($msg:ty => $reply:ty = $run:path;)*) => {$(
+    ($($msg:ty => $reply:ty = $run:path;)*) => {
+    // Every message comes wrapped with the span it was sent from.
+    crate::traced!(AccountActor: $($msg),*);
+    $(
         impl Handler<$msg> for AccountActor {
             type Result = ResponseActFuture<Self, Result<$reply, ActorError>>;
 

@@ -38,7 +38,10 @@ pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<(User, Wal
     };
     let written = a.insert(user, Guard::Nobody, audit).await?;
     match written {
-        Written::Applied(created) => Ok(created),
+        Written::Applied(created) => {
+            tracing::debug!(user_id = %created.0.id, "registered");
+            Ok(created)
+        }
         // A registration has no guard: nothing can have changed.
         Written::NotFound | Written::Changed => Err(ActorError::Conflict),
     }
@@ -242,6 +245,7 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
             password,
         ));
     }
+    tracing::debug!(user_id = %user.id, session_id = %opened.session_id, "signed in");
     Ok(SignedIn {
         user: User {
             last_login_at: Some(at),

@@ -239,7 +239,7 @@ impl DbQueue {
     where
         M: Message<Result = Result<T, ActorError>> + Send + 'static,
         T: Send + 'static,
-        DbQueueActor: Handler<Queued<M>>,
+        DbQueueActor: Handler<crate::mailbox::Traced<Queued<M>>>,
     {
         if !self.database.is_prepared() {
             return Err(ActorError::unavailable(
@@ -257,13 +257,34 @@ impl DbQueue {
     where
         M: Message<Result = Result<T, ActorError>> + Send + 'static,
         T: Send + 'static,
-        DbQueueActor: Handler<Queued<M>>,
+        DbQueueActor: Handler<crate::mailbox::Traced<Queued<M>>>,
     {
         let start_by = Instant::now() + self.mailbox.deadline();
         let grace = self.op_timeout + Duration::from_millis(500);
         self.mailbox
             .call_with_grace::<Queued<M>, T>(Queued { msg, start_by }, grace)
             .await
+    }
+}
+
+// Every operation comes wrapped with the span it was sent from; the actor queues it, and the
+// batch that carries it runs for many requests at once, outside any one's span.
+impl<M> Handler<crate::mailbox::Traced<Queued<M>>> for DbQueueActor
+where
+    M: Message,
+    DbQueueActor: Handler<Queued<M>>,
+    <DbQueueActor as Handler<Queued<M>>>::Result:
+        actix::dev::MessageResponse<DbQueueActor, crate::mailbox::Traced<Queued<M>>>,
+{
+    type Result = <DbQueueActor as Handler<Queued<M>>>::Result;
+
+    fn handle(
+        &mut self,
+        traced: crate::mailbox::Traced<Queued<M>>,
+        ctx: &mut Self::Context,
+    ) -> Self::Result {
+        let _inside = traced.span.enter();
+        <DbQueueActor as Handler<Queued<M>>>::handle(self, traced.msg, ctx)
     }
 }
 

@@ -73,6 +73,9 @@ impl HasherActor {
     }
 }
 
+// Every message comes wrapped with the span it was sent from.
+crate::traced!(HasherActor: HashPassword, VerifyPassword);
+
 impl Actor for HasherActor {
     type Context = Context<Self>;
 

@@ -64,6 +64,9 @@ impl SessionActor {
     }
 }
 
+// Every message comes wrapped with the span it was sent from.
+crate::traced!(SessionActor: BeginLoginAttempt, EndLoginAttempt, LiftLockout, SweepIdleSessions, TakeRateToken);
+
 impl Actor for SessionActor {
     type Context = Context<Self>;
 

@@ -259,6 +259,9 @@ fn ended(reason: EndReason) -> ActorError {
     ActorError::Token(TokenRejection::Ended(reason))
 }
 
+// Every message comes wrapped with the span it was sent from.
+crate::traced!(TokenActor: CheckDeviceToken, EndDevices, IssueDeviceToken, ListSessions, OpenSession, RevokeSession, RevokeUserSessions, RotateRefresh, ValidateAccess);
+
 impl Actor for TokenActor {
     type Context = Context<Self>;
 
