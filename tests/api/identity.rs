@@ -607,3 +607,44 @@ async fn an_administrator_lifts_a_lockout_and_the_owner_signs_in_at_once() {
         .await
         .contains(&"user.lockout.lifted".to_string()));
 }
+
+/// A lift racing wrong guesses, five rounds: guesses and lifts are released together; every
+/// answer is 401, 429 (guesses) or 200 (lifts), never a 5xx, and after the round a last lift
+/// lets the owner in at once.
+#[actix_web::test]
+async fn a_lift_racing_wrong_guesses_answers_each_and_a_last_lift_lets_the_owner_in() {
+    let (app, admin) = crate::helpers::spawn_app_with_admin(&[("LOGIN_MAX_FAILURES", "2")]).await;
+    let app = Arc::new(app);
+    let (email, id) = register_kasper(&app, &tag()).await;
+    let path = format!("/users/{id}/lockout");
+    for _ in 0..5 {
+        let statuses = at_once(12, |n| {
+            let (app, email, path, admin) =
+                (Arc::clone(&app), email.clone(), path.clone(), admin.clone());
+            async move {
+                if n % 4 == 0 {
+                    app.delete_auth(&path, &admin).await
+                } else {
+                    app.login(&email, "wrong-pass-1").await
+                }
+            }
+        })
+        .await;
+        for status in &statuses {
+            assert!(
+                [
+                    StatusCode::OK,
+                    StatusCode::UNAUTHORIZED,
+                    StatusCode::TOO_MANY_REQUESTS
+                ]
+                .contains(status),
+                "{statuses:?}"
+            );
+        }
+        assert_eq!(
+            app.delete_auth(&path, &admin).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
+    }
+}

@@ -74,12 +74,22 @@ pub(super) async fn end_others(
     Ok(ended)
 }
 
-pub(super) async fn end_users(a: Arc<Accounts>, m: EndUserSessions) -> Result<usize, ActorError> {
-    let admin = a.admin(m.token).await?;
+/// The caller, who must be an administrator, and the user they act on (404 when none).
+async fn admin_and_target(
+    a: &Accounts,
+    token: String,
+    target: crate::domain::UserId,
+) -> Result<(crate::domain::User, crate::domain::User), ActorError> {
+    let admin = a.admin(token).await?;
     let target =
-        a.db.call(FindUserById(m.target))
+        a.db.call(FindUserById(target))
             .await?
             .ok_or(ActorError::NotFound("User"))?;
+    Ok((admin, target))
+}
+
+pub(super) async fn end_users(a: Arc<Accounts>, m: EndUserSessions) -> Result<usize, ActorError> {
+    let (admin, target) = admin_and_target(&a, m.token, m.target).await?;
     let ended = revoke_all(&a, target.id, EndReason::Revoked, None, None).await?;
     // And the devices it signed in from: their next login is an unknown client's (SPEC 10).
     a.tokens.call(EndDevices(target.id)).await?;
@@ -97,11 +107,7 @@ pub(super) async fn end_users(a: Arc<Accounts>, m: EndUserSessions) -> Result<us
 /// An administrator lifts a user's lockout: every failure counter of the user's email (every
 /// spelling, SPEC 10) is cleared, so the owner signs in at once from anywhere. Audited.
 pub(super) async fn lift_lockout(a: Arc<Accounts>, m: LiftUserLockout) -> Result<u64, ActorError> {
-    let admin = a.admin(m.token).await?;
-    let target =
-        a.db.call(FindUserById(m.target))
-            .await?
-            .ok_or(ActorError::NotFound("User"))?;
+    let (admin, target) = admin_and_target(&a, m.token, m.target).await?;
     let cleared = a
         .sessions
         .call(LiftLockout(EmailKey::of(&target.email)))
