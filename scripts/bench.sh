@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark: in one run on one machine, side by side, the five figures of BENCHMARKS.md.
+# The benchmark: in one run on one machine, side by side, the five figures of docs/benchmarks.md.
 #   1. login_ratio  logins/s through the service (BCRYPT_COST=10, concurrency 16 and 64) over
 #                   bare bcrypt verifies/s at cost 10 on all cores, in batches of the batch
 #                   kernel's width (the most the kernel does, as the hashing pool runs it under
@@ -13,7 +13,8 @@
 #   5. peak RSS     of the service processes
 # Figures 1 and 2 are measured on both backends in the same run: MongoDB (SecantusDB) + Redis,
 # and the embedded SQLite pair (the default on a machine with nothing configured).
-# Usage: scripts/bench.sh            full run (about 3 minutes of load), writes BENCHMARKS.md
+# Usage: scripts/bench.sh            full run (about 3 minutes of load), adds a run to
+#                                    docs/benchmarks.md
 #        scripts/bench.sh --smoke    a few seconds per step with debug builds; proves it works
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -208,16 +209,14 @@ print("Statuses: " + "; ".join(f"{n}: {j(n)['statuses']}" for n in ["login16","l
 PY
 
 if [ $SMOKE = 0 ]; then
-  {
-    echo "# Benchmarks"
-    echo
-    echo "Produced by \`scripts/bench.sh\` (the newest run first; compare with the previous ones)."
-    echo "Commands: \`loadtest bcrypt\`, \`loadtest run --scenario login|me|get\`, \`loadtest queue\`,"
-    echo "\`loadtest baseline\`, \`loadtest delay-proxy\`; see the script for the exact arguments."
-    echo
-    cat "$OUT/summary.md"
-    echo
-    if [ -f BENCHMARKS.md ]; then sed -n '/^## /,$p' BENCHMARKS.md; fi
-  } > "$OUT/BENCHMARKS.new" && mv "$OUT/BENCHMARKS.new" BENCHMARKS.md
-  log "wrote BENCHMARKS.md"
+  # The new run goes above the previous runs, below the summary and the peer section.
+  TARGET=docs/benchmarks.md
+  [ -f "$TARGET" ] || printf '# Benchmarks\n\n' > "$TARGET"
+  awk -v run="$OUT/summary.md" '
+    function insert() { while ((getline line < run) > 0) print line; print ""; done = 1 }
+    /^## Run of / && !done { insert() }
+    { print }
+    END { if (!done) { print ""; insert() } }
+  ' "$TARGET" > "$OUT/benchmarks.new" && mv "$OUT/benchmarks.new" "$TARGET"
+  log "added the run to $TARGET; update its \"Latest figures\" by hand if a figure changed"
 fi

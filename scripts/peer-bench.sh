@@ -6,7 +6,7 @@
 #     the median reported; registrations/s at c=16 likewise;
 #   - a concurrency sweep (1, 4, 16, 64, 256) of logins and of the "me" read, one run per level
 #     and service, drawn as docs/peer-sweep.svg (throughput and p99 per level).
-# Writes the section "Beside the FastAPI-Users peer" of BENCHMARKS.md (replacing an older one)
+# Writes the section "Beside the FastAPI-Users peer" of docs/benchmarks.md (replacing an older one)
 # and docs/peer-sweep.svg. About 15 minutes; run it alone (the harness waits for a quiet host).
 # Env: PEERS (default ../shared/peers), BIN (default target/release/cs-user-management),
 #      D (seconds per measurement, default 12), SWEEP_D (default 8), REPS (default 3).
@@ -87,7 +87,7 @@ done
 
 "$PY" "$ROOT/scripts/peer_report.py" "$RESULTS" "$OUT/bcrypt.json" "$ROOT/docs/peer-sweep.svg" \
   "$OUT/bcrypt-ours.json" "$OUT/bcrypt-ours-batch.json" >"$OUT/section.md"
-"$PY" - "$ROOT/BENCHMARKS.md" "$OUT/section.md" <<'PY'
+"$PY" - "$ROOT/docs/benchmarks.md" "$OUT/section.md" <<'PY'
 import re, sys
 path, section = sys.argv[1], open(sys.argv[2]).read()
 text = open(path).read()
@@ -100,4 +100,4 @@ if first_run < 0:
 text = text[:first_run].rstrip() + "\n\n" + section.strip() + "\n\n" + text[first_run:]
 open(path, "w").write(text)
 PY
-log "wrote the peer section of BENCHMARKS.md and docs/peer-sweep.svg"
+log "wrote the peer section of docs/benchmarks.md and docs/peer-sweep.svg; update its \"Latest figures\" by hand"

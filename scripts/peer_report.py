@@ -87,7 +87,8 @@ for who in ("ours", "peer"):
         pts = {r["concurrency"]: r for r in runs(f"{who} sweep {scenario}")}
         series[(who, scenario)] = [(c, pts[c]["rps"], pts[c]["p99_ms"]) for c in levels if c in pts]
 
-out.append("How cost grows with load ([chart](docs/peer-sweep.svg)):")
+# The section lives in docs/benchmarks.md, beside the chart.
+out.append("How cost grows with load ([chart](peer-sweep.svg)):")
 out.append("")
 out.append("| concurrency | logins/s ours | peer | p99 ms ours | peer | me/s ours | peer | p99 ms ours | peer |")
 out.append("|---|---|---|---|---|---|---|---|---|")
