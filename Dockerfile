@@ -15,7 +15,10 @@ RUN mkdir -p src actors/src loadtest/src \
  && touch src/lib.rs actors/src/lib.rs \
  && cargo build --release --locked --bin cs-user-management \
  && rm -rf src actors/src
-# 2. The real sources (and what they include: the default configuration, the /ops page).
+# 2. The real sources (and what they include: the default configuration, the /ops page), and
+#    the commit /metrics names (csum_build_info): `--build-arg CSUM_COMMIT=$(git rev-parse HEAD)`.
+ARG CSUM_COMMIT=unknown
+COPY build.rs build.rs
 COPY config config
 COPY static static
 COPY actors actors

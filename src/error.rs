@@ -1,6 +1,7 @@
 //! The one HTTP error type. Every error body is
 //! `{"success": false, "error": "<message>", "error_code": "<code>"}`: the message for people
 //! (the seed's shape), the code for programs ([`ErrorCode`]).
+use crate::telemetry::flood_gate;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use actors::domain::EndReason;
@@ -187,11 +188,17 @@ impl ResponseError for ApiError {
         let code = self.code();
         let message = match self {
             ApiError::Internal(cause) => {
-                tracing::error!(cause = %chain(cause.as_ref()), "internal error");
+                let cause = chain(cause.as_ref());
+                if let Some(held_back) = flood_gate(&format!("internal error: {cause}")) {
+                    tracing::error!(%cause, held_back, "internal error");
+                }
                 "Internal server error".to_string()
             }
             ApiError::Unavailable(cause) => {
-                tracing::warn!(cause = %chain(cause.as_ref()), "service unavailable");
+                let cause = chain(cause.as_ref());
+                if let Some(held_back) = flood_gate(&format!("service unavailable: {cause}")) {
+                    tracing::warn!(%cause, held_back, "service unavailable");
+                }
                 "Service temporarily unavailable, please retry".to_string()
             }
             other => other.to_string(),

@@ -54,7 +54,7 @@ enum Command {
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
+    let _telemetry = telemetry::init();
     let settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {

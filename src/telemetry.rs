@@ -1,14 +1,27 @@
-//! Logging: `RUST_LOG` filters (default `info`), `LOG_FORMAT=json` for JSON lines. Every
-//! request gets an id (its `X-Request-Id` when usable, else a new one), echoed in the answer and
-//! on the request's log lines, and one access line at INFO (target `access`) when it ends.
-use std::time::Instant;
+//! Logging and traces. `RUST_LOG` filters the log (default `info`); `LOG_FORMAT=json` writes
+//! one flat JSON object per line (the event's fields and those of every span it happened in, at
+//! the top level); text has colours only on a terminal. Every request gets an id (its
+//! `X-Request-Id` when usable, else a new one), echoed in the answer and on the request's log
+//! lines, and one access line at INFO (target `access`) when it ends. With
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans go out over OTLP/HTTP: one per request, continuing
+//! the client's W3C `traceparent`, and a child per actor message (see `actors::traced!`).
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::HttpMessage;
-use tracing_subscriber::{fmt, EnvFilter};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer, Registry};
 
 /// The header a request's id comes in and goes back in.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -63,15 +76,167 @@ pub async fn echo_request_id(
     Ok(response)
 }
 
-pub fn init() {
+/// The service's name in traces (`OTEL_SERVICE_NAME` overrides it).
+const SERVICE_NAME: &str = "cs-user-management";
+
+/// What [`init`] started that must end with the process: the span exporter, whose last spans
+/// are sent when this is dropped.
+#[must_use = "dropping it stops the span exporter"]
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.traces.take() {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("the span exporter did not stop cleanly: {e}");
+            }
+        }
+    }
+}
+
+/// Installs the log (and, with `OTEL_EXPORTER_OTLP_ENDPOINT`, the span exporter) for the
+/// process; a second call (tests start several apps) keeps the first.
+pub fn init() -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = fmt().with_env_filter(filter).with_target(false);
-    let _ = if json {
-        builder.json().try_init()
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+    if json {
+        let mut layer = json_subscriber::JsonLayer::stdout();
+        layer
+            .with_timer("timestamp", fmt::time::SystemTime)
+            .with_level("level")
+            .with_target("target")
+            .with_flattened_event()
+            .with_top_level_flattened_span_list();
+        layers.push(layer.with_filter(filter).boxed());
     } else {
-        builder.try_init()
+        let layer = fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::stdout().is_terminal());
+        layers.push(layer.with_filter(filter).boxed());
+    }
+    let traces = exporting_spans();
+    EXPORTING.store(traces.is_some(), std::sync::atomic::Ordering::Relaxed);
+    if let Some(provider) = &traces {
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(SERVICE_NAME));
+        layers.push(layer.with_filter(LevelFilter::INFO).boxed());
+    }
+    let installed = tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .is_ok();
+    Telemetry {
+        traces: traces.filter(|_| installed),
+    }
+}
+
+/// Whether spans are exported (the request's span then records its trace id).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The OTLP/HTTP span exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is
+/// set: spans are batched on the SDK's own thread, so a slow collector never holds a request;
+/// the W3C trace context becomes the propagator `traceparent` is read with.
+fn exporting_spans() -> Option<SdkTracerProvider> {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return None;
+    }
+    // The exporter's blocking HTTP client must not be built on an async runtime's thread.
+    let built = std::thread::spawn(|| {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+    })
+    .join();
+    let exporter = match built {
+        Ok(Ok(exporter)) => exporter,
+        Ok(Err(e)) => {
+            eprintln!("OTEL_EXPORTER_OTLP_ENDPOINT is set but no span exporter was built: {e}");
+            return None;
+        }
+        Err(_) => {
+            eprintln!("OTEL_EXPORTER_OTLP_ENDPOINT is set but building the span exporter failed");
+            return None;
+        }
     };
+    let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| SERVICE_NAME.to_string());
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(name)
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    )
+}
+
+/// Continues the client's trace: the W3C `traceparent` (and `tracestate`) of `request`, read by
+/// the propagator [`init`] installed, and records the trace's id on the span (so every log line
+/// of the request names it). Nothing is done unless spans are exported.
+fn continue_trace(request: &ServiceRequest, span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt;
+    if !EXPORTING.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    struct Headers<'a>(&'a actix_web::http::header::HeaderMap);
+    impl opentelemetry::propagation::Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(HeaderName::as_str).collect()
+        }
+    }
+    if request.headers().contains_key("traceparent") {
+        let context = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&Headers(request.headers()))
+        });
+        let _ = span.set_parent(context);
+    }
+    let trace_id = span.context().span().span_context().trace_id();
+    span.record("trace_id", tracing::field::display(trace_id));
+}
+
+/// How often one cause is logged: its first line is written, then at most one a second, and
+/// each line says how many of that cause were held back since the one before (`held_back`).
+/// So a dependency down under load writes a line a second, not one per failed request.
+const FLOOD_WINDOW: Duration = Duration::from_secs(1);
+
+/// Causes tracked at once; beyond it, the quiet ones are forgotten (and a line of a cause that
+/// still finds no room is written).
+const FLOOD_CAUSES: usize = 1024;
+
+/// Whether a line of `cause` is written now: `Some(lines held back since the last one)`, or
+/// `None` (held back, and counted).
+pub fn flood_gate(cause: &str) -> Option<u64> {
+    static GATES: OnceLock<Mutex<HashMap<String, (Instant, u64)>>> = OnceLock::new();
+    let mut gates = GATES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    if let Some((last, held_back)) = gates.get_mut(cause) {
+        if now.duration_since(*last) < FLOOD_WINDOW {
+            *held_back += 1;
+            return None;
+        }
+        let written = std::mem::take(held_back);
+        *last = now;
+        return Some(written);
+    }
+    if gates.len() >= FLOOD_CAUSES {
+        gates.retain(|_, (last, _)| now.duration_since(*last) < FLOOD_WINDOW);
+    }
+    if gates.len() < FLOOD_CAUSES {
+        gates.insert(cause.to_string(), (now, 0));
+    }
+    Some(0)
 }
 
 /// The request log's root span: method, route, the path with every query value redacted (a
@@ -90,15 +255,26 @@ impl tracing_actix_web::RootSpanBuilder for RequestSpan {
             crate::extractors::client_ip(request.request())
                 .map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
         };
-        tracing::info_span!(
+        let route = || {
+            request
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".into())
+        };
+        let span = tracing::info_span!(
             "HTTP request",
             http.method = %request.method(),
-            http.route = %request.match_pattern().unwrap_or_else(|| "unmatched".into()),
+            http.route = %route(),
             http.target = %redacted_target(request.uri()),
             http.client_ip = %client(),
             http.status_code = tracing::field::Empty,
             request_id = %id,
-        )
+            trace_id = tracing::field::Empty,
+            otel.name = %format_args!("{} {}", request.method(), route()),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+        );
+        continue_trace(request, &span);
+        span
     }
 
     /// Records the status and writes the access line: the span's fields (method, route, the
@@ -116,6 +292,9 @@ impl tracing_actix_web::RootSpanBuilder for RequestSpan {
             Err(error) => (error.as_response_error().status_code().as_u16(), None),
         };
         span.record("http.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "ERROR");
+        }
         let duration_ms = began.map_or(0.0, |b| b.0.elapsed().as_secs_f64() * 1000.0);
         tracing::info!(
             target: "access",

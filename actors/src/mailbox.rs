@@ -182,15 +182,15 @@ pub struct PerTrip {
 impl ActorStats {
     pub fn new(name: &'static str, capacity: usize) -> Arc<Self> {
         let exported = Exported {
-            handling: metrics::histogram!("actor_handling_seconds", "actor" => name),
-            queue_wait: metrics::histogram!("actor_queue_wait_seconds", "actor" => name),
-            processed: metrics::counter!("actor_messages_total", "actor" => name,
+            handling: metrics::histogram!("csum_actor_handling_seconds", "actor" => name),
+            queue_wait: metrics::histogram!("csum_actor_queue_wait_seconds", "actor" => name),
+            processed: metrics::counter!("csum_actor_messages_total", "actor" => name,
                 "outcome" => "processed"),
-            failed: metrics::counter!("actor_messages_total", "actor" => name,
+            failed: metrics::counter!("csum_actor_messages_total", "actor" => name,
                 "outcome" => "failed"),
-            rejected: metrics::counter!("actor_rejected_total", "actor" => name),
-            restarts: metrics::counter!("actor_restarts_total", "actor" => name),
-            per_trip: metrics::histogram!("db_queue_ops_per_round_trip"),
+            rejected: metrics::counter!("csum_actor_rejected_total", "actor" => name),
+            restarts: metrics::counter!("csum_actor_restarts_total", "actor" => name),
+            per_trip: metrics::histogram!("csum_db_queue_ops_per_round_trip"),
         };
         // Every counter is exported from start-up, at 0, so an alert's `increase()` sees the
         // first event.
@@ -288,7 +288,7 @@ impl ActorStats {
     }
 
     /// Like [`ActorStats::start`], for a message that carries when it was sent: also records
-    /// how long it waited in the queue (`actor_queue_wait_seconds`).
+    /// how long it waited in the queue (`csum_actor_queue_wait_seconds`).
     pub fn start_queued(self: &Arc<Self>, sent: Instant) -> HandlingTimer {
         self.exported
             .queue_wait
@@ -527,6 +527,7 @@ impl<A: Actor> Mailbox<A> {
         let msg = Traced {
             msg,
             span: tracing::Span::current(),
+            sent: Instant::now(),
         };
         let reply = if self.deadline == Duration::MAX {
             self.addr.send(msg).await
@@ -544,21 +545,26 @@ impl<A: Actor> Mailbox<A> {
 }
 
 /// A message with the span it was sent from ([`Mailbox::call`] wraps every message): the actor
-/// handles it inside that span (see [`traced!`](crate::traced)), and [`guarded`] runs the
-/// handler's future inside it too, so what an actor logs for a request carries the request's
-/// fields, its id among them.
+/// handles it inside a child of that span (see [`traced!`](crate::traced)), and [`guarded`]
+/// runs the handler's future inside it too, so what an actor logs for a request carries the
+/// request's fields, its id among them, and a trace shows each message as a step of the request.
 pub struct Traced<M> {
     pub msg: M,
     pub span: tracing::Span,
+    /// When it was sent: the child span's `mailbox_wait_ms`.
+    pub sent: Instant,
 }
 
 impl<M: Message> Message for Traced<M> {
     type Result = M::Result;
 }
 
-/// Lets an actor take [`Traced`] messages of each listed kind: it handles the message inside
-/// the span it came with. (One impl per kind: a blanket one over every `M` would send the trait
-/// solver looking for `Traced<Traced<…>>` without end.)
+/// Lets an actor take [`Traced`] messages of each listed kind: it handles the message inside a
+/// child of the span it came with, `actor message` with the actor (`actor.name`), the message's
+/// kind (`actor.message`) and how long it waited in the mailbox (`actor.mailbox_wait_ms`); the span lasts as long as the handling (its future included,
+/// see [`guarded`]). Created only when the log or the span exporter records INFO spans. (One impl
+/// per kind: a blanket one over every `M` would send the trait solver looking for
+/// `Traced<Traced<…>>` without end.)
 #[macro_export]
 macro_rules! traced {
     ($actor:ty: $($msg:ty),* $(,)?) => {$(
@@ -570,7 +576,15 @@ macro_rules! traced {
                 traced: $crate::mailbox::Traced<$msg>,
                 ctx: &mut Self::Context,
             ) -> Self::Result {
-                let _inside = traced.span.enter();
+                let step = tracing::info_span!(
+                    parent: &traced.span,
+                    "actor message",
+                    actor.name = stringify!($actor),
+                    actor.message = stringify!($msg),
+                    actor.mailbox_wait_ms = traced.sent.elapsed().as_secs_f64() * 1000.0,
+                    otel.name = concat!(stringify!($actor), " ", stringify!($msg)),
+                );
+                let _inside = step.enter();
                 <$actor as actix::Handler<$msg>>::handle(self, traced.msg, ctx)
             }
         }

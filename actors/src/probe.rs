@@ -76,7 +76,8 @@ impl Dependency {
             _ => None,
         };
         *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
-        metrics::gauge!("dependency_up", "dependency" => self.name).set(f64::from(u8::from(up)));
+        metrics::gauge!("csum_dependency_up", "dependency" => self.name)
+            .set(f64::from(u8::from(up)));
         self.checked.store(true, Ordering::Relaxed);
         if up {
             self.failures.store(0, Ordering::Relaxed);

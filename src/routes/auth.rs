@@ -109,15 +109,21 @@ pub async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let message = Login {
-        email: Email::parse(&body.email).map_err(bad)?,
-        password: Password::parse_for_login(&body.password).map_err(bad)?,
-        ip,
-        user_agent,
-        device_token: body.device_token.filter(|t| !t.is_empty()),
+    let started = std::time::Instant::now();
+    let attempt = async {
+        let message = Login {
+            email: Email::parse(&body.email).map_err(bad)?,
+            password: Password::parse_for_login(&body.password).map_err(bad)?,
+            ip,
+            user_agent,
+            device_token: body.device_token.filter(|t| !t.is_empty()),
+        };
+        tracing::Span::current().record("email", message.email.as_str());
+        Ok::<_, ApiError>(accounts.call(message).await?)
     };
-    tracing::Span::current().record("email", message.email.as_str());
-    let signed_in = accounts.call(message).await?;
+    let signed_in = attempt.await;
+    crate::metrics::count_login(&signed_in, started);
+    let signed_in = signed_in?;
     let tokens = signed_in.tokens;
     Ok(HttpResponse::Ok().json(LoginResponse {
         success: true,

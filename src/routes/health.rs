@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::routes::responses::{DatabaseQueue, HealthDetails, HealthResponse, StatusResponse};
 use crate::state::AppState;
+use crate::telemetry::flood_gate;
 use actix_web::{web, HttpResponse};
 use actors::mailbox::ActorSnapshot;
 use actors::probe::Dependency;
@@ -90,7 +91,9 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let probe = Probe::run(&state).await;
     for (name, r) in &probe.dependencies {
         if let Err(cause) = r {
-            tracing::warn!(dependency = name, %cause, "health probe failed");
+            if let Some(held_back) = flood_gate(&format!("health probe failed: {name}: {cause}")) {
+                tracing::warn!(dependency = name, %cause, held_back, "health probe failed");
+            }
         }
     }
     let all_alive = probe.actors.values().all(|a| a.alive);

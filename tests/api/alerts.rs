@@ -338,7 +338,7 @@ async fn a_real_prometheus_with_the_rules_sees_a_full_hashing_pool_and_a_redis_o
     let mongodb_down = query(
         &client,
         &prometheus,
-        r#"dependency_up{dependency="mongodb"} == 0"#,
+        r#"csum_dependency_up{dependency="mongodb"} == 0"#,
     )
     .await;
     assert!(

@@ -170,7 +170,7 @@ async fn health_and_metrics_show_operations_per_round_trip() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("db_queue_ops_per_round_trip_bucket"),
+        metrics.contains("csum_db_queue_ops_per_round_trip_bucket"),
         "the histogram is exported"
     );
 }
@@ -257,8 +257,8 @@ async fn logins_and_registrations_sharing_a_bcrypt_batch_each_get_their_own_verd
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or_else(|| panic!("{name} in /metrics"))
         };
-        let alone = value("hasher_passwords_per_batch_bucket{le=\"1\"}");
-        let all = value("hasher_passwords_per_batch_count");
+        let alone = value("csum_hasher_passwords_per_batch_bucket{le=\"1\"}");
+        let all = value("csum_hasher_passwords_per_batch_count");
         assert!(all > alone, "no batch carried more than one password");
     }
 }

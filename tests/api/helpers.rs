@@ -380,7 +380,7 @@ pub fn client_from(ip: &str) -> reqwest::Client {
 
 fn init_logs() {
     if std::env::var("TEST_LOG").is_ok() {
-        cs_user_management::telemetry::init();
+        let _ = cs_user_management::telemetry::init();
     }
 }
 

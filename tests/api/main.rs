@@ -27,5 +27,6 @@ mod search;
 mod session_api;
 mod sessions;
 mod supervision;
+mod telemetry;
 mod tokens;
 mod users;

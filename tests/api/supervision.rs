@@ -71,20 +71,20 @@ async fn metrics_export_http_and_actor_figures_in_prometheus_text() {
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
     for needle in [
-        "http_requests_total{",
+        "csum_http_requests_total{",
         "route=\"/auth/login\"",
-        "http_request_duration_seconds_bucket{",
-        "actor_handling_seconds_bucket{",
-        "actor_messages_total{",
-        "actor_mailbox_len{actor=\"db_queue\"}",
-        "actor_mailbox_capacity{actor=\"hasher\"}",
-        "actor_in_flight{actor=\"token\"}",
-        "actor_alive{actor=\"session\"}",
+        "csum_http_request_duration_seconds_bucket{",
+        "csum_actor_handling_seconds_bucket{",
+        "csum_actor_messages_total{",
+        "csum_actor_mailbox_len{actor=\"db_queue\"}",
+        "csum_actor_mailbox_capacity{actor=\"hasher\"}",
+        "csum_actor_in_flight{actor=\"token\"}",
+        "csum_actor_alive{actor=\"session\"}",
     ] {
         assert!(text.contains(needle), "missing {needle}");
     }
     for dependency in crate::helpers::dependency_names() {
-        let needle = format!("dependency_up{{dependency=\"{dependency}\"}}");
+        let needle = format!("csum_dependency_up{{dependency=\"{dependency}\"}}");
         assert!(text.contains(&needle), "missing {needle}");
     }
 }

@@ -267,7 +267,8 @@ impl DbQueue {
     }
 }
 
-// Every operation comes wrapped with the span it was sent from; the actor queues it, and the
+// Every operation comes wrapped with the span it was sent from; the actor queues it inside a
+// child span (as `traced!` makes one: the actor, the operation, its wait in the mailbox), and the
 // batch that carries it runs for many requests at once, outside any one's span.
 impl<M> Handler<crate::mailbox::Traced<Queued<M>>> for DbQueueActor
 where
@@ -283,7 +284,15 @@ where
         traced: crate::mailbox::Traced<Queued<M>>,
         ctx: &mut Self::Context,
     ) -> Self::Result {
-        let _inside = traced.span.enter();
+        let operation = std::any::type_name::<M>();
+        let step = tracing::info_span!(
+            parent: &traced.span,
+            "actor message",
+            actor.name = "DbQueueActor",
+            actor.message = operation.rsplit("::").next().unwrap_or(operation),
+            actor.mailbox_wait_ms = traced.sent.elapsed().as_secs_f64() * 1000.0,
+        );
+        let _inside = step.enter();
         <DbQueueActor as Handler<Queued<M>>>::handle(self, traced.msg, ctx)
     }
 }

@@ -263,8 +263,8 @@ struct Pool {
     /// One thread's bcrypt time per job, in nanoseconds, as recent batches ran (a moving
     /// average; at start, one job alone at the configured cost).
     per_job_ns: AtomicU64,
-    /// Passwords per batch (`hasher_passwords_per_batch`) and how long a thread waited to fill
-    /// one (`hasher_fill_wait_seconds`).
+    /// Passwords per batch (`csum_hasher_passwords_per_batch`) and how long a thread waited to fill
+    /// one (`csum_hasher_fill_wait_seconds`).
     per_batch: metrics::Histogram,
     fill_wait: metrics::Histogram,
 }
@@ -286,8 +286,8 @@ impl Pool {
             stats,
             running: AtomicUsize::new(0),
             per_job_ns: AtomicU64::new(u64::try_from(one.as_nanos()).unwrap_or(u64::MAX)),
-            per_batch: metrics::histogram!("hasher_passwords_per_batch"),
-            fill_wait: metrics::histogram!("hasher_fill_wait_seconds"),
+            per_batch: metrics::histogram!("csum_hasher_passwords_per_batch"),
+            fill_wait: metrics::histogram!("csum_hasher_fill_wait_seconds"),
         });
         for n in 0..threads {
             let pool = Arc::clone(&pool);

@@ -88,7 +88,7 @@ impl RedisSessions {
             .await
             .map_err(ActorError::redis)?;
         if acknowledged < i64::from(wait.replicas) {
-            metrics::counter!("redis_unreplicated_ends_total").increment(1);
+            metrics::counter!("csum_redis_unreplicated_ends_total").increment(1);
             tracing::warn!(
                 acknowledged,
                 wanted = wait.replicas,
