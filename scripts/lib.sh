@@ -10,6 +10,8 @@ PY_BCRYPT_VERSION="4.2.0"
 PY_OPENAPI_TOOLS=("openapi-spec-validator==0.9.0" "openapi-python-client==0.29.1")
 # The OTLP receiver of the trace test (tests/otlp/receiver.py) decodes what the service sends.
 PY_OTLP_PROTO=("opentelemetry-proto==1.45.2" "protobuf==7.36.2")
+# A stock JWT verifier of another ecosystem (tests/jwks/verify.py) and the key pairs it checks.
+PY_JWT=("PyJWT==2.15.1" "cryptography==51.0.1")
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 RUN_DIR="${RUN_DIR:-$ROOT/target/services}"
@@ -30,6 +32,10 @@ ensure_venv() {
   if [ ! -x "$VENV/bin/openapi-python-client" ] || [ ! -x "$VENV/bin/openapi-spec-validator" ]; then
     log "installing ${PY_OPENAPI_TOOLS[*]} into $VENV"
     timeout 600 "$VENV/bin/pip" install -q "${PY_OPENAPI_TOOLS[@]}" >&2
+  fi
+  if ! "$VENV/bin/python" -c "import jwt, cryptography" 2>/dev/null; then
+    log "installing ${PY_JWT[*]} into $VENV"
+    timeout 600 "$VENV/bin/pip" install -q "${PY_JWT[@]}" >&2
   fi
   if ! "$VENV/bin/python" -c "import opentelemetry.proto" 2>/dev/null; then
     log "installing ${PY_OTLP_PROTO[*]} into $VENV"

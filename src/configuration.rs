@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use actors::domain::{Email, Password, Username};
 use actors::session_store::LimitPolicy;
+use actors::token::SigningAlgorithm;
 use config::{Config, Environment, File, FileFormat};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
@@ -138,6 +139,17 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("JWT_ACCESS_TOKEN_EXPIRES", "jwt.access_token_expires"),
     ("JWT_REFRESH_TOKEN_EXPIRES", "jwt.refresh_token_expires"),
     ("JWT_ISSUER", "jwt.issuer"),
+    ("JWT_ALGORITHM", "jwt.algorithm"),
+    ("JWT_PRIVATE_KEY_FILE", "jwt.private_key_file"),
+    (
+        "JWT_PREVIOUS_PUBLIC_KEY_FILES",
+        "jwt.previous_public_key_files",
+    ),
+    ("JWT_NEXT_PUBLIC_KEY_FILE", "jwt.next_public_key_file"),
+    ("JWT_AUDIENCE", "jwt.audience"),
+    ("JWT_JWKS_MAX_AGE", "jwt.jwks_max_age"),
+    ("INTROSPECTION_CLIENTS", "introspection.clients"),
+    ("INTROSPECTION_RATE_LIMIT", "introspection.rate_limit"),
     ("SESSION_TIMEOUT", "sessions.session_timeout"),
     (
         "MAX_CONCURRENT_SESSIONS",
@@ -179,6 +191,7 @@ pub struct Settings {
     pub mongodb: MongoSettings,
     pub redis: RedisSettings,
     pub jwt: JwtSettings,
+    pub introspection: IntrospectionSettings,
     pub sessions: SessionsSettings,
     pub security: SecuritySettings,
     pub wallet: WalletSettings,
@@ -273,6 +286,29 @@ pub struct JwtSettings {
     pub access_token_expires: u64,
     pub refresh_token_expires: u64,
     pub issuer: String,
+    /// `HS256`, `EdDSA` or `ES256`; see [`Settings::jwt_algorithm`].
+    pub algorithm: String,
+    /// The PKCS#8 PEM file of the private key that signs under `EdDSA`/`ES256`.
+    #[serde(default)]
+    pub private_key_file: Option<String>,
+    /// Comma-separated PEM files of public keys a rotation retired: they still verify.
+    #[serde(default)]
+    pub previous_public_key_files: Option<String>,
+    /// The PEM file of the public key that signs next: published (and verifying) before it signs.
+    #[serde(default)]
+    pub next_public_key_file: Option<String>,
+    pub audience: String,
+    /// Seconds other services may cache `/.well-known/jwks.json`.
+    pub jwks_max_age: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct IntrospectionSettings {
+    /// Comma-separated `id:secret` pairs; see [`Settings::introspection_clients`].
+    #[serde(default, serialize_with = "masked")]
+    pub clients: Option<SecretString>,
+    /// Introspections a second for each client (bursts of as many).
+    pub rate_limit: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -575,6 +611,25 @@ impl Settings {
         self.bootstrap_admin()?;
         self.trusted_proxies()?;
         self.previous_jwt_secrets()?;
+        let algorithm = self.jwt_algorithm()?;
+        if algorithm != SigningAlgorithm::Hs256
+            && self.is_production()
+            && self
+                .jwt
+                .private_key_file
+                .as_deref()
+                .is_none_or(|f| f.trim().is_empty())
+        {
+            return fail(
+                "jwt.private_key_file",
+                "must name the private key's PEM file when JWT_ALGORITHM is not HS256 and \
+                 APP_ENV=production",
+            );
+        }
+        if self.jwt.audience.trim().is_empty() {
+            return fail("jwt.audience", "must not be empty");
+        }
+        self.introspection_clients()?;
         self.redis_cluster_nodes()?;
         if self.redis.key_prefix.contains(['{', '}']) {
             return fail(
@@ -614,6 +669,53 @@ impl Settings {
                             named("redis.cluster_nodes")
                         ))
                     })
+            })
+            .collect()
+    }
+
+    /// `JWT_ALGORITHM`.
+    pub fn jwt_algorithm(&self) -> Result<SigningAlgorithm, ConfigError> {
+        SigningAlgorithm::parse(self.jwt.algorithm.trim())
+            .map_err(|e| ConfigError(format!("{} is invalid: {e}", named("jwt.algorithm"))))
+    }
+
+    /// `JWT_PREVIOUS_PUBLIC_KEY_FILES`, as a list.
+    pub fn previous_public_key_files(&self) -> Vec<String> {
+        let list = self.jwt.previous_public_key_files.as_deref().unwrap_or("");
+        list.split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `INTROSPECTION_CLIENTS`: `id:secret` pairs, comma-separated, allowed to introspect with
+    /// HTTP Basic; in production each secret at least 32 bytes.
+    pub fn introspection_clients(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(list) = self.introspection.clients.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let invalid = |why: &str| {
+            ConfigError(format!(
+                "{} must be comma-separated id:secret pairs{why}",
+                named("introspection.clients")
+            ))
+        };
+        list.expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (id, secret) = pair.split_once(':').ok_or_else(|| invalid(""))?;
+                if id.trim().is_empty() || secret.is_empty() {
+                    return Err(invalid(""));
+                }
+                if self.is_production() && secret.len() < 32 {
+                    return Err(invalid(
+                        ", each secret at least 32 bytes when APP_ENV=production",
+                    ));
+                }
+                Ok((id.trim().to_string(), secret.to_string()))
             })
             .collect()
     }

@@ -48,6 +48,8 @@ pub enum ErrorCode {
     AccountDeleted,
     /// 401: unknown email or wrong password.
     InvalidCredentials,
+    /// 401: an introspection without the credentials of a client of `INTROSPECTION_CLIENTS`.
+    ClientUnauthorized,
     /// 403: the right password for an account that is not active.
     AccountNotActive,
     /// 403: the action is an administrator's.
@@ -134,6 +136,9 @@ pub enum ApiError {
     /// credentials.
     #[error("{1}")]
     Unauthorized(ErrorCode, String),
+    /// 401 with `WWW-Authenticate: Basic`: no or wrong client credentials (introspection).
+    #[error("Client credentials required (HTTP Basic, a client of INTROSPECTION_CLIENTS)")]
+    ClientUnauthorized,
     /// 403: authenticated but not allowed (or the account is not active).
     #[error("{1}")]
     Forbidden(ErrorCode, String),
@@ -171,7 +176,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(..) | ApiError::ClientUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(..) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -208,6 +213,12 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(..) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
+            ApiError::ClientUnauthorized => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"introspection\", charset=\"UTF-8\"",
+                ));
+            }
             ApiError::TooManyRequests { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
@@ -230,6 +241,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => ErrorCode::ValidationFailed,
             ApiError::Malformed(_) => ErrorCode::MalformedRequest,
+            ApiError::ClientUnauthorized => ErrorCode::ClientUnauthorized,
             ApiError::Unauthorized(code, _)
             | ApiError::Forbidden(code, _)
             | ApiError::Conflict(code, _)

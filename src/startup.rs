@@ -26,7 +26,9 @@ use actors::redis_conn;
 use actors::redis_keys::Keys;
 use actors::session::{SessionActor, SessionSettings};
 use actors::session_store::{RedisSessions, ReplicaWait, SessionStore, SqliteSessions};
-use actors::token::{TokenActors, TokenSettings};
+use actors::token::{SigningAlgorithm, SigningKeys, TokenActors, TokenSettings};
+
+use crate::routes::verify::IntrospectionClients;
 use actors::ActorError;
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::{ExposeSecret, SecretString};
@@ -82,6 +84,118 @@ fn jwt_secret(settings: &Settings) -> SecretString {
             );
             SecretString::from(Alphanumeric.sample_string(&mut rand::rng(), 64))
         }
+    }
+}
+
+/// The keys tokens are signed and checked with (`JWT_ALGORITHM`): the HS256 secret and those
+/// retired by a rotation; or a key pair from `JWT_PRIVATE_KEY_FILE` (outside production, one
+/// generated once in `DATA_DIR`), with the public keys of `JWT_PREVIOUS_PUBLIC_KEY_FILES` and
+/// `JWT_NEXT_PUBLIC_KEY_FILE`, and the HS256 secrets still set verifying the tokens signed
+/// before the switch.
+fn signing_keys(settings: &Settings) -> Result<SigningKeys, String> {
+    let jwt = &settings.jwt;
+    let previous = settings.previous_jwt_secrets().map_err(|e| e.to_string())?;
+    let previous: Vec<&[u8]> = previous
+        .iter()
+        .map(|s| s.expose_secret().as_bytes())
+        .collect();
+    let algorithm = settings.jwt_algorithm().map_err(|e| e.to_string())?;
+    if algorithm == SigningAlgorithm::Hs256 {
+        let secret = jwt_secret(settings);
+        let secret = secret.expose_secret().as_bytes();
+        return Ok(SigningKeys::hmac(
+            secret,
+            &previous,
+            &jwt.issuer,
+            &jwt.audience,
+        ));
+    }
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|e| format!("cannot read the key file {path}: {e}"))
+    };
+    let private = match jwt.private_key_file.as_deref().map(str::trim) {
+        Some(path) if !path.is_empty() => read(path)?,
+        _ => dev_key_pair(settings, algorithm)?,
+    };
+    let previous_public = settings
+        .previous_public_key_files()
+        .iter()
+        .map(|path| read(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = match jwt.next_public_key_file.as_deref().map(str::trim) {
+        Some(path) if !path.is_empty() => Some(read(path)?),
+        _ => None,
+    };
+    let mut hmac = previous;
+    let current_secret = jwt
+        .secret_key
+        .as_ref()
+        .map(|s| s.expose_secret().as_bytes());
+    hmac.extend(current_secret.filter(|s| !s.is_empty()));
+    SigningKeys::asymmetric(
+        algorithm,
+        &private,
+        &previous_public,
+        next.as_deref(),
+        &hmac,
+        &jwt.issuer,
+        &jwt.audience,
+    )
+}
+
+/// The development key pair of `algorithm`, generated once and kept in `DATA_DIR` (readable by
+/// this user only), as the development secret is: its private key as PKCS#8 PEM.
+fn dev_key_pair(settings: &Settings, algorithm: SigningAlgorithm) -> Result<Vec<u8>, String> {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let name = format!("jwt_{}.pem", algorithm.as_str().to_lowercase());
+    let path = std::path::Path::new(&settings.storage.data_dir).join(name);
+    if let Ok(kept) = std::fs::read(&path) {
+        return Ok(kept);
+    }
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+    let line_ending = ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF;
+    let pem = match algorithm {
+        // PKCS#8 v1, the private key alone, as `openssl genpkey -algorithm ed25519` writes it.
+        SigningAlgorithm::EdDsa => ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: seed,
+            public_key: None,
+        }
+        .to_pkcs8_pem(line_ending)
+        .map_err(|e| e.to_string())?,
+        _ => p256::SecretKey::from_slice(&seed)
+            .map_err(|e| e.to_string())?
+            .to_pkcs8_pem(line_ending)
+            .map_err(|e| e.to_string())?,
+    };
+    let pem = pem.as_bytes().to_vec();
+    write_private_file(&path, &pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    tracing::warn!(
+        path = %path.display(),
+        "JWT_PRIVATE_KEY_FILE is not set: using the development key pair kept in the data \
+         directory; set JWT_PRIVATE_KEY_FILE in production"
+    );
+    // Another process may have written its own first: use the one kept.
+    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes `content` to a new file readable by this user only; an existing file is kept.
+fn write_private_file(path: &std::path::Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(content)?;
+            file.sync_all()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -267,6 +381,8 @@ pub struct Actors {
     pub token_store: Arc<Dependency>,
     pub db: DbQueue,
     pub tokens: TokenActors,
+    /// The keys the TokenActors sign and check with; the JWK Set is published from them.
+    pub keys: Arc<SigningKeys>,
     pub sessions: Mailbox<SessionActor>,
     pub hasher: Mailbox<HasherActor>,
     pub database_name: String,
@@ -381,10 +497,11 @@ impl Actors {
         );
 
         let token_stats = ActorStats::new("token", a.token_capacity);
+        let keys = Arc::new(signing_keys(settings).map_err(StartupError::Config)?);
         let token_settings = TokenSettings {
-            secret: jwt_secret(settings),
-            previous_secrets: settings.previous_jwt_secrets().map_err(config)?,
+            keys: Arc::clone(&keys),
             issuer: settings.jwt.issuer.clone(),
+            audience: settings.jwt.audience.clone(),
             access_ttl: Duration::from_secs(settings.jwt.access_token_expires),
             refresh_ttl: Duration::from_secs(settings.jwt.refresh_token_expires),
             idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
@@ -458,6 +575,7 @@ impl Actors {
             token_store,
             db,
             tokens,
+            keys,
             sessions,
             hasher,
             database_name,
@@ -475,6 +593,7 @@ impl Application {
             token_store,
             db,
             tokens,
+            keys,
             sessions,
             hasher,
             database_name,
@@ -546,6 +665,11 @@ impl Application {
             database_name,
             database,
             token_store,
+            keys,
+            introspection: Arc::new(IntrospectionClients::new(
+                settings.introspection_clients().map_err(config)?,
+                settings.introspection.rate_limit,
+            )),
         });
 
         let addr = format!("{}:{}", settings.server.host, settings.server.port);

@@ -31,6 +31,10 @@ pub struct AppState {
     /// (MongoDB or SQLite) and the token/session store (Redis or SQLite).
     pub database: Arc<Dependency>,
     pub token_store: Arc<Dependency>,
+    /// The token keys: `/.well-known/jwks.json` publishes their public part.
+    pub keys: Arc<actors::token::SigningKeys>,
+    /// `INTROSPECTION_CLIENTS`, with their rate limits.
+    pub introspection: Arc<crate::routes::verify::IntrospectionClients>,
 }
 
 impl AppState {

@@ -148,14 +148,16 @@ return result
     )
 });
 
-/// Checks an access token against its session and marks the session active. A session opened
-/// under an older credential version than the user's current one is refused.
-/// KEYS: session, ended, activity, credential. ARGV: sid, uid, jti, now_ms, idle_ms.
+/// Checks a token (access, or refresh for introspection) against its session and marks the
+/// session active. A session opened under an older credential version than the user's current
+/// one is refused.
+/// KEYS: session, ended, activity, credential. ARGV: sid, uid, jti, now_ms, idle_ms, the field
+/// holding the session's current jti of the token's kind (`ajti` or `rjti`).
 /// Returns {"ok", credential_version}, {"ended", reason}, {"superseded"} or {"invalid"}.
 pub static CHECK_ACCESS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local f = redis.call('HMGET', KEYS[1], 'uid', 'ajti', 'seen', 'cv')
+local f = redis.call('HMGET', KEYS[1], 'uid', ARGV[6], 'seen', 'cv')
 if not f[1] then
   local reason = redis.call('GET', KEYS[2])
   return {'ended', reason or 'expired'}

@@ -6,6 +6,7 @@ pub mod openapi;
 pub mod responses;
 pub mod sessions;
 pub mod users;
+pub mod verify;
 
 use actix_web::dev::ServiceResponse;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -21,6 +22,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/auth/logout").to(auth::logout))
         .service(post("/auth/refresh").to(auth::refresh))
         .service(get("/auth/me").to(auth::me))
+        .service(post("/auth/introspect").to(verify::introspect))
+        .service(get("/.well-known/jwks.json").to(verify::jwks))
         .service(get("/auth/test").to(admin::test))
         // Before `/auth/{user_id}`, which would take `sessions` for a user id.
         .service(

@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, auth, health, responses, sessions, users};
+use super::{admin, auth, health, responses, sessions, users, verify};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,7 +15,7 @@ use super::{admin, auth, health, responses, sessions, users};
     paths(
         auth::register, auth::login, auth::logout, auth::refresh, auth::me,
         sessions::list, sessions::end_one, sessions::end_others, sessions::end_users,
-        sessions::lift_lockout,
+        sessions::lift_lockout, verify::introspect, verify::jwks,
         users::create, users::get, users::update, users::delete, users::search,
         admin::audit, admin::test,
         health::health, health::live, health::ready, health::ops_page,
@@ -29,6 +29,7 @@ use super::{admin, auth, health, responses, sessions, users};
     modifiers(&BearerAuth, &ErrorHeaders),
     tags(
         (name = "auth", description = "Registration, login, tokens"),
+        (name = "tokens", description = "Checking this service's tokens in another service: the JWK Set and introspection"),
         (name = "users", description = "User administration"),
         (name = "admin", description = "Audit trail and diagnostics"),
         (name = "operations", description = "Health"),
@@ -36,7 +37,8 @@ use super::{admin, auth, health, responses, sessions, users};
 )]
 pub struct ApiDoc;
 
-/// The `bearer` security scheme: an access token from `/auth/login`.
+/// The `bearer` security scheme: an access token from `/auth/login`; and `introspection_client`:
+/// HTTP Basic with a client of `INTROSPECTION_CLIENTS`.
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -51,11 +53,16 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "introspection_client",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
     }
 }
 
 /// The headers answers carry, declared on each answer once here: `X-Request-Id` on every one,
-/// `WWW-Authenticate: Bearer` on a 401, `Retry-After` (seconds) on a 429 and a 503.
+/// `WWW-Authenticate` on a 401 (`Bearer`, `Basic` for introspection), `Retry-After` (seconds) on
+/// a 429 and a 503.
 struct ErrorHeaders;
 
 impl Modify for ErrorHeaders {
@@ -68,7 +75,14 @@ impl Modify for ErrorHeaders {
                 .description(Some(description))
                 .build()
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // Introspection's clients authenticate with HTTP Basic, every other caller with a
+            // bearer token.
+            let challenge = if path == "/auth/introspect" {
+                "`Basic`: the credentials of a client of `INTROSPECTION_CLIENTS` are needed"
+            } else {
+                "`Bearer`: a bearer token is needed"
+            };
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -90,10 +104,7 @@ impl Modify for ErrorHeaders {
                         ),
                     );
                     let (name, value) = match status.as_str() {
-                        "401" => (
-                            "WWW-Authenticate",
-                            header(Type::String, "`Bearer`: a bearer token is needed"),
-                        ),
+                        "401" => ("WWW-Authenticate", header(Type::String, challenge)),
                         "429" | "503" => (
                             "Retry-After",
                             header(Type::Integer, "Seconds to wait before trying again"),

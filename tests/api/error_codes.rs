@@ -185,6 +185,14 @@ async fn on_one_service(seen: &mut Seen) -> (TestApp, BTreeSet<String>) {
     app.login(&email, "wrong-password-1").await;
     seen.expect(app.login(&email, PASSWORD).await, 429, "account_locked")
         .await;
+    let unknown_client = (app.client.post(app.url("/auth/introspect")))
+        .basic_auth("nobody", Some("not-a-client-secret"))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    seen.expect(unknown_client, 401, "client_unauthorized")
+        .await;
 
     // Answers no handler writes.
     let headers: String = (0..120).map(|i| format!("x-h{i}: {i}\r\n")).collect();

@@ -30,3 +30,4 @@ mod supervision;
 mod telemetry;
 mod tokens;
 mod users;
+mod verify;

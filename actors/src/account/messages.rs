@@ -65,6 +65,11 @@ pub struct Me {
     pub token: String,
 }
 
+/// Whether a token is live, for another service (RFC 7662): its claims, or none.
+#[derive(Message)]
+#[rtype(result = "Result<Option<crate::token::Claims>, ActorError>")]
+pub struct IntrospectToken(pub String);
+
 /// An administrator creates an account (and its wallet).
 #[derive(Message)]
 #[rtype(result = "Result<User, ActorError>")]

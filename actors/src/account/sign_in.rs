@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{Accounts, Login, Logout, Me, Refresh, Register, SignedIn};
+use super::{Accounts, IntrospectToken, Login, Logout, Me, Refresh, Register, SignedIn};
 use crate::db_queue::Written;
 use crate::db_queue::{
     FindUserByEmail, FindUserById, FindUserWithWallet, Guard, RecordLogin, UserWithWallet,
@@ -382,6 +382,14 @@ pub(super) async fn logout(a: Arc<Accounts>, m: Logout) -> Result<(), ActorError
         .ip(m.ip)
         .detail("session_id", principal.session_id.as_str());
     a.audit(entry).await
+}
+
+/// One token-store check of the token, by the TokenActor of this thread.
+pub(super) async fn introspect(
+    a: Arc<Accounts>,
+    m: IntrospectToken,
+) -> Result<Option<crate::token::Claims>, ActorError> {
+    a.tokens.call(crate::token::Introspect(m.0)).await
 }
 
 pub(super) async fn me(a: Arc<Accounts>, m: Me) -> Result<UserWithWallet, ActorError> {

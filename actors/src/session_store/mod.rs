@@ -73,7 +73,25 @@ pub enum Opening {
     },
 }
 
-/// Whether an access token's session accepts it.
+/// Which of a session's two current tokens a check is of: its access token (every request) or
+/// its refresh token (introspection; a rotation checks and moves it in one step of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    /// The session's field holding the current `jti` of this kind.
+    pub fn field(self) -> &'static str {
+        match self {
+            TokenKind::Access => "ajti",
+            TokenKind::Refresh => "rjti",
+        }
+    }
+}
+
+/// Whether a token's session accepts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessCheck {
     /// Live, opened (or last moved) under this credential version of its user.
@@ -81,7 +99,7 @@ pub enum AccessCheck {
         credential_version: i64,
     },
     Ended(EndReason),
-    /// An older access token of a session that has since rotated.
+    /// An older token of a session that has since rotated.
     Superseded,
     /// The token names a session of another user.
     Invalid,
@@ -191,8 +209,9 @@ macro_rules! forward {
 forward! {
     fn ping() -> ();
     fn open_session(req: OpenRequest) -> Opening;
-    fn check_access(sid: SessionId, uid: UserId, jti: String, now_ms: i64, idle_ms: i64)
-        -> AccessCheck;
+    fn check_access(
+        sid: SessionId, uid: UserId, kind: TokenKind, jti: String, now_ms: i64, idle_ms: i64
+    ) -> AccessCheck;
     fn rotate(req: RotateRequest) -> Rotation;
     fn end_session(uid: UserId, sid: SessionId, reason: EndReason, ended_ttl_s: u64) -> bool;
     fn list_sessions(uid: UserId, now_ms: i64, idle_ms: i64) -> Vec<SessionInfo>;

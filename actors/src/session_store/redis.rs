@@ -4,7 +4,7 @@ use redis::{AsyncCommands, Value};
 
 use super::{
     AccessCheck, Admission, AttemptOutcome, AttemptRequest, AttemptSource, OpenRequest, Opening,
-    RotateRequest, Rotation, SessionInfo,
+    RotateRequest, Rotation, SessionInfo, TokenKind,
 };
 use crate::domain::{ClientIp, EmailKey, EndReason, SessionId, UserId};
 use crate::redis_conn::RedisConnection;
@@ -154,6 +154,7 @@ impl RedisSessions {
         &self,
         sid: SessionId,
         uid: UserId,
+        kind: TokenKind,
         jti: String,
         now_ms: i64,
         idle_ms: i64,
@@ -169,6 +170,7 @@ impl RedisSessions {
             .arg(jti)
             .arg(now_ms)
             .arg(idle_ms)
+            .arg(kind.field())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)?;

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::{
     AccessCheck, Admission, AttemptOutcome, AttemptRequest, AttemptSource, LimitPolicy,
-    OpenRequest, Opening, RotateRequest, Rotation, SessionInfo,
+    OpenRequest, Opening, RotateRequest, Rotation, SessionInfo, TokenKind,
 };
 use crate::domain::{ClientIp, EmailKey, EndReason, SessionId, UserId};
 use crate::sqlite::{sqlite_error, Durability, SqliteDb};
@@ -233,6 +233,7 @@ impl SqliteSessions {
         &self,
         sid: SessionId,
         uid: UserId,
+        kind: TokenKind,
         jti: String,
         now_ms: i64,
         idle_ms: i64,
@@ -240,15 +241,15 @@ impl SqliteSessions {
         self.run(move |c| {
             let sid = sid.as_str();
             let uid = uid.to_hex();
-            let row: Option<(String, String, i64, i64)> = c
+            let row: Option<(String, String, String, i64, i64)> = c
                 .prepare_cached(
-                    "SELECT uid, ajti, seen, cv FROM sessions WHERE sid = ? AND expires > ?",
+                    "SELECT uid, ajti, rjti, seen, cv FROM sessions WHERE sid = ? AND expires > ?",
                 )?
                 .query_row(params![sid, now_ms], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .optional()?;
-            let Some((owner, ajti, seen, cv)) = row else {
+            let Some((owner, ajti, rjti, seen, cv)) = row else {
                 return Ok(AccessCheck::Ended(ended_reason(c, sid, now_ms)?));
             };
             if owner != uid {
@@ -260,7 +261,11 @@ impl SqliteSessions {
             if now_ms - seen > idle_ms {
                 return Ok(AccessCheck::Ended(EndReason::Expired));
             }
-            if ajti != jti {
+            let current = match kind {
+                TokenKind::Access => ajti,
+                TokenKind::Refresh => rjti,
+            };
+            if current != jti {
                 return Ok(AccessCheck::Superseded);
             }
             // Activity is recorded at most once a second, as on Redis.

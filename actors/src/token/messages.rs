@@ -19,6 +19,9 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
+    /// `JWT_AUDIENCE` (tokens signed with HS256 before this version have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 /// The claims of a device token (SPEC 10): which device, bound to which account.
@@ -39,6 +42,8 @@ pub struct DeviceClaims {
     pub since_ms: i64,
     pub exp: i64,
     pub iss: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 /// Sign a device token for a login that just succeeded: for the device it presented a valid
@@ -161,3 +166,10 @@ pub struct RevokeUserSessions {
     pub keep: Option<SessionId>,
     pub credential_version: Option<i64>,
 }
+
+/// Whether a token is live now, for another service (RFC 7662): its claims when it is a live
+/// access or refresh token of a session that goes on, else none (never an error for the token
+/// itself: forged, expired, ended or unreadable are all "not active").
+#[derive(Message)]
+#[rtype(result = "Result<Option<Claims>, ActorError>")]
+pub struct Introspect(pub String);

@@ -1,8 +1,11 @@
 //! The TokenActor: the only code that signs, checks, rotates and revokes JWTs.
 //!
-//! Tokens are HS256 JWTs. Whether a token is still good is decided by its session's state in the
+//! Tokens are JWTs signed with the configured key ([`keys`]: HS256 by default, EdDSA or ES256 for
+//! tokens other services check from the JWK Set). Whether a token is still good is decided by
+//! its session's state in the
 //! [`SessionStore`] (current access and refresh `jti`, or why the session ended), read and changed
 //! atomically by one operation each, so every instance sharing the store agrees at once.
+pub mod keys;
 pub mod messages;
 
 use std::sync::Arc;
@@ -10,28 +13,29 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
-use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{errors::ErrorKind, Header};
 
 use crate::domain::{EmailKey, EndReason, Role, SessionId, UserId};
 use crate::error::TokenRejection;
 use crate::mailbox::{guarded, ActorStats, Mailbox};
 use crate::session_store::{
     AccessCheck, LimitPolicy, OpenRequest, Opening, RotateRequest, Rotation, SessionInfo,
-    SessionStore,
+    SessionStore, TokenKind,
 };
 use crate::ActorError;
+pub use keys::{key_id, SigningAlgorithm, SigningKeys};
 pub use messages::*;
 use serde::de::DeserializeOwned;
 
 /// What the TokenActor needs to know; all of it from configuration.
 #[derive(Clone)]
 pub struct TokenSettings {
-    /// `JWT_SECRET_KEY`: signs every new token, and verifies.
-    pub secret: secrecy::SecretString,
-    /// `JWT_PREVIOUS_SECRET_KEYS`: still verify the tokens they signed (by their `kid`), so a
-    /// rotation ends no session; a key dropped from the list ends its tokens at once.
-    pub previous_secrets: Vec<secrecy::SecretString>,
+    /// The signing key and those that still verify (`JWT_SECRET_KEY`, `JWT_PREVIOUS_SECRET_KEYS`,
+    /// or a key pair with `JWT_ALGORITHM`): a key dropped from them ends its tokens at once.
+    pub keys: Arc<SigningKeys>,
     pub issuer: String,
+    /// `JWT_AUDIENCE`: every token's `aud`, and what a token's `aud` must be.
+    pub audience: String,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     /// Idle time after which a session is over (`session_timeout`).
@@ -45,26 +49,8 @@ pub struct TokenSettings {
     pub device_ttl: Duration,
 }
 
-/// A token's `kid`: the first 8 bytes of SHA-256 over a fixed label and the key, in hex. It
-/// names the key without revealing it (nor anything that helps guess it).
-pub fn key_id(secret: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(b"cs-user-management jwt kid\0")
-        .chain_update(secret)
-        .finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub struct TokenActor {
     settings: Arc<TokenSettings>,
-    encoding: EncodingKey,
-    /// The current key's id, written in every header this actor signs.
-    kid: String,
-    decoding: DecodingKey,
-    /// The previous keys by id, tried only for a token whose `kid` names one.
-    previous: Vec<(String, DecodingKey)>,
-    validation: Validation,
     store: SessionStore,
     stats: Arc<ActorStats>,
 }
@@ -114,67 +100,57 @@ impl TokenActors {
 
 impl TokenActor {
     pub fn new(settings: TokenSettings, store: SessionStore, stats: Arc<ActorStats>) -> Self {
-        use secrecy::ExposeSecret;
-        let secret = settings.secret.expose_secret().as_bytes();
-        let kid = key_id(secret);
-        let previous = settings
-            .previous_secrets
-            .iter()
-            .map(|s| (key_id(s.expose_secret().as_bytes()), s))
-            .filter(|(id, _)| *id != kid)
-            .map(|(id, s)| (id, DecodingKey::from_secret(s.expose_secret().as_bytes())))
-            .collect();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.set_issuer(&[settings.issuer.as_str()]);
-        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            kid,
-            decoding: DecodingKey::from_secret(secret),
-            previous,
-            validation,
             settings: Arc::new(settings),
             store,
             stats,
         }
     }
 
-    /// Checks `token` with the current key, or, when its signature is not the current key's and
-    /// its `kid` names a previous key, with that one. A token without `kid` (signed before keys
-    /// had ids) is checked with the current key only.
+    /// Checks `token` and its kind ([`TokenActor::verify`], then `typ`).
     fn decode<T: DeserializeOwned + Typed>(
         &self,
         token: &str,
         expected_typ: &'static str,
     ) -> Result<T, ActorError> {
+        let claims: T = self.verify(token)?;
+        if claims.typ() != expected_typ {
+            return Err(ActorError::Token(TokenRejection::WrongType(expected_typ)));
+        }
+        Ok(claims)
+    }
+
+    /// Checks `token` with the key its header's `kid` names (a token without one, signed before
+    /// keys had ids, with the current key), by that key's algorithm only: a header cannot choose
+    /// how it is checked. Then `exp`, `iss` and `aud`.
+    fn verify<T: DeserializeOwned>(&self, token: &str) -> Result<T, ActorError> {
         let rejection = |e: jsonwebtoken::errors::Error| {
             ActorError::Token(match e.kind() {
                 ErrorKind::ExpiredSignature => TokenRejection::Expired,
                 _ => TokenRejection::Invalid,
             })
         };
-        let decoded = jsonwebtoken::decode::<T>(token, &self.decoding, &self.validation);
-        let data = match decoded {
-            Err(e) if *e.kind() == ErrorKind::InvalidSignature && !self.previous.is_empty() => {
-                let kid = jsonwebtoken::decode_header(token)
-                    .map_err(rejection)?
-                    .kid
-                    .ok_or(ActorError::Token(TokenRejection::Invalid))?;
-                let key = self
-                    .previous
-                    .iter()
-                    .find(|(id, _)| *id == kid)
-                    .map(|(_, key)| key)
-                    .ok_or(ActorError::Token(TokenRejection::Invalid))?;
-                jsonwebtoken::decode::<T>(token, key, &self.validation).map_err(rejection)?
-            }
-            other => other.map_err(rejection)?,
+        let header = jsonwebtoken::decode_header(token).map_err(rejection)?;
+        let (key, validation) = self
+            .settings
+            .keys
+            .verifier(header.kid.as_deref(), header.alg)
+            .ok_or(ActorError::Token(TokenRejection::Invalid))?;
+        Ok(jsonwebtoken::decode::<T>(token, key, validation)
+            .map_err(rejection)?
+            .claims)
+    }
+
+    /// Signs `claims` with the current key, its `kid` in the header.
+    fn sign<C: serde::Serialize>(&self, claims: &C) -> Result<String, ActorError> {
+        let keys = &self.settings.keys;
+        let (key, algorithm) = keys.signing();
+        let header = Header {
+            kid: Some(keys.kid().to_string()),
+            ..Header::new(algorithm)
         };
-        if data.claims.typ() != expected_typ {
-            return Err(ActorError::Token(TokenRejection::WrongType(expected_typ)));
-        }
-        Ok(data.claims)
+        jsonwebtoken::encode(&header, claims, key)
+            .map_err(|e| ActorError::internal("signing a token", e))
     }
 
     fn sign_pair(
@@ -193,20 +169,13 @@ impl TokenActor {
             iat: now,
             exp: now + ttl.as_secs() as i64,
             iss: self.settings.issuer.clone(),
+            aud: Some(self.settings.audience.clone()),
         };
         let access = claims("access", self.settings.access_ttl);
         let refresh = claims("refresh", self.settings.refresh_ttl);
-        let header = Header {
-            kid: Some(self.kid.clone()),
-            ..Header::new(Algorithm::HS256)
-        };
-        let sign = |c: &Claims| {
-            jsonwebtoken::encode(&header, c, &self.encoding)
-                .map_err(|e| ActorError::internal("signing a token", e))
-        };
         let pair = TokenPair {
-            access_token: sign(&access)?,
-            refresh_token: sign(&refresh)?,
+            access_token: self.sign(&access)?,
+            refresh_token: self.sign(&refresh)?,
             expires_in: self.settings.access_ttl.as_secs(),
         };
         Ok((pair, access.jti, refresh.jti))
@@ -260,7 +229,7 @@ fn ended(reason: EndReason) -> ActorError {
 }
 
 // Every message comes wrapped with the span it was sent from.
-crate::traced!(TokenActor: CheckDeviceToken, EndDevices, IssueDeviceToken, ListSessions, OpenSession, RevokeSession, RevokeUserSessions, RotateRefresh, ValidateAccess);
+crate::traced!(TokenActor: CheckDeviceToken, EndDevices, Introspect, IssueDeviceToken, ListSessions, OpenSession, RevokeSession, RevokeUserSessions, RotateRefresh, ValidateAccess);
 
 impl Actor for TokenActor {
     type Context = Context<Self>;
@@ -347,6 +316,7 @@ impl Handler<ValidateAccess> for TokenActor {
                     .check_access(
                         principal.session_id.clone(),
                         principal.user_id,
+                        TokenKind::Access,
                         claims.jti,
                         Utc::now().timestamp_millis(),
                         idle_ms,
@@ -361,6 +331,47 @@ impl Handler<ValidateAccess> for TokenActor {
                     AccessCheck::Superseded => Err(ActorError::Token(TokenRejection::Superseded)),
                     AccessCheck::Invalid => Err(ActorError::Token(TokenRejection::Invalid)),
                 }
+            }
+            .await;
+            timer.finish(&result);
+            result
+        })
+    }
+}
+
+impl Handler<Introspect> for TokenActor {
+    type Result = ResponseActFuture<Self, Result<Option<Claims>, ActorError>>;
+
+    /// One token-store check, as for `/auth/me`: of the access or the refresh token, whichever
+    /// kind the token says it is (a device token, or anything unreadable, is not active).
+    fn handle(&mut self, msg: Introspect, _: &mut Self::Context) -> Self::Result {
+        let timer = self.stats.start();
+        let decoded = self.verify::<Claims>(&msg.0).and_then(|c| {
+            let kind = match c.typ.as_str() {
+                "access" => TokenKind::Access,
+                "refresh" => TokenKind::Refresh,
+                _ => return Err(ActorError::Token(TokenRejection::Invalid)),
+            };
+            Ok((principal(&c)?, c, kind))
+        });
+        let store = self.store.clone();
+        let idle_ms = self.settings.idle_timeout.as_millis() as i64;
+        guarded("token", async move {
+            let result = async {
+                let Ok((principal, claims, kind)) = decoded else {
+                    return Ok(None);
+                };
+                let check = store
+                    .check_access(
+                        principal.session_id,
+                        principal.user_id,
+                        kind,
+                        claims.jti.clone(),
+                        Utc::now().timestamp_millis(),
+                        idle_ms,
+                    )
+                    .await?;
+                Ok(matches!(check, AccessCheck::Live { .. }).then_some(claims))
             }
             .await;
             timer.finish(&result);
@@ -518,13 +529,9 @@ impl Handler<IssueDeviceToken> for TokenActor {
             since_ms,
             exp: now.timestamp() + self.settings.device_ttl.as_secs() as i64,
             iss: self.settings.issuer.clone(),
+            aud: Some(self.settings.audience.clone()),
         };
-        let header = Header {
-            kid: Some(self.kid.clone()),
-            ..Header::new(Algorithm::HS256)
-        };
-        let signed = jsonwebtoken::encode(&header, &claims, &self.encoding)
-            .map_err(|e| ActorError::internal("signing a device token", e));
+        let signed = self.sign(&claims);
         guarded("token", async move {
             timer.finish(&signed);
             signed
