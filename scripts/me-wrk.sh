@@ -6,6 +6,8 @@
 # Usage: scripts/me-wrk.sh [SECONDS] [ROUNDS]
 #   BIN=path      the service binary (default: target/release, built here)
 #   OTHER_BIN=p   a second build measured in the same rounds (e.g. the previous commit's)
+#   OTHER_ENV="K=V …"  settings of that second instance (OTHER_BIN defaults to BIN then), e.g.
+#                 OTHER_ENV=JWT_ALGORITHM=EdDSA: /auth/me with Ed25519 tokens beside HS256
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 D="${1:-10}"; ROUNDS="${2:-3}"
@@ -26,13 +28,16 @@ start_secantus "$MONGO_PORT"
 OUT="$RUN_DIR/me-wrk"; mkdir -p "$OUT"
 RUN_ID="w$(date +%s)"
 
-# start NAME BINARY: the service on its own database and key prefix; sets URL_NAME, TOKEN_NAME.
+# start NAME BINARY [K=V …]: the service on its own database and key prefix (and data directory,
+# where a development key pair is kept); sets URL_NAME, TOKEN_NAME.
 start() {
   local name="$1" bin="$2" port; port=$(free_port)
+  shift 2
   env APP_ENV=test HOST=127.0.0.1 PORT="$port" BCRYPT_COST=4 AUTH_RATE_LIMIT=0 RUST_LOG=warn \
     MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/wrk_$name?directConnection=true" \
     REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="$RUN_ID:$name:" \
-    JWT_SECRET_KEY="benchmark-secret-key-0123456789abcdef" "$bin" >"$OUT/$name.log" 2>&1 &
+    DATA_DIR="$OUT/$name-data" JWT_SECRET_KEY="benchmark-secret-key-0123456789abcdef" "$@" \
+    "$bin" >"$OUT/$name.log" 2>&1 &
   PIDS+=("$!")
   local url="http://127.0.0.1:$port" deadline=$((SECONDS + 60))
   until curl -fsS "$url/health/ready" >/dev/null 2>&1; do
@@ -52,7 +57,11 @@ start() {
 start_baseline "$LT" "$OUT/baseline.log"
 start this "$BIN"
 NAMES=(bare this)
-if [ -n "${OTHER_BIN:-}" ]; then start other "$OTHER_BIN"; NAMES+=(other); fi
+if [ -n "${OTHER_BIN:-}" ] || [ -n "${OTHER_ENV:-}" ]; then
+  # shellcheck disable=SC2086  # OTHER_ENV is a list of K=V words
+  start other "${OTHER_BIN:-$BIN}" ${OTHER_ENV:-}
+  NAMES+=(other)
+fi
 URL_bare="http://127.0.0.1:$BASE_PORT"; TOKEN_bare="none"
 
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }

@@ -63,7 +63,7 @@ fn bad(e: String) -> ApiError {
         (status = 415, description = "Body not sent as application/json", body = ErrorBody),
         (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(email = tracing::field::Empty))]
+#[tracing::instrument(skip_all)]
 pub async fn register(
     accounts: Accounts,
     ClientAddr(ip): ClientAddr,
@@ -76,7 +76,6 @@ pub async fn register(
         password: Password::parse(&body.password).map_err(bad)?,
         ip,
     };
-    tracing::Span::current().record("email", message.email.as_str());
     let (user, wallet) = accounts.call(message).await?;
     Ok(HttpResponse::Created().json(RegisterResponse {
         success: true,
@@ -101,7 +100,7 @@ pub async fn register(
         (status = 429, description = "Too many failed attempts, or too many requests from this address (Retry-After)", body = ErrorBody),
         (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
     ))]
-#[tracing::instrument(skip_all, fields(email = tracing::field::Empty))]
+#[tracing::instrument(skip_all)]
 pub async fn login(
     accounts: Accounts,
     ClientAddr(ip): ClientAddr,
@@ -118,7 +117,6 @@ pub async fn login(
             user_agent,
             device_token: body.device_token.filter(|t| !t.is_empty()),
         };
-        tracing::Span::current().record("email", message.email.as_str());
         Ok::<_, ApiError>(accounts.call(message).await?)
     };
     let signed_in = attempt.await;

@@ -285,12 +285,14 @@ where
         ctx: &mut Self::Context,
     ) -> Self::Result {
         let operation = std::any::type_name::<M>();
+        let operation = operation.rsplit("::").next().unwrap_or(operation);
         let step = tracing::info_span!(
             parent: &traced.span,
             "actor message",
             actor.name = "DbQueueActor",
-            actor.message = operation.rsplit("::").next().unwrap_or(operation),
+            actor.message = operation,
             actor.mailbox_wait_ms = traced.sent.elapsed().as_secs_f64() * 1000.0,
+            otel.name = %format_args!("DbQueueActor {operation}"),
         );
         let _inside = step.enter();
         <DbQueueActor as Handler<Queued<M>>>::handle(self, traced.msg, ctx)

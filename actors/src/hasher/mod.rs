@@ -118,7 +118,11 @@ impl Handler<HashPassword> for HasherActor {
     fn handle(&mut self, msg: HashPassword, _: &mut Self::Context) -> Self::Result {
         let (reply, answer) = oneshot::channel();
         self.pool.submit(Job::Hash(msg, reply));
-        Box::pin(async move { answer.await.map_err(lost)? })
+        // The message's span lasts until the pool answers: its queue wait and the bcrypt work.
+        Box::pin(tracing::Instrument::instrument(
+            async move { answer.await.map_err(lost)? },
+            tracing::Span::current(),
+        ))
     }
 }
 
@@ -128,7 +132,11 @@ impl Handler<VerifyPassword> for HasherActor {
     fn handle(&mut self, msg: VerifyPassword, _: &mut Self::Context) -> Self::Result {
         let (reply, answer) = oneshot::channel();
         self.pool.submit(Job::Verify(msg, reply));
-        Box::pin(async move { answer.await.map_err(lost)? })
+        // The message's span lasts until the pool answers: its queue wait and the bcrypt work.
+        Box::pin(tracing::Instrument::instrument(
+            async move { answer.await.map_err(lost)? },
+            tracing::Span::current(),
+        ))
     }
 }
 
