@@ -1,7 +1,7 @@
 //! Spawning the service for a test, and one helper per endpoint.
 //!
-//! The suite runs against one pair of backends per run: MongoDB + Redis (the default), or the
-//! embedded SQLite pair with `TEST_BACKEND=embedded`. `scripts/test.sh` runs it both ways. A test
+//! The suite runs against one pair of backends per run: the embedded SQLite pair (the default),
+//! or MongoDB + Redis with `TEST_BACKEND=mongodb`. `scripts/test.sh` runs it both ways. A test
 //! that reads or changes stored data directly goes through [`Backdoor`], which speaks to either.
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -43,9 +43,10 @@ pub fn redis_port() -> u16 {
         .unwrap_or(6379)
 }
 
-/// True when this run tests the embedded backend (`TEST_BACKEND=embedded`).
+/// True when this run tests the embedded backend: unless `TEST_BACKEND=mongodb` (with
+/// `TEST_MONGODB_URI` and `TEST_REDIS_*`), so a plain `cargo test` needs no server.
 pub fn embedded() -> bool {
-    std::env::var("TEST_BACKEND").is_ok_and(|b| b == "embedded")
+    std::env::var("TEST_BACKEND").map_or(true, |b| b != "mongodb")
 }
 
 /// For a test about MongoDB or Redis themselves (their outages, the seed's MongoDB data): on the
