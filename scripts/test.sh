@@ -27,7 +27,7 @@ cd "$ROOT"
 
 # The tests that exercise the token store, run again on the Redis Cluster.
 CLUSTER_TESTS=(sessions:: session_api:: tokens:: login:: invariants:: cross_instance:: key_rotation::
-  edge::one_address_beyond edge::rate_limited edge::two_instances register:: identity::)
+  edge::one_address_beyond edge::rate_limited edge::two_instances register:: identity:: verify::)
 
 for backend in ${TEST_BACKENDS:-embedded servers cluster}; do
   echo "== tests on the $backend backend" >&2
