@@ -563,10 +563,13 @@ impl Settings {
             .secret_key
             .as_ref()
             .map_or(0, |s| s.expose_secret().len());
-        if self.is_production() && secret_len < 32 {
+        let hmac = self
+            .jwt_algorithm()
+            .is_ok_and(|a| a == SigningAlgorithm::Hs256);
+        if self.is_production() && hmac && secret_len < 32 {
             return fail(
                 "jwt.secret_key",
-                "must be set to at least 32 bytes when APP_ENV=production",
+                "must be set to at least 32 bytes when APP_ENV=production (and JWT_ALGORITHM=HS256)",
             );
         }
         if !(4..=31).contains(&self.security.bcrypt_cost) {

@@ -60,7 +60,7 @@ const FAMILIES: &[(Kind, &str, &str)] = &[
     (Kind::Gauge, "csum_actor_mailbox_capacity", "The mailbox size past which an actor answers 503 at once."),
     (Kind::Gauge, "csum_actor_in_flight", "Messages an actor has started and not yet answered."),
     (Kind::Gauge, "csum_actor_alive", "1 while the actor runs, 0 while its supervisor restarts it."),
-    (Kind::Counter, "csum_actor_messages_total", "Messages an actor handled, by outcome (ok, error)."),
+    (Kind::Counter, "csum_actor_messages_total", "Messages an actor handled, by outcome (processed, failed)."),
     (Kind::Counter, "csum_actor_rejected_total", "Messages refused at once (mailbox full, or expected wait over its target): each a 503."),
     (Kind::Counter, "csum_actor_restarts_total", "Restarts of an actor after a handler panicked."),
     (Kind::Histogram, "csum_actor_handling_seconds", "Time an actor spent on a message, from start to answer."),

@@ -90,8 +90,8 @@ fn jwt_secret(settings: &Settings) -> SecretString {
 /// The keys tokens are signed and checked with (`JWT_ALGORITHM`): the HS256 secret and those
 /// retired by a rotation; or a key pair from `JWT_PRIVATE_KEY_FILE` (outside production, one
 /// generated once in `DATA_DIR`), with the public keys of `JWT_PREVIOUS_PUBLIC_KEY_FILES` and
-/// `JWT_NEXT_PUBLIC_KEY_FILE`, and the HS256 secrets still set verifying the tokens signed
-/// before the switch.
+/// `JWT_NEXT_PUBLIC_KEY_FILE`, and the HS256 secrets of `JWT_PREVIOUS_SECRET_KEYS` verifying
+/// the tokens signed before the switch.
 fn signing_keys(settings: &Settings) -> Result<SigningKeys, String> {
     let jwt = &settings.jwt;
     let previous = settings.previous_jwt_secrets().map_err(|e| e.to_string())?;
@@ -126,18 +126,21 @@ fn signing_keys(settings: &Settings) -> Result<SigningKeys, String> {
         Some(path) if !path.is_empty() => Some(read(path)?),
         _ => None,
     };
-    let mut hmac = previous;
-    let current_secret = jwt
-        .secret_key
-        .as_ref()
-        .map(|s| s.expose_secret().as_bytes());
-    hmac.extend(current_secret.filter(|s| !s.is_empty()));
+    // Whoever holds an HS256 secret can make tokens: after the switch only the secrets listed
+    // as previous still verify (JWT_SECRET_KEY does not), until the operator drops them.
+    if !previous.is_empty() {
+        tracing::warn!(
+            "HS256 tokens still verify while JWT_PREVIOUS_SECRET_KEYS is set under JWT_ALGORITHM={}: \
+             unset it once JWT_REFRESH_TOKEN_EXPIRES has passed since the switch",
+            algorithm.as_str()
+        );
+    }
     SigningKeys::asymmetric(
         algorithm,
         &private,
         &previous_public,
         next.as_deref(),
-        &hmac,
+        &previous,
         &jwt.issuer,
         &jwt.audience,
     )

@@ -119,6 +119,7 @@ pub fn init() -> Telemetry {
     }
     let traces = exporting_spans();
     EXPORTING.store(traces.is_some(), std::sync::atomic::Ordering::Relaxed);
+    actors::mailbox::trace_steps(traces.is_some());
     if let Some(provider) = &traces {
         let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(SERVICE_NAME));
         layers.push(layer.with_filter(LevelFilter::INFO).boxed());
@@ -168,10 +169,13 @@ fn exporting_spans() -> Option<SdkTracerProvider> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
+    // Every request is sampled: a client's `traceparent` cannot turn its own trace off (the
+    // default sampler follows the parent's `sampled` flag).
     Some(
         SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource)
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
             .build(),
     )
 }
@@ -199,6 +203,11 @@ fn continue_trace(request: &ServiceRequest, span: &tracing::Span) {
         });
         let _ = span.set_parent(context);
     }
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    span.record("otel.name", format!("{} {route}", request.method()));
+    span.record("otel.kind", "server");
     let trace_id = span.context().span().span_context().trace_id();
     span.record("trace_id", tracing::field::display(trace_id));
 }
@@ -208,35 +217,65 @@ fn continue_trace(request: &ServiceRequest, span: &tracing::Span) {
 /// So a dependency down under load writes a line a second, not one per failed request.
 const FLOOD_WINDOW: Duration = Duration::from_secs(1);
 
-/// Causes tracked at once; beyond it, the quiet ones are forgotten (and a line of a cause that
-/// still finds no room is written).
+/// Causes tracked at once; beyond it, the quiet ones are forgotten (at most once a window), and
+/// a new cause that still finds no room is gated with every other such cause, as one.
 const FLOOD_CAUSES: usize = 1024;
 
+/// How much of a cause keys its gate: causes differing only past it share one.
+const FLOOD_KEY_LEN: usize = 256;
+
 /// Whether a line of `cause` is written now: `Some(lines held back since the last one)`, or
-/// `None` (held back, and counted).
+/// `None` (held back, and counted). What a flood that stops held back in its last second is
+/// never written: its count waits for the cause's next line.
 pub fn flood_gate(cause: &str) -> Option<u64> {
-    static GATES: OnceLock<Mutex<HashMap<String, (Instant, u64)>>> = OnceLock::new();
+    struct Gates {
+        by_cause: HashMap<String, (Instant, u64)>,
+        swept: Option<Instant>,
+    }
+    static GATES: OnceLock<Mutex<Gates>> = OnceLock::new();
     let mut gates = GATES
-        .get_or_init(Mutex::default)
+        .get_or_init(|| {
+            Mutex::new(Gates {
+                by_cause: HashMap::new(),
+                swept: None,
+            })
+        })
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
-    if let Some((last, held_back)) = gates.get_mut(cause) {
-        if now.duration_since(*last) < FLOOD_WINDOW {
-            *held_back += 1;
-            return None;
+    let mut end = cause.len().min(FLOOD_KEY_LEN);
+    while !cause.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut key = &cause[..end];
+    if !gates.by_cause.contains_key(key) && gates.by_cause.len() >= FLOOD_CAUSES {
+        let due = gates
+            .swept
+            .is_none_or(|at| now.duration_since(at) >= FLOOD_WINDOW);
+        if due {
+            gates
+                .by_cause
+                .retain(|_, (last, _)| now.duration_since(*last) < FLOOD_WINDOW);
+            gates.swept = Some(now);
         }
-        let written = std::mem::take(held_back);
-        *last = now;
-        return Some(written);
+        if gates.by_cause.len() >= FLOOD_CAUSES {
+            key = "(other causes)";
+        }
     }
-    if gates.len() >= FLOOD_CAUSES {
-        gates.retain(|_, (last, _)| now.duration_since(*last) < FLOOD_WINDOW);
+    match gates.by_cause.get_mut(key) {
+        Some((last, held_back)) if now.duration_since(*last) < FLOOD_WINDOW => {
+            *held_back += 1;
+            None
+        }
+        Some((last, held_back)) => {
+            *last = now;
+            Some(std::mem::take(held_back))
+        }
+        None => {
+            gates.by_cause.insert(key.to_string(), (now, 0));
+            Some(0)
+        }
     }
-    if gates.len() < FLOOD_CAUSES {
-        gates.insert(cause.to_string(), (now, 0));
-    }
-    Some(0)
 }
 
 /// The request log's root span: method, route, the path with every query value redacted (a
@@ -269,8 +308,8 @@ impl tracing_actix_web::RootSpanBuilder for RequestSpan {
             http.status_code = tracing::field::Empty,
             request_id = %id,
             trace_id = tracing::field::Empty,
-            otel.name = %format_args!("{} {}", request.method(), route()),
-            otel.kind = "server",
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
         continue_trace(request, &span);

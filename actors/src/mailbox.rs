@@ -559,12 +559,26 @@ impl<M: Message> Message for Traced<M> {
     type Result = M::Result;
 }
 
-/// Lets an actor take [`Traced`] messages of each listed kind: it handles the message inside a
-/// child of the span it came with, `actor message` with the actor (`actor.name`), the message's
-/// kind (`actor.message`) and how long it waited in the mailbox (`actor.mailbox_wait_ms`); the span lasts as long as the handling (its future included,
-/// see [`guarded`]). Created only when the log or the span exporter records INFO spans. (One impl
-/// per kind: a blanket one over every `M` would send the trait solver looking for
-/// `Traced<Traced<…>>` without end.)
+/// Whether each actor message gets a span of its own ([`traced!`]): on when spans are exported
+/// (OTLP), off otherwise, so the default log costs no span per message.
+static TRACE_STEPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the per-message spans of [`traced!`] on or off (the telemetry's start-up does).
+pub fn trace_steps(on: bool) {
+    TRACE_STEPS.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`traced!`] makes a span per message now.
+pub fn tracing_steps() -> bool {
+    TRACE_STEPS.load(Ordering::Relaxed)
+}
+
+/// Lets an actor take [`Traced`] messages of each listed kind: it handles the message inside
+/// the span it came with, or, when spans are exported ([`trace_steps`]), inside a child of it,
+/// `actor message`, with the actor (`actor.name`), the message's kind (`actor.message`) and how
+/// long it waited in the mailbox (`actor.mailbox_wait_ms`), lasting as long as the handling (its
+/// future included, see [`guarded`]). (One impl per kind: a blanket one over every `M` would
+/// send the trait solver looking for `Traced<Traced<…>>` without end.)
 #[macro_export]
 macro_rules! traced {
     ($actor:ty: $($msg:ty),* $(,)?) => {$(
@@ -576,14 +590,18 @@ macro_rules! traced {
                 traced: $crate::mailbox::Traced<$msg>,
                 ctx: &mut Self::Context,
             ) -> Self::Result {
-                let step = tracing::info_span!(
-                    parent: &traced.span,
-                    "actor message",
-                    actor.name = stringify!($actor),
-                    actor.message = stringify!($msg),
-                    actor.mailbox_wait_ms = traced.sent.elapsed().as_secs_f64() * 1000.0,
-                    otel.name = concat!(stringify!($actor), " ", stringify!($msg)),
-                );
+                let step = if $crate::mailbox::tracing_steps() {
+                    tracing::info_span!(
+                        parent: &traced.span,
+                        "actor message",
+                        actor.name = stringify!($actor),
+                        actor.message = stringify!($msg),
+                        actor.mailbox_wait_ms = traced.sent.elapsed().as_secs_f64() * 1000.0,
+                        otel.name = concat!(stringify!($actor), " ", stringify!($msg)),
+                    )
+                } else {
+                    traced.span
+                };
                 let _inside = step.enter();
                 <$actor as actix::Handler<$msg>>::handle(self, traced.msg, ctx)
             }

@@ -170,8 +170,9 @@ local now = tonumber(ARGV[4])
 if now - tonumber(f[3]) > tonumber(ARGV[5]) then return {'ended', 'expired'} end
 if f[2] ~= ARGV[3] then return {'superseded'} end
 -- Activity is recorded at most once a second: the idle timeout needs no finer grain, and a
--- busy session then costs one read, not three writes, per request.
-if now - tonumber(f[3]) >= 1000 then
+-- busy session then costs one read, not three writes, per request. An access token in use is
+-- activity; a refresh token looked at by another service is not.
+if ARGV[6] == 'ajti' and now - tonumber(f[3]) >= 1000 then
   redis.call('HSET', KEYS[1], 'seen', now)
   redis.call('ZADD', KEYS[3], now, ARGV[1])
 end

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actors::account::IntrospectToken;
+use actors::account::{IntrospectToken, Introspection};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -58,7 +58,11 @@ impl IntrospectionClients {
     /// The client named by HTTP Basic credentials `header`, when its secret is right.
     fn authenticate(&self, header: Option<&str>) -> Option<&str> {
         use base64::Engine;
-        let encoded = header?.strip_prefix("Basic ")?.trim();
+        let (scheme, encoded) = header?.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let encoded = encoded.trim();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .ok()?;
@@ -108,15 +112,21 @@ pub struct IntrospectionResponse {
 pub struct ActiveClaims {
     /// The user id.
     pub sub: String,
-    /// `access_token` or `refresh_token`.
-    pub token_type: String,
+    /// `Bearer` for an access token (RFC 6749's type); absent for a refresh token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// `access` or `refresh` (extension).
+    pub typ: String,
     pub exp: i64,
     pub iat: i64,
     pub iss: String,
-    pub aud: String,
+    /// Absent for tokens of earlier versions, which carry none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
     pub jti: String,
-    /// The session (`sid`) and the role the token was signed with (extensions).
+    /// The session (extension).
     pub sid: String,
+    /// The user's role now (extension): the token's own `role` claim is the role at sign-in.
     pub role: String,
     /// The introspecting client.
     pub client_id: String,
@@ -181,16 +191,17 @@ pub async fn introspect(
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(IntrospectionResponse {
             active: found.is_some(),
-            claims: found.map(|c| ActiveClaims {
-                token_type: format!("{}_token", c.typ),
+            claims: found.map(|Introspection { claims: c, role }| ActiveClaims {
+                token_type: (c.typ == "access").then(|| "Bearer".to_string()),
+                typ: c.typ,
                 sub: c.sub,
                 exp: c.exp,
                 iat: c.iat,
                 iss: c.iss,
-                aud: c.aud.unwrap_or_default(),
+                aud: c.aud,
                 jti: c.jti,
                 sid: c.sid,
-                role: c.role,
+                role: role.as_str().to_string(),
                 client_id: client.to_string(),
             }),
         }))

@@ -87,9 +87,12 @@ async fn under_hs256_the_jwk_set_is_empty_and_tokens_name_the_audience() {
     assert_eq!(set, json!({"keys": []}));
     assert!(cache.contains("max-age="), "{cache}");
     let (_, _, access, refresh) = app.signed_in_user().await;
-    for token in [&access, &refresh] {
+    for (token, aud) in [
+        (&access, AUDIENCE.to_string()),
+        (&refresh, format!("{AUDIENCE}/refresh")),
+    ] {
         assert_eq!(jwt_part(token, 0)["alg"], "HS256");
-        assert_eq!(jwt_part(token, 1)["aud"], AUDIENCE);
+        assert_eq!(jwt_part(token, 1)["aud"], aud.as_str());
         assert_eq!(jwt_part(token, 1)["iss"], ISSUER);
     }
     assert!(!set.to_string().contains(TEST_SECRET));
@@ -109,8 +112,10 @@ async fn a_stock_verifier_checks_eddsa_and_es256_tokens_from_the_jwk_set_alone()
         assert_eq!(keys[0]["use"], "sig", "{set}");
         assert!(keys[0].get("d").is_none(), "no private part: {set}");
 
-        let (_, id, access, _) = app.signed_in_user().await;
+        let (_, id, access, refresh) = app.signed_in_user().await;
         assert_eq!(jwt_part(&access, 0)["alg"], algorithm);
+        // A refresh token names an audience of its own: a verifier never takes it for access.
+        assert!(verified_elsewhere(&app, &refresh).is_err());
         assert_eq!(jwt_part(&access, 0)["kid"], keys[0]["kid"]);
         let checked =
             verified_elsewhere(&app, &access).unwrap_or_else(|e| panic!("{algorithm}: {e}"));
@@ -240,14 +245,16 @@ async fn introspection_tells_another_service_whether_a_token_is_live() {
     let live = active(&app, &access).await;
     assert_eq!(live["active"], true, "{live}");
     assert_eq!(live["sub"], id.as_str(), "{live}");
-    assert_eq!(live["token_type"], "access_token", "{live}");
+    assert_eq!(live["token_type"], "Bearer", "{live}");
+    assert_eq!(live["typ"], "access", "{live}");
     assert_eq!(live["client_id"], CLIENT_ID, "{live}");
     assert_eq!(live["aud"], AUDIENCE, "{live}");
+    assert_eq!(live["role"], "user", "{live}");
     let live = active(&app, &refresh).await;
-    assert_eq!(
-        (live["active"].clone(), live["token_type"].clone()),
-        (json!(true), json!("refresh_token"))
-    );
+    assert_eq!(live["active"], true, "{live}");
+    assert_eq!(live["typ"], "refresh", "{live}");
+    assert_eq!(live["aud"], format!("{AUDIENCE}/refresh"), "{live}");
+    assert!(live.get("token_type").is_none(), "{live}");
 
     // JSON is read too.
     let as_json = (app.client.post(app.url("/auth/introspect")))
@@ -424,4 +431,36 @@ async fn introspections_racing_a_logout_never_see_the_token_live_after_it() {
         );
         assert_eq!(active(&app, &access).await, json!({"active": false}));
     }
+}
+
+/// The role introspection gives is the user's now (a token's `role` claim is the role at sign-in,
+/// and a refresh keeps it); a suspended user's token is not active.
+#[actix_web::test]
+async fn introspection_gives_the_role_as_it_is_now() {
+    let clients = format!("{CLIENT_ID}:{CLIENT_SECRET}");
+    let (app, admin) =
+        crate::helpers::spawn_app_with_admin(&[("INTROSPECTION_CLIENTS", clients.as_str())]).await;
+    let (_, id, access, _) = app.signed_in_user().await;
+    assert_eq!(active(&app, &access).await["role"], "user");
+    let promoted = app
+        .put_auth(&format!("/auth/{id}"), &admin, &json!({"role": "admin"}))
+        .await;
+    assert_eq!(promoted.status(), StatusCode::OK);
+    assert_eq!(jwt_part(&access, 1)["role"], "user");
+    assert_eq!(active(&app, &access).await["role"], "admin");
+    let demoted = app
+        .put_auth(&format!("/auth/{id}"), &admin, &json!({"role": "user"}))
+        .await;
+    assert_eq!(demoted.status(), StatusCode::OK);
+    assert_eq!(active(&app, &access).await["role"], "user");
+    let (_, other_id, other_access, _) = app.signed_in_user().await;
+    let suspended = app
+        .put_auth(
+            &format!("/auth/{other_id}"),
+            &admin,
+            &json!({"status": "suspended"}),
+        )
+        .await;
+    assert_eq!(suspended.status(), StatusCode::OK);
+    assert_eq!(active(&app, &other_access).await, json!({"active": false}));
 }

@@ -65,10 +65,19 @@ pub struct Me {
     pub token: String,
 }
 
-/// Whether a token is live, for another service (RFC 7662): its claims, or none.
+/// Whether a token is live, for another service (RFC 7662): its claims and its user's role now,
+/// or none.
 #[derive(Message)]
-#[rtype(result = "Result<Option<crate::token::Claims>, ActorError>")]
+#[rtype(result = "Result<Option<Introspection>, ActorError>")]
 pub struct IntrospectToken(pub String);
+
+/// A live token's claims, and its user's role as it is now (the token's `role` claim is the
+/// role at sign-in: a refresh keeps it).
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    pub claims: crate::token::Claims,
+    pub role: crate::domain::Role,
+}
 
 /// An administrator creates an account (and its wallet).
 #[derive(Message)]

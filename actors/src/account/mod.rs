@@ -242,7 +242,7 @@ workflows! {
     Refresh => crate::token::TokenPair = sign_in::refresh;
     Logout => () = sign_in::logout;
     Me => crate::db_queue::UserWithWallet = sign_in::me;
-    IntrospectToken => Option<crate::token::Claims> = sign_in::introspect;
+    IntrospectToken => Option<Introspection> = sign_in::introspect;
     CreateAccount => User = admin::create;
     GetAccount => User = admin::get;
     UpdateAccount => User = admin::update;

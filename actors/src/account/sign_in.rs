@@ -3,7 +3,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{Accounts, IntrospectToken, Login, Logout, Me, Refresh, Register, SignedIn};
+use super::{
+    Accounts, IntrospectToken, Introspection, Login, Logout, Me, Refresh, Register, SignedIn,
+};
 use crate::db_queue::Written;
 use crate::db_queue::{
     FindUserByEmail, FindUserById, FindUserWithWallet, Guard, RecordLogin, UserWithWallet,
@@ -384,12 +386,29 @@ pub(super) async fn logout(a: Arc<Accounts>, m: Logout) -> Result<(), ActorError
     a.audit(entry).await
 }
 
-/// One token-store check of the token, by the TokenActor of this thread.
+/// One token-store check of the token, by the TokenActor of this thread; then its user as `me`
+/// reads it (the cache, else the database): a token of a user gone or no longer active is not
+/// active, and the role given is the user's now.
 pub(super) async fn introspect(
     a: Arc<Accounts>,
     m: IntrospectToken,
-) -> Result<Option<crate::token::Claims>, ActorError> {
-    a.tokens.call(crate::token::Introspect(m.0)).await
+) -> Result<Option<Introspection>, ActorError> {
+    let Some(claims) = a.tokens.call(crate::token::Introspect(m.0)).await? else {
+        return Ok(None);
+    };
+    let Ok(user_id) = crate::domain::UserId::parse(&claims.sub) else {
+        return Ok(None);
+    };
+    let user = match a.cache.get(&user_id) {
+        Some(hit) => Some(hit.0.clone()),
+        None => a.db.call(FindUserById(user_id)).await?,
+    };
+    Ok(user
+        .filter(|u| u.status == crate::domain::UserStatus::Active)
+        .map(|u| Introspection {
+            claims,
+            role: u.role,
+        }))
 }
 
 pub(super) async fn me(a: Arc<Accounts>, m: Me) -> Result<UserWithWallet, ActorError> {

@@ -284,16 +284,20 @@ where
         traced: crate::mailbox::Traced<Queued<M>>,
         ctx: &mut Self::Context,
     ) -> Self::Result {
-        let operation = std::any::type_name::<M>();
-        let operation = operation.rsplit("::").next().unwrap_or(operation);
-        let step = tracing::info_span!(
-            parent: &traced.span,
-            "actor message",
-            actor.name = "DbQueueActor",
-            actor.message = operation,
-            actor.mailbox_wait_ms = traced.sent.elapsed().as_secs_f64() * 1000.0,
-            otel.name = %format_args!("DbQueueActor {operation}"),
-        );
+        let step = if crate::mailbox::tracing_steps() {
+            let operation = std::any::type_name::<M>();
+            let operation = operation.rsplit("::").next().unwrap_or(operation);
+            tracing::info_span!(
+                parent: &traced.span,
+                "actor message",
+                actor.name = "DbQueueActor",
+                actor.message = operation,
+                actor.mailbox_wait_ms = traced.sent.elapsed().as_secs_f64() * 1000.0,
+                otel.name = %format_args!("DbQueueActor {operation}"),
+            )
+        } else {
+            traced.span
+        };
         let _inside = step.enter();
         <DbQueueActor as Handler<Queued<M>>>::handle(self, traced.msg, ctx)
     }

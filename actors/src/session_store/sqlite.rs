@@ -268,8 +268,8 @@ impl SqliteSessions {
             if current != jti {
                 return Ok(AccessCheck::Superseded);
             }
-            // Activity is recorded at most once a second, as on Redis.
-            if now_ms - seen >= 1000 {
+            // Activity is recorded at most once a second, as on Redis; only for an access token.
+            if kind == TokenKind::Access && now_ms - seen >= 1000 {
                 c.prepare_cached("UPDATE sessions SET seen = max(seen, ?) WHERE sid = ?")?
                     .execute(params![now_ms, sid])?;
             }

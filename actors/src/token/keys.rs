@@ -2,7 +2,7 @@
 //! still verify (those a rotation retired, and the next one, published before it signs), and the
 //! public ones as a JWK Set for other services. Built once at start-up; `jsonwebtoken` reads the
 //! PEM files and makes the JWKs (RFC 7517), so no key handling is written here.
-use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 
 /// `JWT_ALGORITHM`.
@@ -74,14 +74,25 @@ pub struct SigningKeys {
     jwks: String,
 }
 
-/// What checks a token beyond its signature: `exp`, `iss`, and `aud` when the token has one
-/// (tokens signed with HS256 before this version have none; every token signed with a public key
-/// must carry it).
+/// A token's `aud` by its kind: an access token names the service's audience; refresh and
+/// device tokens name their own (`<audience>/refresh`, `<audience>/device`), so another service
+/// checking `aud` against the JWK Set never takes one for an access token.
+pub fn audience_of(audience: &str, typ: &str) -> String {
+    match typ {
+        "access" => audience.to_string(),
+        other => format!("{audience}/{other}"),
+    }
+}
+
+/// What checks a token beyond its signature: `exp`, `iss`, and `aud` (one of the three kinds'
+/// audiences; the caller then matches it to the token's kind) when the token has one (tokens
+/// signed with HS256 before this version have none; every token signed with a public key must
+/// carry it).
 fn validation(algorithm: Algorithm, issuer: &str, audience: &str) -> Validation {
     let mut validation = Validation::new(algorithm);
     validation.leeway = 0;
     validation.set_issuer(&[issuer]);
-    validation.set_audience(&[audience]);
+    validation.set_audience(&["access", "refresh", "device"].map(|t| audience_of(audience, t)));
     if algorithm == Algorithm::HS256 {
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
     } else {
@@ -90,12 +101,21 @@ fn validation(algorithm: Algorithm, issuer: &str, audience: &str) -> Validation 
     validation
 }
 
-/// A public key read from a PEM file: Ed25519 or P-256, whichever the file holds.
-fn public_key(pem: &[u8]) -> Result<(SigningAlgorithm, DecodingKey), String> {
-    DecodingKey::from_ed_pem(pem)
+/// A public key read from a PEM file: Ed25519 or P-256, whichever the file holds (another curve,
+/// P-384 say, is refused: its tokens would be published as ES256 and fail everywhere).
+fn public_key(pem: &[u8]) -> Result<(SigningAlgorithm, DecodingKey, Jwk), String> {
+    let (algorithm, key) = DecodingKey::from_ed_pem(pem)
         .map(|k| (SigningAlgorithm::EdDsa, k))
         .or_else(|_| DecodingKey::from_ec_pem(pem).map(|k| (SigningAlgorithm::Es256, k)))
-        .map_err(|e| format!("not an Ed25519 or P-256 public key in PEM: {e}"))
+        .map_err(|e| format!("not an Ed25519 or P-256 public key in PEM: {e}"))?;
+    let jwk = Jwk::from_decoding_key(&key, Some(algorithm.jwt())).map_err(|e| e.to_string())?;
+    match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve != EllipticCurve::P256 => Err(format!(
+            "an EC public key on {:?}: only P-256 (ES256) is used",
+            ec.curve
+        )),
+        _ => Ok((algorithm, key, jwk)),
+    }
 }
 
 /// The published form of a public key, named and marked for signatures.
@@ -167,7 +187,13 @@ impl SigningKeys {
                 algorithm.as_str()
             )
         })?;
-        let current = Jwk::from_encoding_key(&signing, alg).map_err(|e| e.to_string())?;
+        let current = Jwk::from_encoding_key(&signing, alg).map_err(|e| {
+            format!(
+                "the private key's public part cannot be read ({e}); an Ed25519 key must be \
+                 PKCS#8 v1, the private key alone, as `openssl genpkey -algorithm ed25519` \
+                 writes it"
+            )
+        })?;
         let kid = public_kid(&current)?;
         let mut public = vec![published(current.clone(), &kid)];
         let mut verifiers = vec![Verifier {
@@ -179,9 +205,7 @@ impl SigningKeys {
             .into_iter()
             .chain(previous_pems.iter().map(Vec::as_slice));
         for pem in others {
-            let (algorithm, key) = public_key(pem)?;
-            let jwk =
-                Jwk::from_decoding_key(&key, Some(algorithm.jwt())).map_err(|e| e.to_string())?;
+            let (algorithm, key, jwk) = public_key(pem)?;
             let id = public_kid(&jwk)?;
             if verifiers.iter().any(|v| v.kid == id) {
                 continue;

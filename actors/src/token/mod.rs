@@ -23,7 +23,7 @@ use crate::session_store::{
     SessionStore, TokenKind,
 };
 use crate::ActorError;
-pub use keys::{key_id, SigningAlgorithm, SigningKeys};
+pub use keys::{audience_of, key_id, SigningAlgorithm, SigningKeys};
 pub use messages::*;
 use serde::de::DeserializeOwned;
 
@@ -117,7 +117,19 @@ impl TokenActor {
         if claims.typ() != expected_typ {
             return Err(ActorError::Token(TokenRejection::WrongType(expected_typ)));
         }
+        self.check_audience(&claims)?;
         Ok(claims)
+    }
+
+    /// A token's `aud` is its kind's ([`audience_of`]); tokens without one (HS256, earlier
+    /// versions) pass.
+    fn check_audience<T: Typed>(&self, claims: &T) -> Result<(), ActorError> {
+        match claims.aud() {
+            Some(aud) if aud != audience_of(&self.settings.audience, claims.typ()) => {
+                Err(ActorError::Token(TokenRejection::Invalid))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Checks `token` with the key its header's `kid` names (a token without one, signed before
@@ -169,7 +181,7 @@ impl TokenActor {
             iat: now,
             exp: now + ttl.as_secs() as i64,
             iss: self.settings.issuer.clone(),
-            aud: Some(self.settings.audience.clone()),
+            aud: Some(audience_of(&self.settings.audience, typ)),
         };
         let access = claims("access", self.settings.access_ttl);
         let refresh = claims("refresh", self.settings.refresh_ttl);
@@ -182,20 +194,28 @@ impl TokenActor {
     }
 }
 
-/// Claims that say which kind of token they are: a token of one kind never works as another.
+/// Claims that say which kind of token they are, and for whom: a token of one kind never works
+/// as another.
 trait Typed {
     fn typ(&self) -> &str;
+    fn aud(&self) -> Option<&str>;
 }
 
 impl Typed for Claims {
     fn typ(&self) -> &str {
         &self.typ
     }
+    fn aud(&self) -> Option<&str> {
+        self.aud.as_deref()
+    }
 }
 
 impl Typed for DeviceClaims {
     fn typ(&self) -> &str {
         &self.typ
+    }
+    fn aud(&self) -> Option<&str> {
+        self.aud.as_deref()
     }
 }
 
@@ -347,6 +367,7 @@ impl Handler<Introspect> for TokenActor {
     fn handle(&mut self, msg: Introspect, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let decoded = self.verify::<Claims>(&msg.0).and_then(|c| {
+            self.check_audience(&c)?;
             let kind = match c.typ.as_str() {
                 "access" => TokenKind::Access,
                 "refresh" => TokenKind::Refresh,
@@ -529,7 +550,7 @@ impl Handler<IssueDeviceToken> for TokenActor {
             since_ms,
             exp: now.timestamp() + self.settings.device_ttl.as_secs() as i64,
             iss: self.settings.issuer.clone(),
-            aud: Some(self.settings.audience.clone()),
+            aud: Some(audience_of(&self.settings.audience, "device")),
         };
         let signed = self.sign(&claims);
         guarded("token", async move {
