@@ -464,3 +464,31 @@ async fn introspection_gives_the_role_as_it_is_now() {
     assert_eq!(suspended.status(), StatusCode::OK);
     assert_eq!(active(&app, &other_access).await, json!({"active": false}));
 }
+
+/// Under a public-key algorithm a TokenActor keeps the tokens it verified, so a client reusing
+/// its token costs no second signature check; the token's expiry is still checked on each use.
+#[actix_web::test]
+async fn a_verified_eddsa_token_still_expires() {
+    let app = spawn_app_with(&[
+        ("JWT_ALGORITHM", "EdDSA"),
+        ("JWT_ACCESS_TOKEN_EXPIRES", "2"),
+    ])
+    .await;
+    let (_, _, access, _) = app.signed_in_user().await;
+    for _ in 0..3 {
+        assert_eq!(app.me(&access).await.status(), StatusCode::OK);
+    }
+    let mut tampered = jwt_part(&access, 1);
+    tampered["role"] = json!("admin");
+    let parts: Vec<&str> = access.split('.').collect();
+    let forged = {
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&tampered).unwrap());
+        format!("{}.{payload}.{}", parts[0], parts[2])
+    };
+    assert_error(app.me(&forged).await, StatusCode::UNAUTHORIZED).await;
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let message = assert_error(app.me(&access).await, StatusCode::UNAUTHORIZED).await;
+    assert!(message.to_lowercase().contains("expired"), "{message}");
+}
