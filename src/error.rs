@@ -1,7 +1,7 @@
 //! The one HTTP error type. Every error body is
 //! `{"success": false, "error": "<message>", "error_code": "<code>"}`: the message for people
 //! (the seed's shape), the code for programs ([`ErrorCode`]).
-use crate::telemetry::flood_gate;
+use crate::flood::flood_gate;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use actors::domain::EndReason;

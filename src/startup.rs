@@ -28,7 +28,7 @@ use actors::session::{SessionActor, SessionSettings};
 use actors::session_store::{RedisSessions, ReplicaWait, SessionStore, SqliteSessions};
 use actors::token::{SigningAlgorithm, SigningKeys, TokenActors, TokenSettings};
 
-use crate::routes::verify::IntrospectionClients;
+use crate::introspection::IntrospectionClients;
 use actors::ActorError;
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::{ExposeSecret, SecretString};

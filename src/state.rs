@@ -34,7 +34,7 @@ pub struct AppState {
     /// The token keys: `/.well-known/jwks.json` publishes their public part.
     pub keys: Arc<actors::token::SigningKeys>,
     /// `INTROSPECTION_CLIENTS`, with their rate limits.
-    pub introspection: Arc<crate::routes::verify::IntrospectionClients>,
+    pub introspection: Arc<crate::introspection::IntrospectionClients>,
 }
 
 impl AppState {

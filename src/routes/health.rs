@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::flood::flood_gate;
 use crate::routes::responses::{DatabaseQueue, HealthDetails, HealthResponse, StatusResponse};
 use crate::state::AppState;
-use crate::telemetry::flood_gate;
 use actix_web::{web, HttpResponse};
 use actors::mailbox::ActorSnapshot;
 use actors::probe::Dependency;

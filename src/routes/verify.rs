@@ -1,19 +1,16 @@
 //! Tokens other services check (SPEC 11): the public keys as a JWK Set, and introspection
 //! (RFC 7662) for those that must also know whether a token was revoked.
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::account::{IntrospectToken, Introspection};
-use governor::{DefaultKeyedRateLimiter, Quota};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::extractors::Accounts;
+use crate::introspection::IntrospectionClients;
 use crate::routes::responses::ErrorBody;
 use crate::state::AppState;
 
@@ -33,60 +30,6 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
             format!("public, max-age={}", state.settings.jwt.jwks_max_age),
         ))
         .body(state.keys.jwks().to_string())
-}
-
-/// The clients allowed to introspect (`INTROSPECTION_CLIENTS`), each secret kept as its
-/// SHA-256 (compared in constant time), and each client's rate limit.
-pub struct IntrospectionClients {
-    clients: Vec<(String, [u8; 32])>,
-    limiter: DefaultKeyedRateLimiter<String>,
-}
-
-impl IntrospectionClients {
-    /// `per_second` requests a second for each client, in bursts of as many.
-    pub fn new(clients: Vec<(String, String)>, per_second: u32) -> Self {
-        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-        Self {
-            clients: clients
-                .into_iter()
-                .map(|(id, secret)| (id, Sha256::digest(secret.as_bytes()).into()))
-                .collect(),
-            limiter: governor::RateLimiter::keyed(Quota::per_second(rate)),
-        }
-    }
-
-    /// The client named by HTTP Basic credentials `header`, when its secret is right.
-    fn authenticate(&self, header: Option<&str>) -> Option<&str> {
-        use base64::Engine;
-        let (scheme, encoded) = header?.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let encoded = encoded.trim();
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (id, secret) = decoded.split_once(':')?;
-        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        self.clients
-            .iter()
-            .find(|(known, digest)| known == id && bool::from(digest.ct_eq(&presented)))
-            .map(|(known, _)| known.as_str())
-    }
-
-    /// Takes one of the client's requests: the seconds to wait when there are none left.
-    fn take(&self, client: &str) -> Result<(), u64> {
-        self.limiter
-            .check_key(&client.to_string())
-            .map_err(|not_until| {
-                let clock = governor::clock::DefaultClock::default();
-                not_until
-                    .wait_time_from(governor::clock::Clock::now(&clock))
-                    .as_secs()
-                    .max(1)
-            })
-    }
 }
 
 /// RFC 7662's request: the token, and a hint of its kind (read, not relied on).
