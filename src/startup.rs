@@ -22,9 +22,9 @@ use actors::error::DuplicateField;
 use actors::hasher::{HashPassword, HasherActor};
 use actors::mailbox::{ActorStats, Mailbox};
 use actors::probe::Dependency;
-use actors::redis_conn;
-use actors::redis_keys::Keys;
 use actors::session::{SessionActor, SessionSettings};
+use actors::session_store::keys::Keys;
+use actors::session_store::redis_conn;
 use actors::session_store::{RedisSessions, ReplicaWait, SessionStore, SqliteSessions};
 use actors::token::{SigningAlgorithm, SigningKeys, TokenActors, TokenSettings};
 
@@ -204,33 +204,16 @@ fn write_private_file(path: &std::path::Path, content: &[u8]) -> std::io::Result
 
 /// Reads the kept development secret, or creates it (readable by this user only).
 fn dev_secret(path: &std::path::Path) -> std::io::Result<SecretString> {
-    use std::io::Write;
     if let Ok(kept) = std::fs::read_to_string(path) {
         if kept.trim().len() >= 32 {
             return Ok(SecretString::from(kept.trim().to_string()));
         }
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let secret = Alphanumeric.sample_string(&mut rand::rng(), 64);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(secret.as_bytes())?;
-            file.sync_all()?;
-            Ok(SecretString::from(secret))
-        }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let kept = std::fs::read_to_string(path)?;
-            Ok(SecretString::from(kept.trim().to_string()))
-        }
-        Err(e) => Err(e),
-    }
+    write_private_file(path, secret.as_bytes())?;
+    // Another process may have created it first: use the one kept.
+    let kept = std::fs::read_to_string(path)?;
+    Ok(SecretString::from(kept.trim().to_string()))
 }
 
 /// Creates the configured administrator unless a user with that email exists. Several instances

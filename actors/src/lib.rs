@@ -19,8 +19,11 @@
 //! - [`session`]: the **SessionActor**: the idle-session sweep and the failed-login lockout
 //!   (each attempt counted before its password is checked), in the same store.
 //! - [`session_store`]: token and session state on Redis (one Lua script per change) or in the
-//!   embedded SQLite file (one transaction per change); [`sqlite`] is the embedded backend's
-//!   connection.
+//!   embedded SQLite file (one transaction per change), the two under one key scheme
+//!   ([`session_store::keys`]); the Redis internals (its connections, single or Cluster, and the
+//!   Lua scripts) live under `session_store/redis/`, used by that store only. Every multi-key
+//!   change is one atomic script, so limits and revocations hold across service instances.
+//!   [`sqlite`] is the embedded backend's connection.
 //! - [`hasher`]: the bcrypt pool, threads sized to the cores, so hashing never runs on an HTTP
 //!   worker thread; a vector's worth of queued passwords is verified (or hashed) as one batch.
 //! - [`mailbox`]: [`mailbox::Mailbox`], the bounded, instrumented way every caller reaches an
@@ -28,9 +31,6 @@
 //!   figures `/health` reports.
 //! - [`probe`]: each connection-owning actor pings its backend on a timer, off its mailbox, and
 //!   publishes up/down for `/health`.
-//! - [`redis_keys`] and [`scripts`]: the Redis key schema and the Lua scripts shared by the token
-//!   and session actors; every multi-key change is one atomic script, so limits and revocations
-//!   hold across service instances.
 //!
 //! Messages flow one way: the HTTP layer sends to the AccountActor, which sends to the others;
 //! the SessionActor's sweep sends audit entries to the DbQueueActor. No actor knows about HTTP.
@@ -43,9 +43,6 @@ pub mod error;
 pub mod hasher;
 pub mod mailbox;
 pub mod probe;
-pub mod redis_conn;
-pub mod redis_keys;
-pub mod scripts;
 pub mod session;
 pub mod session_store;
 pub mod sqlite;

@@ -559,16 +559,16 @@ impl<M: Message> Message for Traced<M> {
     type Result = M::Result;
 }
 
-/// Whether each actor message gets a span of its own ([`traced!`]): on when spans are exported
+/// Whether each actor message gets a span of its own ([`traced!`](crate::traced)): on when spans are exported
 /// (OTLP), off otherwise, so the default log costs no span per message.
 static TRACE_STEPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Turns the per-message spans of [`traced!`] on or off (the telemetry's start-up does).
+/// Turns the per-message spans of [`traced!`](crate::traced) on or off (the telemetry's start-up does).
 pub fn trace_steps(on: bool) {
     TRACE_STEPS.store(on, Ordering::Relaxed);
 }
 
-/// Whether [`traced!`] makes a span per message now.
+/// Whether [`traced!`](crate::traced) makes a span per message now.
 pub fn tracing_steps() -> bool {
     TRACE_STEPS.load(Ordering::Relaxed)
 }

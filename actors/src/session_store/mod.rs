@@ -2,9 +2,11 @@
 //! file in the data directory. The TokenActor and the SessionActor hold a [`SessionStore`] and
 //! call the same operations whichever backend is behind it; each operation is atomic on both
 //! (one Lua script on Redis, one transaction on SQLite).
+pub mod keys;
 mod redis;
 mod sqlite;
 
+pub use self::redis::conn as redis_conn;
 pub use self::redis::{RedisSessions, ReplicaWait};
 pub use self::sqlite::SqliteSessions;
 use crate::domain::{AttemptSource, ClientIp, EmailKey, EndReason, Role, SessionId, UserId};
@@ -244,7 +246,7 @@ impl SessionStore {
     }
 
     /// The same store for the calling thread: on Redis a connection of its own (see
-    /// [`RedisConnection::for_this_thread`](crate::redis_conn::RedisConnection::for_this_thread)),
+    /// [`RedisConnection::for_this_thread`](crate::session_store::redis_conn::RedisConnection::for_this_thread)),
     /// embedded the shared database.
     pub fn for_this_thread(&self) -> Result<Self, String> {
         Ok(match self {

@@ -125,7 +125,7 @@ fn credential_version(c: &Connection, uid: &str, now: i64) -> rusqlite::Result<i
 /// pool, named as the Redis store names them (the email's key as a brace-delimited tag, so no
 /// email's key can be another's counter).
 fn attempt_keys(email: &EmailKey, source: &AttemptSource) -> [String; 2] {
-    let keys = crate::redis_keys::Keys::new("");
+    let keys = super::keys::Keys::new("");
     [
         keys.login_failures_from(email, source),
         keys.login_failures(email, source),
@@ -664,7 +664,7 @@ impl SqliteSessions {
     /// Deletes every failure counter of `email` (an administrator lifts its lockout); replies
     /// with how many there were.
     pub async fn lift_lockout(&self, email: EmailKey) -> Result<u64, ActorError> {
-        let prefix = crate::redis_keys::Keys::new("").login_failures_prefix(&email);
+        let prefix = super::keys::Keys::new("").login_failures_prefix(&email);
         self.run(move |c| {
             let tx = write(c)?;
             let n = tx

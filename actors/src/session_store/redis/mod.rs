@@ -1,15 +1,17 @@
-//! Session and token state in Redis: one Lua script per multi-key change (see [`crate::scripts`]),
+//! Session and token state in Redis: one Lua script per multi-key change (see [`scripts`]),
 //! so every instance sharing the Redis agrees at once.
+pub mod conn;
+mod scripts;
+
 use redis::{AsyncCommands, Value};
 
+use self::conn::RedisConnection;
+use super::keys::Keys;
 use super::{
     AccessCheck, Admission, AttemptOutcome, AttemptRequest, AttemptSource, OpenRequest, Opening,
     RotateRequest, Rotation, SessionInfo, TokenKind,
 };
 use crate::domain::{ClientIp, EmailKey, EndReason, SessionId, UserId};
-use crate::redis_conn::RedisConnection;
-use crate::redis_keys::Keys;
-use crate::scripts;
 use crate::ActorError;
 
 #[derive(Clone)]

@@ -2,7 +2,7 @@
 //! rotations and revocations hold when several service instances share one Redis.
 //!
 //! Keys a script derives itself (the sessions it evicts) are built from prefixes passed in ARGV
-//! that carry the same hash tag as its KEYS (see [`crate::redis_keys`]), so every key a script
+//! that carry the same hash tag as its KEYS (see [`crate::session_store::keys`]), so every key a script
 //! touches is in one slot, on one primary of a Redis Cluster too.
 use redis::Script;
 use std::sync::LazyLock;
