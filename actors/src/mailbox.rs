@@ -638,6 +638,25 @@ where
     ))
 }
 
+/// [`guarded`] for a handler that started `timer` as it was called: the handling time and the
+/// outcome are recorded when `fut` ends (the one place handlers do it).
+pub fn timed<A, T, F>(
+    name: &'static str,
+    timer: HandlingTimer,
+    fut: F,
+) -> ResponseActFuture<A, Result<T, ActorError>>
+where
+    A: Actor<Context = Context<A>>,
+    T: 'static,
+    F: std::future::Future<Output = Result<T, ActorError>> + 'static,
+{
+    guarded(name, async move {
+        let result = fut.await;
+        timer.finish(&result);
+        result
+    })
+}
+
 /// Test-only: makes the receiving actor's handler panic, to prove it is restarted.
 #[cfg(feature = "fault-injection")]
 #[derive(actix::Message)]

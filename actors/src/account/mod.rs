@@ -27,7 +27,7 @@ use crate::db_queue::{DbQueue, FindUserById, Guard, RegisterUser, UserCache, Wri
 use crate::domain::{AuditEntry, EndReason, NewUser, Role, User, UserId, UserStatus, Wallet};
 use crate::error::{Refusal, TokenRejection};
 use crate::hasher::HasherActor;
-use crate::mailbox::{guarded, ActorStats, Mailbox};
+use crate::mailbox::{timed, ActorStats, Mailbox};
 use crate::session::SessionActor;
 use crate::session_store::LimitPolicy;
 use crate::token::{Principal, RevokeSession, TokenActor, TokenActors, ValidateAccess};
@@ -226,10 +226,8 @@ macro_rules! workflows {
             fn handle(&mut self, msg: $msg, _: &mut Self::Context) -> Self::Result {
                 let timer = self.stats.start();
                 let accounts = Arc::clone(&self.accounts);
-                guarded("account", async move {
-                    let result = $run(accounts, msg).await;
-                    timer.finish(&result);
-                    result
+                timed("account", timer, async move {
+                    $run(accounts, msg).await
                 })
             }
         }

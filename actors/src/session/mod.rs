@@ -15,7 +15,7 @@ use chrono::Utc;
 use crate::db_queue::{DbQueue, WriteAudit};
 use crate::domain::AttemptSource;
 use crate::domain::AuditEntry;
-use crate::mailbox::{guarded, ActorStats};
+use crate::mailbox::{guarded, timed, ActorStats};
 use crate::session_store::{Admission, AttemptRequest, SessionStore};
 use crate::ActorError;
 pub use messages::*;
@@ -99,49 +99,44 @@ impl Handler<BeginLoginAttempt> for SessionActor {
         let timer = self.stats.start();
         let store = self.store.clone();
         let s = Arc::clone(&self.settings);
-        guarded("session", async move {
-            let result = async {
-                let id = uuid::Uuid::new_v4().simple().to_string();
-                let give_up = tokio::time::Instant::now() + s.attempt_wait;
-                let mut pause = Duration::from_millis(5);
-                loop {
-                    let admission = store
-                        .begin_attempt(AttemptRequest {
-                            email: msg.email.clone(),
-                            source: msg.source.clone(),
-                            attempt: id.clone(),
-                            now_ms: Utc::now().timestamp_millis(),
-                            max_per_address: s.login_max_failures,
-                            // A known device is judged by its own failures alone.
-                            max_per_account: match msg.source {
-                                AttemptSource::Address(_) => s.login_max_failures_per_account,
-                                AttemptSource::Device(_) => 0,
-                            },
-                            stale_ms: s.attempt_stale.as_millis() as i64,
+        timed("session", timer, async move {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let give_up = tokio::time::Instant::now() + s.attempt_wait;
+            let mut pause = Duration::from_millis(5);
+            loop {
+                let admission = store
+                    .begin_attempt(AttemptRequest {
+                        email: msg.email.clone(),
+                        source: msg.source.clone(),
+                        attempt: id.clone(),
+                        now_ms: Utc::now().timestamp_millis(),
+                        max_per_address: s.login_max_failures,
+                        // A known device is judged by its own failures alone.
+                        max_per_account: match msg.source {
+                            AttemptSource::Address(_) => s.login_max_failures_per_account,
+                            AttemptSource::Device(_) => 0,
+                        },
+                        stale_ms: s.attempt_stale.as_millis() as i64,
+                    })
+                    .await?;
+                match admission {
+                    Admission::Admitted => {
+                        return Ok(LoginAttempt {
+                            email: msg.email,
+                            source: msg.source,
+                            id,
                         })
-                        .await?;
-                    match admission {
-                        Admission::Admitted => {
-                            return Ok(LoginAttempt {
-                                email: msg.email,
-                                source: msg.source,
-                                id,
-                            })
-                        }
-                        Admission::Locked(seconds) => return Err(ActorError::LockedOut(seconds)),
-                        Admission::Wait if tokio::time::Instant::now() + pause > give_up => {
-                            return Err(ActorError::LockedOut(1));
-                        }
-                        Admission::Wait => {
-                            tokio::time::sleep(pause).await;
-                            pause = (pause * 2).min(Duration::from_millis(100));
-                        }
+                    }
+                    Admission::Locked(seconds) => return Err(ActorError::LockedOut(seconds)),
+                    Admission::Wait if tokio::time::Instant::now() + pause > give_up => {
+                        return Err(ActorError::LockedOut(1));
+                    }
+                    Admission::Wait => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(100));
                     }
                 }
             }
-            .await;
-            timer.finish(&result);
-            result
         })
     }
 }
@@ -152,11 +147,11 @@ impl Handler<LiftLockout> for SessionActor {
     fn handle(&mut self, msg: LiftLockout, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let store = self.store.clone();
-        guarded("session", async move {
-            let result = store.lift_lockout(msg.0).await;
-            timer.finish(&result);
-            result
-        })
+        timed(
+            "session",
+            timer,
+            async move { store.lift_lockout(msg.0).await },
+        )
     }
 }
 
@@ -167,24 +162,19 @@ impl Handler<TakeRateToken> for SessionActor {
         let timer = self.stats.start();
         let store = self.store.clone();
         let (rate, burst) = (self.settings.rate_limit, self.settings.rate_burst);
-        guarded("session", async move {
-            let result = async {
-                if rate == 0 {
-                    return Ok(());
-                }
-                let interval_ms = 1000.0 / f64::from(rate);
-                let now = Utc::now().timestamp_millis();
-                match store
-                    .take_rate_token(msg.0, now, interval_ms, burst)
-                    .await?
-                {
-                    0 => Ok(()),
-                    wait_ms => Err(ActorError::RateLimited(wait_ms.div_ceil(1000).max(1))),
-                }
+        timed("session", timer, async move {
+            if rate == 0 {
+                return Ok(());
             }
-            .await;
-            timer.finish(&result);
-            result
+            let interval_ms = 1000.0 / f64::from(rate);
+            let now = Utc::now().timestamp_millis();
+            match store
+                .take_rate_token(msg.0, now, interval_ms, burst)
+                .await?
+            {
+                0 => Ok(()),
+                wait_ms => Err(ActorError::RateLimited(wait_ms.div_ceil(1000).max(1))),
+            }
         })
     }
 }
@@ -196,13 +186,11 @@ impl Handler<EndLoginAttempt> for SessionActor {
         let timer = self.stats.start();
         let store = self.store.clone();
         let window = self.settings.login_failure_window.as_secs();
-        guarded("session", async move {
+        timed("session", timer, async move {
             let a = msg.attempt;
-            let result = store
+            store
                 .end_attempt(a.email, a.source, a.id, msg.outcome, window)
-                .await;
-            timer.finish(&result);
-            result
+                .await
         })
     }
 }

@@ -17,7 +17,7 @@ use jsonwebtoken::{errors::ErrorKind, Header};
 
 use crate::domain::{EmailKey, EndReason, Role, SessionId, UserId};
 use crate::error::TokenRejection;
-use crate::mailbox::{guarded, ActorStats, Mailbox};
+use crate::mailbox::{guarded, timed, ActorStats, Mailbox};
 use crate::session_store::{
     AccessCheck, LimitPolicy, OpenRequest, Opening, RotateRequest, Rotation, SessionInfo,
     SessionStore, TokenKind,
@@ -329,40 +329,35 @@ impl Handler<OpenSession> for TokenActor {
         let signed = self.sign_pair(&msg.user_id, msg.role, &session_id);
         let store = self.store.clone();
         let s = Arc::clone(&self.settings);
-        guarded("token", async move {
-            let result = async {
-                let (pair, access_jti, refresh_jti) = signed?;
-                let opening = store
-                    .open_session(OpenRequest {
-                        sid: session_id.clone(),
-                        uid: msg.user_id,
-                        role: msg.role,
-                        now_ms: Utc::now().timestamp_millis(),
-                        max: s.max_concurrent,
-                        policy: s.policy,
-                        lifetime_s: s.refresh_ttl.as_secs(),
-                        idle_ms: s.idle_timeout.as_millis() as i64,
-                        access_jti,
-                        refresh_jti,
-                        credential_version: msg.credential_version,
-                        ip: msg.ip.to_string(),
-                        user_agent: msg.user_agent,
-                    })
-                    .await?;
-                match opening {
-                    Opening::Opened { evicted, expired } => Ok(OpenedSession {
-                        pair,
-                        session_id,
-                        evicted,
-                        expired,
-                    }),
-                    Opening::Rejected => Err(ActorError::SessionLimit),
-                    Opening::Stale => Err(ActorError::InvalidCredentials),
-                }
+        timed("token", timer, async move {
+            let (pair, access_jti, refresh_jti) = signed?;
+            let opening = store
+                .open_session(OpenRequest {
+                    sid: session_id.clone(),
+                    uid: msg.user_id,
+                    role: msg.role,
+                    now_ms: Utc::now().timestamp_millis(),
+                    max: s.max_concurrent,
+                    policy: s.policy,
+                    lifetime_s: s.refresh_ttl.as_secs(),
+                    idle_ms: s.idle_timeout.as_millis() as i64,
+                    access_jti,
+                    refresh_jti,
+                    credential_version: msg.credential_version,
+                    ip: msg.ip.to_string(),
+                    user_agent: msg.user_agent,
+                })
+                .await?;
+            match opening {
+                Opening::Opened { evicted, expired } => Ok(OpenedSession {
+                    pair,
+                    session_id,
+                    evicted,
+                    expired,
+                }),
+                Opening::Rejected => Err(ActorError::SessionLimit),
+                Opening::Stale => Err(ActorError::InvalidCredentials),
             }
-            .await;
-            timer.finish(&result);
-            result
         })
     }
 }
@@ -378,32 +373,27 @@ impl Handler<ValidateAccess> for TokenActor {
         });
         let store = self.store.clone();
         let idle_ms = self.settings.idle_timeout.as_millis() as i64;
-        guarded("token", async move {
-            let result = async {
-                let (claims, principal) = decoded?;
-                let check = store
-                    .check_access(
-                        principal.session_id.clone(),
-                        principal.user_id,
-                        TokenKind::Access,
-                        claims.jti,
-                        Utc::now().timestamp_millis(),
-                        idle_ms,
-                    )
-                    .await?;
-                match check {
-                    AccessCheck::Live { credential_version } => Ok(Principal {
-                        credential_version,
-                        ..principal
-                    }),
-                    AccessCheck::Ended(reason) => Err(ended(reason)),
-                    AccessCheck::Superseded => Err(ActorError::Token(TokenRejection::Superseded)),
-                    AccessCheck::Invalid => Err(ActorError::Token(TokenRejection::Invalid)),
-                }
+        timed("token", timer, async move {
+            let (claims, principal) = decoded?;
+            let check = store
+                .check_access(
+                    principal.session_id.clone(),
+                    principal.user_id,
+                    TokenKind::Access,
+                    claims.jti,
+                    Utc::now().timestamp_millis(),
+                    idle_ms,
+                )
+                .await?;
+            match check {
+                AccessCheck::Live { credential_version } => Ok(Principal {
+                    credential_version,
+                    ..principal
+                }),
+                AccessCheck::Ended(reason) => Err(ended(reason)),
+                AccessCheck::Superseded => Err(ActorError::Token(TokenRejection::Superseded)),
+                AccessCheck::Invalid => Err(ActorError::Token(TokenRejection::Invalid)),
             }
-            .await;
-            timer.finish(&result);
-            result
         })
     }
 }
@@ -426,26 +416,21 @@ impl Handler<Introspect> for TokenActor {
         });
         let store = self.store.clone();
         let idle_ms = self.settings.idle_timeout.as_millis() as i64;
-        guarded("token", async move {
-            let result = async {
-                let Ok((principal, claims, kind)) = decoded else {
-                    return Ok(None);
-                };
-                let check = store
-                    .check_access(
-                        principal.session_id,
-                        principal.user_id,
-                        kind,
-                        claims.jti.clone(),
-                        Utc::now().timestamp_millis(),
-                        idle_ms,
-                    )
-                    .await?;
-                Ok(matches!(check, AccessCheck::Live { .. }).then_some(claims))
-            }
-            .await;
-            timer.finish(&result);
-            result
+        timed("token", timer, async move {
+            let Ok((principal, claims, kind)) = decoded else {
+                return Ok(None);
+            };
+            let check = store
+                .check_access(
+                    principal.session_id,
+                    principal.user_id,
+                    kind,
+                    claims.jti.clone(),
+                    Utc::now().timestamp_millis(),
+                    idle_ms,
+                )
+                .await?;
+            Ok(matches!(check, AccessCheck::Live { .. }).then_some(claims))
         })
     }
 }
@@ -463,56 +448,51 @@ impl Handler<RotateRefresh> for TokenActor {
         });
         let store = self.store.clone();
         let s = Arc::clone(&self.settings);
-        guarded("token", async move {
-            let result = async {
-                let (claims, principal, (pair, access_jti, refresh_jti)) = prepared?;
-                let successor = serde_json::to_string(&pair)
-                    .map_err(|e| ActorError::internal("keeping the successor pair", e))?;
-                let rotation = store
-                    .rotate(RotateRequest {
-                        sid: principal.session_id.clone(),
-                        uid: principal.user_id,
-                        presented_jti: claims.jti,
-                        access_jti,
-                        refresh_jti,
-                        now_ms: Utc::now().timestamp_millis(),
-                        idle_ms: s.idle_timeout.as_millis() as i64,
-                        grace_ms: s.reuse_grace.as_millis() as i64,
-                        successor,
-                        lifetime_s: s.refresh_ttl.as_secs(),
-                    })
-                    .await?;
-                match rotation {
-                    Rotation::Rotated { credential_version } => Ok((
-                        Principal {
-                            credential_version,
-                            ..principal
-                        },
-                        pair,
-                    )),
-                    Rotation::Grace {
-                        pair: previous,
+        timed("token", timer, async move {
+            let (claims, principal, (pair, access_jti, refresh_jti)) = prepared?;
+            let successor = serde_json::to_string(&pair)
+                .map_err(|e| ActorError::internal("keeping the successor pair", e))?;
+            let rotation = store
+                .rotate(RotateRequest {
+                    sid: principal.session_id.clone(),
+                    uid: principal.user_id,
+                    presented_jti: claims.jti,
+                    access_jti,
+                    refresh_jti,
+                    now_ms: Utc::now().timestamp_millis(),
+                    idle_ms: s.idle_timeout.as_millis() as i64,
+                    grace_ms: s.reuse_grace.as_millis() as i64,
+                    successor,
+                    lifetime_s: s.refresh_ttl.as_secs(),
+                })
+                .await?;
+            match rotation {
+                Rotation::Rotated { credential_version } => Ok((
+                    Principal {
                         credential_version,
-                    } => {
-                        let principal = Principal {
-                            credential_version,
-                            ..principal
-                        };
-                        let pair = serde_json::from_str(&previous)
-                            .map_err(|e| ActorError::internal("keeping the successor pair", e))?;
-                        Ok((principal, pair))
-                    }
-                    Rotation::Reuse => Err(ActorError::Token(TokenRejection::ReuseDetected {
-                        user_id: principal.user_id,
-                        session_id: principal.session_id,
-                    })),
-                    Rotation::Ended(reason) => Err(ended(reason)),
-                    Rotation::Invalid => Err(ActorError::Token(TokenRejection::Invalid)),
+                        ..principal
+                    },
+                    pair,
+                )),
+                Rotation::Grace {
+                    pair: previous,
+                    credential_version,
+                } => {
+                    let principal = Principal {
+                        credential_version,
+                        ..principal
+                    };
+                    let pair = serde_json::from_str(&previous)
+                        .map_err(|e| ActorError::internal("keeping the successor pair", e))?;
+                    Ok((principal, pair))
                 }
+                Rotation::Reuse => Err(ActorError::Token(TokenRejection::ReuseDetected {
+                    user_id: principal.user_id,
+                    session_id: principal.session_id,
+                })),
+                Rotation::Ended(reason) => Err(ended(reason)),
+                Rotation::Invalid => Err(ActorError::Token(TokenRejection::Invalid)),
             }
-            .await;
-            timer.finish(&result);
-            result
         })
     }
 }
@@ -524,12 +504,10 @@ impl Handler<RevokeSession> for TokenActor {
         let timer = self.stats.start();
         let store = self.store.clone();
         let ttl = self.settings.refresh_ttl.as_secs();
-        guarded("token", async move {
-            let result = store
+        timed("token", timer, async move {
+            store
                 .end_session(msg.user_id, msg.session_id, msg.reason, ttl)
-                .await;
-            timer.finish(&result);
-            result
+                .await
         })
     }
 }
@@ -541,12 +519,10 @@ impl Handler<ListSessions> for TokenActor {
         let timer = self.stats.start();
         let store = self.store.clone();
         let idle_ms = self.settings.idle_timeout.as_millis() as i64;
-        guarded("token", async move {
-            let result = store
+        timed("token", timer, async move {
+            store
                 .list_sessions(msg.0, Utc::now().timestamp_millis(), idle_ms)
-                .await;
-            timer.finish(&result);
-            result
+                .await
         })
     }
 }
@@ -558,8 +534,8 @@ impl Handler<RevokeUserSessions> for TokenActor {
         let timer = self.stats.start();
         let store = self.store.clone();
         let ttl = self.settings.refresh_ttl.as_secs();
-        guarded("token", async move {
-            let result = store
+        timed("token", timer, async move {
+            store
                 .end_user_sessions(
                     msg.user_id,
                     msg.reason,
@@ -568,9 +544,7 @@ impl Handler<RevokeUserSessions> for TokenActor {
                     msg.credential_version,
                 )
                 .await
-                .map(|ended| ended.len());
-            timer.finish(&result);
-            result
+                .map(|ended| ended.len())
         })
     }
 }
@@ -623,25 +597,20 @@ impl Handler<CheckDeviceToken> for TokenActor {
                 Some((user_id, c.did, c.since_ms))
             });
         let store = self.store.clone();
-        guarded("token", async move {
-            let result = async {
-                let Some((user_id, device_id, since_ms)) = device else {
-                    return Ok(None);
-                };
-                let now = Utc::now().timestamp_millis();
-                let ended = store.devices_ended_at(user_id, now).await?;
-                if ended.is_some_and(|at| since_ms <= at) {
-                    return Ok(None);
-                }
-                Ok(Some(KnownDevice {
-                    user_id,
-                    device_id,
-                    since_ms,
-                }))
+        timed("token", timer, async move {
+            let Some((user_id, device_id, since_ms)) = device else {
+                return Ok(None);
+            };
+            let now = Utc::now().timestamp_millis();
+            let ended = store.devices_ended_at(user_id, now).await?;
+            if ended.is_some_and(|at| since_ms <= at) {
+                return Ok(None);
             }
-            .await;
-            timer.finish(&result);
-            result
+            Ok(Some(KnownDevice {
+                user_id,
+                device_id,
+                since_ms,
+            }))
         })
     }
 }
@@ -655,12 +624,10 @@ impl Handler<EndDevices> for TokenActor {
         // Kept a day longer than a token lives: a token re-issued by a login that was running
         // when the devices ended expires before the record of the end does.
         let ttl = self.settings.device_ttl.as_secs() + 86_400;
-        guarded("token", async move {
-            let result = store
+        timed("token", timer, async move {
+            store
                 .end_devices(msg.0, Utc::now().timestamp_millis(), ttl)
-                .await;
-            timer.finish(&result);
-            result
+                .await
         })
     }
 }
