@@ -140,6 +140,14 @@ async fn migrate(settings: &Settings, dry_run: bool) -> Result<(), String> {
         return Ok(());
     }
     let actors = Actors::start(settings).await.map_err(|e| e.to_string())?;
+    let indexed = actors
+        .db
+        .backfill_search_index(settings.actors.search_slice.max(1))
+        .await
+        .map_err(|e| e.to_string())?;
+    if indexed > 0 {
+        println!("{indexed} users added to the search index");
+    }
     println!("indexes are in place in database {}", actors.database_name);
     Ok(())
 }

@@ -313,6 +313,35 @@ pub async fn plan_migration(settings: &Settings) -> Result<(String, IndexPlan), 
     }
 }
 
+/// Adds the users stored before the search index existed to it, in steps of `rows`, in the
+/// background (the service serves meanwhile; searches read every user until it is done). A
+/// database that stops answering pauses it.
+fn spawn_search_backfill(db: DbQueue, rows: u32) {
+    actix_web::rt::spawn(async move {
+        let started = std::time::Instant::now();
+        loop {
+            match db.backfill_search_index(rows).await {
+                Ok(0) => return,
+                Ok(users) => {
+                    tracing::info!(
+                        users,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "the search index holds every user"
+                    );
+                    return;
+                }
+                Err(ActorError::Unavailable { .. } | ActorError::Timeout(_)) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "filling the search index failed: searches read every user");
+                    return;
+                }
+            }
+        }
+    });
+}
+
 /// Prepares the database's indexes once it answers (retrying with a growing pause, at most
 /// 5 s), marks it prepared, then creates the bootstrap administrator if one is configured.
 /// Data that cannot meet the indexes is logged and leaves the service not ready.
@@ -321,6 +350,7 @@ fn prepare_when_reachable(
     database: Arc<Dependency>,
     hasher: Mailbox<HasherActor>,
     admin: Option<(BootstrapAdmin, i64)>,
+    backfill_rows: u32,
 ) {
     actix_web::rt::spawn(async move {
         let mut pause = Duration::from_millis(250);
@@ -346,6 +376,7 @@ fn prepare_when_reachable(
             dependency = database.name,
             "indexes in place: the database is ready for work"
         );
+        spawn_search_backfill(db.clone(), backfill_rows);
         if let Some((admin, balance)) = admin {
             if let Err(e) = bootstrap_admin(&db, &hasher, admin, balance).await {
                 tracing::error!(error = %e, "the bootstrap administrator was not created");
@@ -597,6 +628,7 @@ impl Application {
                     )
                     .await?;
                 }
+                spawn_search_backfill(actors.db.clone(), settings.actors.search_slice.max(1));
                 actors
             }
             (actors, false) => {
@@ -608,6 +640,7 @@ impl Application {
                     Arc::clone(&actors.database),
                     actors.hasher.clone(),
                     admin.map(|a| (a, settings.wallet.initial_balance)),
+                    settings.actors.search_slice.max(1),
                 );
                 actors
             }

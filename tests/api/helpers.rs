@@ -195,7 +195,7 @@ fn row_document(row: &rusqlite::Row, columns: &[String]) -> Document {
 }
 
 impl Backdoor {
-    fn sqlite<T: Send + 'static>(
+    pub fn sqlite<T: Send + 'static>(
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> T + Send + 'static,
     ) -> impl std::future::Future<Output = T> {

@@ -8,6 +8,8 @@
 //! administrator's power from the moment the demotion is answered.
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use super::sign_in::end_attempt;
 use super::{
     may_act_on, Accounts, CreateAccount, DeleteAccount, GetAccount, ReadAudit, RequireAdmin,
@@ -284,24 +286,55 @@ pub(super) async fn delete(a: Arc<Accounts>, m: DeleteAccount) -> Result<(), Act
     Err(ActorError::Conflict)
 }
 
-/// A search runs as slices (`SearchUsersSlice`), each its own turn in the database queue, so a
-/// scan of a large collection never holds the queue: what is queued behind a slice waits for
-/// that slice only. The matches' sort keys are gathered (the newest `skip + limit` kept), then
-/// the page's users are read by id. Not a snapshot: a write landing between slices may or may
-/// not be seen, and a user deleted meanwhile is left out of the page.
+/// A search is answered in one turn of the database queue when the store's indexes bound its
+/// work by its matches and page (`SearchIndexed`: the embedded store's trigram index); else it
+/// runs as slices ([`newest_in_slices`]). Then the page's users are read by id; a user deleted
+/// meanwhile is left out of the page.
 pub(super) async fn search(
     a: Arc<Accounts>,
     m: SearchAccounts,
 ) -> Result<(Vec<User>, u64), ActorError> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-
     a.admin(m.token).await?;
     let q = m.query;
     let filter = db_queue::UserFilter::from(&q);
     let limit = usize::try_from(q.limit.max(0)).unwrap_or(0);
     let skip = usize::try_from(q.skip).unwrap_or(usize::MAX);
     let keep = skip.saturating_add(limit);
+    let indexed =
+        a.db.call(db_queue::SearchIndexed {
+            filter: filter.clone(),
+            keep,
+            sort_at_most: a.settings.search_slice.saturating_mul(20),
+        })
+        .await?;
+    let (newest, total) = match indexed {
+        Some(found) => (found.newest, found.total),
+        None => newest_in_slices(&a, filter, keep).await?,
+    };
+    let page: Vec<UserId> = newest.into_iter().skip(skip).map(|(_, id)| id).collect();
+    let mut found = a.db.call(db_queue::FindUsersByIds(page.clone())).await?;
+    let users = page
+        .iter()
+        .filter_map(|id| {
+            let at = found.iter().position(|u| u.id == *id)?;
+            Some(found.swap_remove(at))
+        })
+        .collect();
+    Ok((users, total))
+}
+
+/// The newest `keep` matches' sort keys (newest first) and how many match, read as slices
+/// (`SearchUsersSlice`), each its own turn in the database queue, so a scan of a large
+/// collection never holds the queue: what is queued behind a slice waits for that slice only.
+/// Not a snapshot: a write landing between slices may or may not be seen.
+async fn newest_in_slices(
+    a: &Accounts,
+    filter: db_queue::UserFilter,
+    keep: usize,
+) -> Result<(Vec<(DateTime<Utc>, UserId)>, u64), ActorError> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
     // The newest `keep` matches so far, the oldest of them on top.
     let mut newest = BinaryHeap::new();
     let (mut total, mut after) = (0u64, None);
@@ -326,21 +359,12 @@ pub(super) async fn search(
         }
     }
     // Newest first: ascending `Reverse` order.
-    let page: Vec<UserId> = newest
+    let newest = newest
         .into_sorted_vec()
         .into_iter()
-        .skip(skip)
-        .map(|Reverse((_, id))| id)
+        .map(|Reverse(key)| key)
         .collect();
-    let mut found = a.db.call(db_queue::FindUsersByIds(page.clone())).await?;
-    let users = page
-        .iter()
-        .filter_map(|id| {
-            let at = found.iter().position(|u| u.id == *id)?;
-            Some(found.swap_remove(at))
-        })
-        .collect();
-    Ok((users, total))
+    Ok((newest, total))
 }
 
 pub(super) async fn read_audit(

@@ -288,6 +288,40 @@ pub struct SearchSlice {
     pub next: Option<SearchPosition>,
 }
 
+/// A whole search answered in one turn from the store's indexes, when they bound the work by
+/// the matches and the page asked for: the newest `keep` matches' sort keys, and the total.
+/// `None` when no index serves this filter (a substring shorter than three characters, a
+/// search index still being built, a store without one): the search then goes on in slices.
+#[derive(Message)]
+#[rtype(result = "Result<Option<IndexedSearch>, ActorError>")]
+pub struct SearchIndexed {
+    pub filter: UserFilter,
+    pub keep: usize,
+    /// At most this many candidates are read and sorted; beyond it, the page is read along the
+    /// `created_at` index instead (the matches are then dense enough that the newest come soon).
+    pub sort_at_most: u32,
+}
+
+pub struct IndexedSearch {
+    /// (`created_at`, id) of the newest `keep` matches, newest first.
+    pub newest: Vec<(DateTime<Utc>, UserId)>,
+    pub total: u64,
+}
+
+/// Adds to the search index up to `rows` of the users stored before it existed (a backfill
+/// step: one turn in the queue). Replies with how many were indexed and whether any remain.
+#[derive(Message)]
+#[rtype(result = "Result<Backfilled, ActorError>")]
+pub struct BackfillSearchIndex {
+    pub rows: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Backfilled {
+    pub indexed: u64,
+    pub remaining: bool,
+}
+
 /// Users by id (those that exist), in no particular order.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<User>, ActorError>")]

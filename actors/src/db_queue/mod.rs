@@ -229,6 +229,20 @@ impl DbQueue {
         self.send(EnsureIndexes).await
     }
 
+    /// Adds to the search index the users stored before it existed, a step (`rows` users) per
+    /// turn in the queue, so what is sent meanwhile waits for one step at most; replies with
+    /// how many were added. Searches read every user until it is complete.
+    pub async fn backfill_search_index(&self, rows: u32) -> Result<u64, ActorError> {
+        let mut indexed = 0;
+        loop {
+            let step = self.call(BackfillSearchIndex { rows }).await?;
+            indexed += step.indexed;
+            if !step.remaining {
+                return Ok(indexed);
+            }
+        }
+    }
+
     pub fn stats(&self) -> &Arc<ActorStats> {
         self.mailbox.stats()
     }
@@ -382,6 +396,8 @@ queued!(WriteAudit, (), |m, c| Op::Audit(m.0, c));
 queued!(EnsureIndexes, (), |m, c| alone(m, c));
 queued!(RegisterUser, Written<(User, Wallet)>, |m, c| alone(m, c));
 queued!(SearchUsersSlice, SearchSlice, |m, c| alone(m, c));
+queued!(SearchIndexed, Option<IndexedSearch>, |m, c| alone(m, c));
+queued!(BackfillSearchIndex, Backfilled, |m, c| alone(m, c));
 queued!(FindUsersByIds, Vec<User>, |m, c| alone(m, c));
 queued!(ListAudit, (Vec<AuditRecord>, u64), |m, c| alone(m, c));
 queued!(UpdateUser, Written<User>, |m, c| alone(m, c), invalidates id);
@@ -427,6 +443,8 @@ alone!(RegisterUser, Written<(User, Wallet)>, register);
 alone!(UpdateUser, Written<User>, update_user, writes id);
 alone!(DeleteUser, Written<()>, delete_user, writes id);
 alone!(SearchUsersSlice, SearchSlice, search_slice);
+alone!(SearchIndexed, Option<IndexedSearch>, search_indexed);
+alone!(BackfillSearchIndex, Backfilled, backfill_search_index);
 alone!(ListAudit, (Vec<AuditRecord>, u64), list_audit);
 
 impl Operation for UpgradeHash {

@@ -18,8 +18,9 @@ use futures::TryStreamExt;
 use mongodb::options::FindOptions;
 
 use super::messages::{
-    DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchPosition, SearchSlice,
-    SearchUsersSlice, UpdateUser, UserRange, Written,
+    BackfillSearchIndex, Backfilled, DeleteUser, Expect, Guard, IndexPlan, IndexedSearch,
+    ListAudit, RegisterUser, SearchIndexed, SearchPosition, SearchSlice, SearchUsersSlice,
+    UpdateUser, UserRange, Written,
 };
 use super::mongo_indexes::{case_insensitive, EMAIL_KEY};
 use crate::domain::{
@@ -1058,6 +1059,21 @@ impl MongoStore {
             matches,
             next: range.next(docs.len(), q.examine).map(SearchPosition::Mongo),
         })
+    }
+
+    /// No search index on MongoDB yet: every search goes on in slices.
+    pub async fn search_indexed(
+        self,
+        _: SearchIndexed,
+    ) -> Result<Option<IndexedSearch>, ActorError> {
+        Ok(None)
+    }
+
+    pub async fn backfill_search_index(
+        self,
+        _: BackfillSearchIndex,
+    ) -> Result<Backfilled, ActorError> {
+        Ok(Backfilled::default())
     }
 
     pub async fn find_users_by_ids(self, ids: Vec<UserId>) -> Result<Vec<User>, ActorError> {

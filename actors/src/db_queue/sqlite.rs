@@ -12,8 +12,9 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::messages::{
-    DeleteUser, Expect, Guard, IndexPlan, ListAudit, RegisterUser, SearchPosition, SearchSlice,
-    SearchUsersSlice, UpdateUser, Written,
+    BackfillSearchIndex, Backfilled, DeleteUser, Expect, Guard, IndexPlan, IndexedSearch,
+    ListAudit, RegisterUser, SearchIndexed, SearchPosition, SearchSlice, SearchUsersSlice,
+    UpdateUser, UserFilter, Written,
 };
 use crate::domain::{
     AuditEntry, AuditRecord, Email, EmailKey, Role, User, UserId, UserStatus, Wallet,
@@ -88,6 +89,34 @@ const EMAIL_KEY_INDEX: &str =
 const RETIRED_EMAIL_INDEX: &str = "email_ci_unique";
 /// The index of emails as typed that the first schema had (dropped by [`SCHEMA`]).
 const RETIRED_SEED_INDEX: &str = "email_unique";
+
+/// The search index (issue 32): the trigrams of each user's lower-cased username and email in
+/// an FTS5 table (contentless: it holds the index, not the text), under the user row's `rowid`,
+/// kept by triggers in the transaction of every write to `users`. A substring of three
+/// characters or more is a phrase of its trigrams, so a search reads the rows that hold them,
+/// not the table. The users stored before it existed are added by [`BackfillSearchIndex`]
+/// steps, from the lowest `rowid` up to `upto` (`search_backfill` holds the progress; no row:
+/// complete). Implicit rowids stay put as long as nothing runs `VACUUM` on the file (nothing in
+/// the service does).
+const SEARCH_SCHEMA: &str = r#"
+CREATE VIRTUAL TABLE IF NOT EXISTS users_search USING fts5(
+  username, email, content='', contentless_delete=1, tokenize='trigram case_sensitive 1'
+);
+CREATE TABLE IF NOT EXISTS search_backfill (upto INTEGER NOT NULL, done INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS users_search_insert AFTER INSERT ON users BEGIN
+  INSERT INTO users_search (rowid, username, email)
+  VALUES (new.rowid, new.username_lower, lower(new.email));
+END;
+CREATE TRIGGER IF NOT EXISTS users_search_delete AFTER DELETE ON users BEGIN
+  DELETE FROM users_search WHERE rowid = old.rowid;
+END;
+CREATE TRIGGER IF NOT EXISTS users_search_update AFTER UPDATE OF username_lower, email ON users
+BEGIN
+  DELETE FROM users_search WHERE rowid = old.rowid;
+  INSERT INTO users_search (rowid, username, email)
+  VALUES (new.rowid, new.username_lower, lower(new.email));
+END;
+"#;
 
 /// The `(table, name)` of each `CREATE {kind} IF NOT EXISTS` of `schema` (`kind`: `TABLE` or
 /// `INDEX`; a table's name is its own): what a dry run looks for, read from the one schema.
@@ -481,6 +510,31 @@ impl SqliteStore {
         if unkeyed > 0 {
             plan.conflicts = key_clashes(c).map_err(db_error)?;
         }
+        match search_backfill(c).map_err(db_error)? {
+            SearchIndex::Missing => {
+                let users: i64 = c
+                    .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
+                    .map_err(db_error)?;
+                plan.steps.push(format!(
+                    "create the search index users_search (trigrams of usernames and emails) \
+                     and add its {users} users to it in steps, while serving"
+                ));
+            }
+            SearchIndex::Filling { done, upto } => {
+                let left: i64 = c
+                    .query_row(
+                        "SELECT COUNT(*) FROM users WHERE rowid > ? AND rowid <= ?",
+                        [done, upto],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_error)?;
+                plan.steps.push(format!(
+                    "add the {left} users it lacks still to the search index users_search, in \
+                     steps, while serving"
+                ));
+            }
+            SearchIndex::Ready => {}
+        }
         Ok(plan)
     }
 
@@ -567,6 +621,15 @@ impl SqliteStore {
                 "{SCHEMA}; {EMAIL_KEY_INDEX}; DROP INDEX IF EXISTS {RETIRED_EMAIL_INDEX};"
             ))
             .map_err(db_error)?;
+            if let SearchIndex::Missing = search_backfill(c).map_err(db_error)? {
+                c.execute_batch(SEARCH_SCHEMA).map_err(db_error)?;
+                c.execute(
+                    "INSERT INTO search_backfill (upto, done) \
+                     SELECT MAX(rowid), 0 FROM users HAVING COUNT(*) > 0",
+                    [],
+                )
+                .map_err(db_error)?;
+            }
             Ok(keyed)
         })?;
         if keyed > 0 {
@@ -847,6 +910,138 @@ impl SqliteStore {
         Ok(SearchSlice { matches, next })
     }
 
+    /// A whole search in one turn when an index bounds it ([`SearchIndexed`]). The candidates
+    /// are the rows of the search index that hold the substrings' trigrams (an FTS5 phrase per
+    /// substring: exact for three characters or more), or of the `status` index, or all users.
+    /// Few candidates (up to `sort_at_most`) are read, filtered and sorted; many are
+    /// counted in the index, and the page is read along the `created_at` index, where matches
+    /// that dense come soon. Many candidates and a status besides would need every candidate
+    /// read to count them: that search goes on in slices.
+    pub fn search_indexed(
+        c: &Connection,
+        q: SearchIndexed,
+    ) -> Result<Option<IndexedSearch>, ActorError> {
+        let f = &q.filter;
+        let phrase = match search_phrase(f) {
+            None => None,
+            Some(Err(())) => return Ok(None),
+            Some(Ok(phrase)) => match search_backfill(c).map_err(db_error)? {
+                SearchIndex::Ready => Some(phrase),
+                _ => return Ok(None),
+            },
+        };
+        let status = f.status.map(|s| s.as_str().to_string());
+        let count = |sql: &str, arg: Option<&String>| -> Result<i64, ActorError> {
+            c.prepare_cached(sql)
+                .and_then(|mut s| s.query_row(params_from_iter(arg), |r| r.get(0)))
+                .map_err(db_error)
+        };
+        // The candidates: a condition on `users`, its argument, and how many it holds.
+        let (source, source_arg, candidates) = match (&phrase, &status) {
+            (Some(phrase), _) => (
+                "rowid IN (SELECT rowid FROM users_search WHERE users_search MATCH ?)",
+                Some(phrase),
+                count(
+                    "SELECT COUNT(*) FROM users_search WHERE users_search MATCH ?",
+                    Some(phrase),
+                )?,
+            ),
+            (None, Some(status)) => (
+                "status = ?",
+                Some(status),
+                count("SELECT COUNT(*) FROM users WHERE status = ?", Some(status))?,
+            ),
+            (None, None) => ("1", None, count("SELECT COUNT(*) FROM users", None)?),
+        };
+        // The filter itself, exact whatever the candidates.
+        let mut filter = String::new();
+        let mut args = Vec::new();
+        for (column, needle) in [("username_lower", &f.username), ("lower(email)", &f.email)] {
+            if let Some(needle) = needle {
+                filter.push_str(&format!(" AND instr({column}, ?) > 0"));
+                args.push(Value::Text(needle.clone()));
+            }
+        }
+        if let Some(status) = &status {
+            filter.push_str(" AND status = ?");
+            args.push(Value::Text(status.clone()));
+        }
+        let few = candidates <= i64::from(q.sort_at_most);
+        let (source, index) = if few {
+            let source_arg = source_arg.map(|a| Value::Text(a.clone()));
+            args.splice(0..0, source_arg);
+            (source, "")
+        } else if phrase.is_some() && status.is_some() {
+            return Ok(None);
+        } else {
+            ("1", " INDEXED BY \"created_at\"")
+        };
+        let total = if few {
+            c.prepare_cached(&format!(
+                "SELECT COUNT(*) FROM users WHERE {source}{filter}"
+            ))
+            .and_then(|mut s| s.query_row(params_from_iter(&args), |r| r.get(0)))
+            .map_err(db_error)?
+        } else {
+            candidates
+        };
+        args.push(Value::Integer(i64::try_from(q.keep).unwrap_or(i64::MAX)));
+        let newest = c
+            .prepare_cached(&format!(
+                "SELECT created_at, id FROM users{index} WHERE {source}{filter} \
+                 ORDER BY created_at DESC, id DESC LIMIT ?"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params_from_iter(&args), |r| {
+                    let id: String = r.get(1)?;
+                    Ok((time(r.get(0)?), UserId::from(parse_oid(&id)?)))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_error)?;
+        Ok(Some(IndexedSearch {
+            newest,
+            total: u64::try_from(total).unwrap_or(0),
+        }))
+    }
+
+    /// One backfill step ([`BackfillSearchIndex`]): the next `rows` rowids up to `upto` are
+    /// (re)written into the search index, in the write transaction of the turn.
+    pub fn backfill_search_index(
+        c: &Connection,
+        q: BackfillSearchIndex,
+    ) -> Result<Backfilled, ActorError> {
+        let SearchIndex::Filling { done, upto } = search_backfill(c).map_err(db_error)? else {
+            return Ok(Backfilled::default());
+        };
+        let end = done.saturating_add(i64::from(q.rows.max(1))).min(upto);
+        let step = |c: &Connection| -> rusqlite::Result<usize> {
+            // A row written since the index was made is in it already (its trigger): written
+            // again, not twice.
+            c.execute(
+                "DELETE FROM users_search WHERE rowid > ? AND rowid <= ?",
+                [done, end],
+            )?;
+            let indexed = c.execute(
+                "INSERT INTO users_search (rowid, username, email) \
+                 SELECT rowid, username_lower, lower(email) FROM users \
+                 WHERE rowid > ? AND rowid <= ?",
+                [done, end],
+            )?;
+            if end >= upto {
+                c.execute("DELETE FROM search_backfill", [])?;
+            } else {
+                c.execute("UPDATE search_backfill SET done = ?", [end])?;
+            }
+            Ok(indexed)
+        };
+        let indexed = in_savepoint(c, |c| step(c).map_err(db_error))?;
+        Ok(Backfilled {
+            indexed: indexed as u64,
+            remaining: end < upto,
+        })
+    }
+
     pub fn find_users_by_ids(c: &Connection, ids: Vec<UserId>) -> Result<Vec<User>, ActorError> {
         let mut users = Vec::with_capacity(ids.len());
         for id in ids {
@@ -878,6 +1073,59 @@ impl SqliteStore {
         )
         .map_err(db_error)
     }
+}
+
+/// Where the search index stands in this file.
+enum SearchIndex {
+    Missing,
+    /// Users up to `rowid` `upto` are still being added, those up to `done` are in.
+    Filling {
+        done: i64,
+        upto: i64,
+    },
+    Ready,
+}
+
+fn search_backfill(c: &Connection) -> rusqlite::Result<SearchIndex> {
+    let exists = c
+        .prepare_cached(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'users_search'",
+        )?
+        .exists([])?;
+    if !exists {
+        return Ok(SearchIndex::Missing);
+    }
+    Ok(c.prepare_cached("SELECT done, upto FROM search_backfill")?
+        .query_row([], |r| {
+            Ok(SearchIndex::Filling {
+                done: r.get(0)?,
+                upto: r.get(1)?,
+            })
+        })
+        .optional()?
+        .unwrap_or(SearchIndex::Ready))
+}
+
+/// The FTS5 query of the filter's substrings (each a quoted phrase of its column: literal, a
+/// `"` doubled), `None` when it has none; `Some(Err)` when one is shorter than a trigram (no
+/// index answers it).
+fn search_phrase(f: &UserFilter) -> Option<Result<String, ()>> {
+    let needles = [("username", &f.username), ("email", &f.email)];
+    let given: Vec<_> = needles
+        .iter()
+        .filter_map(|(column, needle)| Some((column, needle.as_ref()?)))
+        .collect();
+    if given.is_empty() {
+        return None;
+    }
+    if given.iter().any(|(_, needle)| needle.chars().count() < 3) {
+        return Some(Err(()));
+    }
+    Some(Ok(given
+        .iter()
+        .map(|(column, needle)| format!("{column} : \"{}\"", needle.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" AND ")))
 }
 
 fn where_clause(table: &str, conditions: &[&str]) -> String {
