@@ -314,30 +314,27 @@ pub async fn plan_migration(settings: &Settings) -> Result<(String, IndexPlan), 
 }
 
 /// Adds the users stored before the search index existed to it, in steps of `rows`, in the
-/// background (the service serves meanwhile; searches read every user until it is done). A
-/// database that stops answering pauses it.
+/// background (the service serves meanwhile; searches read every user until it is done), then
+/// looks again every 30 s (on MongoDB, users written without keys behind the service's back
+/// turn the index off until they are keyed). A database that stops answering pauses it.
 fn spawn_search_backfill(db: DbQueue, rows: u32) {
     actix_web::rt::spawn(async move {
-        let started = std::time::Instant::now();
         loop {
+            let started = std::time::Instant::now();
             match db.backfill_search_index(rows).await {
-                Ok(0) => return,
-                Ok(users) => {
-                    tracing::info!(
-                        users,
-                        seconds = started.elapsed().as_secs_f64(),
-                        "the search index holds every user"
-                    );
-                    return;
-                }
-                Err(ActorError::Unavailable { .. } | ActorError::Timeout(_)) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "filling the search index failed: searches read every user");
-                    return;
-                }
+                Ok(0) => {}
+                Ok(users) => tracing::info!(
+                    users,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "users added to the search index: it holds every user"
+                ),
+                Err(ActorError::Unavailable { .. } | ActorError::Timeout(_)) => {}
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "filling the search index failed: searches read every user meanwhile"
+                ),
             }
+            tokio::time::sleep(Duration::from_secs(30)).await;
         }
     });
 }

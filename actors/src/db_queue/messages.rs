@@ -231,6 +231,22 @@ impl UserRange {
     /// The widest a range grows to: about a hundred years.
     const MAX_WIDTH_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
 
+    /// The condition on `created_at` of the users in this range.
+    pub fn condition(self) -> mongodb::bson::Bson {
+        use mongodb::bson::{bson, Bson, DateTime};
+        let date = |ms: i64| Bson::DateTime(DateTime::from_millis(ms));
+        match self {
+            Self::Since { from_ms } => bson!({"$gte": date(from_ms)}),
+            Self::Between { from_ms, until_ms } => {
+                bson!({"$gte": date(from_ms), "$lt": date(until_ms)})
+            }
+            Self::Before { until_ms } => bson!({"$lt": date(until_ms)}),
+            Self::Undated => Bson::Null,
+            // Every string sorts below the last code point (type bracketing keeps dates out).
+            Self::Text => bson!({"$lt": "\u{10FFFF}"}),
+        }
+    }
+
     /// Where a search starts: the newest second.
     pub fn first(now_ms: i64) -> Self {
         Self::Since {
@@ -314,12 +330,16 @@ pub struct IndexedSearch {
 #[rtype(result = "Result<Backfilled, ActorError>")]
 pub struct BackfillSearchIndex {
     pub rows: u32,
+    /// On MongoDB, the range of `created_at` the step reads (`None`: the first step).
+    pub after: Option<UserRange>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Backfilled {
     pub indexed: u64,
     pub remaining: bool,
+    /// On MongoDB, the range the next step reads.
+    pub resume: Option<UserRange>,
 }
 
 /// Users by id (those that exist), in no particular order.

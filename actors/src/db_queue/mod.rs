@@ -233,13 +233,14 @@ impl DbQueue {
     /// turn in the queue, so what is sent meanwhile waits for one step at most; replies with
     /// how many were added. Searches read every user until it is complete.
     pub async fn backfill_search_index(&self, rows: u32) -> Result<u64, ActorError> {
-        let mut indexed = 0;
+        let (mut indexed, mut after) = (0, None);
         loop {
-            let step = self.call(BackfillSearchIndex { rows }).await?;
+            let step = self.call(BackfillSearchIndex { rows, after }).await?;
             indexed += step.indexed;
             if !step.remaining {
                 return Ok(indexed);
             }
+            after = step.resume;
         }
     }
 

@@ -24,7 +24,8 @@ use super::messages::{
 };
 use super::mongo_indexes::{case_insensitive, EMAIL_KEY};
 use crate::domain::{
-    AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus, Username, Wallet,
+    probe_key, search_keys, AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus,
+    Username, Wallet,
 };
 use crate::error::DuplicateField;
 use crate::ActorError;
@@ -93,6 +94,7 @@ pub async fn connect(
         audit_retention: None,
         trips,
         seed_beside: Arc::default(),
+        search_ready: Arc::default(),
     })
 }
 
@@ -279,6 +281,9 @@ pub struct MongoStore {
     /// The seed's module may be writing users without an email key beside us (its `email_1`
     /// index was found at start-up): look-ups by email then also find them by spelling.
     seed_beside: Arc<std::sync::atomic::AtomicBool>,
+    /// Every user has its search keys (the backfill found none without): searches by a
+    /// substring of three characters or more are answered from the key indexes.
+    search_ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The outcome of one command carrying many writes, in order (`ordered: true`).
@@ -547,6 +552,19 @@ impl MongoStore {
     /// that its expiry index would remove.
     pub async fn plan_read_only(self) -> Result<IndexPlan, ActorError> {
         let mut plan = self.clone().plan_indexes().await?;
+        let unkeyed = self
+            .users()
+            .count_documents(
+                doc! {"$or": [{"username_keys": Bson::Null}, {"email_keys": Bson::Null}]},
+            )
+            .await
+            .map_err(ActorError::mongo)?;
+        if unkeyed > 0 {
+            plan.steps.push(format!(
+                "add search keys to {unkeyed} users (username_keys, email_keys), in steps, while \
+                 serving"
+            ));
+        }
         if let Some(retention) = self.audit_retention {
             let before = Utc::now() - retention;
             let aged = self
@@ -1023,20 +1041,9 @@ impl MongoStore {
             Some(SearchPosition::Mongo(range)) => range,
             _ => UserRange::first(Utc::now().timestamp_millis()),
         };
-        let date = |ms: i64| Bson::DateTime(bson::DateTime::from_millis(ms));
-        let created_at = match range {
-            UserRange::Since { from_ms } => bson!({"$gte": date(from_ms)}),
-            UserRange::Between { from_ms, until_ms } => {
-                bson!({"$gte": date(from_ms), "$lt": date(until_ms)})
-            }
-            UserRange::Before { until_ms } => bson!({"$lt": date(until_ms)}),
-            UserRange::Undated => Bson::Null,
-            // Every string sorts below the last code point (type bracketing keeps dates out).
-            UserRange::Text => bson!({"$lt": "\u{10FFFF}"}),
-        };
         let docs: Vec<Document> = self
             .users()
-            .find(doc! {"created_at": created_at})
+            .find(doc! {"created_at": range.condition()})
             .with_options(
                 FindOptions::builder()
                     .projection(doc! {
@@ -1061,19 +1068,143 @@ impl MongoStore {
         })
     }
 
-    /// No search index on MongoDB yet: every search goes on in slices.
+    /// A whole search in one turn from the key indexes ([`SearchIndexed`]), once every user
+    /// has keys: the users holding the first substring's key ([`probe_key`]), and those written
+    /// without keys since (by the seed's module, an import), read with the fields a search
+    /// compares and filtered here. More keyless users than `sort_at_most` turn the index off
+    /// until the backfill, which looks again every 30 s, has keyed them. More than `sort_at_most` candidates: the search goes on in slices. One
+    /// field's equality only, since SecantusDB reads the whole collection for a query that
+    /// combines a key with another condition on the same array or an `$or`.
     pub async fn search_indexed(
         self,
-        _: SearchIndexed,
+        q: SearchIndexed,
     ) -> Result<Option<IndexedSearch>, ActorError> {
-        Ok(None)
+        if !self.search_ready.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let f = &q.filter;
+        let Some((field, needle)) = [("username_keys", &f.username), ("email_keys", &f.email)]
+            .into_iter()
+            .find_map(|(field, needle)| Some((field, needle.as_ref()?)))
+        else {
+            return Ok(None);
+        };
+        let Some(key) = probe_key(needle) else {
+            return Ok(None);
+        };
+        let limit = i64::from(q.sort_at_most) + 1;
+        let mut candidates = Vec::new();
+        for (keyless, filter) in [(false, doc! {field: key}), (true, doc! {field: Bson::Null})] {
+            let docs: Vec<Document> = self
+                .users()
+                .find(filter)
+                .projection(
+                    doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1},
+                )
+                .limit(limit)
+                .batch_size(u32::try_from(limit).unwrap_or(u32::MAX))
+                .await
+                .map_err(ActorError::mongo)?
+                .try_collect()
+                .await
+                .map_err(ActorError::mongo)?;
+            candidates.extend(docs);
+            if candidates.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                if keyless {
+                    // Written without keys behind the service's back (an import): searches go
+                    // on in slices until the background backfill has keyed them.
+                    self.search_ready.store(false, Ordering::Relaxed);
+                }
+                return Ok(None);
+            }
+        }
+        let mut matches: Vec<_> = candidates
+            .iter()
+            .filter(|d| f.matches(d))
+            .filter_map(User::sort_key)
+            .collect();
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        matches.dedup();
+        let total = matches.len() as u64;
+        matches.truncate(q.keep);
+        Ok(Some(IndexedSearch {
+            newest: matches,
+            total,
+        }))
     }
 
+    /// One backfill step ([`BackfillSearchIndex`]): the users of one range of `created_at`
+    /// (sized as a search's slices are, to hold about a tenth of `rows`: each user without
+    /// keys is one write) get the keys of their username and email, each written only if
+    /// the user still has the username and email read (a rename meanwhile wrote its own).
+    /// The first step does nothing while the keys serve searches; else it looks through the
+    /// key indexes for a user without keys, and when there is none, they serve at once.
     pub async fn backfill_search_index(
         self,
-        _: BackfillSearchIndex,
+        q: BackfillSearchIndex,
     ) -> Result<Backfilled, ActorError> {
-        Ok(Backfilled::default())
+        let range = match q.after {
+            Some(range) => range,
+            None if self.search_ready.load(Ordering::Relaxed) => return Ok(Backfilled::default()),
+            None => {
+                let mut unkeyed = false;
+                for field in ["username_keys", "email_keys"] {
+                    unkeyed |= self
+                        .users()
+                        .find_one(doc! {field: Bson::Null})
+                        .projection(doc! {"_id": 1})
+                        .await
+                        .map_err(ActorError::mongo)?
+                        .is_some();
+                }
+                if !unkeyed {
+                    self.search_ready.store(true, Ordering::Relaxed);
+                    return Ok(Backfilled::default());
+                }
+                UserRange::first(Utc::now().timestamp_millis())
+            }
+        };
+        let docs: Vec<Document> = self
+            .users()
+            .find(doc! {"created_at": range.condition()})
+            .projection(doc! {
+                "_id": 1, "username": 1, "email": 1, "username_keys": 1, "email_keys": 1
+            })
+            .await
+            .map_err(ActorError::mongo)?
+            .try_collect()
+            .await
+            .map_err(ActorError::mongo)?;
+        let mut indexed = 0;
+        for d in &docs {
+            if d.get_array("username_keys").is_ok() && d.get_array("email_keys").is_ok() {
+                continue;
+            }
+            let text = |field: &str| d.get_str(field).unwrap_or("");
+            let set = doc! {
+                "username_keys": search_keys(text("username")),
+                "email_keys": search_keys(text("email")),
+            };
+            let same = doc! {
+                "_id": d.get("_id").cloned().unwrap_or(Bson::Null),
+                "username": d.get("username").cloned().unwrap_or(Bson::Null),
+                "email": d.get("email").cloned().unwrap_or(Bson::Null),
+            };
+            self.users()
+                .update_one(same, doc! {"$set": set})
+                .await
+                .map_err(ActorError::mongo)?;
+            indexed += 1;
+        }
+        let next = range.next(docs.len(), (q.rows / 10).max(1));
+        if next.is_none() {
+            self.search_ready.store(true, Ordering::Relaxed);
+        }
+        Ok(Backfilled {
+            indexed,
+            remaining: next.is_some(),
+            resume: next,
+        })
     }
 
     pub async fn find_users_by_ids(self, ids: Vec<UserId>) -> Result<Vec<User>, ActorError> {

@@ -98,6 +98,14 @@ fn wanted(audit_retention: Option<Duration>, seed: bool) -> Vec<Wanted> {
         index("users", "status", doc! {"status": 1}, false, false),
         index("users", "created_at", doc! {"created_at": -1}, false, false),
         index(
+            "users",
+            "username_keys",
+            doc! {"username_keys": 1},
+            false,
+            false,
+        ),
+        index("users", "email_keys", doc! {"email_keys": 1}, false, false),
+        index(
             "wallets",
             "user_id_unique",
             doc! {"user_id": 1},

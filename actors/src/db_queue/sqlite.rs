@@ -91,7 +91,8 @@ const RETIRED_EMAIL_INDEX: &str = "email_ci_unique";
 const RETIRED_SEED_INDEX: &str = "email_unique";
 
 /// The search index (issue 32): the trigrams of each user's lower-cased username and email in
-/// an FTS5 table (contentless: it holds the index, not the text), under the user row's `rowid`,
+/// an FTS5 table (with its own copy of the two: SQLite 3.34 and later read and write it, so an
+/// older `sqlite3` shell can still change a user), under the user row's `rowid`,
 /// kept by triggers in the transaction of every write to `users`. A substring of three
 /// characters or more is a phrase of its trigrams, so a search reads the rows that hold them,
 /// not the table. The users stored before it existed are added by [`BackfillSearchIndex`]
@@ -100,7 +101,7 @@ const RETIRED_SEED_INDEX: &str = "email_unique";
 /// the service does).
 const SEARCH_SCHEMA: &str = r#"
 CREATE VIRTUAL TABLE IF NOT EXISTS users_search USING fts5(
-  username, email, content='', contentless_delete=1, tokenize='trigram case_sensitive 1'
+  username, email, tokenize='trigram case_sensitive 1'
 );
 CREATE TABLE IF NOT EXISTS search_backfill (upto INTEGER NOT NULL, done INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS users_search_insert AFTER INSERT ON users BEGIN
@@ -1039,6 +1040,7 @@ impl SqliteStore {
         Ok(Backfilled {
             indexed: indexed as u64,
             remaining: end < upto,
+            resume: None,
         })
     }
 

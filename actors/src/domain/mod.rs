@@ -7,6 +7,7 @@ mod email;
 mod ids;
 mod password;
 mod records;
+mod search_keys;
 mod username;
 
 pub use client_ip::{AttemptSource, ClientIp, DEFAULT_IPV6_PREFIX};
@@ -17,4 +18,5 @@ pub(crate) use records::rfc3339;
 pub use records::{
     AuditEntry, AuditRecord, EndReason, NewUser, Role, User, UserChanges, UserStatus, Wallet,
 };
+pub use search_keys::{probe_key, search_keys};
 pub use username::Username;

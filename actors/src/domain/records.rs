@@ -5,7 +5,7 @@ use mongodb::bson::{self, doc, oid::ObjectId, Bson, Document};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Email, UserId, Username};
+use super::{search_keys, Email, UserId, Username};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -251,6 +251,8 @@ impl NewUser {
             "email_key": self.email.key().as_str(),
             "username": self.username.as_str(),
             "username_lower": self.username.lowercase(),
+            "username_keys": search_keys(self.username.as_str()),
+            "email_keys": search_keys(self.email.as_str()),
             "password_hash": &self.password_hash,
             "status": self.status.as_str(),
             "role": self.role.as_str(),
@@ -309,10 +311,12 @@ impl UserChanges {
         if let Some(email) = &self.email {
             set.insert("email", email.as_str());
             set.insert("email_key", email.key().as_str());
+            set.insert("email_keys", search_keys(email.as_str()));
         }
         if let Some(username) = &self.username {
             set.insert("username", username.as_str());
             set.insert("username_lower", username.lowercase());
+            set.insert("username_keys", search_keys(username.as_str()));
         }
         if let Some(hash) = &self.password_hash {
             set.insert("password_hash", hash.as_str());
