@@ -84,7 +84,7 @@ def timed(method, path, body=None, token=None, n=reps):
     return took[len(took) // 2], took[max(0, round(len(took) * 0.95) - 1)]
 
 admin, _ = call("POST", "/auth/login", {"email": "scale-admin@example.com", "password": "correct-horse-9"})
-admin = admin["access_token"]
+admin = admin["data"]["access_token"]
 call("POST", "/auth/register", {"username": "probe_user", "email": "probe@example.com", "password": "correct-horse-9"})
 login = timed("POST", "/auth/login", {"email": "probe@example.com", "password": "correct-horse-9"})
 me = timed("GET", "/auth/me", token=admin)

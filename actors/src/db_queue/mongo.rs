@@ -434,7 +434,13 @@ impl MongoStore {
         filter: Document,
         deadline: Instant,
     ) -> Result<Vec<Document>, ActorError> {
-        let options = FindOptions::builder().max_time(budget(deadline)).build();
+        // A user's search keys are for the index only: not read back.
+        let projection =
+            (collection.name() == "users").then(|| doc! {"username_keys": 0, "email_keys": 0});
+        let options = FindOptions::builder()
+            .max_time(budget(deadline))
+            .projection(projection)
+            .build();
         find_all(&collection, filter, options).await
     }
 
@@ -806,6 +812,7 @@ impl MongoStore {
         let found = self
             .users()
             .find_one(doc! {"_id": id.oid()})
+            .projection(doc! {"username_keys": 0, "email_keys": 0})
             .await
             .map_err(ActorError::mongo)?;
         found

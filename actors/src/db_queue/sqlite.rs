@@ -915,8 +915,8 @@ impl SqliteStore {
     /// are the rows of the search index that hold the substrings' trigrams (an FTS5 phrase per
     /// substring: exact for three characters or more), or of the `status` index, or all users.
     /// Few candidates (up to `sort_at_most`) are read, filtered and sorted; many are
-    /// counted in the index, and the page is read along the `created_at` index, where matches
-    /// that dense come soon. Many candidates and a status besides would need every candidate
+    /// counted (in the index, or along the username index when that costs less), and the page
+    /// is read along the `created_at` index, where matches that dense come soon. Many candidates and a status besides would need every candidate
     /// read to count them: that search goes on in slices.
     pub fn search_indexed(
         c: &Connection,
@@ -937,15 +937,20 @@ impl SqliteStore {
                 .and_then(|mut s| s.query_row(params_from_iter(arg), |r| r.get(0)))
                 .map_err(db_error)
         };
-        // The candidates: a condition on `users`, its argument, and how many it holds.
+        // The candidates: a condition on `users`, its argument, and how many it holds (of the
+        // index's, one more than `sort_at_most` at most: counting them all may cost more).
         let (source, source_arg, candidates) = match (&phrase, &status) {
             (Some(phrase), _) => (
                 "rowid IN (SELECT rowid FROM users_search WHERE users_search MATCH ?)",
                 Some(phrase),
-                count(
-                    "SELECT COUNT(*) FROM users_search WHERE users_search MATCH ?",
-                    Some(phrase),
-                )?,
+                c.prepare_cached(
+                    "SELECT COUNT(*) FROM \
+                     (SELECT rowid FROM users_search WHERE users_search MATCH ? LIMIT ?)",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![phrase, i64::from(q.sort_at_most) + 1], |r| r.get(0))
+                })
+                .map_err(db_error)?,
             ),
             (None, Some(status)) => (
                 "status = ?",
@@ -983,6 +988,20 @@ impl SqliteStore {
             ))
             .and_then(|mut s| s.query_row(params_from_iter(&args), |r| r.get(0)))
             .map_err(db_error)?
+        } else if let Some(phrase) = &phrase {
+            match (&f.username, &f.email) {
+                // A phrase of several trigrams held by most users costs more to count in the
+                // index (its positions) than the username index costs to read whole.
+                (Some(needle), None) if needle.chars().count() > 3 => count(
+                    "SELECT COUNT(*) FROM users INDEXED BY username_ci_unique \
+                     WHERE instr(username_lower, ?) > 0",
+                    Some(needle),
+                )?,
+                _ => count(
+                    "SELECT COUNT(*) FROM users_search WHERE users_search MATCH ?",
+                    Some(phrase),
+                )?,
+            }
         } else {
             candidates
         };
