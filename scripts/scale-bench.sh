@@ -1,58 +1,95 @@
 #!/usr/bin/env bash
-# How the service's costs grow with its users (issue 32), on the embedded store: for each size,
-# USERS users are written straight into a fresh users.db (as the service stores them; its
-# triggers index them for search), then the release binary is started on it and measured:
-# start-up (to /health/ready), a login (p50/p95, cost 4), /auth/me, administrator searches (no
-# match, few matches, a match of every user, a two-letter substring, a status), and its RSS.
-# Prints one Markdown table. Run it alone: it measures latency.
-# Usage: scripts/scale-bench.sh     Env: BIN (default target/release/cs-user-management),
-#        SIZES (default "10000 100000 1000000"), REPS (requests per figure, default 20)
+# How the service's costs grow with its users (issue 32). For each size, USERS users are written
+# straight into a fresh store as the service stores them (on the embedded store its triggers
+# index them; on MongoDB their search keys are written with them), then the release binary is
+# started on it and measured: start-up (to /health/ready), a login (p50/p95, cost 4),
+# /auth/me, administrator searches (no match, few matches, a match of every user, a status),
+# a two-letter search (too short for any index: read in slices) and a login sent 150 ms into
+# it, and the service's RSS. Prints one Markdown table. Run it alone: it measures latency.
+# Usage: scripts/scale-bench.sh
+# Env: BACKEND (embedded, the default, or mongodb: SecantusDB + Redis), BIN (default
+#      target/release/cs-user-management), SIZES (default "10000 100000 1000000" embedded,
+#      "10000 100000" mongodb), REPS (requests per figure, default 20), SAME_DATE=1 (every
+#      user registered in the same millisecond, as a bulk import may leave them)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 BIN="${BIN:-$ROOT/target/release/cs-user-management}"
-SIZES="${SIZES:-10000 100000 1000000}"; REPS="${REPS:-20}"
+BACKEND="${BACKEND:-embedded}"; REPS="${REPS:-20}"; SAME_DATE="${SAME_DATE:-0}"
+if [ "$BACKEND" = mongodb ]; then SIZES="${SIZES:-10000 100000}"; else SIZES="${SIZES:-10000 100000 1000000}"; fi
 [ -x "$BIN" ] || timeout 1800 cargo build -q --release --locked -p cs-user-management
 PID=""
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; }
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; stop_started_services; }
 trap cleanup EXIT
+ensure_venv
 OUT="$RUN_DIR/scale-bench"; mkdir -p "$OUT"
-echo "| users | start-up | login p50/p95 | \`/auth/me\` p50 | search, no match p50/p95 | search \`user12345\` p50/p95 | search \`user\` (every user) p50/p95 | search \`12\` (two letters: slices) | search suspended p50/p95 | RSS |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+if [ "$BACKEND" = mongodb ]; then
+  ensure_redis
+  MONGO_PORT=$(free_port)
+  start_secantus "$MONGO_PORT"
+fi
+echo "| users | start-up | login p50/p95 | \`/auth/me\` p50 | search, no match p50/p95 | search \`user12345\` p50/p95 | search \`user\` (every user) p50/p95 | search suspended p50/p95 | search \`12\` (slices) | a login sent during it | RSS |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for USERS in $SIZES; do
-  DIR="$OUT/$USERS"; rm -rf "$DIR"; mkdir -p "$DIR"
-  PORT=$(free_port)
-  run_env=(env APP_ENV=test HOST=127.0.0.1 PORT="$PORT" DATA_DIR="$DIR" STORAGE_BACKEND=embedded
-    TOKENS_BACKEND=embedded BCRYPT_COST=4 AUTH_RATE_LIMIT=0 RUST_LOG=warn
-    BOOTSTRAP_ADMIN_EMAIL=scale-admin@example.com BOOTSTRAP_ADMIN_USERNAME=scale_admin
-    BOOTSTRAP_ADMIN_PASSWORD=correct-horse-9 JWT_SECRET_KEY=benchmark-secret-key-0123456789abcdef)
+  DIR="$OUT/$BACKEND-$USERS"; rm -rf "$DIR"; mkdir -p "$DIR"
+  PORT=$(free_port); DB="scale_${USERS}_$(date +%s)"
+  run_env=(env APP_ENV=test HOST=127.0.0.1 PORT="$PORT" DATA_DIR="$DIR" BCRYPT_COST=4
+    AUTH_RATE_LIMIT=0 RUST_LOG=warn BOOTSTRAP_ADMIN_EMAIL=scale-admin@example.com
+    BOOTSTRAP_ADMIN_USERNAME=scale_admin BOOTSTRAP_ADMIN_PASSWORD=correct-horse-9
+    JWT_SECRET_KEY=benchmark-secret-key-0123456789abcdef)
+  if [ "$BACKEND" = mongodb ]; then
+    run_env+=(MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/$DB?directConnection=true"
+      REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="$DB:")
+  else
+    run_env+=(STORAGE_BACKEND=embedded TOKENS_BACKEND=embedded)
+  fi
   timeout 120 "${run_env[@]}" "$BIN" migrate >/dev/null
-  # The users, one registered a minute going back from now; one in a thousand suspended (a
-  # status search with few candidates).
-  timeout 1200 python3 - "$DIR/users.db" "$USERS" <<'PY'
-import sqlite3, sys, time, os
-path, users = sys.argv[1], int(sys.argv[2])
-c = sqlite3.connect(path)
-now = int(time.time() * 1000) - 60_000
-started = time.monotonic()
-rows = []
-def flush():
-    c.executemany(
-        "INSERT INTO users (id, email, email_key, username, username_lower, password_hash, "
-        "status, role, created_at, updated_at, login_count, credential_version) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 'user', ?, ?, 0, 0)", rows)
-    rows.clear()
-for i in range(users):
+  # The users, one registered a minute going back from now (or all at once: SAME_DATE=1); one
+  # in a thousand suspended (a status search with few candidates).
+  timeout 3000 "$VENV/bin/python" - "$BACKEND" "$DIR/users.db" \
+    "mongodb://127.0.0.1:${MONGO_PORT:-0}/?directConnection=true" "$DB" "$USERS" "$SAME_DATE" <<'PY'
+import datetime, sqlite3, sys, time
+backend, path, uri, db, users, same_date = sys.argv[1:7]
+users, same_date = int(users), same_date == "1"
+now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) - datetime.timedelta(minutes=1)
+hash_ = "$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinva"
+def keys(value):
+    v = value.lower()
+    return sorted({v[i:i + n] for n in (3, 5) for i in range(len(v) - n + 1)})
+def user(i):
     name = f"user{i}"
-    email = f"{name}@example.com"
-    at = now - 60_000 * i
-    rows.append(("%08x%016x" % (0x5f000000, i), email, email, name, name,
-                 "$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinva",
-                 "suspended" if i % 1000 == 7 else "active", at, at))
-    if len(rows) == 10_000:
-        flush()
-flush()
-c.commit()
+    at = now if same_date else now - datetime.timedelta(minutes=i)
+    return name, f"{name}@example.com", "suspended" if i % 1000 == 7 else "active", at
+started = time.monotonic()
+if backend == "mongodb":
+    import pymongo
+    from bson import ObjectId
+    coll = pymongo.MongoClient(uri)[db]["users"]
+    batch = []
+    for i in range(users):
+        name, email, status, at = user(i)
+        batch.append({"_id": ObjectId(), "email": email, "email_key": email, "username": name,
+                      "username_lower": name, "username_keys": keys(name), "email_keys": keys(email),
+                      "password_hash": hash_, "status": status, "role": "user", "created_at": at,
+                      "updated_at": at, "last_login_at": None, "login_count": 0,
+                      "credential_version": 0})
+        if len(batch) == 5000 or i + 1 == users:
+            coll.insert_many(batch)
+            batch = []
+else:
+    c = sqlite3.connect(path)
+    rows = []
+    for i in range(users):
+        name, email, status, at = user(i)
+        ms = int(at.timestamp() * 1000)
+        rows.append(("%08x%016x" % (0x5f000000, i), email, email, name, name, hash_, status, ms, ms))
+        if len(rows) == 10_000 or i + 1 == users:
+            c.executemany(
+                "INSERT INTO users (id, email, email_key, username, username_lower, password_hash, "
+                "status, role, created_at, updated_at, login_count, credential_version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'user', ?, ?, 0, 0)", rows)
+            rows = []
+    c.commit()
 print(f"inserted {users} users in {time.monotonic() - started:.1f} s", file=sys.stderr)
 PY
   started=$(date +%s.%N)
@@ -65,8 +102,8 @@ PY
   done
   startup=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f} s')" \
     "$started" "$(date +%s.%N)")
-  python3 - "http://127.0.0.1:$PORT" "$USERS" "$REPS" "$startup" "$PID" <<'PY'
-import json, statistics, sys, time, urllib.request
+  "$VENV/bin/python" - "http://127.0.0.1:$PORT" "$USERS" "$REPS" "$startup" "$PID" <<'PY'
+import json, sys, threading, time, urllib.request
 url, users, reps, startup, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 
 def call(method, path, body=None, token=None):
@@ -75,7 +112,7 @@ def call(method, path, body=None, token=None):
     if token:
         req.add_header("authorization", "Bearer " + token)
     started = time.monotonic()
-    with urllib.request.urlopen(req, timeout=300) as r:
+    with urllib.request.urlopen(req, timeout=600) as r:
         data = json.load(r)
     return data, (time.monotonic() - started) * 1000
 
@@ -83,25 +120,36 @@ def timed(method, path, body=None, token=None, n=reps):
     took = sorted(call(method, path, body, token)[1] for _ in range(n))
     return took[len(took) // 2], took[max(0, round(len(took) * 0.95) - 1)]
 
-admin, _ = call("POST", "/auth/login", {"email": "scale-admin@example.com", "password": "correct-horse-9"})
+admin = call("POST", "/auth/login", {"email": "scale-admin@example.com", "password": "correct-horse-9"})[0]
 admin = admin["data"]["access_token"]
 call("POST", "/auth/register", {"username": "probe_user", "email": "probe@example.com", "password": "correct-horse-9"})
-login = timed("POST", "/auth/login", {"email": "probe@example.com", "password": "correct-horse-9"})
+probe = {"email": "probe@example.com", "password": "correct-horse-9"}
+login = timed("POST", "/auth/login", probe)
 me = timed("GET", "/auth/me", token=admin)
 def search(query, n=reps):
     answer, _ = call("POST", "/users/search", query, admin)
     return timed("POST", "/users/search", query, admin, n), answer["total"]
 none, t0 = search({"username": "zz-nobody"})
 few, t1 = search({"username": "user12345"})
-every, t2 = search({"username": "user"})
-two, t3 = search({"username": "12"}, n=3)
+every, t2 = search({"username": "user"}, n=max(3, reps // 4))
 suspended, t4 = search({"status": "suspended"})
+# A two-letter search (slices) and a login sent 150 ms into it.
+result = {}
+def slow():
+    answer, took = call("POST", "/users/search", {"username": "12"}, admin)
+    result["took"], result["total"] = took, answer["total"]
+thread = threading.Thread(target=slow)
+thread.start()
+time.sleep(0.15)
+during = call("POST", "/auth/login", probe)[1]
+thread.join()
 rss = next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS"))
 f = lambda p: f"{p[0]:.1f} / {p[1]:.1f} ms"
 print(f"| {users:,} | {startup} | {f(login)} | {me[0]:.1f} ms | {f(none)} | {f(few)} ({t1}) "
-      f"| {f(every)} ({t2}) | {two[0]:.0f} ms ({t3}) | {f(suspended)} ({t4}) | {int(rss) // 1024} MiB |")
+      f"| {f(every)} ({t2}) | {f(suspended)} ({t4}) | {result['took']:.0f} ms ({result['total']}) "
+      f"| {during:.0f} ms | {int(rss) // 1024} MiB |")
 PY
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 done
 echo
-echo "(release build, embedded store; figures in ms are p50 / p95 of $REPS requests; totals in brackets)"
+echo "(release build, backend $BACKEND$([ "$SAME_DATE" = 1 ] && echo ", every user of one date"); p50 / p95 of $REPS requests (a quarter of them for the search of every user); totals in brackets; the login during the two-letter search is one, sent 150 ms into it)"

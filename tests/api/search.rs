@@ -295,6 +295,19 @@ fn expected(users: &[Stored], query: &Value) -> (Vec<String>, u64) {
     (page, matching.len() as u64)
 }
 
+/// The search answers what [`expected`] says: the page's ids, in order, and the total.
+async fn assert_answers(app: &TestApp, admin: &str, users: &[Stored], query: &Value, why: &str) {
+    let got = search(app, admin, query).await;
+    let ids: Vec<String> = got["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["_id"].as_str().unwrap().to_string())
+        .collect();
+    let total = got["total"].as_u64().unwrap();
+    assert_eq!((ids, total), expected(users, query), "{query} {why}");
+}
+
 /// Random users and random searches (issue 32's property): every answer is what a filter of
 /// every stored user gives, whatever way the store takes. On the embedded store: its trigram
 /// index with the candidates sorted, or with the page read along `created_at` (a slice of 2
@@ -394,19 +407,7 @@ async fn random_searches_answer_as_a_filter_of_every_stored_user() {
         queries.push(Value::Object(query));
     }
     for query in &queries {
-        let got = search(&app, &admin, query).await;
-        let ids: Vec<String> = got["users"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|u| u["_id"].as_str().unwrap().to_string())
-            .collect();
-        let want = expected(&users, query);
-        assert_eq!(
-            (ids, got["total"].as_u64().unwrap()),
-            want,
-            "{query} (SEARCH_SEED={seed})"
-        );
+        assert_answers(&app, &admin, &users, query, &format!("SEARCH_SEED={seed}")).await;
     }
 }
 
@@ -515,18 +516,7 @@ async fn a_store_without_the_search_index_gets_it_filled_while_serving() {
         json!({"email": "_1@exa"}),
     ] {
         for (app, admin) in [(&first, &first_admin), (&second, &admin)] {
-            let got = search(app, admin, &query).await;
-            let ids: Vec<String> = got["users"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|u| u["_id"].as_str().unwrap().to_string())
-                .collect();
-            assert_eq!(
-                (ids, got["total"].as_u64().unwrap()),
-                expected(&users, &query),
-                "{query}"
-            );
+            assert_answers(app, admin, &users, &query, "").await;
         }
     }
 
