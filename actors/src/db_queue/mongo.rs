@@ -95,6 +95,10 @@ pub async fn connect(
         trips,
         seed_beside: Arc::default(),
         search_ready: Arc::default(),
+        broad_keys: moka::sync::Cache::builder()
+            .max_capacity(1_000)
+            .time_to_live(Duration::from_secs(600))
+            .build(),
     })
 }
 
@@ -284,6 +288,9 @@ pub struct MongoStore {
     /// Every user has its search keys (the backfill found none without): searches by a
     /// substring of three characters or more are answered from the key indexes.
     search_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Keys (field, key) found held by more users than a search sorts: such searches go on in
+    /// slices without asking the index first, for ten minutes.
+    broad_keys: moka::sync::Cache<(&'static str, String), ()>,
 }
 
 /// The outcome of one command carrying many writes, in order (`ordered: true`).
@@ -1076,12 +1083,14 @@ impl MongoStore {
     }
 
     /// A whole search in one turn from the key indexes ([`SearchIndexed`]), once every user
-    /// has keys: the users holding the first substring's key ([`probe_key`]), and those written
-    /// without keys since (by the seed's module, an import), read with the fields a search
-    /// compares and filtered here. More keyless users than `sort_at_most` turn the index off
-    /// until the backfill, which looks again every 30 s, has keyed them. More than `sort_at_most` candidates: the search goes on in slices. One
-    /// field's equality only, since SecantusDB reads the whole collection for a query that
-    /// combines a key with another condition on the same array or an `$or`.
+    /// has keys: the users holding the first substring's key ([`probe_key`]) or, with no
+    /// substring, the status asked for, and those written without keys since (by the seed's
+    /// module, an import), read with the fields a search compares and filtered here. More
+    /// than `sort_at_most` candidates: the search goes on in slices (and the key is not asked
+    /// again for ten minutes). More keyless users than that turn the keys off until the
+    /// backfill, which looks again every 30 s, has keyed them. One field's equality only,
+    /// since SecantusDB reads the whole collection for a query that combines a key with
+    /// another condition on the same array or an `$or`.
     pub async fn search_indexed(
         self,
         q: SearchIndexed,
@@ -1090,18 +1099,30 @@ impl MongoStore {
             return Ok(None);
         }
         let f = &q.filter;
-        let Some((field, needle)) = [("username_keys", &f.username), ("email_keys", &f.email)]
+        let needle = [("username_keys", &f.username), ("email_keys", &f.email)]
             .into_iter()
-            .find_map(|(field, needle)| Some((field, needle.as_ref()?)))
-        else {
-            return Ok(None);
+            .find_map(|(field, needle)| Some((field, needle.as_ref()?)));
+        // The candidates: the holders of the first substring's key, or of the status (its
+        // index) when no substring is given.
+        let (field, key) = match (needle, f.status) {
+            (Some((field, needle)), _) => match probe_key(needle) {
+                Some(key) => (field, key),
+                None => return Ok(None),
+            },
+            (None, Some(status)) => ("status", status.as_str().to_string()),
+            (None, None) => return Ok(None),
         };
-        let Some(key) = probe_key(needle) else {
+        let broad = (field, key.clone());
+        if self.broad_keys.contains_key(&broad) {
             return Ok(None);
-        };
+        }
         let limit = i64::from(q.sort_at_most) + 1;
         let mut candidates = Vec::new();
-        for (keyless, filter) in [(false, doc! {field: key}), (true, doc! {field: Bson::Null})] {
+        let mut queries = vec![(false, doc! {field: key})];
+        if field != "status" {
+            queries.push((true, doc! {field: Bson::Null}));
+        }
+        for (keyless, filter) in queries {
             let docs: Vec<Document> = self
                 .users()
                 .find(filter)
@@ -1121,6 +1142,10 @@ impl MongoStore {
                     // Written without keys behind the service's back (an import): searches go
                     // on in slices until the background backfill has keyed them.
                     self.search_ready.store(false, Ordering::Relaxed);
+                } else {
+                    // SecantusDB reads every holder of a key whatever the limit: a key held by
+                    // too many is not asked again for a while.
+                    self.broad_keys.insert(broad, ());
                 }
                 return Ok(None);
             }
