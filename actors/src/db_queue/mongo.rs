@@ -275,6 +275,16 @@ enum Decision<T> {
     Abort(Result<Written<T>, ActorError>),
 }
 
+/// How long an indexed search may read candidates on the server: one turn of the queue is
+/// held for it. Past it the search goes on in slices (SecantusDB reads all of a key's holders
+/// whatever the limit, and checks the time only now and then).
+const SEARCH_BUDGET: Duration = Duration::from_millis(250);
+
+/// The server stopped the command at its time limit (`maxTimeMS`).
+fn over_time(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 50 || c.code == 262)
+}
+
 #[derive(Clone)]
 pub struct MongoStore {
     db: Database,
@@ -1086,8 +1096,8 @@ impl MongoStore {
     /// has keys: the users holding the first substring's key ([`probe_key`]) or, with no
     /// substring, the status asked for, and those written without keys since (by the seed's
     /// module, an import), read with the fields a search compares and filtered here. More
-    /// than `sort_at_most` candidates: the search goes on in slices (and the key is not asked
-    /// again for ten minutes). More keyless users than that turn the keys off until the
+    /// than `sort_at_most` candidates, or more than [`SEARCH_BUDGET`] spent reading them: the
+    /// search goes on in slices (and the key is not asked again for ten minutes). More keyless users than that turn the keys off until the
     /// backfill, which looks again every 30 s, has keyed them. One field's equality only,
     /// since SecantusDB reads the whole collection for a query that combines a key with
     /// another condition on the same array or an `$or`.
@@ -1123,21 +1133,28 @@ impl MongoStore {
             queries.push((true, doc! {field: Bson::Null}));
         }
         for (keyless, filter) in queries {
-            let docs: Vec<Document> = self
-                .users()
-                .find(filter)
-                .projection(
-                    doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1},
-                )
-                .limit(limit)
-                .batch_size(u32::try_from(limit).unwrap_or(u32::MAX))
-                .await
-                .map_err(ActorError::mongo)?
-                .try_collect()
-                .await
-                .map_err(ActorError::mongo)?;
-            candidates.extend(docs);
-            if candidates.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            let read = async {
+                self.users()
+                    .find(filter)
+                    .projection(
+                        doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1},
+                    )
+                    .limit(limit)
+                    .batch_size(u32::try_from(limit).unwrap_or(u32::MAX))
+                    .max_time(SEARCH_BUDGET)
+                    .await?
+                    .try_collect::<Vec<Document>>()
+                    .await
+            };
+            let over = match read.await {
+                Ok(docs) => {
+                    candidates.extend(docs);
+                    candidates.len() >= usize::try_from(limit).unwrap_or(usize::MAX)
+                }
+                Err(e) if over_time(&e) => true,
+                Err(e) => return Err(ActorError::mongo(e)),
+            };
+            if over {
                 if keyless {
                     // Written without keys behind the service's back (an import): searches go
                     // on in slices until the background backfill has keyed them.
