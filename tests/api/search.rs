@@ -64,16 +64,27 @@ async fn a_search_in_slices_of_two_answers_as_one_in_a_single_slice() {
 /// How many users the head-of-line test searches.
 const USERS: usize = 50_000;
 
-/// `n` users written straight into the users collection, as the service stores them, one
-/// registered a minute going back from now (so about five weeks of sign-ups).
-async fn insert_users(app: &TestApp, n: usize) {
+/// How [`insert_users`] leaves them: without search keys (as the seed's module writes) and one
+/// registered a minute going back from now (about five weeks of sign-ups for 50,000), or with
+/// the keys the service writes and all of one millisecond (a bulk import).
+#[derive(Clone, Copy, PartialEq)]
+enum Bulk {
+    Unkeyed,
+    KeyedOneDate,
+}
+
+/// `n` users written straight into the users collection.
+async fn insert_users(app: &TestApp, n: usize, bulk: Bulk) {
     let users = app.store.mongo().collection::<Document>("users");
     let now = BsonDateTime::now().timestamp_millis();
     let mut batch = Vec::new();
     for i in 0..n {
         let name = format!("bulk_{i}");
-        let at = BsonDateTime::from_millis(now - 60_000 * i as i64);
-        batch.push(doc! {
+        let at = match bulk {
+            Bulk::Unkeyed => BsonDateTime::from_millis(now - 60_000 * i as i64),
+            Bulk::KeyedOneDate => BsonDateTime::from_millis(now - 60_000),
+        };
+        let mut user = doc! {
             "_id": ObjectId::new(),
             "email": format!("{name}@example.com"),
             "username": &name,
@@ -84,7 +95,15 @@ async fn insert_users(app: &TestApp, n: usize) {
             "created_at": at,
             "updated_at": at,
             "login_count": 0,
-        });
+        };
+        if bulk == Bulk::KeyedOneDate {
+            user.insert("username_keys", actors::domain::search_keys(&name));
+            user.insert(
+                "email_keys",
+                actors::domain::search_keys(&format!("{name}@example.com")),
+            );
+        }
+        batch.push(user);
         if batch.len() == 5000 || i + 1 == n {
             users
                 .insert_many(std::mem::take(&mut batch))
@@ -103,15 +122,14 @@ async fn a_login_sent_during_a_search_of_50000_users_is_served_between_its_slice
     let (app, admin) = admin_app(&iso, &[("APP__ACTORS__SEARCH_SLICE", "250")]).await;
     let (email, _) = app.create_user().await;
     let started = Instant::now();
-    insert_users(&app, USERS).await;
+    insert_users(&app, USERS, Bulk::Unkeyed).await;
     eprintln!("inserted {USERS} users in {:?}", started.elapsed());
 
     // A substring no one has, too short for the search keys: the search reads every user.
-    let searching = Instant::now();
     let nobody = json!({"username": "zq"});
     // The scan itself may take long on a loaded machine (CI runs the suite in parallel); what
     // is held to a bound is the login beside it, so the search alone gets a generous timeout.
-    let search = async {
+    let search = || async {
         app.client
             .post(app.url("/users/search"))
             .bearer_auth(&admin)
@@ -121,6 +139,8 @@ async fn a_login_sent_during_a_search_of_50000_users_is_served_between_its_slice
             .await
             .expect("the search is answered")
     };
+    let searching = Instant::now();
+    let search = search();
     let login = async {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let sent = Instant::now();
@@ -146,6 +166,45 @@ async fn a_login_sent_during_a_search_of_50000_users_is_served_between_its_slice
         login_took < Duration::from_secs(1),
         "a login behind a search waits for one slice, not the scan: {login_took:?}"
     );
+}
+
+/// A bulk import leaves every user with one date, which ranges of `created_at` cannot split:
+/// with the search keys the service writes, a search the keys serve reads its matches only. A
+/// login sent during it, over 50,000 users of one millisecond, is served within 1 s, and the
+/// search finds its 11. (A search the keys cannot serve, two letters, still reads such users
+/// at once: issue 32, not done.)
+#[actix_web::test]
+async fn a_login_during_a_keyed_search_of_50000_users_of_one_date_is_served_within_a_second() {
+    if !needs_servers("it writes a bulk import into MongoDB") {
+        return;
+    }
+    let iso = Isolation::new();
+    let (app, admin) = admin_app(&iso, &[("APP__ACTORS__SEARCH_SLICE", "250")]).await;
+    let (email, _) = app.create_user().await;
+    insert_users(&app, USERS, Bulk::KeyedOneDate).await;
+    for (needle, total) in [("bulk_4999", 11)] {
+        let searching = async {
+            let started = Instant::now();
+            let found = search(&app, &admin, &json!({"username": needle})).await;
+            (found, started.elapsed())
+        };
+        let login = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let sent = Instant::now();
+            let response = app.login(&email, PASSWORD).await;
+            (response.status(), sent.elapsed())
+        };
+        let ((found, search_took), (status, login_took)) = futures::join!(searching, login);
+        eprintln!(
+            "{needle:?} over {USERS} users of one date: {search_took:?}; login: {login_took:?}"
+        );
+        assert_eq!(found["total"], total, "{needle}");
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            login_took < Duration::from_secs(1),
+            "a login during a search of users of one date waits a slice at most: {login_took:?}"
+        );
+    }
 }
 
 /// Users as the seed's Python service may have left them (a string date, no date, a null
