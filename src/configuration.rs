@@ -11,7 +11,8 @@ use actors::token::SigningAlgorithm;
 use config::{Config, Environment, File, FileFormat};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -210,14 +211,16 @@ pub struct ServerSettings {
 }
 
 /// Where users, wallets and the audit trail live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
     Mongodb,
     Embedded,
 }
 
 /// Where token and session state lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TokensBackend {
     Redis,
     Embedded,
@@ -226,14 +229,16 @@ pub enum TokensBackend {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StorageSettings {
     /// `mongodb` | `embedded`; empty = chosen at load time (see [`Settings::load_from`]).
-    pub backend: String,
+    #[serde(deserialize_with = "empty_is_none")]
+    pub backend: Option<StorageBackend>,
     pub data_dir: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct TokensSettings {
     /// `redis` | `embedded`; empty = chosen at load time.
-    pub backend: String,
+    #[serde(deserialize_with = "empty_is_none")]
+    pub backend: Option<TokensBackend>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -256,9 +261,11 @@ pub struct RedisSettings {
     pub password: Option<SecretString>,
     pub key_prefix: String,
     pub timeout_ms: u64,
-    /// Comma-separated `host:port` of Redis Cluster nodes; see [`Settings::redis_cluster_nodes`].
-    #[serde(default)]
-    pub cluster_nodes: String,
+    /// `REDIS_CLUSTER_NODES`, comma-separated `host:port`: when set, the token store is a Redis
+    /// Cluster reached through these nodes (`REDIS_HOST`/`REDIS_PORT`/`REDIS_DB` are then not
+    /// used).
+    #[serde(default, with = "cluster_nodes")]
+    pub cluster_nodes: Vec<(String, u16)>,
     /// Replicas that must have an end of sessions before it is answered (0: do not wait).
     #[serde(default)]
     pub wait_replicas: u32,
@@ -279,21 +286,22 @@ fn default_wait_timeout_ms() -> u64 {
 pub struct JwtSettings {
     #[serde(serialize_with = "masked")]
     pub secret_key: Option<SecretString>,
-    /// Comma-separated keys that still verify the tokens they signed; see
-    /// [`Settings::previous_jwt_secrets`].
-    #[serde(default, serialize_with = "masked")]
-    pub previous_secret_keys: Option<SecretString>,
+    /// `JWT_PREVIOUS_SECRET_KEYS`: keys retired by a rotation whose tokens still verify,
+    /// comma-separated (so a key cannot hold a comma); in production each at least 32 bytes.
+    #[serde(default, with = "secret_list")]
+    pub previous_secret_keys: Vec<SecretString>,
     pub access_token_expires: u64,
     pub refresh_token_expires: u64,
     pub issuer: String,
-    /// `HS256`, `EdDSA` or `ES256`; see [`Settings::jwt_algorithm`].
-    pub algorithm: String,
+    /// `HS256`, `EdDSA` or `ES256`.
+    #[serde(with = "algorithm")]
+    pub algorithm: SigningAlgorithm,
     /// The PKCS#8 PEM file of the private key that signs under `EdDSA`/`ES256`.
     #[serde(default)]
     pub private_key_file: Option<String>,
     /// Comma-separated PEM files of public keys a rotation retired: they still verify.
-    #[serde(default)]
-    pub previous_public_key_files: Option<String>,
+    #[serde(default, with = "text_list")]
+    pub previous_public_key_files: Vec<String>,
     /// The PEM file of the public key that signs next: published (and verifying) before it signs.
     #[serde(default)]
     pub next_public_key_file: Option<String>,
@@ -304,9 +312,10 @@ pub struct JwtSettings {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct IntrospectionSettings {
-    /// Comma-separated `id:secret` pairs; see [`Settings::introspection_clients`].
-    #[serde(default, serialize_with = "masked")]
-    pub clients: Option<SecretString>,
+    /// `INTROSPECTION_CLIENTS`: `id:secret` pairs, comma-separated, allowed to introspect with
+    /// HTTP Basic; in production each secret at least 32 bytes.
+    #[serde(default, with = "client_list")]
+    pub clients: Vec<(String, SecretString)>,
     /// Introspections a second for each client (bursts of as many).
     pub rate_limit: u32,
 }
@@ -315,7 +324,8 @@ pub struct IntrospectionSettings {
 pub struct SessionsSettings {
     pub session_timeout: u64,
     pub max_concurrent_sessions: u32,
-    pub limit_policy: String,
+    #[serde(with = "limit_policy")]
+    pub limit_policy: LimitPolicy,
     pub session_check_interval: u64,
     pub refresh_reuse_grace: u64,
     /// Seconds a device token names its device.
@@ -328,8 +338,10 @@ pub struct SecuritySettings {
     pub login_max_failures: u32,
     pub login_max_failures_per_account: u32,
     pub login_failure_window: u64,
-    /// Comma-separated CIDRs; see [`Settings::trusted_proxies`].
-    pub trusted_proxies: String,
+    /// `TRUSTED_PROXIES`: the reverse proxies whose `X-Forwarded-For` is believed, CIDRs or
+    /// single addresses, comma-separated.
+    #[serde(with = "proxies")]
+    pub trusted_proxies: Vec<IpNet>,
     /// How many leading bits of an IPv6 address name one client (1–128).
     pub client_ipv6_prefix: u8,
     pub auth_rate_limit: u32,
@@ -395,6 +407,175 @@ fn masked<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S
 /// A connection string with its password (if any) replaced by `***`.
 fn masked_uri<S: Serializer>(uri: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&mask_uri_password(uri))
+}
+
+/// Reads a setting given as text, converted once at load by `parse`; its error names the
+/// variable.
+fn parse_text<'de, D: Deserializer<'de>, T>(
+    d: D,
+    key: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    let text = String::deserialize(d)?;
+    parse(text.trim()).map_err(|why| D::Error::custom(format!("{} {why}", named(key))))
+}
+
+/// The entries of a comma-separated list, blanks left out.
+fn entries(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|e| !e.is_empty())
+}
+
+/// A list printed back as the comma-separated text it was given as.
+fn print_list<S: Serializer, T>(
+    list: &[T],
+    s: S,
+    print: impl Fn(&T) -> String,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&list.iter().map(print).collect::<Vec<_>>().join(","))
+}
+
+/// A backend left empty: chosen at load time (see [`Settings::load_from`]).
+fn empty_is_none<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    T::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(
+        text.trim(),
+    ))
+    .map(Some)
+}
+
+mod limit_policy {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LimitPolicy, D::Error> {
+        parse_text(d, "sessions.limit_policy", |text| match text {
+            "evict_oldest" => Ok(LimitPolicy::EvictOldest),
+            "reject" => Ok(LimitPolicy::Reject),
+            _ => Err("must be \"evict_oldest\" or \"reject\"".into()),
+        })
+    }
+    pub fn serialize<S: Serializer>(policy: &LimitPolicy, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(policy.as_str())
+    }
+}
+
+mod algorithm {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SigningAlgorithm, D::Error> {
+        parse_text(d, "jwt.algorithm", |text| {
+            SigningAlgorithm::parse(text).map_err(|e| format!("is invalid: {e}"))
+        })
+    }
+    pub fn serialize<S: Serializer>(algorithm: &SigningAlgorithm, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(algorithm.as_str())
+    }
+}
+
+mod proxies {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+        parse_text(d, "security.trusted_proxies", |text| {
+            entries(text)
+                .map(|entry| {
+                    entry
+                        .parse::<IpNet>()
+                        .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                        .map_err(|_| {
+                            format!(
+                                "must be a comma-separated list of CIDRs or addresses; \
+                                 {entry:?} is neither"
+                            )
+                        })
+                })
+                .collect()
+        })
+    }
+    pub fn serialize<S: Serializer>(list: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+        print_list(list, s, IpNet::to_string)
+    }
+}
+
+mod cluster_nodes {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, u16)>, D::Error> {
+        parse_text(d, "redis.cluster_nodes", |text| {
+            entries(text)
+                .map(|node| {
+                    node.rsplit_once(':')
+                        .and_then(|(host, port)| {
+                            let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+                            (!host.is_empty()).then(|| (host.to_string(), port))
+                        })
+                        .ok_or_else(|| {
+                            format!("must be a comma-separated list of host:port; {node:?} is not")
+                        })
+                })
+                .collect()
+        })
+    }
+    pub fn serialize<S: Serializer>(list: &[(String, u16)], s: S) -> Result<S::Ok, S::Error> {
+        print_list(list, s, |(host, port)| format!("{host}:{port}"))
+    }
+}
+
+mod text_list {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(entries(&text).map(str::to_string).collect())
+    }
+    pub fn serialize<S: Serializer>(list: &[String], s: S) -> Result<S::Ok, S::Error> {
+        print_list(list, s, String::clone)
+    }
+}
+
+/// Secrets, comma-separated; printed as `***` when any is set, `null` when none.
+mod secret_list {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(entries(&text)
+            .map(|key| SecretString::from(key.to_string()))
+            .collect())
+    }
+    pub fn serialize<S: Serializer>(list: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+        match list.is_empty() {
+            true => s.serialize_none(),
+            false => s.serialize_str("***"),
+        }
+    }
+}
+
+/// `id:secret` pairs, comma-separated; printed as `***` when any is set, `null` when none.
+mod client_list {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, SecretString)>, D::Error> {
+        parse_text(d, "introspection.clients", |text| {
+            entries(text)
+                .map(|pair| match pair.split_once(':') {
+                    Some((id, secret)) if !id.trim().is_empty() && !secret.is_empty() => Ok((
+                        id.trim().to_string(),
+                        SecretString::from(secret.to_string()),
+                    )),
+                    _ => Err("must be comma-separated id:secret pairs".to_string()),
+                })
+                .collect()
+        })
+    }
+    pub fn serialize<S: Serializer>(
+        list: &[(String, SecretString)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match list.is_empty() {
+            true => s.serialize_none(),
+            false => s.serialize_str("***"),
+        }
+    }
 }
 
 pub fn mask_uri_password(uri: &str) -> String {
@@ -483,13 +664,13 @@ impl Settings {
         let set = |names: &[&str]| names.iter().any(|n| env.contains_key(*n));
         // A server's other settings without its address would quietly mean the embedded
         // store: say so instead.
-        let without = |family: &str, address: &[&str], chosen: &str| {
+        let without = |family: &str, address: &[&str], chosen: bool| {
             let orphan = ENV_VARS
                 .iter()
                 .map(|(var, _)| *var)
                 .find(|var| var.starts_with(family) && env.contains_key(*var));
             match orphan {
-                Some(var) if chosen.is_empty() && !set(address) => Err(ConfigError(format!(
+                Some(var) if !chosen && !set(address) => Err(ConfigError(format!(
                     "{var} is set but {} is not: set {} (or the backend to embedded)",
                     address[0], address[0]
                 ))),
@@ -499,7 +680,7 @@ impl Settings {
         without(
             "MONGODB_",
             &["MONGODB_URI", "APP__MONGODB__URI"],
-            &self.storage.backend,
+            self.storage.backend.is_some(),
         )?;
         without(
             "REDIS_",
@@ -509,263 +690,180 @@ impl Settings {
                 "REDIS_CLUSTER_NODES",
                 "APP__REDIS__CLUSTER_NODES",
             ],
-            &self.tokens.backend,
+            self.tokens.backend.is_some(),
         )?;
-        if self.storage.backend.is_empty() {
+        if self.storage.backend.is_none() {
             let mongo = set(&["MONGODB_URI", "APP__MONGODB__URI"]);
-            self.storage.backend = if mongo { "mongodb" } else { "embedded" }.into();
+            self.storage.backend = Some(match mongo {
+                true => StorageBackend::Mongodb,
+                false => StorageBackend::Embedded,
+            });
         }
-        if self.tokens.backend.is_empty() {
+        if self.tokens.backend.is_none() {
             let redis = set(&[
                 "REDIS_HOST",
                 "APP__REDIS__HOST",
                 "REDIS_CLUSTER_NODES",
                 "APP__REDIS__CLUSTER_NODES",
             ]);
-            self.tokens.backend = if redis { "redis" } else { "embedded" }.into();
+            self.tokens.backend = Some(match redis {
+                true => TokensBackend::Redis,
+                false => TokensBackend::Embedded,
+            });
         }
         Ok(())
     }
 
-    pub fn storage_backend(&self) -> Result<StorageBackend, ConfigError> {
-        match self.storage.backend.as_str() {
-            "mongodb" => Ok(StorageBackend::Mongodb),
-            "embedded" => Ok(StorageBackend::Embedded),
-            _ => Err(ConfigError(format!(
-                "{} must be \"mongodb\" or \"embedded\"",
-                named("storage.backend")
-            ))),
-        }
+    /// Where users live: chosen at load when not set.
+    pub fn storage_backend(&self) -> StorageBackend {
+        self.storage.backend.unwrap_or(StorageBackend::Embedded)
     }
 
-    pub fn tokens_backend(&self) -> Result<TokensBackend, ConfigError> {
-        match self.tokens.backend.as_str() {
-            "redis" => Ok(TokensBackend::Redis),
-            "embedded" => Ok(TokensBackend::Embedded),
-            _ => Err(ConfigError(format!(
-                "{} must be \"redis\" or \"embedded\"",
-                named("tokens.backend")
-            ))),
-        }
+    /// Where token state lives: chosen at load when not set.
+    pub fn tokens_backend(&self) -> TokensBackend {
+        self.tokens.backend.unwrap_or(TokensBackend::Embedded)
     }
 
     pub fn is_production(&self) -> bool {
         self.app_env == "production"
     }
 
+    /// The rules no single setting's type holds: ranges, and settings that need others.
     fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |key: &str, why: &str| Err(ConfigError(format!("{} {why}", named(key))));
-        if !matches!(self.app_env.as_str(), "development" | "test" | "production") {
-            return fail("app_env", "must be one of: development, test, production");
-        }
-        let secret_len = self
-            .jwt
-            .secret_key
-            .as_ref()
-            .map_or(0, |s| s.expose_secret().len());
-        let hmac = self
-            .jwt_algorithm()
-            .is_ok_and(|a| a == SigningAlgorithm::Hs256);
-        if self.is_production() && hmac && secret_len < 32 {
-            return fail(
-                "jwt.secret_key",
-                "must be set to at least 32 bytes when APP_ENV=production (and JWT_ALGORITHM=HS256)",
-            );
-        }
-        if !(4..=31).contains(&self.security.bcrypt_cost) {
-            return fail("security.bcrypt_cost", "must be between 4 and 31");
-        }
-        if self.sessions.max_concurrent_sessions == 0 {
-            return fail("sessions.max_concurrent_sessions", "must be at least 1");
-        }
-        self.limit_policy()?;
-        for (key, value) in [
-            ("jwt.access_token_expires", self.jwt.access_token_expires),
-            ("jwt.refresh_token_expires", self.jwt.refresh_token_expires),
-            ("sessions.session_timeout", self.sessions.session_timeout),
-            ("sessions.device_token_ttl", self.sessions.device_token_ttl),
-            (
-                "sessions.session_check_interval",
-                self.sessions.session_check_interval,
-            ),
-            (
-                "security.login_failure_window",
-                self.security.login_failure_window,
-            ),
-            ("actors.probe_interval_ms", self.actors.probe_interval_ms),
-            ("actors.call_timeout_ms", self.actors.call_timeout_ms),
-        ] {
-            if value == 0 {
-                return fail(key, "must be greater than 0");
-            }
-        }
-        if self.wallet.initial_balance < 0 {
-            return fail("wallet.initial_balance", "must not be negative");
-        }
-        let storage = self.storage_backend()?;
-        let tokens = self.tokens_backend()?;
-        if storage == StorageBackend::Mongodb && self.mongodb.uri.trim().is_empty() {
-            return fail("mongodb.uri", "must not be empty");
-        }
-        let embedded = storage == StorageBackend::Embedded || tokens == TokensBackend::Embedded;
-        if embedded && self.storage.data_dir.trim().is_empty() {
-            return fail("storage.data_dir", "must not be empty");
+        let zero = self
+            .zero_duration()
+            .map(|key| (key, "must be greater than 0"));
+        if let Some((key, why)) = self.broken_rule().or(zero) {
+            return Err(ConfigError(format!("{} {why}", named(key))));
         }
         self.bootstrap_admin()?;
-        self.trusted_proxies()?;
-        self.previous_jwt_secrets()?;
-        let algorithm = self.jwt_algorithm()?;
-        if algorithm != SigningAlgorithm::Hs256
-            && self.is_production()
-            && self
-                .jwt
-                .private_key_file
-                .as_deref()
-                .is_none_or(|f| f.trim().is_empty())
-        {
-            return fail(
+        self.production_secrets()
+    }
+
+    /// The first rule broken: its key, and what it must be.
+    fn broken_rule(&self) -> Option<(&'static str, &'static str)> {
+        let (jwt, security, sessions) = (&self.jwt, &self.security, &self.sessions);
+        let production = self.is_production();
+        let hmac = jwt.algorithm == SigningAlgorithm::Hs256;
+        let blank = |text: Option<&str>| text.is_none_or(|t| t.trim().is_empty());
+        let secret = jwt.secret_key.as_ref().map(|s| s.expose_secret());
+        let storage = self.storage_backend();
+        let embedded =
+            storage == StorageBackend::Embedded || self.tokens_backend() == TokensBackend::Embedded;
+        let rules = [
+            (
+                !matches!(self.app_env.as_str(), "development" | "test" | "production"),
+                "app_env",
+                "must be one of: development, test, production",
+            ),
+            (
+                production && hmac && secret.map_or(0, str::len) < 32,
+                "jwt.secret_key",
+                "must be set to at least 32 bytes when APP_ENV=production (and JWT_ALGORITHM=HS256)",
+            ),
+            (
+                production && !hmac && blank(jwt.private_key_file.as_deref()),
                 "jwt.private_key_file",
                 "must name the private key's PEM file when JWT_ALGORITHM is not HS256 and \
                  APP_ENV=production",
-            );
-        }
-        if self.jwt.audience.trim().is_empty() {
-            return fail("jwt.audience", "must not be empty");
-        }
-        self.introspection_clients()?;
-        self.redis_cluster_nodes()?;
-        if self.redis.key_prefix.contains(['{', '}']) {
-            return fail(
+            ),
+            (blank(Some(&jwt.audience)), "jwt.audience", "must not be empty"),
+            (
+                !(4..=31).contains(&security.bcrypt_cost),
+                "security.bcrypt_cost",
+                "must be between 4 and 31",
+            ),
+            (
+                sessions.max_concurrent_sessions == 0,
+                "sessions.max_concurrent_sessions",
+                "must be at least 1",
+            ),
+            (
+                self.wallet.initial_balance < 0,
+                "wallet.initial_balance",
+                "must not be negative",
+            ),
+            (
+                storage == StorageBackend::Mongodb && blank(Some(&self.mongodb.uri)),
+                "mongodb.uri",
+                "must not be empty",
+            ),
+            (
+                embedded && blank(Some(&self.storage.data_dir)),
+                "storage.data_dir",
+                "must not be empty",
+            ),
+            (
+                self.redis.key_prefix.contains(['{', '}']),
                 "redis.key_prefix",
                 "must not contain `{` or `}` (the keys' hash tags are the service's own)",
-            );
-        }
-        if !(1..=128).contains(&self.security.client_ipv6_prefix) {
-            return fail("security.client_ipv6_prefix", "must be between 1 and 128");
-        }
-        if self.security.auth_rate_limit > 0 && self.security.auth_rate_burst == 0 {
-            return fail(
+            ),
+            (
+                !(1..=128).contains(&security.client_ipv6_prefix),
+                "security.client_ipv6_prefix",
+                "must be between 1 and 128",
+            ),
+            (
+                security.auth_rate_limit > 0 && security.auth_rate_burst == 0,
                 "security.auth_rate_burst",
                 "must be at least 1 when AUTH_RATE_LIMIT is set",
-            );
+            ),
+        ];
+        rules
+            .into_iter()
+            .find(|(broken, ..)| *broken)
+            .map(|(_, key, why)| (key, why))
+    }
+
+    /// The first duration or interval set to 0, which would mean "at once, always".
+    fn zero_duration(&self) -> Option<&'static str> {
+        let (jwt, security, sessions) = (&self.jwt, &self.security, &self.sessions);
+        [
+            ("jwt.access_token_expires", jwt.access_token_expires),
+            ("jwt.refresh_token_expires", jwt.refresh_token_expires),
+            ("sessions.session_timeout", sessions.session_timeout),
+            ("sessions.device_token_ttl", sessions.device_token_ttl),
+            (
+                "sessions.session_check_interval",
+                sessions.session_check_interval,
+            ),
+            (
+                "security.login_failure_window",
+                security.login_failure_window,
+            ),
+            ("actors.probe_interval_ms", self.actors.probe_interval_ms),
+            ("actors.call_timeout_ms", self.actors.call_timeout_ms),
+        ]
+        .into_iter()
+        .find(|(_, value)| *value == 0)
+        .map(|(key, _)| key)
+    }
+
+    /// In production every secret that signs or admits is at least 32 bytes.
+    fn production_secrets(&self) -> Result<(), ConfigError> {
+        if !self.is_production() {
+            return Ok(());
+        }
+        let short = |secret: &SecretString| secret.expose_secret().len() < 32;
+        if self.jwt.previous_secret_keys.iter().any(short) {
+            return Err(ConfigError(format!(
+                "{} must hold keys of at least 32 bytes each when APP_ENV=production",
+                named("jwt.previous_secret_keys")
+            )));
+        }
+        if self
+            .introspection
+            .clients
+            .iter()
+            .any(|(_, secret)| short(secret))
+        {
+            return Err(ConfigError(format!(
+                "{} must be comma-separated id:secret pairs, each secret at least 32 bytes when \
+                 APP_ENV=production",
+                named("introspection.clients")
+            )));
         }
         Ok(())
-    }
-
-    /// `REDIS_CLUSTER_NODES`: when set, the token store is a Redis Cluster reached through
-    /// these `host:port` nodes (`REDIS_HOST`/`REDIS_PORT`/`REDIS_DB` are then not used).
-    pub fn redis_cluster_nodes(&self) -> Result<Vec<(String, u16)>, ConfigError> {
-        self.redis
-            .cluster_nodes
-            .split(',')
-            .map(str::trim)
-            .filter(|node| !node.is_empty())
-            .map(|node| {
-                node.rsplit_once(':')
-                    .and_then(|(host, port)| {
-                        let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
-                        (!host.is_empty()).then(|| (host.to_string(), port))
-                    })
-                    .ok_or_else(|| {
-                        ConfigError(format!(
-                            "{} must be a comma-separated list of host:port; {node:?} is not",
-                            named("redis.cluster_nodes")
-                        ))
-                    })
-            })
-            .collect()
-    }
-
-    /// `JWT_ALGORITHM`.
-    pub fn jwt_algorithm(&self) -> Result<SigningAlgorithm, ConfigError> {
-        SigningAlgorithm::parse(self.jwt.algorithm.trim())
-            .map_err(|e| ConfigError(format!("{} is invalid: {e}", named("jwt.algorithm"))))
-    }
-
-    /// `JWT_PREVIOUS_PUBLIC_KEY_FILES`, as a list.
-    pub fn previous_public_key_files(&self) -> Vec<String> {
-        let list = self.jwt.previous_public_key_files.as_deref().unwrap_or("");
-        list.split(',')
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// `INTROSPECTION_CLIENTS`: `id:secret` pairs, comma-separated, allowed to introspect with
-    /// HTTP Basic; in production each secret at least 32 bytes.
-    pub fn introspection_clients(&self) -> Result<Vec<(String, String)>, ConfigError> {
-        let Some(list) = self.introspection.clients.as_ref() else {
-            return Ok(Vec::new());
-        };
-        let invalid = |why: &str| {
-            ConfigError(format!(
-                "{} must be comma-separated id:secret pairs{why}",
-                named("introspection.clients")
-            ))
-        };
-        list.expose_secret()
-            .split(',')
-            .map(str::trim)
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (id, secret) = pair.split_once(':').ok_or_else(|| invalid(""))?;
-                if id.trim().is_empty() || secret.is_empty() {
-                    return Err(invalid(""));
-                }
-                if self.is_production() && secret.len() < 32 {
-                    return Err(invalid(
-                        ", each secret at least 32 bytes when APP_ENV=production",
-                    ));
-                }
-                Ok((id.trim().to_string(), secret.to_string()))
-            })
-            .collect()
-    }
-
-    /// `JWT_PREVIOUS_SECRET_KEYS`: keys retired by a rotation whose tokens still verify,
-    /// comma-separated (so a key cannot hold a comma); in production each at least 32 bytes.
-    pub fn previous_jwt_secrets(&self) -> Result<Vec<SecretString>, ConfigError> {
-        let Some(list) = self.jwt.previous_secret_keys.as_ref() else {
-            return Ok(Vec::new());
-        };
-        list.expose_secret()
-            .split(',')
-            .map(str::trim)
-            .filter(|key| !key.is_empty())
-            .map(|key| {
-                if self.is_production() && key.len() < 32 {
-                    return Err(ConfigError(format!(
-                        "{} must hold keys of at least 32 bytes each when APP_ENV=production",
-                        named("jwt.previous_secret_keys")
-                    )));
-                }
-                Ok(SecretString::from(key.to_string()))
-            })
-            .collect()
-    }
-
-    /// The reverse proxies whose `X-Forwarded-For` is believed: `TRUSTED_PROXIES`, CIDRs or
-    /// single addresses, comma-separated.
-    pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
-        self.security
-            .trusted_proxies
-            .split(',')
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-            .map(|entry| {
-                entry
-                    .parse::<IpNet>()
-                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        ConfigError(format!(
-                            "{} must be a comma-separated list of CIDRs or addresses; \
-                             {entry:?} is neither",
-                            named("security.trusted_proxies")
-                        ))
-                    })
-            })
-            .collect()
     }
 
     /// The bootstrap administrator: all three variables or none.
@@ -798,17 +896,6 @@ impl Settings {
                 .map_err(|e| wrap("BOOTSTRAP_ADMIN_USERNAME", e))?,
             password: Password::parse(password).map_err(|e| wrap("BOOTSTRAP_ADMIN_PASSWORD", e))?,
         }))
-    }
-
-    pub fn limit_policy(&self) -> Result<LimitPolicy, ConfigError> {
-        match self.sessions.limit_policy.as_str() {
-            "evict_oldest" => Ok(LimitPolicy::EvictOldest),
-            "reject" => Ok(LimitPolicy::Reject),
-            _ => Err(ConfigError(format!(
-                "{} must be \"evict_oldest\" or \"reject\"",
-                named("sessions.limit_policy")
-            ))),
-        }
     }
 
     /// How long audit entries are kept (`None`: for ever).
@@ -867,12 +954,11 @@ mod tests {
         let s = Settings::load_from(&env(&[("REDIS_CLUSTER_NODES", "a:7000, b:7001")]));
         let s = s.map_err(|e| e.to_string());
         assert_eq!(
-            s.as_ref()
-                .map(|s| s.tokens_backend().is_ok_and(|b| b == TokensBackend::Redis)),
-            Ok(true)
+            s.as_ref().map(|s| s.tokens_backend()),
+            Ok(TokensBackend::Redis)
         );
         assert_eq!(
-            s.and_then(|s| s.redis_cluster_nodes().map_err(|e| e.to_string())),
+            s.map(|s| s.redis.cluster_nodes),
             Ok(vec![("a".to_string(), 7000), ("b".to_string(), 7001)])
         );
         for (name, value) in [
@@ -924,22 +1010,24 @@ mod tests {
     fn the_embedded_pair_is_the_default_and_servers_are_chosen_by_their_variables() {
         let backends = |pairs: &[(&str, &str)]| {
             Settings::load_from(&env(pairs))
-                .map(|s| (s.storage.backend, s.tokens.backend))
+                .map(|s| (s.storage_backend(), s.tokens_backend()))
                 .map_err(|e| e.to_string())
         };
-        let pair = |a: &str, b: &str| Ok((a.to_string(), b.to_string()));
-        assert_eq!(backends(&[]), pair("embedded", "embedded"));
+        use StorageBackend::{Embedded, Mongodb};
+        use TokensBackend::Redis;
+        let pair = |a, b| Ok((a, b));
+        assert_eq!(backends(&[]), pair(Embedded, TokensBackend::Embedded));
         assert_eq!(
             backends(&[("MONGODB_URI", "mongodb://db/x"), ("REDIS_HOST", "r")]),
-            pair("mongodb", "redis")
+            pair(Mongodb, Redis)
         );
         assert_eq!(
             backends(&[("MONGODB_URI", "mongodb://db/x")]),
-            pair("mongodb", "embedded")
+            pair(Mongodb, TokensBackend::Embedded)
         );
         assert_eq!(
             backends(&[("REDIS_HOST", "r"), ("STORAGE_BACKEND", "embedded")]),
-            pair("embedded", "redis")
+            pair(Embedded, Redis)
         );
         let err = backends(&[("TOKENS_BACKEND", "memcached")])
             .err()

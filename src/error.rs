@@ -11,6 +11,17 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+/// Every error: `{"success": false, "error": "<clear message>", "error_code": "<code>"}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    /// For people: what went wrong and, where it helps, what to do.
+    pub error: String,
+    /// For programs: the reason, stable across versions (the message may change).
+    pub error_code: ErrorCode,
+}
+
 /// The reason of an error answer, stable across versions and messages: what a client matches
 /// on (`error_code` in every error body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

@@ -3,6 +3,7 @@
 use std::num::NonZeroU32;
 
 use governor::{DefaultKeyedRateLimiter, Quota};
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -15,12 +16,15 @@ pub struct IntrospectionClients {
 
 impl IntrospectionClients {
     /// `per_second` requests a second for each client, in bursts of as many.
-    pub fn new(clients: Vec<(String, String)>, per_second: u32) -> Self {
+    pub fn new(clients: &[(String, SecretString)], per_second: u32) -> Self {
         let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         Self {
             clients: clients
-                .into_iter()
-                .map(|(id, secret)| (id, Sha256::digest(secret.as_bytes()).into()))
+                .iter()
+                .map(|(id, secret)| {
+                    let digest = Sha256::digest(secret.expose_secret().as_bytes());
+                    (id.clone(), digest.into())
+                })
                 .collect(),
             limiter: governor::RateLimiter::keyed(Quota::per_second(rate)),
         }

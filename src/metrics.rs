@@ -189,7 +189,7 @@ pub async fn http_metrics(
         (status = 200, description = "Prometheus text exposition format", body = String,
             content_type = "text/plain"),
         (status = 503, description = "The metrics recorder is unavailable",
-            body = crate::routes::responses::ErrorBody),
+            body = crate::error::ErrorBody),
     ))]
 pub async fn serve(state: web::Data<AppState>) -> HttpResponse {
     process_collector()

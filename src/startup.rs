@@ -94,12 +94,12 @@ fn jwt_secret(settings: &Settings) -> SecretString {
 /// the tokens signed before the switch.
 fn signing_keys(settings: &Settings) -> Result<SigningKeys, String> {
     let jwt = &settings.jwt;
-    let previous = settings.previous_jwt_secrets().map_err(|e| e.to_string())?;
-    let previous: Vec<&[u8]> = previous
+    let previous: Vec<&[u8]> = jwt
+        .previous_secret_keys
         .iter()
         .map(|s| s.expose_secret().as_bytes())
         .collect();
-    let algorithm = settings.jwt_algorithm().map_err(|e| e.to_string())?;
+    let algorithm = jwt.algorithm;
     if algorithm == SigningAlgorithm::Hs256 {
         let secret = jwt_secret(settings);
         let secret = secret.expose_secret().as_bytes();
@@ -117,8 +117,8 @@ fn signing_keys(settings: &Settings) -> Result<SigningKeys, String> {
         Some(path) if !path.is_empty() => read(path)?,
         _ => dev_key_pair(settings, algorithm)?,
     };
-    let previous_public = settings
-        .previous_public_key_files()
+    let previous_public = jwt
+        .previous_public_key_files
         .iter()
         .map(|path| read(path))
         .collect::<Result<Vec<_>, _>>()?;
@@ -293,8 +293,7 @@ async fn connect_mongo(settings: &Settings) -> Result<MongoStore, StartupError> 
 /// starting anything or writing anything: no actor, no Redis, no secret file, no purge; the
 /// embedded store's file is opened read-only. Names the database read.
 pub async fn plan_migration(settings: &Settings) -> Result<(String, IndexPlan), StartupError> {
-    let config = |e: crate::configuration::ConfigError| StartupError::Config(e.to_string());
-    match settings.storage_backend().map_err(config)? {
+    match settings.storage_backend() {
         StorageBackend::Mongodb => {
             let store = connect_mongo(settings).await?;
             let name = store.database_name().to_string();
@@ -446,39 +445,8 @@ impl Actors {
         let call_timeout = settings.call_timeout();
         let probe_interval = Duration::from_millis(a.probe_interval_ms);
         let user_cache = UserCache::new(Duration::from_millis(a.user_cache_ttl_ms), 100_000);
-        let config = |e: crate::configuration::ConfigError| StartupError::Config(e.to_string());
-        let data_dir = std::path::Path::new(&settings.storage.data_dir);
-        let store = match settings.storage_backend().map_err(config)? {
-            StorageBackend::Mongodb => Store::Mongo(connect_mongo(settings).await?),
-            StorageBackend::Embedded => {
-                Store::Embedded(SqliteStore::open(data_dir).map_err(StartupError::Config)?)
-            }
-        };
-        let session_store = match settings.tokens_backend().map_err(config)? {
-            TokensBackend::Redis => {
-                let r = &settings.redis;
-                let password = r.password.as_ref().map(|p| p.expose_secret());
-                let timeout = Duration::from_millis(r.timeout_ms);
-                let cluster = settings.redis_cluster_nodes().map_err(config)?;
-                let connection = if cluster.is_empty() {
-                    redis_conn::connect(&r.host, r.port, r.db, password, timeout)
-                } else {
-                    redis_conn::connect_cluster(&cluster, password, timeout)
-                }
-                .map_err(StartupError::Config)?;
-                let wait = ReplicaWait {
-                    replicas: r.wait_replicas,
-                    timeout: Duration::from_millis(r.wait_timeout_ms),
-                };
-                SessionStore::Redis(
-                    RedisSessions::new(connection, Keys::new(&r.key_prefix))
-                        .with_replica_wait(Some(wait)),
-                )
-            }
-            TokensBackend::Embedded => SessionStore::Embedded(
-                SqliteSessions::open(data_dir).map_err(StartupError::Config)?,
-            ),
-        };
+        let store = open_store(settings).await?;
+        let session_store = open_session_store(settings)?;
         let database = Dependency::new(store.backend());
         let token_store = Dependency::new(session_store.backend());
         let database_name = store.database_name();
@@ -488,94 +456,23 @@ impl Actors {
             database = %database_name,
             "backends chosen"
         );
-
-        // Each actor on its own arbiter (thread), away from the HTTP workers.
-        let db_stats = ActorStats::new("db_queue", a.db_queue_capacity);
-        let db_actor = {
-            let stats = db_stats.clone();
-            let op_timeout = Duration::from_millis(settings.mongodb.op_timeout_ms);
-            let (database, cache) = (database.clone(), user_cache.clone());
-            let audit_retention = settings.audit_retention();
-            let purge_interval = Duration::from_secs(settings.sessions.session_check_interval);
-            let batch_size = a.db_queue_batch.max(1);
-            Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                DbQueueActor::new(store, stats, op_timeout, database, probe_interval, cache)
-                    .with_audit_retention(audit_retention, purge_interval)
-                    .with_batch_size(batch_size)
-            })
-        };
-        let db = DbQueue::new(
-            Mailbox::new(db_actor, db_stats, call_timeout),
-            Duration::from_millis(settings.mongodb.op_timeout_ms),
-            database.clone(),
-        );
-
-        let token_stats = ActorStats::new("token", a.token_capacity);
+        let db = start_db_queue(settings, store, &database, &user_cache);
         let keys = Arc::new(signing_keys(settings).map_err(StartupError::Config)?);
-        let token_settings = TokenSettings {
-            keys: Arc::clone(&keys),
-            issuer: settings.jwt.issuer.clone(),
-            audience: settings.jwt.audience.clone(),
-            access_ttl: Duration::from_secs(settings.jwt.access_token_expires),
-            refresh_ttl: Duration::from_secs(settings.jwt.refresh_token_expires),
-            idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
-            reuse_grace: Duration::from_secs(settings.sessions.refresh_reuse_grace),
-            max_concurrent: settings.sessions.max_concurrent_sessions,
-            policy: settings.limit_policy().map_err(config)?,
-            device_ttl: Duration::from_secs(settings.sessions.device_token_ttl),
-        };
         // The TokenActors run on the HTTP workers, one each (see `AccountActors`); the token
         // store's probe runs here.
         let tokens = TokenActors::new(
-            token_settings,
+            token_settings(settings, &keys),
             session_store.clone(),
-            token_stats,
+            ActorStats::new("token", a.token_capacity),
             call_timeout,
         );
-        {
-            let store = session_store.clone();
-            token_store.watch(probe_interval, move || {
-                let store = store.clone();
-                async move { store.ping().await }
-            });
-        }
-
-        let session_stats = ActorStats::new("session", a.session_capacity);
-        let session_settings = SessionSettings {
-            idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
-            check_interval: Duration::from_secs(settings.sessions.session_check_interval),
-            max_lifetime: Duration::from_secs(settings.jwt.refresh_token_expires),
-            login_max_failures: settings.security.login_max_failures,
-            login_max_failures_per_account: settings.security.login_max_failures_per_account,
-            login_failure_window: Duration::from_secs(settings.security.login_failure_window),
-            attempt_wait: call_timeout / 2,
-            // A whole login (its calls each bounded by the call deadline) ends well before.
-            attempt_stale: call_timeout * WORKFLOW_CALLS,
-            rate_limit: settings.security.auth_rate_limit,
-            rate_burst: settings.security.auth_rate_burst,
-        };
-        let session_actor = {
-            let (stats, db) = (session_stats.clone(), db.clone());
-            Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                SessionActor::new(session_settings, session_store, db, stats)
-            })
-        };
-        let sessions = Mailbox::new(session_actor, session_stats, call_timeout);
-
-        let hasher_stats = ActorStats::new("hasher", a.hasher_capacity);
-        let queue_target = match a.hasher_queue_target_ms {
-            0 => Duration::MAX,
-            ms => Duration::from_millis(ms),
-        };
-        let hasher_actor = HasherActor::start(
-            a.hasher_threads,
-            settings.security.bcrypt_cost,
-            queue_target,
-            hasher_stats.clone(),
-        )
-        .map_err(StartupError::Config)?;
-        let hasher = Mailbox::new(hasher_actor, hasher_stats, call_timeout);
-
+        let pinged = session_store.clone();
+        token_store.watch(probe_interval, move || {
+            let store = pinged.clone();
+            async move { store.ping().await }
+        });
+        let sessions = start_session_actor(settings, session_store, db.clone());
+        let hasher = start_hasher(settings)?;
         // Give the first probes a moment, so /health is right from the first request.
         let first_probes = Instant::now();
         while !(database.is_checked() && token_store.is_checked())
@@ -595,99 +492,285 @@ impl Actors {
             database_name,
         })
     }
+
+    /// [`Actors::start_serving`], then what a prepared database allows at once (the bootstrap
+    /// administrator, the search index's backfill), or later when it answers.
+    async fn start_and_prepare(settings: &Settings) -> Result<Self, StartupError> {
+        let admin = settings
+            .bootstrap_admin()
+            .map_err(|e| StartupError::Config(e.to_string()))?;
+        let balance = settings.wallet.initial_balance;
+        let backfill_rows = settings.actors.search_slice.max(1);
+        let (actors, prepared) = Actors::start_serving(settings).await?;
+        if !prepared {
+            prepare_when_reachable(
+                actors.db.clone(),
+                Arc::clone(&actors.database),
+                actors.hasher.clone(),
+                admin.map(|a| (a, balance)),
+                backfill_rows,
+            );
+            return Ok(actors);
+        }
+        if let Some(admin) = admin {
+            bootstrap_admin(&actors.db, &actors.hasher, admin, balance).await?;
+        }
+        spawn_search_backfill(actors.db.clone(), backfill_rows);
+        Ok(actors)
+    }
+}
+
+/// The database the settings name: MongoDB (connected lazily) or the embedded file.
+async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
+    Ok(match settings.storage_backend() {
+        StorageBackend::Mongodb => Store::Mongo(connect_mongo(settings).await?),
+        StorageBackend::Embedded => Store::Embedded(
+            SqliteStore::open(std::path::Path::new(&settings.storage.data_dir))
+                .map_err(StartupError::Config)?,
+        ),
+    })
+}
+
+/// The token store the settings name: Redis (one server or a Cluster) or the embedded file.
+fn open_session_store(settings: &Settings) -> Result<SessionStore, StartupError> {
+    let r = &settings.redis;
+    if settings.tokens_backend() == TokensBackend::Embedded {
+        let dir = std::path::Path::new(&settings.storage.data_dir);
+        let sessions = SqliteSessions::open(dir).map_err(StartupError::Config)?;
+        return Ok(SessionStore::Embedded(sessions));
+    }
+    let password = r.password.as_ref().map(|p| p.expose_secret());
+    let timeout = Duration::from_millis(r.timeout_ms);
+    let connection = match r.cluster_nodes.as_slice() {
+        [] => redis_conn::connect(&r.host, r.port, r.db, password, timeout),
+        nodes => redis_conn::connect_cluster(nodes, password, timeout),
+    }
+    .map_err(StartupError::Config)?;
+    let wait = ReplicaWait {
+        replicas: r.wait_replicas,
+        timeout: Duration::from_millis(r.wait_timeout_ms),
+    };
+    Ok(SessionStore::Redis(
+        RedisSessions::new(connection, Keys::new(&r.key_prefix)).with_replica_wait(Some(wait)),
+    ))
+}
+
+/// The DbQueueActor on its own arbiter (thread), away from the HTTP workers.
+fn start_db_queue(
+    settings: &Settings,
+    store: Store,
+    database: &Arc<Dependency>,
+    cache: &UserCache,
+) -> DbQueue {
+    let a = &settings.actors;
+    let stats = ActorStats::new("db_queue", a.db_queue_capacity);
+    let op_timeout = Duration::from_millis(settings.mongodb.op_timeout_ms);
+    let probe_interval = Duration::from_millis(a.probe_interval_ms);
+    let audit_retention = settings.audit_retention();
+    let purge_interval = Duration::from_secs(settings.sessions.session_check_interval);
+    let batch_size = a.db_queue_batch.max(1);
+    let actor = {
+        let (stats, database, cache) = (stats.clone(), database.clone(), cache.clone());
+        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            DbQueueActor::new(store, stats, op_timeout, database, probe_interval, cache)
+                .with_audit_retention(audit_retention, purge_interval)
+                .with_batch_size(batch_size)
+        })
+    };
+    let mailbox = Mailbox::new(actor, stats, settings.call_timeout());
+    DbQueue::new(mailbox, op_timeout, database.clone())
+}
+
+fn token_settings(settings: &Settings, keys: &Arc<SigningKeys>) -> TokenSettings {
+    let (jwt, sessions) = (&settings.jwt, &settings.sessions);
+    TokenSettings {
+        keys: Arc::clone(keys),
+        issuer: jwt.issuer.clone(),
+        audience: jwt.audience.clone(),
+        access_ttl: Duration::from_secs(jwt.access_token_expires),
+        refresh_ttl: Duration::from_secs(jwt.refresh_token_expires),
+        idle_timeout: Duration::from_secs(sessions.session_timeout),
+        reuse_grace: Duration::from_secs(sessions.refresh_reuse_grace),
+        max_concurrent: sessions.max_concurrent_sessions,
+        policy: sessions.limit_policy,
+        device_ttl: Duration::from_secs(sessions.device_token_ttl),
+    }
+}
+
+/// The SessionActor (idle sweep, lockout, rate limit) on its own arbiter.
+fn start_session_actor(
+    settings: &Settings,
+    store: SessionStore,
+    db: DbQueue,
+) -> Mailbox<SessionActor> {
+    let (sessions, security) = (&settings.sessions, &settings.security);
+    let call_timeout = settings.call_timeout();
+    let session_settings = SessionSettings {
+        idle_timeout: Duration::from_secs(sessions.session_timeout),
+        check_interval: Duration::from_secs(sessions.session_check_interval),
+        max_lifetime: Duration::from_secs(settings.jwt.refresh_token_expires),
+        login_max_failures: security.login_max_failures,
+        login_max_failures_per_account: security.login_max_failures_per_account,
+        login_failure_window: Duration::from_secs(security.login_failure_window),
+        attempt_wait: call_timeout / 2,
+        // A whole login (its calls each bounded by the call deadline) ends well before.
+        attempt_stale: call_timeout * WORKFLOW_CALLS,
+        rate_limit: security.auth_rate_limit,
+        rate_burst: security.auth_rate_burst,
+    };
+    let stats = ActorStats::new("session", settings.actors.session_capacity);
+    let actor = {
+        let stats = stats.clone();
+        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            SessionActor::new(session_settings, store, db, stats)
+        })
+    };
+    Mailbox::new(actor, stats, call_timeout)
+}
+
+/// The bcrypt pool, with its admission target (0: none).
+fn start_hasher(settings: &Settings) -> Result<Mailbox<HasherActor>, StartupError> {
+    let a = &settings.actors;
+    let stats = ActorStats::new("hasher", a.hasher_capacity);
+    let queue_target = match a.hasher_queue_target_ms {
+        0 => Duration::MAX,
+        ms => Duration::from_millis(ms),
+    };
+    let cost = settings.security.bcrypt_cost;
+    let actor = HasherActor::start(a.hasher_threads, cost, queue_target, stats.clone())
+        .map_err(StartupError::Config)?;
+    Ok(Mailbox::new(actor, stats, settings.call_timeout()))
+}
+
+/// What the handlers share: the actors' mailboxes, the settings, the verifying keys.
+async fn app_state(settings: Arc<Settings>, actors: Actors) -> Result<AppState, StartupError> {
+    // Unknown emails are checked against this hash, so they take as long as known ones.
+    let dummy_password = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let dummy = Password::parse(&dummy_password).map_err(StartupError::Other)?;
+    let dummy_hash = actors
+        .hasher
+        .call(HashPassword::new(dummy))
+        .await
+        .map_err(|e| StartupError::Other(e.to_string()))?;
+    let accounts = AccountActors {
+        db: actors.db.clone(),
+        tokens: actors.tokens,
+        sessions: actors.sessions.clone(),
+        hasher: actors.hasher.clone(),
+        cache: actors.user_cache,
+        stats: ActorStats::new("account", settings.actors.account_capacity),
+        settings: AccountSettings {
+            initial_balance: settings.wallet.initial_balance,
+            dummy_hash,
+            idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
+            limit_policy: settings.sessions.limit_policy,
+            bcrypt_cost: settings.security.bcrypt_cost,
+            search_slice: settings.actors.search_slice.max(1),
+        },
+    };
+    let introspection = IntrospectionClients::new(
+        &settings.introspection.clients,
+        settings.introspection.rate_limit,
+    );
+    Ok(AppState {
+        accounts,
+        db: actors.db,
+        sessions: actors.sessions,
+        hasher: actors.hasher,
+        trusted_proxies: settings.security.trusted_proxies.clone().into(),
+        ipv6_prefix: settings.security.client_ipv6_prefix,
+        settings,
+        started_at: Instant::now(),
+        database_name: actors.database_name,
+        database: actors.database,
+        token_store: actors.token_store,
+        keys: actors.keys,
+        introspection: Arc::new(introspection),
+    })
+}
+
+/// The HTTP server on `listener`: actix-web's `HttpServer::listen` (HTTP/1 over TCP, its
+/// timeouts), with each connection wrapped so the answers actix-http writes by itself carry the
+/// JSON error body (see `crate::wire`).
+fn http_server(
+    settings: &Settings,
+    listener: TcpListener,
+    state: web::Data<AppState>,
+) -> Result<Server, StartupError> {
+    let body_limit = settings.server.max_body_bytes;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| StartupError::Other(format!("listen: {e}")))?;
+    let mut builder =
+        actix_web::dev::Server::build().shutdown_timeout(settings.server.shutdown_grace);
+    if settings.server.workers > 0 {
+        builder = builder.workers(settings.server.workers);
+    }
+    // Idle keep-alive connections close as a graceful stop begins, as actix-web's own
+    // `HttpServer` has them do.
+    let stopping = builder.graceful_shutdown_signal();
+    let app = move || {
+        // Each worker thread runs its own AccountActor and TokenActor: a handler reaches them
+        // without a thread hop. A workflow's own calls each have the call deadline, so the
+        // handler awaits the whole workflow without a timer of its own.
+        let accounts = state.accounts.start_here(Duration::MAX);
+        App::new()
+            .app_data(web::Data::new(accounts))
+            .wrap(ErrorHandlers::new().default_handler(routes::json_error_body))
+            .wrap(actix_web::middleware::from_fn(crate::metrics::http_metrics))
+            .wrap(actix_web::middleware::from_fn(
+                crate::telemetry::echo_request_id,
+            ))
+            .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
+            .wrap(
+                DefaultHeaders::new()
+                    .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                    .add((header::CACHE_CONTROL, "no-store")),
+            )
+            .app_data(state.clone())
+            .app_data(routes::json_config(body_limit))
+            .app_data(routes::path_config())
+            .app_data(routes::query_config())
+            .app_data(web::PayloadConfig::new(body_limit))
+            .configure(routes::configure)
+    };
+    let server = builder
+        .listen("http", listener, move || {
+            let stopping = stopping.clone();
+            let http = HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(local_addr)
+                .h1(map_config(
+                    app()
+                        .into_factory()
+                        .map_err(|e: actix_web::Error| e.error_response()),
+                    |_| AppConfig::default(),
+                ));
+            fn_service(|io: TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, DispatchError>((JsonErrors::new(io), peer))
+            })
+            .and_then(http)
+        })
+        .map_err(|e| StartupError::Other(format!("listen: {e}")))?;
+    Ok(server.run())
 }
 
 impl Application {
+    /// Starts the actors, prepares the database (or goes on not ready until it answers),
+    /// listens and serves.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         crate::metrics::install();
         let settings = Arc::new(settings);
-        let Actors {
-            user_cache,
-            database,
-            token_store,
-            db,
-            tokens,
-            keys,
-            sessions,
-            hasher,
-            database_name,
-        } = match Actors::start_serving(&settings).await? {
-            (actors, true) => {
-                if let Some(admin) = settings
-                    .bootstrap_admin()
-                    .map_err(|e| StartupError::Config(e.to_string()))?
-                {
-                    bootstrap_admin(
-                        &actors.db,
-                        &actors.hasher,
-                        admin,
-                        settings.wallet.initial_balance,
-                    )
-                    .await?;
-                }
-                spawn_search_backfill(actors.db.clone(), settings.actors.search_slice.max(1));
-                actors
-            }
-            (actors, false) => {
-                let admin = settings
-                    .bootstrap_admin()
-                    .map_err(|e| StartupError::Config(e.to_string()))?;
-                prepare_when_reachable(
-                    actors.db.clone(),
-                    Arc::clone(&actors.database),
-                    actors.hasher.clone(),
-                    admin.map(|a| (a, settings.wallet.initial_balance)),
-                    settings.actors.search_slice.max(1),
-                );
-                actors
-            }
-        };
-
-        let dummy_password = Alphanumeric.sample_string(&mut rand::rng(), 32);
-        let dummy_hash = match Password::parse(&dummy_password) {
-            Ok(p) => hasher
-                .call(HashPassword::new(p))
-                .await
-                .map_err(|e| StartupError::Other(e.to_string()))?,
-            Err(e) => return Err(StartupError::Other(e)),
-        };
-        let config = |e: crate::configuration::ConfigError| StartupError::Config(e.to_string());
-        let accounts = AccountActors {
-            db: db.clone(),
-            tokens,
-            sessions: sessions.clone(),
-            hasher: hasher.clone(),
-            cache: user_cache,
-            stats: ActorStats::new("account", settings.actors.account_capacity),
-            settings: AccountSettings {
-                initial_balance: settings.wallet.initial_balance,
-                dummy_hash,
-                idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
-                limit_policy: settings.limit_policy().map_err(config)?,
-                bcrypt_cost: settings.security.bcrypt_cost,
-                search_slice: settings.actors.search_slice.max(1),
-            },
-        };
-
-        let state = web::Data::new(AppState {
-            accounts,
-            db,
-            sessions,
-            hasher,
-            trusted_proxies: settings.trusted_proxies().map_err(config)?.into(),
-            ipv6_prefix: settings.security.client_ipv6_prefix,
-            settings: Arc::clone(&settings),
-            started_at: Instant::now(),
-            database_name,
-            database,
-            token_store,
-            keys,
-            introspection: Arc::new(IntrospectionClients::new(
-                settings.introspection_clients().map_err(config)?,
-                settings.introspection.rate_limit,
-            )),
-        });
-
+        let actors = Actors::start_and_prepare(&settings).await?;
+        let state = web::Data::new(app_state(Arc::clone(&settings), actors).await?);
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr).map_err(|cause| StartupError::Listen {
             addr: addr.clone(),
@@ -697,76 +780,7 @@ impl Application {
             .local_addr()
             .map_err(|cause| StartupError::Listen { addr, cause })?
             .port();
-        let body_limit = settings.server.max_body_bytes;
-        let server_state = state.clone();
-        // A workflow's own calls each have the call deadline, so the handler awaits the whole
-        // workflow without a timer of its own.
-        let workflow_timeout = Duration::MAX;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| StartupError::Other(format!("listen: {e}")))?;
-        let mut builder =
-            actix_web::dev::Server::build().shutdown_timeout(settings.server.shutdown_grace);
-        if settings.server.workers > 0 {
-            builder = builder.workers(settings.server.workers);
-        }
-        // Idle keep-alive connections close as a graceful stop begins, as actix-web's own
-        // `HttpServer` has them do.
-        let stopping = builder.graceful_shutdown_signal();
-        let app = move || {
-            // Each worker thread runs its own AccountActor and TokenActor: a handler reaches
-            // them without a thread hop.
-            let accounts = server_state.accounts.start_here(workflow_timeout);
-            App::new()
-                .app_data(web::Data::new(accounts))
-                .wrap(ErrorHandlers::new().default_handler(routes::json_error_body))
-                .wrap(actix_web::middleware::from_fn(crate::metrics::http_metrics))
-                .wrap(actix_web::middleware::from_fn(
-                    crate::telemetry::echo_request_id,
-                ))
-                .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
-                .wrap(
-                    DefaultHeaders::new()
-                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-                        .add((header::CACHE_CONTROL, "no-store")),
-                )
-                .app_data(server_state.clone())
-                .app_data(routes::json_config(body_limit))
-                .app_data(routes::path_config())
-                .app_data(routes::query_config())
-                .app_data(web::PayloadConfig::new(body_limit))
-                .configure(routes::configure)
-        };
-        // What actix-web's `HttpServer::listen` builds (HTTP/1 over TCP, its timeouts), with
-        // each connection wrapped so the answers actix-http writes by itself carry the JSON
-        // error body (see `crate::wire`).
-        let server = builder
-            .listen("http", listener, move || {
-                let stopping = stopping.clone();
-                let http = HttpService::build()
-                    .graceful_shutdown_signal(move || {
-                        let stopping = stopping.clone();
-                        async move { stopping.notified().await }
-                    })
-                    .keep_alive(KeepAlive::default())
-                    .client_request_timeout(Duration::from_secs(5))
-                    .client_disconnect_timeout(Duration::from_secs(1))
-                    .h1_allow_half_closed(true)
-                    .local_addr(local_addr)
-                    .h1(map_config(
-                        app()
-                            .into_factory()
-                            .map_err(|e: actix_web::Error| e.error_response()),
-                        |_| AppConfig::default(),
-                    ));
-                fn_service(|io: TcpStream| async move {
-                    let peer = io.peer_addr().ok();
-                    Ok::<_, DispatchError>((JsonErrors::new(io), peer))
-                })
-                .and_then(http)
-            })
-            .map_err(|e| StartupError::Other(format!("listen: {e}")))?
-            .run();
+        let server = http_server(&settings, listener, state.clone())?;
         Ok(Self {
             port,
             server,

@@ -18,6 +18,10 @@
 //!   token ids never leave it.
 //! - [`session`]: the **SessionActor**: the idle-session sweep and the failed-login lockout
 //!   (each attempt counted before its password is checked), in the same store.
+//! - Where SPEC's card gives the SessionActor `max_concurrent_sessions`, the limit is enforced
+//!   in [`token`]'s `OpenSession`, by the store's one atomic step that counts the user's
+//!   sessions, evicts (or refuses) and stores the new one with its token ids. A check in another
+//!   actor before that step would race: two logins would both see room.
 //! - [`session_store`]: token and session state on Redis (one Lua script per change) or in the
 //!   embedded SQLite file (one transaction per change), the two under one key scheme
 //!   ([`session_store::keys`]); the Redis internals (its connections, single or Cluster, and the

@@ -6,11 +6,12 @@ use actors::domain::UserId;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extractors::{Accounts, Bearer};
 use crate::routes::health::Probe;
 use crate::routes::responses::{
-    AuditResponse, DatabaseQueue, ErrorBody, PublicSettings, TestBackends, TestData, TestResponse,
+    AdminOnly, AuditResponse, DatabaseQueue, PublicSettings, SignedIn, TestBackends, TestData,
+    TestResponse,
 };
 use crate::routes::users::page;
 use crate::state::AppState;
@@ -35,9 +36,7 @@ pub struct AuditQuery {
     responses(
         (status = 200, description = "One page of entries", body = AuditResponse),
         (status = 400, description = "Invalid query", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not an administrator", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        SignedIn, AdminOnly,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn audit(
@@ -64,10 +63,10 @@ pub async fn audit(
         limit,
         skip,
     };
-    let (entries, total) = accounts.call(ReadAudit { token, query }).await?;
+    let found = accounts.call(ReadAudit { token, query }).await?;
     Ok(HttpResponse::Ok().json(AuditResponse {
-        entries,
-        total,
+        entries: found.items,
+        total: found.total,
         limit,
         skip,
     }))
@@ -78,9 +77,7 @@ pub async fn audit(
 #[utoipa::path(get, path = "/auth/test", operation_id = "checkAdminAccess", tag = "admin", security(("bearer" = [])),
     responses(
         (status = 200, description = "Diagnostics", body = TestResponse),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not an administrator", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        SignedIn, AdminOnly,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn test(
@@ -97,8 +94,8 @@ pub async fn test(
             service: "cs-user-management",
             version: env!("CARGO_PKG_VERSION"),
             backends: TestBackends {
-                storage: s.storage.backend.clone(),
-                tokens: s.tokens.backend.clone(),
+                storage: s.storage_backend(),
+                tokens: s.tokens_backend(),
             },
             connections: probe.checks(),
             database: state.database_name.clone(),

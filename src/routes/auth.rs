@@ -6,11 +6,12 @@ use actors::token::TokenPair;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extractors::{Accounts, Bearer, ClientAddr, UserAgent};
 use crate::routes::responses::{
-    ErrorBody, LoginData, LoginResponse, MeReply, MeResponse, MessageResponse, RefreshResponse,
-    RegisterResponse, TokenData, UserAndWallet, UserAndWalletRef,
+    InUse, InvalidInput, JsonBody, LoginData, LoginResponse, MeReply, MeResponse, MessageResponse,
+    RefreshResponse, RegisterResponse, SignedIn, TokenData, TooManyRequests, Unavailable,
+    UserAndWallet, UserAndWalletRef,
 };
 
 /// Fields a caller could send but may not set (`role`, `status`, `_id`, …) are not read: serde
@@ -56,12 +57,7 @@ fn bad(e: String) -> ApiError {
 #[utoipa::path(post, path = "/auth/register", operation_id = "registerUser", tag = "auth", request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
-        (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 429, description = "Too many requests from this address (Retry-After)", body = ErrorBody),
-        (status = 409, description = "Email or username in use", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        Unavailable, JsonBody, InvalidInput, TooManyRequests, InUse,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn register(
@@ -91,14 +87,11 @@ pub async fn register(
 #[utoipa::path(post, path = "/auth/login", operation_id = "signIn", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = LoginResponse),
-        (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Invalid email or password", body = ErrorBody),
         (status = 403, description = "Account not active", body = ErrorBody),
         (status = 409, description = "Session limit reached (policy `reject`)", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
         (status = 429, description = "Too many failed attempts, or too many requests from this address (Retry-After)", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        Unavailable, JsonBody, InvalidInput,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn login(
@@ -141,8 +134,7 @@ pub async fn login(
 #[utoipa::path(post, path = "/auth/logout", operation_id = "signOut", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "Logged out", body = MessageResponse),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        SignedIn,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn logout(
@@ -158,12 +150,8 @@ pub async fn logout(
 #[utoipa::path(post, path = "/auth/refresh", operation_id = "refreshTokens", tag = "auth", request_body = RefreshRequest,
     responses(
         (status = 200, description = "A new token pair", body = RefreshResponse),
-        (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 429, description = "Too many requests from this address (Retry-After)", body = ErrorBody),
         (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        Unavailable, JsonBody, InvalidInput, TooManyRequests,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn refresh(
@@ -191,8 +179,7 @@ pub async fn refresh(
 #[utoipa::path(get, path = "/auth/me", operation_id = "getCurrentUser", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = MeResponse),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        SignedIn,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn me(accounts: Accounts, Bearer(token): Bearer) -> Result<HttpResponse, ApiError> {

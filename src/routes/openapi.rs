@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, auth, health, responses, sessions, users, verify};
+use super::{admin, auth, health, sessions, users, verify};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,7 +22,7 @@ use super::{admin, auth, health, responses, sessions, users, verify};
         crate::metrics::serve, serve,
     ),
     components(schemas(
-        responses::ErrorBody, actors::domain::User, actors::domain::Wallet,
+        crate::error::ErrorBody, actors::domain::User, actors::domain::Wallet,
         actors::domain::Role, actors::domain::UserStatus, actors::domain::AuditRecord,
         actors::mailbox::ActorSnapshot,
     )),

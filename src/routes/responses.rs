@@ -1,22 +1,65 @@
 //! The typed bodies every endpoint answers with. Handlers build these, and the OpenAPI document
 //! is generated from the same types, so the two cannot drift.
-use crate::configuration::Settings;
+use crate::configuration::{Settings, StorageBackend, TokensBackend};
 use std::collections::BTreeMap;
 
 use actors::domain::{AuditRecord, User, Wallet};
 use actors::mailbox::ActorSnapshot;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, ToSchema};
 
-/// Every error: `{"success": false, "error": "<clear message>", "error_code": "<code>"}`.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Always `false`.
-    pub success: bool,
-    /// For people: what went wrong and, where it helps, what to do.
-    pub error: String,
-    /// For programs: the reason, stable across versions (the message may change).
-    pub error_code: crate::error::ErrorCode,
+use crate::error::ErrorBody;
+
+/// One error answer of the OpenAPI document: an [`ErrorBody`] under `status`.
+fn error_response(status: u16, description: &str) -> (String, RefOr<Response>) {
+    let body = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+        .build();
+    let response = ResponseBuilder::new()
+        .description(description)
+        .content("application/json", body)
+        .build();
+    (status.to_string(), response.into())
+}
+
+/// Error answers several endpoints share, each written once: an endpoint lists the types in its
+/// `responses(...)`, beside its own answers.
+macro_rules! error_responses {
+    ($($(#[$doc:meta])* $name:ident => [$(($status:literal, $description:expr)),+ $(,)?];)+) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                BTreeMap::from([$(error_response($status, $description)),+])
+            }
+        }
+    )+};
+}
+
+const UNAVAILABLE: &str = "Overloaded or a dependency is down";
+
+error_responses! {
+    /// Every endpoint that needs the actors.
+    Unavailable => [(503, UNAVAILABLE)];
+    /// Every endpoint that takes a bearer token (and needs the actors).
+    SignedIn => [
+        (401, "Missing, invalid, expired or revoked token"),
+        (503, UNAVAILABLE),
+    ];
+    /// Every endpoint that takes a JSON body.
+    JsonBody => [
+        (413, "Body too large"),
+        (415, "Body not sent as application/json"),
+    ];
+    InvalidInput => [(400, "Invalid input")];
+    InvalidId => [(400, "Invalid id")];
+    NotAllowed => [(403, "Not allowed")];
+    AdminOnly => [(403, "Administrator role required")];
+    NoSuchUser => [(404, "No such user")];
+    InUse => [(409, "Email or username in use")];
+    TooManyRequests => [(429, "Too many requests from this address (Retry-After)")];
 }
 
 /// `{"success": true, "message": …}`: logout and delete.
@@ -209,9 +252,11 @@ pub struct StatusResponse {
 #[derive(Serialize, ToSchema)]
 pub struct TestBackends {
     /// `mongodb` or `embedded`.
-    pub storage: String,
+    #[schema(value_type = String)]
+    pub storage: StorageBackend,
     /// `redis` or `embedded`.
-    pub tokens: String,
+    #[schema(value_type = String)]
+    pub tokens: TokensBackend,
 }
 
 /// Non-secret settings shown by `/auth/test`.
@@ -243,7 +288,7 @@ impl From<&Settings> for PublicSettings {
             jwt_issuer: s.jwt.issuer.clone(),
             session_timeout: s.sessions.session_timeout,
             max_concurrent_sessions: s.sessions.max_concurrent_sessions,
-            session_limit_policy: s.sessions.limit_policy.clone(),
+            session_limit_policy: s.sessions.limit_policy.as_str().into(),
             session_check_interval: s.sessions.session_check_interval,
             refresh_reuse_grace: s.sessions.refresh_reuse_grace,
             bcrypt_cost: s.security.bcrypt_cost,

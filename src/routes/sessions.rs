@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extractors::{Accounts, Bearer, ClientAddr};
-use crate::routes::responses::{ErrorBody, MessageResponse};
+use crate::routes::responses::{AdminOnly, InvalidId, MessageResponse, NoSuchUser, SignedIn};
 use crate::routes::users::{user_id, UserPath};
 
 /// One live session.
@@ -79,8 +79,7 @@ fn ended(message: &str, ended: usize) -> HttpResponse {
 #[utoipa::path(get, path = "/auth/sessions", operation_id = "listSessions", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "Live sessions", body = SessionsResponse),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        SignedIn,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn list(accounts: Accounts, Bearer(token): Bearer) -> Result<HttpResponse, ApiError> {
@@ -109,9 +108,8 @@ pub async fn list(accounts: Accounts, Bearer(token): Bearer) -> Result<HttpRespo
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Ended", body = MessageResponse),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
         (status = 404, description = "No live session of the caller with this id", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        SignedIn,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn end_one(
@@ -135,8 +133,7 @@ pub async fn end_one(
 #[utoipa::path(delete, path = "/auth/sessions", operation_id = "endOtherSessions", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "The other sessions ended", body = SessionsEndedResponse),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        SignedIn,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn end_others(
@@ -153,11 +150,7 @@ pub async fn end_others(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user's sessions ended", body = SessionsEndedResponse),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Administrator role required", body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        SignedIn, InvalidId, AdminOnly, NoSuchUser,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn end_users(
@@ -191,11 +184,7 @@ pub struct LockoutLiftedResponse {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The lockout is lifted", body = LockoutLiftedResponse),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Administrator role required", body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        SignedIn, InvalidId, AdminOnly, NoSuchUser,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn lift_lockout(

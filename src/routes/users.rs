@@ -8,10 +8,11 @@ use actors::domain::{Email, Password, Role, User, UserId, UserStatus, Username};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extractors::{Accounts, Bearer, ClientAddr};
 use crate::routes::responses::{
-    CreateUserResponse, ErrorBody, MessageResponse, SearchResponse, UpdateUserResponse, UserData,
+    CreateUserResponse, InUse, InvalidId, InvalidInput, JsonBody, MessageResponse, NoSuchUser,
+    NotAllowed, SearchResponse, SignedIn, UpdateUserResponse, UserData,
 };
 
 /// Search pages: `limit` defaults to 20 and is capped at 100.
@@ -69,13 +70,7 @@ pub struct UserPath {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = CreateUserResponse),
-        (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
-        (status = 409, description = "Email or username in use", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
+        SignedIn, JsonBody, InvalidInput, NotAllowed, InUse,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create(
@@ -108,11 +103,7 @@ pub async fn create(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user", body = User),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody),
+        SignedIn, InvalidId, NotAllowed, NoSuchUser,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn get(
@@ -177,13 +168,8 @@ impl UpdateUserRequest {
     responses(
         (status = 200, description = "Updated", body = UpdateUserResponse),
         (status = 400, description = "Invalid input or id", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody),
         (status = 409, description = "Email or username in use, the last active administrator, or the account changed meanwhile", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
+        SignedIn, JsonBody, NotAllowed, NoSuchUser,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn update(
@@ -216,12 +202,8 @@ pub async fn update(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Deleted", body = MessageResponse),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody),
         (status = 409, description = "The last active administrator, or the account changed meanwhile", body = ErrorBody),
+        SignedIn, InvalidId, NotAllowed, NoSuchUser,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn delete(
@@ -256,12 +238,7 @@ pub struct SearchRequest {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of matches", body = SearchResponse),
-        (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
+        SignedIn, JsonBody, InvalidInput, NotAllowed,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn search(
@@ -288,10 +265,10 @@ pub async fn search(
         limit,
         skip,
     };
-    let (users, total): (Vec<User>, u64) = accounts.call(SearchAccounts { token, query }).await?;
+    let found = accounts.call(SearchAccounts { token, query }).await?;
     Ok(HttpResponse::Ok().json(SearchResponse {
-        users,
-        total,
+        users: found.items,
+        total: found.total,
         limit,
         skip,
     }))

@@ -8,10 +8,10 @@ use actors::account::{IntrospectToken, Introspection};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extractors::Accounts;
 use crate::introspection::IntrospectionClients;
-use crate::routes::responses::ErrorBody;
+use crate::routes::responses::Unavailable;
 use crate::state::AppState;
 
 /// The JWK Set of the keys that sign and verify this service's tokens (current, next and
@@ -89,7 +89,7 @@ pub struct ActiveClaims {
         (status = 401, description = "No or wrong client credentials", body = ErrorBody),
         (status = 415, description = "Neither a form nor JSON", body = ErrorBody),
         (status = 429, description = "Over the client's rate (Retry-After)", body = ErrorBody),
-        (status = 503, description = "Overloaded or a dependency is down", body = ErrorBody),
+        Unavailable,
     ))]
 pub async fn introspect(
     state: web::Data<AppState>,

@@ -8,16 +8,14 @@
 //! administrator's power from the moment the demotion is answered.
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-
 use super::sign_in::end_attempt;
 use super::{
-    may_act_on, Accounts, CreateAccount, DeleteAccount, GetAccount, ReadAudit, RequireAdmin,
-    SearchAccounts, UpdateAccount, WRITE_ATTEMPTS,
+    may_act_on, AccountChanges, Accounts, CreateAccount, DeleteAccount, GetAccount, ReadAudit,
+    RequireAdmin, SearchAccounts, UpdateAccount, WRITE_ATTEMPTS,
 };
 use crate::db_queue::{self, Expect, FindUserById, Guard, Written};
 use crate::domain::{AttemptSource, ClientIp, EmailKey, Password, UserId, UserStatus};
-use crate::domain::{AuditEntry, AuditRecord, EndReason, NewUser, Role, User, UserChanges};
+use crate::domain::{AuditEntry, AuditRecord, EndReason, NewUser, Page, Role, User, UserChanges};
 use crate::error::Refusal;
 use crate::hasher::{HashPassword, VerifyPassword};
 use crate::session::{BeginLoginAttempt, TakeRateToken};
@@ -79,10 +77,7 @@ fn removes_an_admin(user: &User, status: Option<UserStatus>, role: Option<Role>)
 pub(super) async fn update(a: Arc<Accounts>, m: UpdateAccount) -> Result<User, ActorError> {
     let principal = a.tokens.call(ValidateAccess(m.token)).await?;
     let asked = m.changes;
-    // The new password's hash, made once however often the decision is taken again; the
-    // current password, checked once against each stored hash it meets.
-    let mut new_hash = None;
-    let mut checked_against: Option<String> = None;
+    let mut password = PasswordWork::default();
     for _ in 0..WRITE_ATTEMPTS {
         let caller = a.account(&principal).await?;
         may_act_on(&caller, &m.target)?;
@@ -105,26 +100,9 @@ pub(super) async fn update(a: Arc<Accounts>, m: UpdateAccount) -> Result<User, A
             role,
         };
         let mut expect = Expect::default();
-        if let Some(password) = &asked.password {
-            // One's own password needs the current one (checked against the hash the change
-            // then expects to replace); an administrator resetting another's does not.
-            if is_self {
-                let current = asked.current_password.clone().ok_or_else(|| {
-                    ActorError::Invalid(
-                        "current_password is required to change the password".into(),
-                    )
-                })?;
-                if checked_against.as_deref() != Some(target.password_hash.as_str()) {
-                    check_current_password(&a, &target, current, m.ip).await?;
-                    checked_against = Some(target.password_hash.clone());
-                }
-                expect.credential_version = Some(target.credential_version);
-            }
-            if new_hash.is_none() {
-                new_hash = Some(a.hasher.call(HashPassword::new(password.clone())).await?);
-            }
-            changes.password_hash = new_hash.clone();
-        }
+        changes.password_hash = password
+            .new_hash(&a, &asked, &target, is_self, m.ip, &mut expect)
+            .await?;
         if changes.is_empty() {
             // Nothing to change: like any idempotent PUT, answer with the account as it is.
             return Ok(target);
@@ -170,6 +148,48 @@ pub(super) async fn update(a: Arc<Accounts>, m: UpdateAccount) -> Result<User, A
         return Ok(user);
     }
     Err(ActorError::Conflict)
+}
+
+/// An update's password work, done once however often its decision is taken again: the new
+/// password's hash, and the stored hash the current password was last checked against.
+#[derive(Default)]
+struct PasswordWork {
+    new_hash: Option<String>,
+    checked_against: Option<String>,
+}
+
+impl PasswordWork {
+    /// The hash to write when the update sets a password. One's own password needs the current
+    /// one (checked against the hash the change then expects to replace); an administrator
+    /// resetting another's does not.
+    async fn new_hash(
+        &mut self,
+        a: &Accounts,
+        asked: &AccountChanges,
+        target: &User,
+        is_self: bool,
+        ip: ClientIp,
+        expect: &mut Expect,
+    ) -> Result<Option<String>, ActorError> {
+        let Some(password) = &asked.password else {
+            return Ok(None);
+        };
+        if is_self {
+            let current = asked.current_password.clone().ok_or_else(|| {
+                ActorError::Invalid("current_password is required to change the password".into())
+            })?;
+            if self.checked_against.as_deref() != Some(target.password_hash.as_str()) {
+                check_current_password(a, target, current, ip).await?;
+                self.checked_against = Some(target.password_hash.clone());
+            }
+            expect.credential_version = Some(target.credential_version);
+        }
+        if self.new_hash.is_none() {
+            let hash = a.hasher.call(HashPassword::new(password.clone())).await?;
+            self.new_hash = Some(hash);
+        }
+        Ok(self.new_hash.clone())
+    }
 }
 
 /// The current password of a change is a password check like a login's (SPEC 10): under the
@@ -290,10 +310,7 @@ pub(super) async fn delete(a: Arc<Accounts>, m: DeleteAccount) -> Result<(), Act
 /// work by its matches and page (`SearchIndexed`: the embedded store's trigram index); else it
 /// runs as slices ([`newest_in_slices`]). Then the page's users are read by id; a user deleted
 /// meanwhile is left out of the page.
-pub(super) async fn search(
-    a: Arc<Accounts>,
-    m: SearchAccounts,
-) -> Result<(Vec<User>, u64), ActorError> {
+pub(super) async fn search(a: Arc<Accounts>, m: SearchAccounts) -> Result<Page<User>, ActorError> {
     a.admin(m.token).await?;
     let q = m.query;
     let filter = db_queue::UserFilter::from(&q);
@@ -307,11 +324,17 @@ pub(super) async fn search(
             sort_at_most: a.settings.search_slice.saturating_mul(20),
         })
         .await?;
-    let (newest, total) = match indexed {
-        Some(found) => (found.newest, found.total),
+    let found = match indexed {
+        Some(found) => found,
         None => newest_in_slices(&a, filter, keep).await?,
     };
-    let page: Vec<UserId> = newest.into_iter().skip(skip).map(|(_, id)| id).collect();
+    let total = found.total;
+    let page: Vec<UserId> = found
+        .newest
+        .into_iter()
+        .skip(skip)
+        .map(|(_, id)| id)
+        .collect();
     let mut found = a.db.call(db_queue::FindUsersByIds(page.clone())).await?;
     let users = page
         .iter()
@@ -320,7 +343,10 @@ pub(super) async fn search(
             Some(found.swap_remove(at))
         })
         .collect();
-    Ok((users, total))
+    Ok(Page {
+        items: users,
+        total,
+    })
 }
 
 /// The newest `keep` matches' sort keys (newest first) and how many match, read as slices
@@ -331,7 +357,7 @@ async fn newest_in_slices(
     a: &Accounts,
     filter: db_queue::UserFilter,
     keep: usize,
-) -> Result<(Vec<(DateTime<Utc>, UserId)>, u64), ActorError> {
+) -> Result<db_queue::IndexedSearch, ActorError> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
 
@@ -364,13 +390,13 @@ async fn newest_in_slices(
         .into_iter()
         .map(|Reverse(key)| key)
         .collect();
-    Ok((newest, total))
+    Ok(db_queue::IndexedSearch { newest, total })
 }
 
 pub(super) async fn read_audit(
     a: Arc<Accounts>,
     m: ReadAudit,
-) -> Result<(Vec<AuditRecord>, u64), ActorError> {
+) -> Result<Page<AuditRecord>, ActorError> {
     a.admin(m.token).await?;
     a.db.call(m.query).await
 }

@@ -4,7 +4,7 @@ use actix::Message;
 
 use crate::db_queue::{ListAudit, SearchUsers, UserWithWallet};
 use crate::domain::{
-    AuditRecord, ClientIp, Email, Password, Role, User, UserId, UserStatus, Username, Wallet,
+    AuditRecord, ClientIp, Email, Page, Password, Role, User, UserId, UserStatus, Username, Wallet,
 };
 use crate::token::TokenPair;
 use crate::ActorError;
@@ -133,7 +133,7 @@ pub struct DeleteAccount {
 
 /// Search accounts (administrators).
 #[derive(Message)]
-#[rtype(result = "Result<(Vec<User>, u64), ActorError>")]
+#[rtype(result = "Result<Page<User>, ActorError>")]
 pub struct SearchAccounts {
     pub token: String,
     pub query: SearchUsers,
@@ -141,7 +141,7 @@ pub struct SearchAccounts {
 
 /// Read the audit trail (administrators).
 #[derive(Message)]
-#[rtype(result = "Result<(Vec<AuditRecord>, u64), ActorError>")]
+#[rtype(result = "Result<Page<AuditRecord>, ActorError>")]
 pub struct ReadAudit {
     pub token: String,
     pub query: ListAudit,

@@ -245,8 +245,8 @@ workflows! {
     GetAccount => User = admin::get;
     UpdateAccount => User = admin::update;
     DeleteAccount => () = admin::delete;
-    SearchAccounts => (Vec<User>, u64) = admin::search;
-    ReadAudit => (Vec<crate::domain::AuditRecord>, u64) = admin::read_audit;
+    SearchAccounts => crate::domain::Page<User> = admin::search;
+    ReadAudit => crate::domain::Page<crate::domain::AuditRecord> = admin::read_audit;
     RequireAdmin => User = admin::require_admin;
     ListMySessions => MySessions = sessions::list;
     EndMySession => () = sessions::end_one;

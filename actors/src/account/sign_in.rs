@@ -11,15 +11,17 @@ use crate::db_queue::{
     FindUserByEmail, FindUserById, FindUserWithWallet, Guard, RecordLogin, UserWithWallet,
 };
 use crate::domain::{
-    AttemptSource, AuditEntry, ClientIp, EndReason, NewUser, Role, User, UserStatus, Wallet,
+    AttemptSource, AuditEntry, ClientIp, Email, EndReason, NewUser, Password, Role, User,
+    UserStatus, Wallet,
 };
 use crate::error::TokenRejection;
 use crate::hasher::{HashPassword, VerifyPassword};
+use crate::mailbox::Announced;
 use crate::session::{BeginLoginAttempt, EndLoginAttempt, LoginAttempt, TakeRateToken};
 use crate::session_store::AttemptOutcome;
 use crate::token::{
-    CheckDeviceToken, IssueDeviceToken, OpenSession, OpenedSession, RevokeSession, RotateRefresh,
-    TokenPair,
+    CheckDeviceToken, IssueDeviceToken, KnownDevice, OpenSession, OpenedSession, RevokeSession,
+    RotateRefresh, TokenPair,
 };
 use crate::ActorError;
 
@@ -73,113 +75,18 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
         user_agent,
         device_token,
     } = m;
-    let failure = |outcome| {
-        AuditEntry::new("auth.login.failure", outcome)
-            .email(email.as_str())
-            .ip(ip)
-    };
     // Refused at once in a storm the hashing pool cannot serve in time (SPEC 7), then
     // rate-limited: a refused request does no other work and counts toward nothing.
     a.hasher.stats().admit()?;
     a.sessions.call(TakeRateToken(ip)).await?;
-    // The verification is announced now: the pool may wait a little for it to fill a batch.
-    let mut coming = Some(a.hasher.stats().announce());
-    // A valid device token of this account: judged by that device's own failures (SPEC 10).
-    let mut device = match device_token {
-        Some(token) => {
-            let email = email.key().clone();
-            a.tokens.call(CheckDeviceToken { token, email }).await?
-        }
-        None => None,
-    };
-    let (attempt, checked) = loop {
-        let source = device.as_ref().map_or(AttemptSource::Address(ip), |d| {
-            AttemptSource::Device(d.device_id.clone())
-        });
-        // Counted before the password is checked; refused uncounted at the limit.
-        let begun = a
-            .sessions
-            .call(BeginLoginAttempt {
-                email: email.key().clone(),
-                source,
-            })
-            .await;
-        let attempt = match begun {
-            Ok(attempt) => attempt,
-            Err(e @ ActorError::LockedOut(_)) => {
-                let reason = if device.is_some() {
-                    "device_locked_out"
-                } else {
-                    "locked_out"
-                };
-                a.audit(failure(reason)).await?;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
-        let checked = async {
-            let user = a.db.call(FindUserByEmail(email.clone())).await?;
-            // Unknown email and wrong password cost the same bcrypt verify, so timing tells
-            // nothing.
-            let hash = user.as_ref().map_or_else(
-                || a.settings.dummy_hash.clone(),
-                |u| u.password_hash.clone(),
-            );
-            let password = password.clone();
-            // Queued from here on: no longer announced.
-            drop(coming.take());
-            let verified = a.hasher.call(VerifyPassword::new(password, hash)).await?;
-            Ok::<_, ActorError>((user, verified))
-        }
-        .await;
-        // The email now belongs to another account than the device's: the token is none,
-        // and the attempt is judged again as an unknown client's.
-        let foreign = match (&device, &checked) {
-            (Some(d), Ok((user, _))) => user.as_ref().map(|u| u.id) != Some(d.user_id),
-            _ => false,
-        };
-        if foreign {
-            end_attempt(&a, attempt, AttemptOutcome::Abandoned).await;
-            device = None;
-            continue;
-        }
-        break (attempt, checked);
-    };
-    let user = match checked {
-        Ok((Some(user), true)) => {
-            end_attempt(&a, attempt, AttemptOutcome::Succeeded).await;
-            user
-        }
-        Ok((user, _)) => {
-            let failures = end_attempt(&a, attempt, AttemptOutcome::Failed).await;
-            let reason = if user.is_some() {
-                "bad_password"
-            } else {
-                "unknown_email"
-            };
-            let mut entry = failure("failure")
-                .detail("reason", reason)
-                .detail("failures_in_window", failures as i64);
-            if let Some(user) = &user {
-                entry = entry.user(user.id);
-            }
-            a.audit(entry).await?;
-            return Err(ActorError::InvalidCredentials);
-        }
-        Err(e) => {
-            end_attempt(&a, attempt, AttemptOutcome::Abandoned).await;
-            return Err(e);
-        }
-    };
-
+    let (user, device) = verified_user(&a, &email, &password, ip, device_token).await?;
     if user.status != UserStatus::Active {
-        let entry = failure("forbidden")
+        let entry = login_failure(&email, ip, "forbidden")
             .user(user.id)
             .detail("reason", user.status.as_str());
         a.audit(entry).await?;
         return Err(ActorError::AccountNotActive(user.status));
     }
-
     // The device this login came from (the same one again, or a new one), signed before the
     // session opens: nothing may fail between opening it and answering.
     let device_token = a
@@ -190,62 +97,11 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
             device,
         })
         .await?;
-    let opened = a
-        .tokens
-        .call(OpenSession {
-            user_id: user.id,
-            role: user.role,
-            credential_version: user.credential_version,
-            ip,
-            user_agent,
-        })
-        .await;
-    let opened = match opened {
-        Ok(opened) => opened,
-        Err(ActorError::InvalidCredentials) => {
-            // The password changed while this login was checking the old one.
-            let entry = failure("failure")
-                .user(user.id)
-                .detail("reason", "password_changed");
-            a.audit(entry).await?;
-            return Err(ActorError::InvalidCredentials);
-        }
-        Err(e) => return Err(e),
-    };
-    let at = now_ms();
-    let stamped =
-        a.db.call(RecordLogin {
-            user_id: user.id,
-            email: user.email.clone(),
-            at,
-            audit: login_entries(&a, &user, &opened, ip),
-        })
-        .await;
-    if let Err(e) = stamped {
-        // The client never gets these tokens: the session they belong to must not stay open.
-        let revoked = a
-            .tokens
-            .call(RevokeSession {
-                user_id: user.id,
-                session_id: opened.session_id,
-                reason: EndReason::Logout,
-            })
-            .await;
-        if let Err(revoke) = revoked {
-            tracing::warn!(
-                error = %crate::error::chain(&revoke),
-                "a login's stamp failed and its session could not be ended; it expires by itself"
-            );
-        }
-        return Err(e);
-    }
+    let opened = open_session(&a, &user, &email, ip, user_agent).await?;
+    let at = stamp_login(&a, &user, &opened, ip).await?;
     if needs_upgrade(&user.password_hash, a.settings.bcrypt_cost) {
-        actix::spawn(upgrade_hash(
-            Arc::clone(&a),
-            user.id,
-            user.password_hash.clone(),
-            password,
-        ));
+        let verified = user.password_hash.clone();
+        actix::spawn(upgrade_hash(Arc::clone(&a), user.id, verified, password));
     }
     tracing::debug!(user_id = %user.id, session_id = %opened.session_id, "signed in");
     Ok(SignedIn {
@@ -257,6 +113,203 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
         tokens: opened.pair,
         device_token,
     })
+}
+
+/// A failed login's audit entry.
+fn login_failure(email: &Email, ip: ClientIp, outcome: &'static str) -> AuditEntry {
+    AuditEntry::new("auth.login.failure", outcome)
+        .email(email.as_str())
+        .ip(ip)
+}
+
+/// The account `email` names when `password` is its own, with the device the login came from
+/// when its device token is valid for this account. Each attempt is counted before the
+/// password is checked (refused uncounted at the limit) and judged by its source's failures:
+/// the device's own, else the client address's (SPEC 10).
+async fn verified_user(
+    a: &Accounts,
+    email: &Email,
+    password: &Password,
+    ip: ClientIp,
+    device_token: Option<String>,
+) -> Result<(User, Option<KnownDevice>), ActorError> {
+    // The verification is announced now: the pool may wait a little for it to fill a batch.
+    let mut coming = Some(a.hasher.stats().announce());
+    let mut device = match device_token {
+        Some(token) => {
+            let email = email.key().clone();
+            a.tokens.call(CheckDeviceToken { token, email }).await?
+        }
+        None => None,
+    };
+    loop {
+        let attempt = begin_attempt(a, email, ip, device.as_ref()).await?;
+        let checked = look_up_and_verify(a, email, password, &mut coming).await;
+        // The email now belongs to another account than the device's: the token is none,
+        // and the attempt is judged again as an unknown client's.
+        let foreign = match (&device, &checked) {
+            (Some(d), Ok((user, _))) => user.as_ref().map(|u| u.id) != Some(d.user_id),
+            _ => false,
+        };
+        if !foreign {
+            return judge_attempt(a, attempt, checked, email, ip)
+                .await
+                .map(|user| (user, device));
+        }
+        end_attempt(a, attempt, AttemptOutcome::Abandoned).await;
+        device = None;
+    }
+}
+
+/// Counts an attempt from `device` (or else the client address) before its password is checked;
+/// a locked-out source is refused, uncounted, and audited.
+async fn begin_attempt(
+    a: &Accounts,
+    email: &Email,
+    ip: ClientIp,
+    device: Option<&KnownDevice>,
+) -> Result<LoginAttempt, ActorError> {
+    let source = device.map_or(AttemptSource::Address(ip), |d| {
+        AttemptSource::Device(d.device_id.clone())
+    });
+    let email_key = email.key().clone();
+    let begun = a
+        .sessions
+        .call(BeginLoginAttempt {
+            email: email_key,
+            source,
+        })
+        .await;
+    if let Err(ActorError::LockedOut(_)) = &begun {
+        let reason = match device {
+            Some(_) => "device_locked_out",
+            None => "locked_out",
+        };
+        a.audit(login_failure(email, ip, reason)).await?;
+    }
+    begun
+}
+
+/// The account of `email` (if any) and whether `password` is its own. Unknown email and wrong
+/// password cost the same bcrypt verify, so timing tells nothing.
+async fn look_up_and_verify(
+    a: &Accounts,
+    email: &Email,
+    password: &Password,
+    coming: &mut Option<Announced>,
+) -> Result<(Option<User>, bool), ActorError> {
+    let user = a.db.call(FindUserByEmail(email.clone())).await?;
+    let hash = user.as_ref().map_or_else(
+        || a.settings.dummy_hash.clone(),
+        |u| u.password_hash.clone(),
+    );
+    // Queued from here on: no longer announced.
+    drop(coming.take());
+    let verified = a
+        .hasher
+        .call(VerifyPassword::new(password.clone(), hash))
+        .await?;
+    Ok((user, verified))
+}
+
+/// Ends the attempt with what the check found: the user when the password was theirs, else an
+/// audited failure.
+async fn judge_attempt(
+    a: &Accounts,
+    attempt: LoginAttempt,
+    checked: Result<(Option<User>, bool), ActorError>,
+    email: &Email,
+    ip: ClientIp,
+) -> Result<User, ActorError> {
+    let user = match checked {
+        Ok((Some(user), true)) => {
+            end_attempt(a, attempt, AttemptOutcome::Succeeded).await;
+            return Ok(user);
+        }
+        Ok((user, _)) => user,
+        Err(e) => {
+            end_attempt(a, attempt, AttemptOutcome::Abandoned).await;
+            return Err(e);
+        }
+    };
+    let failures = end_attempt(a, attempt, AttemptOutcome::Failed).await;
+    let reason = match user {
+        Some(_) => "bad_password",
+        None => "unknown_email",
+    };
+    let mut entry = login_failure(email, ip, "failure")
+        .detail("reason", reason)
+        .detail("failures_in_window", failures as i64);
+    if let Some(user) = &user {
+        entry = entry.user(user.id);
+    }
+    a.audit(entry).await?;
+    Err(ActorError::InvalidCredentials)
+}
+
+/// Opens the user's session under their credential version: a password changed while this
+/// login was checking the old one is an audited failure.
+async fn open_session(
+    a: &Accounts,
+    user: &User,
+    email: &Email,
+    ip: ClientIp,
+    user_agent: String,
+) -> Result<OpenedSession, ActorError> {
+    let opened = a
+        .tokens
+        .call(OpenSession {
+            user_id: user.id,
+            role: user.role,
+            credential_version: user.credential_version,
+            ip,
+            user_agent,
+        })
+        .await;
+    if let Err(ActorError::InvalidCredentials) = &opened {
+        let entry = login_failure(email, ip, "failure")
+            .user(user.id)
+            .detail("reason", "password_changed");
+        a.audit(entry).await?;
+    }
+    opened
+}
+
+/// Stamps the login (with its audit entries); when that fails the client never gets the
+/// tokens, so the session they belong to is ended. Replies with the stamp's time.
+async fn stamp_login(
+    a: &Accounts,
+    user: &User,
+    opened: &OpenedSession,
+    ip: ClientIp,
+) -> Result<DateTime<Utc>, ActorError> {
+    let at = now_ms();
+    let stamped =
+        a.db.call(RecordLogin {
+            user_id: user.id,
+            email: user.email.clone(),
+            at,
+            audit: login_entries(a, user, opened, ip),
+        })
+        .await;
+    let Err(e) = stamped else {
+        return Ok(at);
+    };
+    let revoked = a
+        .tokens
+        .call(RevokeSession {
+            user_id: user.id,
+            session_id: opened.session_id.clone(),
+            reason: EndReason::Logout,
+        })
+        .await;
+    if let Err(revoke) = revoked {
+        tracing::warn!(
+            error = %crate::error::chain(&revoke),
+            "a login's stamp failed and its session could not be ended; it expires by itself"
+        );
+    }
+    Err(e)
 }
 
 /// Whether a verified hash should be made again: another cost than `BCRYPT_COST`, or a prefix

@@ -3,7 +3,8 @@ use actix::Message;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    AuditEntry, AuditRecord, Email, NewUser, Role, User, UserChanges, UserId, UserStatus, Wallet,
+    AuditEntry, AuditRecord, Email, NewUser, Page, Role, User, UserChanges, UserId, UserStatus,
+    Wallet,
 };
 use crate::ActorError;
 
@@ -149,7 +150,7 @@ pub struct DeleteUser {
 /// Users matching literal, case-insensitive substrings of username/email and an exact status,
 /// newest first; replies with one page and the total.
 #[derive(Message)]
-#[rtype(result = "Result<(Vec<User>, u64), ActorError>")]
+#[rtype(result = "Result<Page<User>, ActorError>")]
 pub struct SearchUsers {
     pub username: Option<String>,
     pub email: Option<String>,
@@ -318,6 +319,7 @@ pub struct SearchIndexed {
     pub sort_at_most: u32,
 }
 
+/// The sort keys of a search's newest matches, and how many match.
 pub struct IndexedSearch {
     /// (`created_at`, id) of the newest `keep` matches, newest first.
     pub newest: Vec<(DateTime<Utc>, UserId)>,
@@ -349,7 +351,7 @@ pub struct FindUsersByIds(pub Vec<UserId>);
 
 /// Audit entries, newest first, filtered by subject and/or action; one page and the total.
 #[derive(Message)]
-#[rtype(result = "Result<(Vec<AuditRecord>, u64), ActorError>")]
+#[rtype(result = "Result<Page<AuditRecord>, ActorError>")]
 pub struct ListAudit {
     pub user_id: Option<String>,
     pub action: Option<String>,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use rusqlite::Connection;
 
-use crate::domain::{AuditRecord, User, UserId, Wallet};
+use crate::domain::{AuditRecord, Page, User, UserId, Wallet};
 use crate::mailbox::{guarded, ActorStats, Mailbox};
 use crate::probe::Dependency;
 use crate::ActorError;
@@ -400,7 +400,7 @@ queued!(SearchUsersSlice, SearchSlice, |m, c| alone(m, c));
 queued!(SearchIndexed, Option<IndexedSearch>, |m, c| alone(m, c));
 queued!(BackfillSearchIndex, Backfilled, |m, c| alone(m, c));
 queued!(FindUsersByIds, Vec<User>, |m, c| alone(m, c));
-queued!(ListAudit, (Vec<AuditRecord>, u64), |m, c| alone(m, c));
+queued!(ListAudit, Page<AuditRecord>, |m, c| alone(m, c));
 queued!(UpdateUser, Written<User>, |m, c| alone(m, c), invalidates id);
 queued!(DeleteUser, Written<()>, |m, c| alone(m, c), invalidates id);
 queued!(UpgradeHash, bool, |m, c| alone(m, c), invalidates id);
@@ -446,7 +446,7 @@ alone!(DeleteUser, Written<()>, delete_user, writes id);
 alone!(SearchUsersSlice, SearchSlice, search_slice);
 alone!(SearchIndexed, Option<IndexedSearch>, search_indexed);
 alone!(BackfillSearchIndex, Backfilled, backfill_search_index);
-alone!(ListAudit, (Vec<AuditRecord>, u64), list_audit);
+alone!(ListAudit, Page<AuditRecord>, list_audit);
 
 impl Operation for UpgradeHash {
     type Output = bool;

@@ -24,7 +24,7 @@ use super::messages::{
 };
 use super::mongo_indexes::{case_insensitive, EMAIL_KEY};
 use crate::domain::{
-    probe_key, search_keys, AuditEntry, AuditRecord, Email, Role, User, UserId, UserStatus,
+    probe_key, search_keys, AuditEntry, AuditRecord, Email, Page, Role, User, UserId, UserStatus,
     Username, Wallet,
 };
 use crate::error::DuplicateField;
@@ -180,7 +180,7 @@ async fn page(
     sort: Document,
     skip: u64,
     limit: i64,
-) -> Result<(Vec<Document>, u64), ActorError> {
+) -> Result<Page<Document>, ActorError> {
     let total = collection
         .count_documents(filter.clone())
         .await
@@ -191,7 +191,7 @@ async fn page(
         .limit(limit)
         .build();
     let docs = find_all(collection, filter, options).await?;
-    Ok((docs, total))
+    Ok(Page { items: docs, total })
 }
 
 /// Every document of `collection` that `filter` matches, read with `options`.
@@ -534,6 +534,16 @@ impl MongoStore {
         self.db.collection("wallets")
     }
 
+    /// Inside a transaction: writes its audit entry, and commits.
+    async fn commit_with(
+        &self,
+        session: &mut mongodb::ClientSession,
+        audit: Document,
+    ) -> mongodb::error::Result<Decision<()>> {
+        self.audit().insert_one(audit).session(session).await?;
+        Ok(Decision::Commit(()))
+    }
+
     fn audit(&self) -> Collection<Document> {
         self.db.collection("audit_log")
     }
@@ -728,11 +738,7 @@ impl MongoStore {
                         .insert_one(wallet)
                         .session(&mut *session)
                         .await?;
-                    this.audit()
-                        .insert_one(audit)
-                        .session(&mut *session)
-                        .await?;
-                    Ok(Decision::Commit(()))
+                    this.commit_with(session, audit).await
                 })
             })
             .await;
@@ -945,11 +951,7 @@ impl MongoStore {
                     if keep_an_admin && !this.an_admin_is_left(session).await? {
                         return Ok(Decision::Abort(Err(ActorError::LastAdmin)));
                     }
-                    this.audit()
-                        .insert_one(audit)
-                        .session(&mut *session)
-                        .await?;
-                    Ok(Decision::Commit(()))
+                    this.commit_with(session, audit).await
                 })
             })
             .await;
@@ -1008,11 +1010,7 @@ impl MongoStore {
                         )
                         .session(&mut *session)
                         .await?;
-                    this.audit()
-                        .insert_one(audit)
-                        .session(&mut *session)
-                        .await?;
-                    Ok(Decision::Commit(()))
+                    this.commit_with(session, audit).await
                 })
             })
             .await;
@@ -1092,13 +1090,32 @@ impl MongoStore {
         })
     }
 
+    /// Up to `limit` users `filter` finds, with the fields a search compares, read within
+    /// [`SEARCH_BUDGET`] of the server's time.
+    async fn search_candidates(
+        &self,
+        filter: Document,
+        limit: i64,
+    ) -> mongodb::error::Result<Vec<Document>> {
+        self.users()
+            .find(filter)
+            .projection(doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1})
+            .limit(limit)
+            .batch_size(u32::try_from(limit).unwrap_or(u32::MAX))
+            .max_time(SEARCH_BUDGET)
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await
+    }
+
     /// A whole search in one turn from the key indexes ([`SearchIndexed`]), once every user
     /// has keys: the users holding the first substring's key ([`probe_key`]) or, with no
     /// substring, the status asked for, and those written without keys since (by the seed's
     /// module, an import), read with the fields a search compares and filtered here. More
     /// than `sort_at_most` candidates, or more than [`SEARCH_BUDGET`] spent reading them: the
-    /// search goes on in slices (and the key is not asked again for ten minutes). More keyless users than that turn the keys off until the
-    /// backfill, which looks again every 30 s, has keyed them. One field's equality only,
+    /// search goes on in slices (and the key is not asked again for ten minutes). More keyless
+    /// users than that turn the keys off until the backfill, which looks again every 30 s, has
+    /// keyed them. One field's equality only,
     /// since SecantusDB reads the whole collection for a query that combines a key with
     /// another condition on the same array or an `$or`.
     pub async fn search_indexed(
@@ -1133,20 +1150,7 @@ impl MongoStore {
             queries.push((true, doc! {field: Bson::Null}));
         }
         for (keyless, filter) in queries {
-            let read = async {
-                self.users()
-                    .find(filter)
-                    .projection(
-                        doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1},
-                    )
-                    .limit(limit)
-                    .batch_size(u32::try_from(limit).unwrap_or(u32::MAX))
-                    .max_time(SEARCH_BUDGET)
-                    .await?
-                    .try_collect::<Vec<Document>>()
-                    .await
-            };
-            let over = match read.await {
+            let over = match self.search_candidates(filter, limit).await {
                 Ok(docs) => {
                     candidates.extend(docs);
                     candidates.len() >= usize::try_from(limit).unwrap_or(usize::MAX)
@@ -1280,7 +1284,7 @@ impl MongoStore {
             .map_err(|e| ActorError::internal("reading a stored document", e))
     }
 
-    pub async fn list_audit(self, q: ListAudit) -> Result<(Vec<AuditRecord>, u64), ActorError> {
+    pub async fn list_audit(self, q: ListAudit) -> Result<Page<AuditRecord>, ActorError> {
         let mut filter = Document::new();
         if let Some(user_id) = q.user_id {
             filter.insert("user_id", user_id);
@@ -1288,7 +1292,7 @@ impl MongoStore {
         if let Some(action) = q.action {
             filter.insert("action", action);
         }
-        let (docs, total) = page(
+        let found = page(
             &self.audit(),
             filter,
             doc! {"at": -1, "_id": -1},
@@ -1296,6 +1300,9 @@ impl MongoStore {
             q.limit,
         )
         .await?;
-        Ok((docs.iter().map(AuditRecord::from_document).collect(), total))
+        Ok(Page {
+            items: found.items.iter().map(AuditRecord::from_document).collect(),
+            total: found.total,
+        })
     }
 }

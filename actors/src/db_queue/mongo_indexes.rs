@@ -431,6 +431,61 @@ pub(super) async fn plan(
     Ok(plan)
 }
 
+/// Brings one index to `want`: its expiry changed in place, an equal one adopted, a different
+/// one of its name replaced, a missing one created.
+async fn ensure_index(db: &Database, want: Wanted) -> Result<(), ActorError> {
+    let present = existing(db, want.collection).await?;
+    let collection = db.collection::<Document>(want.collection);
+    if let Some(seconds) = expiry_change(&want, &present) {
+        let keys = key_pattern(&want.keys);
+        let name = present
+            .iter()
+            .find(|e| e.keys == keys && e.ci == want.ci)
+            .map(|e| e.name.clone())
+            .unwrap_or_default();
+        db.run_command(doc! {
+            "collMod": want.collection,
+            "index": {"name": &name, "expireAfterSeconds": seconds as i64},
+        })
+        .await
+        .map_err(ActorError::mongo)?;
+        tracing::info!(index = %name, expire_after_s = seconds, "index expiry changed");
+    }
+    match step(&want, &present) {
+        Step::Keep => return Ok(()),
+        Step::Adopt(name) => {
+            tracing::info!(index = %name, as_ = want.name, "existing index adopted");
+            return Ok(());
+        }
+        Step::Replace(name) => {
+            collection
+                .drop_index(name.clone())
+                .await
+                .map_err(ActorError::mongo)?;
+            tracing::info!(index = %name, by = want.name, "index replaced");
+        }
+        Step::Create => {}
+    }
+    let mut options = IndexOptions::builder()
+        .name(want.name.to_string())
+        .unique(want.unique.then_some(true))
+        .expire_after(want.ttl.map(Duration::from_secs))
+        .sparse(want.sparse.then_some(true))
+        .build();
+    if want.ci {
+        options.collation = Some(case_insensitive());
+    }
+    let index = IndexModel::builder()
+        .keys(want.keys)
+        .options(options)
+        .build();
+    collection
+        .create_index(index)
+        .await
+        .map_err(ActorError::mongo)?;
+    Ok(())
+}
+
 /// Brings the indexes to what the service needs (see the module's comment). Refuses, changing
 /// nothing, when the data cannot meet a unique index.
 pub(super) async fn ensure(
@@ -470,56 +525,7 @@ pub(super) async fn ensure(
         );
     }
     for want in wanted(audit_retention, seed) {
-        let present = existing(db, want.collection).await?;
-        let collection = db.collection::<Document>(want.collection);
-        if let Some(seconds) = expiry_change(&want, &present) {
-            let keys = key_pattern(&want.keys);
-            let name = present
-                .iter()
-                .find(|e| e.keys == keys && e.ci == want.ci)
-                .map(|e| e.name.clone())
-                .unwrap_or_default();
-            db.run_command(doc! {
-                "collMod": want.collection,
-                "index": {"name": &name, "expireAfterSeconds": seconds as i64},
-            })
-            .await
-            .map_err(ActorError::mongo)?;
-            tracing::info!(index = %name, expire_after_s = seconds, "index expiry changed");
-        }
-        match step(&want, &present) {
-            Step::Keep => continue,
-            Step::Adopt(name) => {
-                tracing::info!(index = %name, as_ = want.name, "existing index adopted");
-                continue;
-            }
-            Step::Replace(name) => {
-                collection
-                    .drop_index(name.clone())
-                    .await
-                    .map_err(ActorError::mongo)?;
-                tracing::info!(index = %name, by = want.name, "index replaced");
-            }
-            Step::Create => {}
-        }
-        let mut options = IndexOptions::builder()
-            .name(want.name.to_string())
-            .unique(want.unique.then_some(true))
-            .expire_after(want.ttl.map(Duration::from_secs))
-            .sparse(want.sparse.then_some(true))
-            .build();
-        if want.ci {
-            options.collation = Some(case_insensitive());
-        }
-        collection
-            .create_index(
-                IndexModel::builder()
-                    .keys(want.keys)
-                    .options(options)
-                    .build(),
-            )
-            .await
-            .map_err(ActorError::mongo)?;
+        ensure_index(db, want).await?;
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use super::messages::{
     UpdateUser, UserFilter, Written,
 };
 use crate::domain::{
-    AuditEntry, AuditRecord, Email, EmailKey, Role, User, UserId, UserStatus, Wallet,
+    AuditEntry, AuditRecord, Email, EmailKey, Page, Role, User, UserId, UserStatus, Wallet,
 };
 use crate::error::DuplicateField;
 use crate::sqlite::{
@@ -365,7 +365,7 @@ fn page<T>(
     args: Vec<Value>,
     (skip, limit): (u64, i64),
     map: impl FnMut(&Row) -> rusqlite::Result<T>,
-) -> rusqlite::Result<(Vec<T>, u64)> {
+) -> rusqlite::Result<Page<T>> {
     let total: i64 = c
         .prepare_cached(&format!("SELECT COUNT(*) {from_where}"))?
         .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
@@ -378,7 +378,10 @@ fn page<T>(
         ))?
         .query_map(params_from_iter(paged.iter()), map)?
         .collect::<rusqlite::Result<Vec<T>>>()?;
-    Ok((rows, u64::try_from(total).unwrap_or(0)))
+    Ok(Page {
+        items: rows,
+        total: u64::try_from(total).unwrap_or(0),
+    })
 }
 
 /// How to answer one operation of a batch once the commit's outcome is known: with its own
@@ -916,8 +919,9 @@ impl SqliteStore {
     /// substring: exact for three characters or more), or of the `status` index, or all users.
     /// Few candidates (up to `sort_at_most`) are read, filtered and sorted; many are
     /// counted (in the index, or along the username index when that costs less), and the page
-    /// is read along the `created_at` index, where matches that dense come soon. Many candidates and a status besides would need every candidate
-    /// read to count them: that search goes on in slices.
+    /// is read along the `created_at` index, where matches that dense come soon. Many
+    /// candidates and a status besides would need every candidate read to count them: that
+    /// search goes on in slices.
     pub fn search_indexed(
         c: &Connection,
         q: SearchIndexed,
@@ -932,46 +936,9 @@ impl SqliteStore {
             },
         };
         let status = f.status.map(|s| s.as_str().to_string());
-        let count = |sql: &str, arg: Option<&String>| -> Result<i64, ActorError> {
-            c.prepare_cached(sql)
-                .and_then(|mut s| s.query_row(params_from_iter(arg), |r| r.get(0)))
-                .map_err(db_error)
-        };
-        // The candidates: a condition on `users`, its argument, and how many it holds (of the
-        // index's, one more than `sort_at_most` at most: counting them all may cost more).
-        let (source, source_arg, candidates) = match (&phrase, &status) {
-            (Some(phrase), _) => (
-                "rowid IN (SELECT rowid FROM users_search WHERE users_search MATCH ?)",
-                Some(phrase),
-                c.prepare_cached(
-                    "SELECT COUNT(*) FROM \
-                     (SELECT rowid FROM users_search WHERE users_search MATCH ? LIMIT ?)",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![phrase, i64::from(q.sort_at_most) + 1], |r| r.get(0))
-                })
-                .map_err(db_error)?,
-            ),
-            (None, Some(status)) => (
-                "status = ?",
-                Some(status),
-                count("SELECT COUNT(*) FROM users WHERE status = ?", Some(status))?,
-            ),
-            (None, None) => ("1", None, count("SELECT COUNT(*) FROM users", None)?),
-        };
-        // The filter itself, exact whatever the candidates.
-        let mut filter = String::new();
-        let mut args = Vec::new();
-        for (column, needle) in [("username_lower", &f.username), ("lower(email)", &f.email)] {
-            if let Some(needle) = needle {
-                filter.push_str(&format!(" AND instr({column}, ?) > 0"));
-                args.push(Value::Text(needle.clone()));
-            }
-        }
-        if let Some(status) = &status {
-            filter.push_str(" AND status = ?");
-            args.push(Value::Text(status.clone()));
-        }
+        let (source, source_arg, candidates) =
+            search_candidates(c, phrase.as_ref(), status.as_ref(), q.sort_at_most)?;
+        let (filter, mut args) = exact_filter(f, status.as_ref());
         let few = candidates <= i64::from(q.sort_at_most);
         let (source, index) = if few {
             let source_arg = source_arg.map(|a| Value::Text(a.clone()));
@@ -982,28 +949,14 @@ impl SqliteStore {
         } else {
             ("1", " INDEXED BY \"created_at\"")
         };
-        let total = if few {
-            c.prepare_cached(&format!(
-                "SELECT COUNT(*) FROM users WHERE {source}{filter}"
-            ))
-            .and_then(|mut s| s.query_row(params_from_iter(&args), |r| r.get(0)))
-            .map_err(db_error)?
-        } else if let Some(phrase) = &phrase {
-            match (&f.username, &f.email) {
-                // A phrase of several trigrams held by most users costs more to count in the
-                // index (its positions) than the username index costs to read whole.
-                (Some(needle), None) if needle.chars().count() > 3 => count(
-                    "SELECT COUNT(*) FROM users INDEXED BY username_ci_unique \
-                     WHERE instr(username_lower, ?) > 0",
-                    Some(needle),
-                )?,
-                _ => count(
-                    "SELECT COUNT(*) FROM users_search WHERE users_search MATCH ?",
-                    Some(phrase),
-                )?,
-            }
-        } else {
-            candidates
+        let total = match (few, &phrase) {
+            (true, _) => count(
+                c,
+                &format!("SELECT COUNT(*) FROM users WHERE {source}{filter}"),
+                &args,
+            )?,
+            (false, Some(phrase)) => count_dense_matches(c, f, phrase)?,
+            (false, None) => candidates,
         };
         args.push(Value::Integer(i64::try_from(q.keep).unwrap_or(i64::MAX)));
         let newest = c
@@ -1071,7 +1024,7 @@ impl SqliteStore {
         Ok(users)
     }
 
-    pub fn list_audit(c: &Connection, q: ListAudit) -> Result<(Vec<AuditRecord>, u64), ActorError> {
+    pub fn list_audit(c: &Connection, q: ListAudit) -> Result<Page<AuditRecord>, ActorError> {
         let mut conditions = Vec::new();
         let mut args = Vec::new();
         if let Some(user_id) = q.user_id {
@@ -1093,6 +1046,85 @@ impl SqliteStore {
             audit_from_row,
         )
         .map_err(db_error)
+    }
+}
+
+/// The one number `sql` counts, with `args`.
+fn count<P: rusqlite::ToSql>(c: &Connection, sql: &str, args: &[P]) -> Result<i64, ActorError> {
+    c.prepare_cached(sql)
+        .and_then(|mut s| s.query_row(params_from_iter(args), |r| r.get(0)))
+        .map_err(db_error)
+}
+
+/// Where an indexed search's candidates come from: a condition on `users`, its argument, and
+/// how many it holds (of the search index's, one more than `sort_at_most` at most: counting them
+/// all may cost more).
+fn search_candidates<'a>(
+    c: &Connection,
+    phrase: Option<&'a String>,
+    status: Option<&'a String>,
+    sort_at_most: u32,
+) -> Result<(&'static str, Option<&'a String>, i64), ActorError> {
+    Ok(match (phrase, status) {
+        (Some(phrase), _) => (
+            "rowid IN (SELECT rowid FROM users_search WHERE users_search MATCH ?)",
+            Some(phrase),
+            count(
+                c,
+                "SELECT COUNT(*) FROM \
+                 (SELECT rowid FROM users_search WHERE users_search MATCH ? LIMIT ?)",
+                &[
+                    Value::Text(phrase.clone()),
+                    Value::Integer(i64::from(sort_at_most) + 1),
+                ],
+            )?,
+        ),
+        (None, Some(status)) => (
+            "status = ?",
+            Some(status),
+            count(c, "SELECT COUNT(*) FROM users WHERE status = ?", &[status])?,
+        ),
+        (None, None) => (
+            "1",
+            None,
+            count::<String>(c, "SELECT COUNT(*) FROM users", &[])?,
+        ),
+    })
+}
+
+/// A search's filter itself, exact whatever the candidates: SQL conditions (each starting with
+/// ` AND`) and their arguments.
+fn exact_filter(f: &UserFilter, status: Option<&String>) -> (String, Vec<Value>) {
+    let mut filter = String::new();
+    let mut args = Vec::new();
+    for (column, needle) in [("username_lower", &f.username), ("lower(email)", &f.email)] {
+        if let Some(needle) = needle {
+            filter.push_str(&format!(" AND instr({column}, ?) > 0"));
+            args.push(Value::Text(needle.clone()));
+        }
+    }
+    if let Some(status) = status {
+        filter.push_str(" AND status = ?");
+        args.push(Value::Text(status.clone()));
+    }
+    (filter, args)
+}
+
+/// How many users hold a phrase most of them hold. Of several trigrams, counting it in the index
+/// (its positions) costs more than reading the username index whole.
+fn count_dense_matches(c: &Connection, f: &UserFilter, phrase: &str) -> Result<i64, ActorError> {
+    match (&f.username, &f.email) {
+        (Some(needle), None) if needle.chars().count() > 3 => count(
+            c,
+            "SELECT COUNT(*) FROM users INDEXED BY username_ci_unique \
+             WHERE instr(username_lower, ?) > 0",
+            &[needle],
+        ),
+        _ => count(
+            c,
+            "SELECT COUNT(*) FROM users_search WHERE users_search MATCH ?",
+            &[phrase],
+        ),
     }
 }
 

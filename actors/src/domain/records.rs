@@ -516,6 +516,13 @@ impl AuditRecord {
     }
 }
 
+/// One page of a listing (newest first) and how many match in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

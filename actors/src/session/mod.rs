@@ -15,7 +15,7 @@ use chrono::Utc;
 use crate::db_queue::{DbQueue, WriteAudit};
 use crate::domain::AttemptSource;
 use crate::domain::AuditEntry;
-use crate::mailbox::{guarded, timed, ActorStats};
+use crate::mailbox::{timed, ActorStats};
 use crate::session_store::{Admission, AttemptRequest, SessionStore};
 use crate::ActorError;
 pub use messages::*;
@@ -203,7 +203,7 @@ impl Handler<SweepIdleSessions> for SessionActor {
         let store = self.store.clone();
         let s = Arc::clone(&self.settings);
         let db = self.db.clone();
-        guarded("session", async move {
+        timed("session", timer, async move {
             let result = async {
                 let now = Utc::now().timestamp_millis();
                 let idle_ms = s.idle_timeout.as_millis() as i64;
@@ -232,7 +232,6 @@ impl Handler<SweepIdleSessions> for SessionActor {
                     "session sweep failed; next interval retries"
                 );
             }
-            timer.finish(&result);
             result
         })
     }
