@@ -409,15 +409,14 @@ fn masked_uri<S: Serializer>(uri: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&mask_uri_password(uri))
 }
 
-/// Reads a setting given as text, converted once at load by `parse`; its error names the
-/// variable.
+/// Reads a setting given as text, converted once at load by `parse`, whose error says what the
+/// value must be (`Settings::load_from` puts the variable's name before it).
 fn parse_text<'de, D: Deserializer<'de>, T>(
     d: D,
-    key: &str,
     parse: impl FnOnce(&str) -> Result<T, String>,
 ) -> Result<T, D::Error> {
     let text = String::deserialize(d)?;
-    parse(text.trim()).map_err(|why| D::Error::custom(format!("{} {why}", named(key))))
+    parse(text.trim()).map_err(D::Error::custom)
 }
 
 /// The entries of a comma-separated list, blanks left out.
@@ -451,7 +450,7 @@ fn empty_is_none<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 mod limit_policy {
     use super::*;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LimitPolicy, D::Error> {
-        parse_text(d, "sessions.limit_policy", |text| match text {
+        parse_text(d, |text| match text {
             "evict_oldest" => Ok(LimitPolicy::EvictOldest),
             "reject" => Ok(LimitPolicy::Reject),
             _ => Err("must be \"evict_oldest\" or \"reject\"".into()),
@@ -465,7 +464,7 @@ mod limit_policy {
 mod algorithm {
     use super::*;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SigningAlgorithm, D::Error> {
-        parse_text(d, "jwt.algorithm", |text| {
+        parse_text(d, |text| {
             SigningAlgorithm::parse(text).map_err(|e| format!("is invalid: {e}"))
         })
     }
@@ -477,7 +476,7 @@ mod algorithm {
 mod proxies {
     use super::*;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-        parse_text(d, "security.trusted_proxies", |text| {
+        parse_text(d, |text| {
             entries(text)
                 .map(|entry| {
                     entry
@@ -501,7 +500,7 @@ mod proxies {
 mod cluster_nodes {
     use super::*;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, u16)>, D::Error> {
-        parse_text(d, "redis.cluster_nodes", |text| {
+        parse_text(d, |text| {
             entries(text)
                 .map(|node| {
                     node.rsplit_once(':')
@@ -555,7 +554,7 @@ mod client_list {
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Vec<(String, SecretString)>, D::Error> {
-        parse_text(d, "introspection.clients", |text| {
+        parse_text(d, |text| {
             entries(text)
                 .map(|pair| match pair.split_once(':') {
                     Some((id, secret)) if !id.trim().is_empty() && !secret.is_empty() => Ok((
@@ -642,15 +641,23 @@ impl Settings {
             }
         }
         let config = builder.build().map_err(|e| ConfigError(e.to_string()))?;
-        let mut settings: Settings = config.try_deserialize().map_err(|e| {
+        let mut settings: Settings = config.try_deserialize().map_err(|e| match e {
+            // A value that did not convert (see `parse_text`): the variable, then why.
+            config::ConfigError::At {
+                error,
+                key: Some(key),
+                ..
+            } => ConfigError(format!("{} {error}", named(&key))),
             // config names the key (`… for key `jwt.access_token_expires``); add its variable.
-            let msg = e.to_string();
-            let hint = ENV_VARS
-                .iter()
-                .find(|(_, k)| msg.contains(&format!("`{k}`")))
-                .map(|(v, _)| format!(" (environment variable {v})"))
-                .unwrap_or_default();
-            ConfigError(format!("{msg}{hint}"))
+            other => {
+                let msg = other.to_string();
+                let hint = ENV_VARS
+                    .iter()
+                    .find(|(_, k)| msg.contains(&format!("`{k}`")))
+                    .map(|(v, _)| format!(" (environment variable {v})"))
+                    .unwrap_or_default();
+                ConfigError(format!("{msg}{hint}"))
+            }
         })?;
         settings.choose_backends(env)?;
         settings.validate()?;
@@ -972,6 +979,88 @@ mod tests {
                 .unwrap_or_default();
             assert!(err.contains(name), "{value}: {err}");
         }
+    }
+
+    #[test]
+    fn settings_written_as_text_load_typed_and_print_back_as_text() {
+        let s = Settings::load_from(&env(&[
+            ("SESSION_LIMIT_POLICY", "reject"),
+            ("JWT_ALGORITHM", "EdDSA"),
+            ("TRUSTED_PROXIES", " 10.0.0.0/8, 127.0.0.1 ,"),
+            ("JWT_PREVIOUS_PUBLIC_KEY_FILES", "a.pem, b.pem"),
+            ("JWT_PREVIOUS_SECRET_KEYS", "old-key-one,old-key-two"),
+            (
+                "INTROSPECTION_CLIENTS",
+                "billing:s3cret-one, audit:s3cret-two",
+            ),
+        ]))
+        .map_err(|e| e.to_string());
+        let Ok(s) = s else {
+            panic!("{s:?}");
+        };
+        assert_eq!(s.sessions.limit_policy, LimitPolicy::Reject);
+        assert_eq!(s.jwt.algorithm, SigningAlgorithm::EdDsa);
+        let proxies: Vec<String> = s
+            .security
+            .trusted_proxies
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.1/32"]);
+        assert_eq!(s.jwt.previous_public_key_files, ["a.pem", "b.pem"]);
+        assert_eq!(s.jwt.previous_secret_keys.len(), 2);
+        let ids: Vec<&str> = s
+            .introspection
+            .clients
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect();
+        assert_eq!(ids, ["billing", "audit"]);
+        let printed = serde_json::to_value(&s).unwrap_or_default();
+        assert_eq!(printed["sessions"]["limit_policy"], "reject");
+        assert_eq!(printed["jwt"]["algorithm"], "EdDSA");
+        assert_eq!(
+            printed["security"]["trusted_proxies"],
+            "10.0.0.0/8,127.0.0.1/32"
+        );
+        assert_eq!(printed["jwt"]["previous_public_key_files"], "a.pem,b.pem");
+        assert_eq!(printed["jwt"]["previous_secret_keys"], "***");
+        assert_eq!(printed["introspection"]["clients"], "***");
+        let shown = printed.to_string();
+        for secret in ["old-key-one", "s3cret-one"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_setting_that_does_not_convert_names_its_variable() {
+        for (name, value) in [
+            ("SESSION_LIMIT_POLICY", "sometimes"),
+            ("JWT_ALGORITHM", "RS1"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.local"),
+            ("INTROSPECTION_CLIENTS", "billing"),
+            ("STORAGE_BACKEND", "postgres"),
+        ] {
+            let err = Settings::load_from(&env(&[(name, value)]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(name), "{value}: {err}");
+        }
+        let production = |name, value| {
+            Settings::load_from(&env(&[
+                ("APP_ENV", "production"),
+                ("JWT_SECRET_KEY", "a-production-secret-of-32-bytes-x"),
+                (name, value),
+            ]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+        };
+        let err = production("INTROSPECTION_CLIENTS", "billing:short");
+        assert!(err.contains("INTROSPECTION_CLIENTS"), "{err}");
+        let err = production("JWT_PREVIOUS_SECRET_KEYS", "short");
+        assert!(err.contains("JWT_PREVIOUS_SECRET_KEYS"), "{err}");
     }
 
     #[test]

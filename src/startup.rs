@@ -17,7 +17,7 @@ use actors::db_queue::{
     self, DbQueue, DbQueueActor, FindUserByEmail, Guard, IndexPlan, MongoStore, RegisterUser,
     SqliteStore, Store, UserCache, Written,
 };
-use actors::domain::{AuditEntry, NewUser, Password, Role, UserStatus};
+use actors::domain::{AuditEntry, NewUser, Password, Registered, Role, UserStatus};
 use actors::error::DuplicateField;
 use actors::hasher::{HashPassword, HasherActor};
 use actors::mailbox::{ActorStats, Mailbox};
@@ -257,7 +257,7 @@ pub async fn bootstrap_admin(
         })
         .await;
     match created {
-        Ok(Written::Applied((user, _))) => {
+        Ok(Written::Applied(Registered { user, .. })) => {
             tracing::info!(user_id = %user.id, "administrator created");
             Ok(true)
         }

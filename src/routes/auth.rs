@@ -1,7 +1,7 @@
 //! `/auth`: registration, login, logout, refresh and the signed-in user.
 use actix_web::{web, HttpResponse};
 use actors::account::{Login, Logout, Me, Refresh, Register};
-use actors::domain::{Email, Password, Username};
+use actors::domain::{Email, Password, Registered, Username};
 use actors::token::TokenPair;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -72,7 +72,7 @@ pub async fn register(
         password: Password::parse(&body.password).map_err(bad)?,
         ip,
     };
-    let (user, wallet) = accounts.call(message).await?;
+    let Registered { user, wallet } = accounts.call(message).await?;
     Ok(HttpResponse::Created().json(RegisterResponse {
         success: true,
         message: "User registered successfully".into(),

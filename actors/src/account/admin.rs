@@ -43,7 +43,7 @@ pub(super) async fn create(a: Arc<Accounts>, m: CreateAccount) -> Result<User, A
     };
     let written = a.insert(user, Guard::Admin(admin.id), audit).await?;
     match written {
-        Written::Applied((user, _wallet)) => Ok(user),
+        Written::Applied(created) => Ok(created.user),
         // The caller stopped being an administrator while the password was hashed.
         Written::NotFound | Written::Changed => Err(ActorError::Forbidden(Refusal::AdminRequired)),
     }

@@ -4,14 +4,15 @@ use actix::Message;
 
 use crate::db_queue::{ListAudit, SearchUsers, UserWithWallet};
 use crate::domain::{
-    AuditRecord, ClientIp, Email, Page, Password, Role, User, UserId, UserStatus, Username, Wallet,
+    AuditRecord, ClientIp, Email, Page, Password, Registered, Role, User, UserId, UserStatus,
+    Username,
 };
 use crate::token::TokenPair;
 use crate::ActorError;
 
 /// Create an account and its wallet.
 #[derive(Message)]
-#[rtype(result = "Result<(User, Wallet), ActorError>")]
+#[rtype(result = "Result<Registered, ActorError>")]
 pub struct Register {
     pub username: Username,
     pub email: Email,

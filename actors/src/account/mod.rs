@@ -24,7 +24,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::db_queue::{DbQueue, FindUserById, Guard, RegisterUser, UserCache, Written};
-use crate::domain::{AuditEntry, EndReason, NewUser, Role, User, UserId, UserStatus, Wallet};
+use crate::domain::{AuditEntry, EndReason, NewUser, Registered, Role, User, UserId, UserStatus};
 use crate::error::{Refusal, TokenRejection};
 use crate::hasher::HasherActor;
 use crate::mailbox::{timed, ActorStats, Mailbox};
@@ -105,7 +105,7 @@ impl Accounts {
         user: NewUser,
         guard: Guard,
         audit: AuditEntry,
-    ) -> Result<Written<(User, Wallet)>, ActorError> {
+    ) -> Result<Written<Registered>, ActorError> {
         let initial_balance = self.settings.initial_balance;
         self.db
             .call(RegisterUser {
@@ -235,7 +235,7 @@ macro_rules! workflows {
 }
 
 workflows! {
-    Register => (User, Wallet) = sign_in::register;
+    Register => Registered = sign_in::register;
     Login => SignedIn = sign_in::login;
     Refresh => crate::token::TokenPair = sign_in::refresh;
     Logout => () = sign_in::logout;

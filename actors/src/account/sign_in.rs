@@ -11,8 +11,8 @@ use crate::db_queue::{
     FindUserByEmail, FindUserById, FindUserWithWallet, Guard, RecordLogin, UserWithWallet,
 };
 use crate::domain::{
-    AttemptSource, AuditEntry, ClientIp, Email, EndReason, NewUser, Password, Role, User,
-    UserStatus, Wallet,
+    AttemptSource, AuditEntry, ClientIp, Email, EndReason, NewUser, Password, Registered, Role,
+    User, UserStatus,
 };
 use crate::error::TokenRejection;
 use crate::hasher::{HashPassword, VerifyPassword};
@@ -25,7 +25,7 @@ use crate::token::{
 };
 use crate::ActorError;
 
-pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<(User, Wallet), ActorError> {
+pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<Registered, ActorError> {
     a.hasher.stats().admit()?;
     a.sessions.call(TakeRateToken(m.ip)).await?;
     let password_hash = a.hasher.call(HashPassword::new(m.password)).await?;
@@ -43,7 +43,7 @@ pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<(User, Wal
     let written = a.insert(user, Guard::Nobody, audit).await?;
     match written {
         Written::Applied(created) => {
-            tracing::debug!(user_id = %created.0.id, "registered");
+            tracing::debug!(user_id = %created.user.id, "registered");
             Ok(created)
         }
         // A registration has no guard: nothing can have changed.

@@ -3,8 +3,8 @@ use actix::Message;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    AuditEntry, AuditRecord, Email, NewUser, Page, Role, User, UserChanges, UserId, UserStatus,
-    Wallet,
+    AuditEntry, AuditRecord, Email, NewUser, Page, Registered, Role, User, UserChanges, UserId,
+    UserStatus,
 };
 use crate::ActorError;
 
@@ -66,7 +66,7 @@ impl<T> Written<T> {
 
 /// Insert a user and their wallet in one transaction: both or neither.
 #[derive(Message)]
-#[rtype(result = "Result<Written<(User, Wallet)>, ActorError>")]
+#[rtype(result = "Result<Written<Registered>, ActorError>")]
 pub struct RegisterUser {
     pub user: NewUser,
     pub initial_balance: i64,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use rusqlite::Connection;
 
-use crate::domain::{AuditRecord, Page, User, UserId, Wallet};
+use crate::domain::{AuditRecord, Page, Registered, User, UserId};
 use crate::mailbox::{guarded, ActorStats, Mailbox};
 use crate::probe::Dependency;
 use crate::ActorError;
@@ -395,7 +395,7 @@ queued!(FindUserWithWallet, Option<UserWithWallet>, |m, c| {
 });
 queued!(WriteAudit, (), |m, c| Op::Audit(m.0, c));
 queued!(EnsureIndexes, (), |m, c| alone(m, c));
-queued!(RegisterUser, Written<(User, Wallet)>, |m, c| alone(m, c));
+queued!(RegisterUser, Written<Registered>, |m, c| alone(m, c));
 queued!(SearchUsersSlice, SearchSlice, |m, c| alone(m, c));
 queued!(SearchIndexed, Option<IndexedSearch>, |m, c| alone(m, c));
 queued!(BackfillSearchIndex, Backfilled, |m, c| alone(m, c));
@@ -440,7 +440,7 @@ macro_rules! alone {
     };
 }
 
-alone!(RegisterUser, Written<(User, Wallet)>, register);
+alone!(RegisterUser, Written<Registered>, register);
 alone!(UpdateUser, Written<User>, update_user, writes id);
 alone!(DeleteUser, Written<()>, delete_user, writes id);
 alone!(SearchUsersSlice, SearchSlice, search_slice);

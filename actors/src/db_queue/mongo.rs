@@ -24,8 +24,8 @@ use super::messages::{
 };
 use super::mongo_indexes::{case_insensitive, EMAIL_KEY};
 use crate::domain::{
-    probe_key, search_keys, AuditEntry, AuditRecord, Email, Page, Role, User, UserId, UserStatus,
-    Username, Wallet,
+    probe_key, search_keys, AuditEntry, AuditRecord, Email, Page, Registered, Role, User, UserId,
+    UserStatus, Username, Wallet,
 };
 use crate::error::DuplicateField;
 use crate::ActorError;
@@ -710,7 +710,7 @@ impl MongoStore {
 
     /// User, wallet and the audit entry in one transaction, retried on transient conflicts; an
     /// administrator creating the account must still be one when it commits.
-    pub async fn register(self, m: RegisterUser) -> Result<Written<(User, Wallet)>, ActorError> {
+    pub async fn register(self, m: RegisterUser) -> Result<Written<Registered>, ActorError> {
         // BSON dates keep milliseconds; round now so the reply equals what a read returns.
         let now = bson::DateTime::now().to_chrono();
         let id = ObjectId::new();
@@ -746,7 +746,7 @@ impl MongoStore {
             Ok(Ok(done)) => {
                 let user = User::from_document(&user_doc)
                     .map_err(|e| ActorError::internal("reading a stored document", e))?;
-                Ok(done.map(|()| (user, wallet)))
+                Ok(done.map(|()| Registered { user, wallet }))
             }
             Ok(Err(e)) => Err(e),
             Err(e) if is_duplicate(&e) => {

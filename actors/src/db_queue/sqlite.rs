@@ -17,7 +17,8 @@ use super::messages::{
     UpdateUser, UserFilter, Written,
 };
 use crate::domain::{
-    AuditEntry, AuditRecord, Email, EmailKey, Page, Role, User, UserId, UserStatus, Wallet,
+    AuditEntry, AuditRecord, Email, EmailKey, Page, Registered, Role, User, UserId, UserStatus,
+    Wallet,
 };
 use crate::error::DuplicateField;
 use crate::sqlite::{
@@ -644,10 +645,7 @@ impl SqliteStore {
 
     /// User, wallet and the audit entry in one transaction; an administrator creating the
     /// account must still be one when it commits.
-    pub fn register(
-        c: &Connection,
-        m: RegisterUser,
-    ) -> Result<Written<(User, Wallet)>, ActorError> {
+    pub fn register(c: &Connection, m: RegisterUser) -> Result<Written<Registered>, ActorError> {
         let RegisterUser {
             user: new,
             initial_balance,
@@ -711,7 +709,7 @@ impl SqliteStore {
         })
         .map_err(write_error)?;
         insert_audit(c, &audit).map_err(db_error)?;
-        Ok(Written::Applied((user, wallet)))
+        Ok(Written::Applied(Registered { user, wallet }))
     }
 
     pub fn find_user_by_email(c: &Connection, email: Email) -> Result<Option<User>, ActorError> {

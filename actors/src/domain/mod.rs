@@ -16,7 +16,8 @@ pub use ids::{SessionId, UserId};
 pub use password::Password;
 pub(crate) use records::rfc3339;
 pub use records::{
-    AuditEntry, AuditRecord, EndReason, NewUser, Page, Role, User, UserChanges, UserStatus, Wallet,
+    AuditEntry, AuditRecord, EndReason, NewUser, Page, Registered, Role, User, UserChanges,
+    UserStatus, Wallet,
 };
 pub use search_keys::{probe_key, search_keys};
 pub use username::Username;

@@ -516,6 +516,13 @@ impl AuditRecord {
     }
 }
 
+/// A new account: the user and their wallet, created together.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub user: User,
+    pub wallet: Wallet,
+}
+
 /// One page of a listing (newest first) and how many match in all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
