@@ -25,7 +25,9 @@ use actors::probe::Dependency;
 use actors::session::{SessionActor, SessionSettings};
 use actors::session_store::keys::Keys;
 use actors::session_store::redis_conn;
-use actors::session_store::{RedisSessions, ReplicaWait, SessionStore, SqliteSessions};
+use actors::session_store::{
+    RedisSessions, ReplicaWait, SessionRules, SessionStore, SqliteSessions,
+};
 use actors::token::{SigningAlgorithm, SigningKeys, TokenActors, TokenSettings};
 
 use crate::introspection::IntrospectionClients;
@@ -478,7 +480,15 @@ impl Actors {
             TokensBackend::Embedded => SessionStore::Embedded(
                 SqliteSessions::open(data_dir).map_err(StartupError::Config)?,
             ),
-        };
+        }
+        .with_rules(SessionRules {
+            max_concurrent: settings.sessions.max_concurrent_sessions,
+            policy: settings.limit_policy().map_err(config)?,
+            lifetime: Duration::from_secs(settings.jwt.refresh_token_expires),
+            idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
+            reuse_grace: Duration::from_secs(settings.sessions.refresh_reuse_grace),
+            device_ttl: Duration::from_secs(settings.sessions.device_token_ttl),
+        });
         let database = Dependency::new(store.backend());
         let token_store = Dependency::new(session_store.backend());
         let database_name = store.database_name();
@@ -518,10 +528,6 @@ impl Actors {
             audience: settings.jwt.audience.clone(),
             access_ttl: Duration::from_secs(settings.jwt.access_token_expires),
             refresh_ttl: Duration::from_secs(settings.jwt.refresh_token_expires),
-            idle_timeout: Duration::from_secs(settings.sessions.session_timeout),
-            reuse_grace: Duration::from_secs(settings.sessions.refresh_reuse_grace),
-            max_concurrent: settings.sessions.max_concurrent_sessions,
-            policy: settings.limit_policy().map_err(config)?,
             device_ttl: Duration::from_secs(settings.sessions.device_token_ttl),
         };
         // The TokenActors run on the HTTP workers, one each (see `AccountActors`); the token
