@@ -3,6 +3,7 @@
 //! expectations. Time is passed in (`now_ms`), so the grace window is crossed without waiting.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -320,24 +321,8 @@ async fn a_login_checked_under_an_old_credential_version_opens_nothing(backend: 
     assert_eq!(access(&store, uid, &bystander).await, changed);
 }
 
-/// A test per case, running it on each backend in turn.
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod on_every_backend {
-            $(
-                #[actix::test]
-                async fn $case() {
-                    for backend in crate::common::SessionBackend::all() {
-                        eprintln!("{} on {}", stringify!($case), backend.name());
-                        super::$case(&backend).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
 on_every_backend!(
+    SessionBackend:
     opening_beyond_the_limit_evicts_the_oldest,
     opening_beyond_the_limit_under_reject_is_refused,
     rotating_with_the_current_refresh_token_moves_the_session_to_the_new_pair,

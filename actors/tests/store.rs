@@ -3,6 +3,7 @@
 //! expectations.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -145,32 +146,24 @@ async fn an_update_expecting_a_stale_credential_version_changes_nothing(backend:
     assert_eq!(stored.username, "penguin");
 }
 
+fn delete(user: &User) -> DeleteUser {
+    DeleteUser {
+        id: user.id,
+        guard: Guard::Owner,
+        expect: Expect::default(),
+        keep_an_admin: false,
+        audit: AuditEntry::new("user.delete", "success").user(user.id.to_hex()),
+    }
+}
+
 async fn a_deleted_user_is_gone_and_its_audit_entries_stay(backend: &StoreBackend) {
     // Arrange
     let db = backend.start().await;
     let user = register(&db, "alan@example.com", "alan").await;
 
     // Act
-    let deleted = db
-        .call(DeleteUser {
-            id: user.id,
-            guard: Guard::Owner,
-            expect: Expect::default(),
-            keep_an_admin: false,
-            audit: AuditEntry::new("user.delete", "success").user(user.id.to_hex()),
-        })
-        .await
-        .unwrap();
-    let again = db
-        .call(DeleteUser {
-            id: user.id,
-            guard: Guard::Owner,
-            expect: Expect::default(),
-            keep_an_admin: false,
-            audit: AuditEntry::new("user.delete", "success").user(user.id.to_hex()),
-        })
-        .await
-        .unwrap();
+    let deleted = db.call(delete(&user)).await.unwrap();
+    let again = db.call(delete(&user)).await.unwrap();
 
     // Assert
     assert!(matches!(deleted, Written::Applied(())), "{deleted:?}");
@@ -259,24 +252,8 @@ async fn a_search_answers_a_page_of_the_newest_matches_and_their_total(backend: 
     assert_eq!(users.len(), 2);
 }
 
-/// A test per case, running it on each backend in turn.
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod on_every_backend {
-            $(
-                #[actix::test]
-                async fn $case() {
-                    for backend in crate::common::StoreBackend::all() {
-                        eprintln!("{} on {}", stringify!($case), backend.name());
-                        super::$case(&backend).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
 on_every_backend!(
+    StoreBackend:
     a_registered_user_is_found_by_email_in_any_spelling,
     a_taken_email_or_username_is_refused_as_a_duplicate,
     an_update_expecting_a_stale_credential_version_changes_nothing,

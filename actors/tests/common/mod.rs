@@ -19,6 +19,24 @@ use actors::session_store::{
     redis_conn, RedisSessions, SessionRules, SessionStore, SqliteSessions,
 };
 
+/// A test per case, each running the case on every backend of its kind (`SessionBackend` or
+/// `StoreBackend`) in turn.
+macro_rules! on_every_backend {
+    ($backend:ident: $($case:ident),* $(,)?) => {
+        mod on_every_backend {
+            $(
+                #[actix::test]
+                async fn $case() {
+                    for backend in crate::common::$backend::all() {
+                        eprintln!("{} on {}", stringify!($case), backend.name());
+                        super::$case(&backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
 /// How long a test waits for a server or an operation.
 const DEADLINE: Duration = Duration::from_secs(10);
 
