@@ -25,7 +25,9 @@ use actors::probe::Dependency;
 use actors::session::{SessionActor, SessionSettings};
 use actors::session_store::keys::Keys;
 use actors::session_store::redis_conn;
-use actors::session_store::{RedisSessions, ReplicaWait, SessionStore, SqliteSessions};
+use actors::session_store::{
+    RedisSessions, ReplicaWait, SessionRules, SessionStore, SqliteSessions,
+};
 use actors::token::{SigningAlgorithm, SigningKeys, TokenActors, TokenSettings};
 
 use crate::introspection::IntrospectionClients;
@@ -446,7 +448,7 @@ impl Actors {
         let probe_interval = Duration::from_millis(a.probe_interval_ms);
         let user_cache = UserCache::new(Duration::from_millis(a.user_cache_ttl_ms), 100_000);
         let store = open_store(settings).await?;
-        let session_store = open_session_store(settings)?;
+        let session_store = open_session_store(settings)?.with_rules(session_rules(settings));
         let database = Dependency::new(store.backend());
         let token_store = Dependency::new(session_store.backend());
         let database_name = store.database_name();
@@ -589,11 +591,20 @@ fn token_settings(settings: &Settings, keys: &Arc<SigningKeys>) -> TokenSettings
         audience: jwt.audience.clone(),
         access_ttl: Duration::from_secs(jwt.access_token_expires),
         refresh_ttl: Duration::from_secs(jwt.refresh_token_expires),
-        idle_timeout: Duration::from_secs(sessions.session_timeout),
-        reuse_grace: Duration::from_secs(sessions.refresh_reuse_grace),
-        max_concurrent: sessions.max_concurrent_sessions,
-        policy: sessions.limit_policy,
         device_ttl: Duration::from_secs(sessions.device_token_ttl),
+    }
+}
+
+/// What the token store enforces on every session: the limit, its lifetimes and windows.
+fn session_rules(settings: &Settings) -> SessionRules {
+    let s = &settings.sessions;
+    SessionRules {
+        max_concurrent: s.max_concurrent_sessions,
+        policy: s.limit_policy,
+        lifetime: Duration::from_secs(settings.jwt.refresh_token_expires),
+        idle_timeout: Duration::from_secs(s.session_timeout),
+        reuse_grace: Duration::from_secs(s.refresh_reuse_grace),
+        device_ttl: Duration::from_secs(s.device_token_ttl),
     }
 }
 

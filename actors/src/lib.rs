@@ -25,7 +25,9 @@
 //! - [`session_store`]: token and session state on Redis (one Lua script per change) or in the
 //!   embedded SQLite file (one transaction per change), the two under one key scheme
 //!   ([`session_store::keys`]); the Redis internals (its connections, single or Cluster, and the
-//!   Lua scripts) live under `session_store/redis/`, used by that store only. Every multi-key
+//!   Lua scripts) live under `session_store/redis/`, used by that store only. The store holds
+//!   the rules every session follows ([`session_store::SessionRules`]: the limit and its
+//!   policy, lifetimes, idle timeout, reuse grace), given once at start-up. Every multi-key
 //!   change is one atomic script, so limits and revocations hold across service instances.
 //!   [`sqlite`] is the embedded backend's connection.
 //! - [`hasher`]: the bcrypt pool, threads sized to the cores, so hashing never runs on an HTTP

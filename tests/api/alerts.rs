@@ -15,9 +15,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{needs_servers, Isolation, PASSWORD};
-use crate::resilience::{
-    free_port, poll_for, start_redis, start_service, wait_until_up, ScratchDir, Server,
+use crate::helpers::{
+    free_port, needs_servers, poll_for, start_redis, start_service, wait_until_up, Isolation,
+    ScratchDir, Server, PASSWORD,
 };
 
 fn deploy(path: &str) -> PathBuf {

@@ -8,8 +8,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::helpers::{assert_unauthorized, needs_servers, spawn_app_with, TestApp, PASSWORD};
-use crate::resilience::{free_port, ScratchDir};
+use crate::helpers::{
+    assert_unauthorized, free_port, needs_servers, spawn_app_with, ScratchDir, TestApp, PASSWORD,
+};
 
 #[actix_web::test]
 async fn with_nothing_configured_the_binary_serves_the_api_from_the_data_directory() {

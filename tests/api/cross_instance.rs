@@ -1,12 +1,11 @@
 //! Two service processes sharing one MongoDB database and one Redis prefix: revocations,
 //! session limits and the failed-login lockout hold across them.
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{assert_error, assert_unauthorized, Isolation, TestApp, PASSWORD};
+use crate::helpers::{assert_error, assert_unauthorized, free_port, Isolation, TestApp, PASSWORD};
 
 /// How long a service process may take to answer `/health/live`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,11 +20,6 @@ impl Drop for ServiceProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// Starts the real binary against `iso` and waits until it answers `/health/live`.

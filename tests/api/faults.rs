@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use mongodb::bson::{doc, Bson, Document};
 use reqwest::StatusCode;
 
-use crate::helpers::{needs_servers, spawn_app_in, spawn_app_with, Backdoor, Isolation, PASSWORD};
-use crate::resilience::{
+use crate::helpers::{
     assert_only, exchange, free_port, hang_detecting_client, login_request, mongo_client,
-    poll_until, register_new_user, start_secantus_with, summary, Exchange, Load, ScratchDir,
-    Server,
+    needs_servers, poll_until, register_new_user, spawn_app_in, spawn_app_with,
+    start_secantus_with, summary, Backdoor, Exchange, Isolation, Load, ScratchDir, Server,
+    PASSWORD,
 };
 
 /// The service's `appName` on MongoDB (what the failpoints are scoped to).

@@ -13,6 +13,9 @@ use mongodb::bson::{doc, Bson, Document};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
+mod kit;
+pub(crate) use kit::*;
+
 /// Part `n` of a JWT (0 the header, 1 the claims), decoded without checking: the test's own
 /// token.
 pub fn jwt_part(token: &str, n: usize) -> Value {

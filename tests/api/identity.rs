@@ -440,7 +440,7 @@ async fn ending_all_of_a_users_sessions_ends_their_device_tokens() {
 #[actix_web::test]
 async fn a_token_sent_as_a_bare_query_item_never_reaches_the_log() {
     let iso = crate::helpers::Isolation::new();
-    let scratch = crate::resilience::ScratchDir::new("query-token");
+    let scratch = crate::helpers::ScratchDir::new("query-token");
     let log = scratch.join("service.log");
     let (service, app) =
         crate::cross_instance::start_instance_with(&iso, &[("RUST_LOG", "debug")], Some(&log))

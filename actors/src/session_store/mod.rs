@@ -9,6 +9,8 @@ mod sqlite;
 pub use self::redis::conn as redis_conn;
 pub use self::redis::{RedisSessions, ReplicaWait};
 pub use self::sqlite::SqliteSessions;
+use std::time::Duration;
+
 use crate::domain::{AttemptSource, ClientIp, EmailKey, EndReason, Role, SessionId, UserId};
 use crate::ActorError;
 
@@ -28,18 +30,81 @@ impl LimitPolicy {
     }
 }
 
-/// A session to open under the per-user limit.
+/// The per-process rules of sessions, from configuration: given once, when the store is built
+/// ([`SessionStore::with_rules`]), and applied by every operation that opens, checks, rotates or
+/// ends a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRules {
+    /// `MAX_CONCURRENT_SESSIONS`: live sessions per user (at least 1).
+    pub max_concurrent: u32,
+    /// `LIMIT_POLICY`: what happens to a login beyond that limit.
+    pub policy: LimitPolicy,
+    /// `JWT_REFRESH_TOKEN_EXPIRES`: how long a session may live at most (its refresh token's
+    /// lifetime); why a session ended is kept as long.
+    pub lifetime: Duration,
+    /// `SESSION_TIMEOUT`: idle time after which a session is over.
+    pub idle_timeout: Duration,
+    /// `REFRESH_REUSE_GRACE`: how long a just-rotated refresh token still yields its successor
+    /// (zero: never).
+    pub reuse_grace: Duration,
+    /// `DEVICE_TOKEN_TTL`: how long a device token lives. That a user's device tokens were
+    /// ended is kept a day longer: a token re-issued by a login that was running when the
+    /// devices ended expires before the record of the end does.
+    pub device_ttl: Duration,
+}
+
+/// `DEVICE_TOKEN_TTL`'s default: 180 days.
+const DEFAULT_DEVICE_TTL_S: u64 = 15_552_000;
+
+impl Default for SessionRules {
+    /// The defaults of `config/default.toml`.
+    fn default() -> Self {
+        Self {
+            max_concurrent: 1,
+            policy: LimitPolicy::EvictOldest,
+            lifetime: Duration::from_secs(604_800),
+            idle_timeout: Duration::from_secs(3_600),
+            reuse_grace: Duration::ZERO,
+            device_ttl: Duration::from_secs(DEFAULT_DEVICE_TTL_S),
+        }
+    }
+}
+
+impl SessionRules {
+    fn max(&self) -> u32 {
+        self.max_concurrent.max(1)
+    }
+
+    /// The lifetime in whole seconds (at least 1), as Redis expiries take it.
+    fn lifetime_s(&self) -> u64 {
+        self.lifetime.as_secs().max(1)
+    }
+
+    fn idle_ms(&self) -> i64 {
+        millis(self.idle_timeout)
+    }
+
+    fn grace_ms(&self) -> i64 {
+        millis(self.reuse_grace)
+    }
+
+    /// How long the record of a user's devices ended is kept, seconds.
+    fn devices_ended_s(&self) -> u64 {
+        self.device_ttl.as_secs().saturating_add(86_400)
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A session to open under the per-user limit ([`SessionRules`]).
 #[derive(Debug, Clone)]
 pub struct OpenRequest {
     pub sid: SessionId,
     pub uid: UserId,
     pub role: Role,
     pub now_ms: i64,
-    pub max: u32,
-    pub policy: LimitPolicy,
-    /// How long the session may live at most (the refresh token's lifetime), seconds.
-    pub lifetime_s: u64,
-    pub idle_ms: i64,
     pub access_jti: String,
     pub refresh_jti: String,
     /// The user's credential version when their password was verified. A session is not
@@ -107,6 +172,16 @@ pub enum AccessCheck {
     Invalid,
 }
 
+/// A token presented to its session: is it the session's current one of its kind?
+#[derive(Debug, Clone)]
+pub struct AccessRequest {
+    pub sid: SessionId,
+    pub uid: UserId,
+    pub kind: TokenKind,
+    pub jti: String,
+    pub now_ms: i64,
+}
+
 /// A refresh token presented for rotation.
 #[derive(Debug, Clone)]
 pub struct RotateRequest {
@@ -116,11 +191,27 @@ pub struct RotateRequest {
     pub access_jti: String,
     pub refresh_jti: String,
     pub now_ms: i64,
-    pub idle_ms: i64,
-    pub grace_ms: i64,
     /// The new pair, as JSON, kept for the grace window.
     pub successor: String,
-    pub lifetime_s: u64,
+}
+
+/// One session of a user to end (a session of another user is left alone).
+#[derive(Debug, Clone)]
+pub struct EndRequest {
+    pub uid: UserId,
+    pub sid: SessionId,
+    pub reason: EndReason,
+}
+
+/// Every session of a user to end, but `keep`. With a credential version (a password change),
+/// the user's version is first raised to it, so no login that verified the old password can
+/// open a session afterwards, and the kept session moves to it.
+#[derive(Debug, Clone)]
+pub struct EndAllRequest {
+    pub uid: UserId,
+    pub reason: EndReason,
+    pub keep: Option<SessionId>,
+    pub credential_version: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +278,38 @@ impl AttemptOutcome {
     }
 }
 
+/// An admitted login attempt that has ended (see [`SessionStore::end_attempt`]).
+#[derive(Debug, Clone)]
+pub struct AttemptEnd {
+    pub email: EmailKey,
+    pub source: AttemptSource,
+    pub attempt: String,
+    pub outcome: AttemptOutcome,
+    /// How long a failure counts, seconds (the window starts at the first failure).
+    pub window_s: u64,
+}
+
+/// A session the idle sweep found, to end if it is idle still (see
+/// [`SessionStore::expire_if_idle`]).
+#[derive(Debug, Clone)]
+pub struct IdleCheck {
+    pub uid: UserId,
+    pub sid: SessionId,
+    pub now_ms: i64,
+    pub idle_ms: i64,
+    pub ended_ttl_s: u64,
+}
+
+/// One request against an address's rate limit (GCRA: a bucket of `burst` refilled at one per
+/// `interval_ms`).
+#[derive(Debug, Clone)]
+pub struct RateRequest {
+    pub ip: ClientIp,
+    pub now_ms: i64,
+    pub interval_ms: f64,
+    pub burst: u32,
+}
+
 /// Token and session state, on Redis or embedded.
 #[derive(Clone)]
 pub enum SessionStore {
@@ -194,14 +317,21 @@ pub enum SessionStore {
     Embedded(SqliteSessions),
 }
 
-/// Forwards one operation to whichever store is configured.
+/// Forwards one operation to whichever store is configured; `as R` gathers its arguments into
+/// the request `R` the stores take.
 macro_rules! forward {
-    ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+    (@call $s:ident.$name:ident($($arg:ident),*)) => {
+        $s.$name($($arg),*).await
+    };
+    (@call $s:ident.$name:ident($($arg:ident),*) $req:ident) => {
+        $s.$name($req { $($arg),* }).await
+    };
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $(as $req:ident)?;)*) => {
         impl SessionStore {
             $(pub async fn $name(&self, $($arg: $ty),*) -> Result<$ret, ActorError> {
                 match self {
-                    SessionStore::Redis(s) => s.$name($($arg),*).await,
-                    SessionStore::Embedded(s) => s.$name($($arg),*).await,
+                    SessionStore::Redis(s) => forward!(@call s.$name($($arg),*) $($req)?),
+                    SessionStore::Embedded(s) => forward!(@call s.$name($($arg),*) $($req)?),
                 }
             })*
         }
@@ -211,28 +341,24 @@ macro_rules! forward {
 forward! {
     fn ping() -> ();
     fn open_session(req: OpenRequest) -> Opening;
-    fn check_access(
-        sid: SessionId, uid: UserId, kind: TokenKind, jti: String, now_ms: i64, idle_ms: i64
-    ) -> AccessCheck;
+    fn check_access(req: AccessRequest) -> AccessCheck;
     fn rotate(req: RotateRequest) -> Rotation;
-    fn end_session(uid: UserId, sid: SessionId, reason: EndReason, ended_ttl_s: u64) -> bool;
-    fn list_sessions(uid: UserId, now_ms: i64, idle_ms: i64) -> Vec<SessionInfo>;
-    fn end_user_sessions(
-        uid: UserId, reason: EndReason, ended_ttl_s: u64, keep: Option<SessionId>,
-        credential_version: Option<i64>
-    ) -> Vec<String>;
+    fn end_session(req: EndRequest) -> bool;
+    fn list_sessions(uid: UserId, now_ms: i64) -> Vec<SessionInfo>;
+    fn end_user_sessions(req: EndAllRequest) -> Vec<String>;
     fn idle_candidates(cutoff_ms: i64, limit: usize) -> Vec<(UserId, SessionId)>;
     fn expire_if_idle(uid: UserId, sid: SessionId, now_ms: i64, idle_ms: i64, ended_ttl_s: u64)
-        -> bool;
+        -> bool as IdleCheck;
     fn begin_attempt(req: AttemptRequest) -> Admission;
     fn end_attempt(
         email: EmailKey, source: AttemptSource, attempt: String, outcome: AttemptOutcome,
         window_s: u64
-    ) -> u64;
-    fn end_devices(uid: UserId, now_ms: i64, ttl_s: u64) -> ();
+    ) -> u64 as AttemptEnd;
+    fn end_devices(uid: UserId, now_ms: i64) -> ();
     fn lift_lockout(email: EmailKey) -> u64;
     fn devices_ended_at(uid: UserId, now_ms: i64) -> Option<i64>;
-    fn take_rate_token(ip: ClientIp, now_ms: i64, interval_ms: f64, burst: u32) -> u64;
+    fn take_rate_token(ip: ClientIp, now_ms: i64, interval_ms: f64, burst: u32) -> u64
+        as RateRequest;
     fn housekeeping(now_ms: i64) -> ();
 }
 
@@ -242,6 +368,14 @@ impl SessionStore {
         match self {
             SessionStore::Redis(_) => "redis",
             SessionStore::Embedded(_) => "sqlite_sessions",
+        }
+    }
+
+    /// The same store, applying `rules` (the defaults of `config/default.toml` until given).
+    pub fn with_rules(self, rules: SessionRules) -> Self {
+        match self {
+            SessionStore::Redis(s) => SessionStore::Redis(s.with_rules(rules)),
+            SessionStore::Embedded(s) => SessionStore::Embedded(s.with_rules(rules)),
         }
     }
 

@@ -8,10 +8,11 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    AccessCheck, Admission, AttemptOutcome, AttemptRequest, AttemptSource, LimitPolicy,
-    OpenRequest, Opening, RotateRequest, Rotation, SessionInfo, TokenKind,
+    AccessCheck, AccessRequest, Admission, AttemptEnd, AttemptOutcome, AttemptRequest,
+    AttemptSource, EndAllRequest, EndRequest, IdleCheck, LimitPolicy, OpenRequest, Opening,
+    RateRequest, RotateRequest, Rotation, SessionInfo, SessionRules, TokenKind,
 };
-use crate::domain::{ClientIp, EmailKey, EndReason, SessionId, UserId};
+use crate::domain::{EmailKey, EndReason, SessionId, UserId};
 use crate::sqlite::{sqlite_error, Durability, SqliteDb};
 use crate::ActorError;
 
@@ -132,9 +133,128 @@ fn attempt_keys(email: &EmailKey, source: &AttemptSource) -> [String; 2] {
     ]
 }
 
+/// Before a session of `uid` opens: drops its sessions past their lifetime, ends those of an
+/// older credential version than `current` and those idle past the timeout. Replies with the
+/// live ones left, oldest first, and those that expired.
+fn sweep_user(
+    tx: &Connection,
+    uid: &str,
+    rules: &SessionRules,
+    now: i64,
+    current: i64,
+) -> rusqlite::Result<(Vec<String>, Vec<SessionId>)> {
+    let existing: Vec<(String, i64, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT sid, seen, expires, cv FROM sessions WHERE uid = ? ORDER BY created, sid",
+        )?
+        .query_map([uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let until = now + ms(rules.lifetime_s());
+    let (mut live, mut expired) = (Vec::new(), Vec::new());
+    for (sid, seen, expires, cv) in existing {
+        if expires <= now {
+            tx.prepare_cached("DELETE FROM sessions WHERE sid = ?")?
+                .execute([&sid])?;
+        } else if cv < current {
+            end(tx, &sid, EndReason::PasswordChanged, until)?;
+        } else if now - seen > rules.idle_ms() {
+            end(tx, &sid, EndReason::Expired, until)?;
+            expired.extend(SessionId::parse(&sid).ok());
+        } else {
+            live.push(sid);
+        }
+    }
+    Ok((live, expired))
+}
+
+fn insert_session(
+    tx: &Connection,
+    req: &OpenRequest,
+    rules: &SessionRules,
+) -> rusqlite::Result<()> {
+    let now = req.now_ms;
+    tx.prepare_cached(
+        "INSERT INTO sessions (sid, uid, role, created, seen, ajti, rjti, expires, cv, ip, ua) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        req.sid.as_str(),
+        req.uid.to_hex(),
+        req.role.as_str(),
+        now,
+        now,
+        req.access_jti,
+        req.refresh_jti,
+        now + ms(rules.lifetime_s()),
+        req.credential_version,
+        req.ip,
+        req.user_agent,
+    ])?;
+    Ok(())
+}
+
+/// What a rotation reads of a session: its owner, current and previous refresh `jti`, when it
+/// last rotated, the successor pair kept for the grace window, its last activity and
+/// credential version.
+struct RotationRow {
+    owner: String,
+    rjti: String,
+    prev_rjti: Option<String>,
+    rotated: Option<i64>,
+    succ: Option<String>,
+    seen: i64,
+    cv: i64,
+}
+
+fn rotation_row(tx: &Connection, sid: &str, now: i64) -> rusqlite::Result<Option<RotationRow>> {
+    tx.prepare_cached(
+        "SELECT uid, rjti, prev_rjti, rotated, succ, seen, cv FROM sessions \
+         WHERE sid = ? AND expires > ?",
+    )?
+    .query_row(params![sid, now], |r| {
+        Ok(RotationRow {
+            owner: r.get(0)?,
+            rjti: r.get(1)?,
+            prev_rjti: r.get(2)?,
+            rotated: r.get(3)?,
+            succ: r.get(4)?,
+            seen: r.get(5)?,
+            cv: r.get(6)?,
+        })
+    })
+    .optional()
+}
+
+/// Moves the session to the new pair, keeping the one it replaces (and, within a grace
+/// window, the new pair itself) for reuse detection.
+fn rotate_to(tx: &Connection, req: RotateRequest, rules: &SessionRules) -> rusqlite::Result<()> {
+    let now = req.now_ms;
+    let succ = if rules.grace_ms() > 0 {
+        req.successor
+    } else {
+        String::new()
+    };
+    tx.prepare_cached(
+        "UPDATE sessions SET prev_rjti = ?, rotated = ?, ajti = ?, rjti = ?, \
+         seen = ?, succ = ?, expires = ? WHERE sid = ?",
+    )?
+    .execute(params![
+        req.presented_jti,
+        now,
+        req.access_jti,
+        req.refresh_jti,
+        now,
+        succ,
+        now + ms(rules.lifetime_s()),
+        req.sid.as_str(),
+    ])?;
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct SqliteSessions {
     db: SqliteDb,
+    rules: SessionRules,
 }
 
 impl SqliteSessions {
@@ -148,7 +268,16 @@ impl SqliteSessions {
             SCHEMA,
             ADDED_COLUMNS,
         )?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            rules: SessionRules::default(),
+        })
+    }
+
+    /// Sessions are opened, checked, rotated and ended under `rules`.
+    pub fn with_rules(mut self, rules: SessionRules) -> Self {
+        self.rules = rules;
+        self
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T, ActorError>
@@ -164,83 +293,39 @@ impl SqliteSessions {
     }
 
     pub async fn open_session(&self, req: OpenRequest) -> Result<Opening, ActorError> {
+        let rules = self.rules;
         self.run(move |c| {
             let tx = write(c)?;
-            let now = req.now_ms;
-            let ended_until = now + ms(req.lifetime_s);
             let uid = req.uid.to_hex();
-            let current = credential_version(&tx, &uid, now)?;
+            let current = credential_version(&tx, &uid, req.now_ms)?;
             if req.credential_version < current {
                 return Ok(Opening::Stale);
             }
-            let existing: Vec<(String, i64, i64, i64)> = tx
-                .prepare_cached(
-                    "SELECT sid, seen, expires, cv FROM sessions WHERE uid = ? \
-                     ORDER BY created, sid",
-                )?
-                .query_map([&uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let (mut live, mut expired, mut evicted) = (Vec::new(), Vec::new(), Vec::new());
-            for (sid, seen, expires, cv) in existing {
-                if expires <= now {
-                    tx.prepare_cached("DELETE FROM sessions WHERE sid = ?")?
-                        .execute([&sid])?;
-                } else if cv < current {
-                    end(&tx, &sid, EndReason::PasswordChanged, ended_until)?;
-                } else if now - seen > req.idle_ms {
-                    end(&tx, &sid, EndReason::Expired, ended_until)?;
-                    expired.extend(SessionId::parse(&sid).ok());
-                } else {
-                    live.push(sid);
-                }
-            }
-            let max = req.max.max(1) as usize;
+            let (live, expired) = sweep_user(&tx, &uid, &rules, req.now_ms, current)?;
+            let max = rules.max() as usize;
+            let mut evicted = Vec::new();
             if live.len() >= max {
-                if req.policy == LimitPolicy::Reject {
+                if rules.policy == LimitPolicy::Reject {
                     tx.commit()?;
                     return Ok(Opening::Rejected);
                 }
+                let until = req.now_ms + ms(rules.lifetime_s());
                 for sid in &live[..=live.len() - max] {
-                    end(&tx, sid, EndReason::Evicted, ended_until)?;
+                    end(&tx, sid, EndReason::Evicted, until)?;
                     evicted.extend(SessionId::parse(sid).ok());
                 }
             }
-            tx.prepare_cached(
-                "INSERT INTO sessions \
-                 (sid, uid, role, created, seen, ajti, rjti, expires, cv, ip, ua) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )?
-            .execute(params![
-                req.sid.as_str(),
-                uid,
-                req.role.as_str(),
-                now,
-                now,
-                req.access_jti,
-                req.refresh_jti,
-                now + ms(req.lifetime_s),
-                req.credential_version,
-                req.ip,
-                req.user_agent,
-            ])?;
+            insert_session(&tx, &req, &rules)?;
             tx.commit()?;
             Ok(Opening::Opened { evicted, expired })
         })
         .await
     }
 
-    pub async fn check_access(
-        &self,
-        sid: SessionId,
-        uid: UserId,
-        kind: TokenKind,
-        jti: String,
-        now_ms: i64,
-        idle_ms: i64,
-    ) -> Result<AccessCheck, ActorError> {
+    pub async fn check_access(&self, req: AccessRequest) -> Result<AccessCheck, ActorError> {
+        let idle_ms = self.rules.idle_ms();
         self.run(move |c| {
-            let sid = sid.as_str();
-            let uid = uid.to_hex();
+            let (sid, uid, now_ms) = (req.sid.as_str(), req.uid.to_hex(), req.now_ms);
             let row: Option<(String, String, String, i64, i64)> = c
                 .prepare_cached(
                     "SELECT uid, ajti, rjti, seen, cv FROM sessions WHERE sid = ? AND expires > ?",
@@ -261,15 +346,15 @@ impl SqliteSessions {
             if now_ms - seen > idle_ms {
                 return Ok(AccessCheck::Ended(EndReason::Expired));
             }
-            let current = match kind {
+            let current = match req.kind {
                 TokenKind::Access => ajti,
                 TokenKind::Refresh => rjti,
             };
-            if current != jti {
+            if current != req.jti {
                 return Ok(AccessCheck::Superseded);
             }
             // Activity is recorded at most once a second, as on Redis; only for an access token.
-            if kind == TokenKind::Access && now_ms - seen >= 1000 {
+            if req.kind == TokenKind::Access && now_ms - seen >= 1000 {
                 c.prepare_cached("UPDATE sessions SET seen = max(seen, ?) WHERE sid = ?")?
                     .execute(params![now_ms, sid])?;
             }
@@ -281,108 +366,64 @@ impl SqliteSessions {
     }
 
     pub async fn rotate(&self, req: RotateRequest) -> Result<Rotation, ActorError> {
+        let rules = self.rules;
         self.run(move |c| {
             let tx = write(c)?;
-            let sid = req.sid.as_str();
-            let now = req.now_ms;
-            type Row = (
-                String,
-                String,
-                Option<String>,
-                Option<i64>,
-                Option<String>,
-                i64,
-                i64,
-            );
-            let row: Option<Row> = tx
-                .prepare_cached(
-                    "SELECT uid, rjti, prev_rjti, rotated, succ, seen, cv FROM sessions \
-                     WHERE sid = ? AND expires > ?",
-                )?
-                .query_row(params![sid, now], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                    ))
-                })
-                .optional()?;
-            let Some((owner, rjti, prev_rjti, rotated, succ, seen, cv)) = row else {
+            let (sid, now) = (req.sid.as_str(), req.now_ms);
+            let Some(row) = rotation_row(&tx, sid, now)? else {
                 return Ok(Rotation::Ended(ended_reason(&tx, sid, now)?));
             };
             let uid = req.uid.to_hex();
-            if owner != uid {
+            if row.owner != uid {
                 return Ok(Rotation::Invalid);
             }
-            if cv < credential_version(&tx, &uid, now)? {
+            if row.cv < credential_version(&tx, &uid, now)? {
                 return Ok(Rotation::Ended(EndReason::PasswordChanged));
             }
-            if now - seen > req.idle_ms {
+            if now - row.seen > rules.idle_ms() {
                 return Ok(Rotation::Ended(EndReason::Expired));
             }
-            if rjti == req.presented_jti {
-                let succ = if req.grace_ms > 0 {
-                    req.successor
-                } else {
-                    String::new()
-                };
-                tx.prepare_cached(
-                    "UPDATE sessions SET prev_rjti = ?, rotated = ?, ajti = ?, rjti = ?, \
-                     seen = ?, succ = ?, expires = ? WHERE sid = ?",
-                )?
-                .execute(params![
-                    req.presented_jti,
-                    now,
-                    req.access_jti,
-                    req.refresh_jti,
-                    now,
-                    succ,
-                    now + ms(req.lifetime_s),
-                    sid,
-                ])?;
+            let credential_version = row.cv;
+            if row.rjti == req.presented_jti {
+                rotate_to(&tx, req, &rules)?;
                 tx.commit()?;
-                return Ok(Rotation::Rotated {
-                    credential_version: cv,
-                });
+                return Ok(Rotation::Rotated { credential_version });
             }
-            let in_grace = req.grace_ms > 0
-                && prev_rjti.as_deref() == Some(req.presented_jti.as_str())
-                && rotated.is_some_and(|at| now - at <= req.grace_ms);
-            if let Some(pair) = succ.filter(|s| in_grace && !s.is_empty()) {
+            let grace = rules.grace_ms();
+            let in_grace = grace > 0
+                && row.prev_rjti.as_deref() == Some(req.presented_jti.as_str())
+                && row.rotated.is_some_and(|at| now - at <= grace);
+            if let Some(pair) = row.succ.filter(|s| in_grace && !s.is_empty()) {
                 return Ok(Rotation::Grace {
                     pair,
-                    credential_version: cv,
+                    credential_version,
                 });
             }
-            end(&tx, sid, EndReason::RefreshReuse, now + ms(req.lifetime_s))?;
+            end(
+                &tx,
+                sid,
+                EndReason::RefreshReuse,
+                now + ms(rules.lifetime_s()),
+            )?;
             tx.commit()?;
             Ok(Rotation::Reuse)
         })
         .await
     }
 
-    pub async fn end_session(
-        &self,
-        uid: UserId,
-        sid: SessionId,
-        reason: EndReason,
-        ended_ttl_s: u64,
-    ) -> Result<bool, ActorError> {
+    pub async fn end_session(&self, req: EndRequest) -> Result<bool, ActorError> {
+        let ended_ttl_s = self.rules.lifetime_s();
         self.run(move |c| {
             let tx = write(c)?;
-            let now = chrono::Utc::now().timestamp_millis();
+            let (now, sid) = (chrono::Utc::now().timestamp_millis(), req.sid.as_str());
             let live: Option<i64> = tx
                 .prepare_cached("SELECT 1 FROM sessions WHERE sid = ? AND uid = ? AND expires > ?")?
-                .query_row(params![sid.as_str(), uid.to_hex(), now], |r| r.get(0))
+                .query_row(params![sid, req.uid.to_hex(), now], |r| r.get(0))
                 .optional()?;
             if live.is_none() {
                 return Ok(false);
             }
-            end(&tx, sid.as_str(), reason, now + ms(ended_ttl_s))?;
+            end(&tx, sid, req.reason, now + ms(ended_ttl_s))?;
             tx.commit()?;
             Ok(true)
         })
@@ -393,8 +434,8 @@ impl SqliteSessions {
         &self,
         uid: UserId,
         now_ms: i64,
-        idle_ms: i64,
     ) -> Result<Vec<SessionInfo>, ActorError> {
+        let idle_ms = self.rules.idle_ms();
         self.run(move |c| {
             let uid = uid.to_hex();
             let current = credential_version(c, &uid, now_ms)?;
@@ -419,24 +460,21 @@ impl SqliteSessions {
         .await
     }
 
-    pub async fn end_user_sessions(
-        &self,
-        uid: UserId,
-        reason: EndReason,
-        ended_ttl_s: u64,
-        keep: Option<SessionId>,
-        credential_version: Option<i64>,
-    ) -> Result<Vec<String>, ActorError> {
+    pub async fn end_user_sessions(&self, req: EndAllRequest) -> Result<Vec<String>, ActorError> {
+        let ended_ttl_s = self.rules.lifetime_s();
         self.run(move |c| {
             let tx = write(c)?;
             let now = chrono::Utc::now().timestamp_millis();
-            let keep = keep.as_ref().map_or("", |s| s.as_str());
-            if let Some(version) = credential_version {
+            let (uid, keep) = (
+                req.uid.to_hex(),
+                req.keep.as_ref().map_or("", |s| s.as_str()),
+            );
+            if let Some(version) = req.credential_version {
                 tx.prepare_cached(
                     "INSERT INTO credentials (uid, version, expires) VALUES (?1, ?2, ?3) \
                      ON CONFLICT(uid) DO UPDATE SET version = max(version, ?2), expires = ?3",
                 )?
-                .execute(params![uid.to_hex(), version, now + ms(ended_ttl_s)])?;
+                .execute(params![uid, version, now + ms(ended_ttl_s)])?;
                 tx.prepare_cached("UPDATE sessions SET cv = max(cv, ?) WHERE sid = ?")?
                     .execute(params![version, keep])?;
             }
@@ -444,10 +482,10 @@ impl SqliteSessions {
                 .prepare_cached(
                     "SELECT sid FROM sessions WHERE uid = ? AND sid != ? AND expires > ?",
                 )?
-                .query_map(params![uid.to_hex(), keep, now], |r| r.get(0))?
+                .query_map(params![uid, keep, now], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             for sid in &sids {
-                end(&tx, sid, reason, now + ms(ended_ttl_s))?;
+                end(&tx, sid, req.reason, now + ms(ended_ttl_s))?;
             }
             tx.commit()?;
             Ok(sids)
@@ -478,19 +516,13 @@ impl SqliteSessions {
             .collect())
     }
 
-    pub async fn expire_if_idle(
-        &self,
-        uid: UserId,
-        sid: SessionId,
-        now_ms: i64,
-        idle_ms: i64,
-        ended_ttl_s: u64,
-    ) -> Result<bool, ActorError> {
+    pub async fn expire_if_idle(&self, req: IdleCheck) -> Result<bool, ActorError> {
         self.run(move |c| {
+            let (sid, now_ms) = (req.sid.as_str(), req.now_ms);
             let tx = write(c)?;
             let row: Option<(i64, i64)> = tx
                 .prepare_cached("SELECT seen, expires FROM sessions WHERE sid = ? AND uid = ?")?
-                .query_row(params![sid.as_str(), uid.to_hex()], |r| {
+                .query_row(params![sid, req.uid.to_hex()], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .optional()?;
@@ -500,19 +532,14 @@ impl SqliteSessions {
             if expires <= now_ms {
                 // Outlived its refresh token: gone without a trace, as a Redis key would be.
                 tx.prepare_cached("DELETE FROM sessions WHERE sid = ?")?
-                    .execute([sid.as_str()])?;
+                    .execute([sid])?;
                 tx.commit()?;
                 return Ok(false);
             }
-            if now_ms - seen <= idle_ms {
+            if now_ms - seen <= req.idle_ms {
                 return Ok(false);
             }
-            end(
-                &tx,
-                sid.as_str(),
-                EndReason::Expired,
-                now_ms + ms(ended_ttl_s),
-            )?;
+            end(&tx, sid, EndReason::Expired, now_ms + ms(req.ended_ttl_s))?;
             tx.commit()?;
             Ok(true)
         })
@@ -566,24 +593,17 @@ impl SqliteSessions {
     }
 
     /// Ends an admitted attempt (see the Redis script `END_LOGIN_ATTEMPT`).
-    pub async fn end_attempt(
-        &self,
-        email: EmailKey,
-        source: AttemptSource,
-        attempt: String,
-        outcome: AttemptOutcome,
-        window_s: u64,
-    ) -> Result<u64, ActorError> {
+    pub async fn end_attempt(&self, req: AttemptEnd) -> Result<u64, ActorError> {
         self.run(move |c| {
             let now = chrono::Utc::now().timestamp_millis();
             let tx = write(c)?;
-            let [from_address, account] = attempt_keys(&email, &source);
+            let [from_address, account] = attempt_keys(&req.email, &req.source);
             for key in [&from_address, &account] {
                 tx.prepare_cached("DELETE FROM login_pending WHERE email = ? AND attempt = ?")?
-                    .execute(params![key, attempt])?;
+                    .execute(params![key, req.attempt])?;
             }
             let mut count = 0;
-            match outcome {
+            match req.outcome {
                 AttemptOutcome::Failed => {
                     for key in [&account, &from_address] {
                         count = tx
@@ -595,7 +615,7 @@ impl SqliteSessions {
                                    expires = CASE WHEN expires > ?2 THEN expires ELSE ?2 + ?3 END \
                                  RETURNING count",
                             )?
-                            .query_row(params![key, now, ms(window_s)], |r| r.get(0))?;
+                            .query_row(params![key, now, ms(req.window_s)], |r| r.get(0))?;
                     }
                 }
                 AttemptOutcome::Succeeded => {
@@ -612,14 +632,9 @@ impl SqliteSessions {
 
     /// One request against `ip`'s rate limit (the Redis script `TAKE_RATE_TOKEN`'s GCRA), in
     /// one transaction: 0 when allowed, else the milliseconds to wait.
-    pub async fn take_rate_token(
-        &self,
-        ip: ClientIp,
-        now_ms: i64,
-        interval_ms: f64,
-        burst: u32,
-    ) -> Result<u64, ActorError> {
+    pub async fn take_rate_token(&self, req: RateRequest) -> Result<u64, ActorError> {
         self.run(move |c| {
+            let (ip, now_ms, interval_ms) = (&req.ip, req.now_ms, req.interval_ms);
             let tx = write(c)?;
             let now = now_ms as f64;
             let stored: Option<f64> = tx
@@ -627,7 +642,7 @@ impl SqliteSessions {
                 .query_row(params![ip.counted(), now_ms], |r| r.get(0))
                 .optional()?;
             let next_tat = stored.unwrap_or(now).max(now) + interval_ms;
-            let allowed_at = next_tat - f64::from(burst.max(1)) * interval_ms;
+            let allowed_at = next_tat - f64::from(req.burst.max(1)) * interval_ms;
             if allowed_at > now {
                 return Ok((allowed_at - now).ceil() as u64);
             }
@@ -641,14 +656,9 @@ impl SqliteSessions {
         .await
     }
 
-    /// Drops what has expired: what Redis would have dropped by itself.
     /// Ends every device token of `uid` issued until now (see the Redis store's).
-    pub async fn end_devices(
-        &self,
-        uid: UserId,
-        now_ms: i64,
-        ttl_s: u64,
-    ) -> Result<(), ActorError> {
+    pub async fn end_devices(&self, uid: UserId, now_ms: i64) -> Result<(), ActorError> {
+        let ttl_s = self.rules.devices_ended_s();
         self.run(move |c| {
             let tx = write(c)?;
             tx.execute(
@@ -692,6 +702,7 @@ impl SqliteSessions {
         .await
     }
 
+    /// Drops what has expired: what Redis would have dropped by itself.
     pub async fn housekeeping(&self, now_ms: i64) -> Result<(), ActorError> {
         self.run(move |c| {
             let tx = write(c)?;

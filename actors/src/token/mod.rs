@@ -17,17 +17,19 @@ use jsonwebtoken::{errors::ErrorKind, Header};
 
 use crate::domain::{EmailKey, EndReason, Role, SessionId, UserId};
 use crate::error::TokenRejection;
-use crate::mailbox::{guarded, timed, ActorStats, Mailbox};
+use crate::mailbox::{timed, ActorStats, Mailbox};
 use crate::session_store::{
-    AccessCheck, LimitPolicy, OpenRequest, Opening, RotateRequest, Rotation, SessionInfo,
-    SessionStore, TokenKind,
+    AccessCheck, AccessRequest, EndAllRequest, EndRequest, OpenRequest, Opening, RotateRequest,
+    Rotation, SessionInfo, SessionStore, TokenKind,
 };
 use crate::ActorError;
 pub use keys::{audience_of, key_id, SigningAlgorithm, SigningKeys};
 pub use messages::*;
 use serde::de::DeserializeOwned;
 
-/// What the TokenActor needs to know; all of it from configuration.
+/// What the TokenActor needs to know; all of it from configuration. The rules of sessions
+/// (their limit, idle timeout, lifetime and reuse grace) are the session store's own
+/// ([`crate::session_store::SessionRules`]).
 #[derive(Clone)]
 pub struct TokenSettings {
     /// The signing key and those that still verify (`JWT_SECRET_KEY`, `JWT_PREVIOUS_SECRET_KEYS`,
@@ -38,13 +40,6 @@ pub struct TokenSettings {
     pub audience: String,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
-    /// Idle time after which a session is over (`session_timeout`).
-    pub idle_timeout: Duration,
-    /// `REFRESH_REUSE_GRACE`: how long a just-rotated refresh token still yields its successor.
-    pub reuse_grace: Duration,
-    /// `MAX_CONCURRENT_SESSIONS` and what happens beyond it.
-    pub max_concurrent: u32,
-    pub policy: LimitPolicy,
     /// `DEVICE_TOKEN_TTL`: how long a device token names its device.
     pub device_ttl: Duration,
 }
@@ -328,7 +323,6 @@ impl Handler<OpenSession> for TokenActor {
         let session_id = SessionId::new();
         let signed = self.sign_pair(&msg.user_id, msg.role, &session_id);
         let store = self.store.clone();
-        let s = Arc::clone(&self.settings);
         timed("token", timer, async move {
             let (pair, access_jti, refresh_jti) = signed?;
             let opening = store
@@ -337,10 +331,6 @@ impl Handler<OpenSession> for TokenActor {
                     uid: msg.user_id,
                     role: msg.role,
                     now_ms: Utc::now().timestamp_millis(),
-                    max: s.max_concurrent,
-                    policy: s.policy,
-                    lifetime_s: s.refresh_ttl.as_secs(),
-                    idle_ms: s.idle_timeout.as_millis() as i64,
                     access_jti,
                     refresh_jti,
                     credential_version: msg.credential_version,
@@ -372,18 +362,16 @@ impl Handler<ValidateAccess> for TokenActor {
             Ok((c, p))
         });
         let store = self.store.clone();
-        let idle_ms = self.settings.idle_timeout.as_millis() as i64;
         timed("token", timer, async move {
             let (claims, principal) = decoded?;
             let check = store
-                .check_access(
-                    principal.session_id.clone(),
-                    principal.user_id,
-                    TokenKind::Access,
-                    claims.jti,
-                    Utc::now().timestamp_millis(),
-                    idle_ms,
-                )
+                .check_access(AccessRequest {
+                    sid: principal.session_id.clone(),
+                    uid: principal.user_id,
+                    kind: TokenKind::Access,
+                    jti: claims.jti,
+                    now_ms: Utc::now().timestamp_millis(),
+                })
                 .await?;
             match check {
                 AccessCheck::Live { credential_version } => Ok(Principal {
@@ -415,20 +403,18 @@ impl Handler<Introspect> for TokenActor {
             Ok((principal(&c)?, c, kind))
         });
         let store = self.store.clone();
-        let idle_ms = self.settings.idle_timeout.as_millis() as i64;
         timed("token", timer, async move {
             let Ok((principal, claims, kind)) = decoded else {
                 return Ok(None);
             };
             let check = store
-                .check_access(
-                    principal.session_id,
-                    principal.user_id,
+                .check_access(AccessRequest {
+                    sid: principal.session_id,
+                    uid: principal.user_id,
                     kind,
-                    claims.jti.clone(),
-                    Utc::now().timestamp_millis(),
-                    idle_ms,
-                )
+                    jti: claims.jti.clone(),
+                    now_ms: Utc::now().timestamp_millis(),
+                })
                 .await?;
             Ok(matches!(check, AccessCheck::Live { .. }).then_some(claims))
         })
@@ -447,7 +433,6 @@ impl Handler<RotateRefresh> for TokenActor {
             Ok((claims, principal, signed))
         });
         let store = self.store.clone();
-        let s = Arc::clone(&self.settings);
         timed("token", timer, async move {
             let (claims, principal, (pair, access_jti, refresh_jti)) = prepared?;
             let successor = serde_json::to_string(&pair)
@@ -460,10 +445,7 @@ impl Handler<RotateRefresh> for TokenActor {
                     access_jti,
                     refresh_jti,
                     now_ms: Utc::now().timestamp_millis(),
-                    idle_ms: s.idle_timeout.as_millis() as i64,
-                    grace_ms: s.reuse_grace.as_millis() as i64,
                     successor,
-                    lifetime_s: s.refresh_ttl.as_secs(),
                 })
                 .await?;
             match rotation {
@@ -503,10 +485,13 @@ impl Handler<RevokeSession> for TokenActor {
     fn handle(&mut self, msg: RevokeSession, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let store = self.store.clone();
-        let ttl = self.settings.refresh_ttl.as_secs();
         timed("token", timer, async move {
             store
-                .end_session(msg.user_id, msg.session_id, msg.reason, ttl)
+                .end_session(EndRequest {
+                    uid: msg.user_id,
+                    sid: msg.session_id,
+                    reason: msg.reason,
+                })
                 .await
         })
     }
@@ -518,10 +503,9 @@ impl Handler<ListSessions> for TokenActor {
     fn handle(&mut self, msg: ListSessions, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let store = self.store.clone();
-        let idle_ms = self.settings.idle_timeout.as_millis() as i64;
         timed("token", timer, async move {
             store
-                .list_sessions(msg.0, Utc::now().timestamp_millis(), idle_ms)
+                .list_sessions(msg.0, Utc::now().timestamp_millis())
                 .await
         })
     }
@@ -533,16 +517,14 @@ impl Handler<RevokeUserSessions> for TokenActor {
     fn handle(&mut self, msg: RevokeUserSessions, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let store = self.store.clone();
-        let ttl = self.settings.refresh_ttl.as_secs();
         timed("token", timer, async move {
             store
-                .end_user_sessions(
-                    msg.user_id,
-                    msg.reason,
-                    ttl,
-                    msg.keep,
-                    msg.credential_version,
-                )
+                .end_user_sessions(EndAllRequest {
+                    uid: msg.user_id,
+                    reason: msg.reason,
+                    keep: msg.keep,
+                    credential_version: msg.credential_version,
+                })
                 .await
                 .map(|ended| ended.len())
         })
@@ -576,10 +558,7 @@ impl Handler<IssueDeviceToken> for TokenActor {
             aud: Some(audience_of(&self.settings.audience, "device")),
         };
         let signed = self.sign(&claims);
-        guarded("token", async move {
-            timer.finish(&signed);
-            signed
-        })
+        timed("token", timer, async move { signed })
     }
 }
 
@@ -621,12 +600,9 @@ impl Handler<EndDevices> for TokenActor {
     fn handle(&mut self, msg: EndDevices, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
         let store = self.store.clone();
-        // Kept a day longer than a token lives: a token re-issued by a login that was running
-        // when the devices ended expires before the record of the end does.
-        let ttl = self.settings.device_ttl.as_secs() + 86_400;
         timed("token", timer, async move {
             store
-                .end_devices(msg.0, Utc::now().timestamp_millis(), ttl)
+                .end_devices(msg.0, Utc::now().timestamp_millis())
                 .await
         })
     }

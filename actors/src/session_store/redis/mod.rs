@@ -8,16 +8,18 @@ use redis::{AsyncCommands, Value};
 use self::conn::RedisConnection;
 use super::keys::Keys;
 use super::{
-    AccessCheck, Admission, AttemptOutcome, AttemptRequest, AttemptSource, OpenRequest, Opening,
-    RotateRequest, Rotation, SessionInfo, TokenKind,
+    AccessCheck, AccessRequest, Admission, AttemptEnd, AttemptRequest, EndAllRequest, EndRequest,
+    IdleCheck, OpenRequest, Opening, RateRequest, RotateRequest, Rotation, SessionInfo,
+    SessionRules,
 };
-use crate::domain::{ClientIp, EmailKey, EndReason, SessionId, UserId};
+use crate::domain::{EmailKey, EndReason, SessionId, UserId};
 use crate::ActorError;
 
 #[derive(Clone)]
 pub struct RedisSessions {
     conn: RedisConnection,
     keys: Keys,
+    rules: SessionRules,
     ends_wait_for: Option<ReplicaWait>,
 }
 
@@ -58,8 +60,15 @@ impl RedisSessions {
         Self {
             conn,
             keys,
+            rules: SessionRules::default(),
             ends_wait_for: None,
         }
+    }
+
+    /// Sessions are opened, checked, rotated and ended under `rules`.
+    pub fn with_rules(mut self, rules: SessionRules) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// Ends of sessions are answered once `wait` replicas have them (or its timeout passed).
@@ -73,6 +82,7 @@ impl RedisSessions {
         Ok(Self {
             conn: self.conn.for_this_thread()?,
             keys: self.keys.clone(),
+            rules: self.rules,
             ends_wait_for: self.ends_wait_for,
         })
     }
@@ -110,7 +120,7 @@ impl RedisSessions {
     }
 
     pub async fn open_session(&self, req: OpenRequest) -> Result<Opening, ActorError> {
-        let keys = &self.keys;
+        let (keys, rules) = (&self.keys, &self.rules);
         let reply: Vec<String> = scripts::OPEN_SESSION
             .key(keys.user_sessions(&req.uid))
             .key(keys.activity(&req.uid))
@@ -120,13 +130,13 @@ impl RedisSessions {
             .arg(req.uid.to_hex())
             .arg(req.role.as_str())
             .arg(req.now_ms)
-            .arg(req.max.max(1))
-            .arg(req.policy.as_str())
-            .arg(req.lifetime_s.max(1))
+            .arg(rules.max())
+            .arg(rules.policy.as_str())
+            .arg(rules.lifetime_s())
             .arg(keys.session_prefix(&req.uid))
             .arg(keys.ended_prefix(&req.uid))
-            .arg(req.lifetime_s.max(1))
-            .arg(req.idle_ms)
+            .arg(rules.lifetime_s())
+            .arg(rules.idle_ms())
             .arg(&req.access_jti)
             .arg(&req.refresh_jti)
             .arg(req.credential_version)
@@ -152,27 +162,19 @@ impl RedisSessions {
         Ok(Opening::Opened { evicted, expired })
     }
 
-    pub async fn check_access(
-        &self,
-        sid: SessionId,
-        uid: UserId,
-        kind: TokenKind,
-        jti: String,
-        now_ms: i64,
-        idle_ms: i64,
-    ) -> Result<AccessCheck, ActorError> {
-        let keys = &self.keys;
+    pub async fn check_access(&self, req: AccessRequest) -> Result<AccessCheck, ActorError> {
+        let (keys, uid, sid) = (&self.keys, &req.uid, &req.sid);
         let reply: Value = scripts::CHECK_ACCESS
-            .key(keys.session(&uid, &sid))
-            .key(keys.ended(&uid, &sid))
-            .key(keys.activity(&uid))
-            .key(keys.credential(&uid))
+            .key(keys.session(uid, sid))
+            .key(keys.ended(uid, sid))
+            .key(keys.activity(uid))
+            .key(keys.credential(uid))
             .arg(sid.as_str())
             .arg(uid.to_hex())
-            .arg(jti)
-            .arg(now_ms)
-            .arg(idle_ms)
-            .arg(kind.field())
+            .arg(&req.jti)
+            .arg(req.now_ms)
+            .arg(self.rules.idle_ms())
+            .arg(req.kind.field())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)?;
@@ -187,7 +189,7 @@ impl RedisSessions {
     }
 
     pub async fn rotate(&self, req: RotateRequest) -> Result<Rotation, ActorError> {
-        let keys = &self.keys;
+        let (keys, rules) = (&self.keys, &self.rules);
         let reply: Value = scripts::ROTATE_REFRESH
             .key(keys.session(&req.uid, &req.sid))
             .key(keys.ended(&req.uid, &req.sid))
@@ -200,11 +202,11 @@ impl RedisSessions {
             .arg(&req.access_jti)
             .arg(&req.refresh_jti)
             .arg(req.now_ms)
-            .arg(req.idle_ms)
-            .arg(req.grace_ms)
+            .arg(rules.idle_ms())
+            .arg(rules.grace_ms())
             .arg(&req.successor)
-            .arg(req.lifetime_s.max(1))
-            .arg(req.lifetime_s.max(1))
+            .arg(rules.lifetime_s())
+            .arg(rules.lifetime_s())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)?;
@@ -223,28 +225,22 @@ impl RedisSessions {
         })
     }
 
-    pub async fn end_session(
-        &self,
-        uid: UserId,
-        sid: SessionId,
-        reason: EndReason,
-        ended_ttl_s: u64,
-    ) -> Result<bool, ActorError> {
-        let keys = &self.keys;
+    pub async fn end_session(&self, req: EndRequest) -> Result<bool, ActorError> {
+        let (keys, uid, sid) = (&self.keys, &req.uid, &req.sid);
         let ended = scripts::END_SESSION
-            .key(keys.session(&uid, &sid))
-            .key(keys.ended(&uid, &sid))
-            .key(keys.activity(&uid))
-            .key(keys.user_sessions(&uid))
+            .key(keys.session(uid, sid))
+            .key(keys.ended(uid, sid))
+            .key(keys.activity(uid))
+            .key(keys.user_sessions(uid))
             .arg(sid.as_str())
-            .arg(reason.as_str())
-            .arg(ended_ttl_s.max(1))
+            .arg(req.reason.as_str())
+            .arg(self.rules.lifetime_s())
             .arg(uid.to_hex())
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .map(|n| n == 1)
             .map_err(ActorError::redis)?;
-        self.replicated(&keys.user_sessions(&uid)).await?;
+        self.replicated(&keys.user_sessions(uid)).await?;
         Ok(ended)
     }
 
@@ -252,7 +248,6 @@ impl RedisSessions {
         &self,
         uid: UserId,
         now_ms: i64,
-        idle_ms: i64,
     ) -> Result<Vec<SessionInfo>, ActorError> {
         let keys = &self.keys;
         let flat: Vec<String> = scripts::LIST_SESSIONS
@@ -260,7 +255,7 @@ impl RedisSessions {
             .key(keys.credential(&uid))
             .arg(keys.session_prefix(&uid))
             .arg(now_ms)
-            .arg(idle_ms)
+            .arg(self.rules.idle_ms())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)?;
@@ -276,31 +271,26 @@ impl RedisSessions {
             .collect())
     }
 
-    pub async fn end_user_sessions(
-        &self,
-        uid: UserId,
-        reason: EndReason,
-        ended_ttl_s: u64,
-        keep: Option<SessionId>,
-        credential_version: Option<i64>,
-    ) -> Result<Vec<String>, ActorError> {
-        let keys = &self.keys;
-        let keep = keep.as_ref().map_or("", |s| s.as_str()).to_string();
-        let version = credential_version.map_or(String::new(), |v| v.to_string());
+    pub async fn end_user_sessions(&self, req: EndAllRequest) -> Result<Vec<String>, ActorError> {
+        let (keys, uid) = (&self.keys, &req.uid);
+        let keep = req.keep.as_ref().map_or("", |s| s.as_str());
+        let version = req
+            .credential_version
+            .map_or(String::new(), |v| v.to_string());
         let ended = scripts::END_USER_SESSIONS
-            .key(keys.user_sessions(&uid))
-            .key(keys.activity(&uid))
-            .key(keys.credential(&uid))
-            .arg(reason.as_str())
-            .arg(ended_ttl_s.max(1))
-            .arg(keys.session_prefix(&uid))
-            .arg(keys.ended_prefix(&uid))
+            .key(keys.user_sessions(uid))
+            .key(keys.activity(uid))
+            .key(keys.credential(uid))
+            .arg(req.reason.as_str())
+            .arg(self.rules.lifetime_s())
+            .arg(keys.session_prefix(uid))
+            .arg(keys.ended_prefix(uid))
             .arg(keep)
             .arg(version)
             .invoke_async::<Vec<String>>(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)?;
-        self.replicated(&keys.user_sessions(&uid)).await?;
+        self.replicated(&keys.user_sessions(uid)).await?;
         Ok(ended)
     }
 
@@ -343,24 +333,17 @@ impl RedisSessions {
         Ok(found)
     }
 
-    pub async fn expire_if_idle(
-        &self,
-        uid: UserId,
-        sid: SessionId,
-        now_ms: i64,
-        idle_ms: i64,
-        ended_ttl_s: u64,
-    ) -> Result<bool, ActorError> {
-        let keys = &self.keys;
+    pub async fn expire_if_idle(&self, req: IdleCheck) -> Result<bool, ActorError> {
+        let (keys, uid, sid) = (&self.keys, &req.uid, &req.sid);
         scripts::EXPIRE_IF_IDLE
-            .key(keys.session(&uid, &sid))
-            .key(keys.ended(&uid, &sid))
-            .key(keys.activity(&uid))
-            .key(keys.user_sessions(&uid))
+            .key(keys.session(uid, sid))
+            .key(keys.ended(uid, sid))
+            .key(keys.activity(uid))
+            .key(keys.user_sessions(uid))
             .arg(sid.as_str())
-            .arg(now_ms)
-            .arg(idle_ms)
-            .arg(ended_ttl_s.max(1))
+            .arg(req.now_ms)
+            .arg(req.idle_ms)
+            .arg(req.ended_ttl_s.max(1))
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .map(|n| n == 1)
@@ -391,24 +374,17 @@ impl RedisSessions {
         })
     }
 
-    pub async fn end_attempt(
-        &self,
-        email: EmailKey,
-        source: AttemptSource,
-        attempt: String,
-        outcome: AttemptOutcome,
-        window_s: u64,
-    ) -> Result<u64, ActorError> {
-        let keys = &self.keys;
+    pub async fn end_attempt(&self, req: AttemptEnd) -> Result<u64, ActorError> {
+        let (keys, email, source) = (&self.keys, &req.email, &req.source);
         scripts::END_LOGIN_ATTEMPT
-            .key(keys.login_failures_from(&email, &source))
-            .key(keys.login_failures(&email, &source))
-            .key(keys.login_pending_from(&email, &source))
-            .key(keys.login_pending(&email, &source))
-            .key(keys.login_counters(&email))
-            .arg(attempt)
-            .arg(outcome.as_str())
-            .arg(window_s.max(1))
+            .key(keys.login_failures_from(email, source))
+            .key(keys.login_failures(email, source))
+            .key(keys.login_pending_from(email, source))
+            .key(keys.login_pending(email, source))
+            .key(keys.login_counters(email))
+            .arg(&req.attempt)
+            .arg(req.outcome.as_str())
+            .arg(req.window_s.max(1))
             .invoke_async::<u64>(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)
@@ -431,18 +407,12 @@ impl RedisSessions {
     }
 
     /// One request against `ip`'s rate limit: 0 when allowed, else the milliseconds to wait.
-    pub async fn take_rate_token(
-        &self,
-        ip: ClientIp,
-        now_ms: i64,
-        interval_ms: f64,
-        burst: u32,
-    ) -> Result<u64, ActorError> {
+    pub async fn take_rate_token(&self, req: RateRequest) -> Result<u64, ActorError> {
         scripts::TAKE_RATE_TOKEN
-            .key(self.keys.rate(&ip))
-            .arg(now_ms)
-            .arg(interval_ms)
-            .arg(burst.max(1))
+            .key(self.keys.rate(&req.ip))
+            .arg(req.now_ms)
+            .arg(req.interval_ms)
+            .arg(req.burst.max(1))
             .invoke_async::<u64>(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)
@@ -450,18 +420,13 @@ impl RedisSessions {
 
     /// Ends every device token of `uid` issued until now: one `SET`, kept as long as a device
     /// token lives (after that, no token it ends is left).
-    pub async fn end_devices(
-        &self,
-        uid: UserId,
-        now_ms: i64,
-        ttl_s: u64,
-    ) -> Result<(), ActorError> {
+    pub async fn end_devices(&self, uid: UserId, now_ms: i64) -> Result<(), ActorError> {
         let key = self.keys.devices_ended(&uid);
         redis::cmd("SET")
             .arg(&key)
             .arg(now_ms)
             .arg("EX")
-            .arg(ttl_s.max(1))
+            .arg(self.rules.devices_ended_s())
             .query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(ActorError::redis)?;

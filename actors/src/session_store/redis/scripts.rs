@@ -7,17 +7,51 @@
 use redis::Script;
 use std::sync::LazyLock;
 
+/// How a session ends, written once and put in front of every script that ends sessions:
+/// its record goes, it leaves the user's two indexes, and, if it was live, why it ended is kept
+/// `ttl` seconds. Called for a session whose record has gone already, it only forgets the index
+/// entries. Every key it is given carries the script's hash tag. Returns whether it was live.
+const END_A_SESSION: &str = r#"
+local function end_session(sid, session, ended, user_sessions, activity, reason, ttl)
+  local live = redis.call('DEL', session) == 1
+  redis.call('ZREM', user_sessions, sid)
+  redis.call('ZREM', activity, sid)
+  if live then redis.call('SET', ended, reason, 'EX', ttl) end
+  return live
+end
+"#;
+
+/// Whether a session takes a token of user `uid`, written once for the access check and the
+/// rotation: given what its record holds (nothing when it has gone), `refusal` answers why not
+/// (`{"ended", reason}` or `{"invalid"}`), or nil when it is live for that user: its record
+/// exists, is theirs, was opened (or last moved) under their current credential version, and has
+/// not been idle past the timeout.
+const CHECK_A_SESSION: &str = r#"
+local function refusal(owner, seen, cv, uid, ended, credential, now, idle)
+  if not owner then return {'ended', redis.call('GET', ended) or 'expired'} end
+  if owner ~= uid then return {'invalid'} end
+  if tonumber(cv or '0') < tonumber(redis.call('GET', credential) or '0') then
+    return {'ended', 'password_changed'}
+  end
+  if now - tonumber(seen) > idle then return {'ended', 'expired'} end
+  return nil
+end
+"#;
+
+/// A script whose `body` calls the shared `functions` ([`END_A_SESSION`], [`CHECK_A_SESSION`]).
+fn script(functions: &[&str], body: &str) -> Script {
+    Script::new(&(functions.concat() + body))
+}
+
 /// Ends one session of a user if it exists (a session of another user is left alone).
 /// KEYS: session, ended, activity, user_sessions. ARGV: sid, reason, ended_ttl_s, uid.
 /// Returns 1 when it ended the session, 0 when it was already gone or is not that user's.
 pub static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
+        &[END_A_SESSION],
         r#"
 if redis.call('HGET', KEYS[1], 'uid') ~= ARGV[4] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+end_session(ARGV[1], KEYS[1], KEYS[2], KEYS[4], KEYS[3], ARGV[2], ARGV[3])
 return 1
 "#,
     )
@@ -30,7 +64,8 @@ return 1
 /// ended_prefix, except_sid (or ""), credential_version (or "").
 /// Returns the ended session ids.
 pub static END_USER_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
+        &[END_A_SESSION],
         r#"
 if ARGV[6] ~= '' then
   local version = tonumber(ARGV[6])
@@ -45,14 +80,9 @@ if ARGV[6] ~= '' then
 end
 local ended = {}
 for _, s in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if s ~= ARGV[5] then
-    local live = redis.call('DEL', ARGV[3] .. s)
-    redis.call('ZREM', KEYS[1], s)
-    redis.call('ZREM', KEYS[2], s)
-    if live == 1 then
-      redis.call('SET', ARGV[4] .. s, ARGV[1], 'EX', ARGV[2])
-      table.insert(ended, s)
-    end
+  if s ~= ARGV[5]
+     and end_session(s, ARGV[3] .. s, ARGV[4] .. s, KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then
+    table.insert(ended, s)
   end
 end
 return ended
@@ -94,7 +124,8 @@ return out
 /// Sessions already idle past the timeout do not count: they are ended as expired first.
 /// Returns {"ok", "e:<evicted sid>"…, "x:<expired sid>"…}, {"reject"} or {"stale"}.
 pub static OPEN_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
+        &[END_A_SESSION],
         r#"
 local current = tonumber(redis.call('GET', KEYS[4]) or '0')
 if tonumber(ARGV[14]) < current then return {'stale'} end
@@ -103,36 +134,28 @@ local max, policy, ttl = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local sess_prefix, ended_prefix, ended_ttl = ARGV[8], ARGV[9], ARGV[10]
 local idle = tonumber(ARGV[11])
 local result = {'ok'}
+local function finish(s, reason)
+  end_session(s, sess_prefix .. s, ended_prefix .. s, KEYS[1], KEYS[2], reason, ended_ttl)
+end
 -- Forget members whose record has gone; end those of an older credential version and those
 -- idle past the timeout.
 for _, s in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local f = redis.call('HMGET', sess_prefix .. s, 'seen', 'cv')
   local seen = f[1]
   if not seen then
-    redis.call('ZREM', KEYS[1], s)
-    redis.call('ZREM', KEYS[2], s)
+    finish(s, 'expired')
   elseif tonumber(f[2] or '0') < current then
-    redis.call('DEL', sess_prefix .. s)
-    redis.call('ZREM', KEYS[1], s)
-    redis.call('ZREM', KEYS[2], s)
-    redis.call('SET', ended_prefix .. s, 'password_changed', 'EX', ended_ttl)
+    finish(s, 'password_changed')
   elseif now - tonumber(seen) > idle then
-    redis.call('DEL', sess_prefix .. s)
-    redis.call('ZREM', KEYS[1], s)
-    redis.call('ZREM', KEYS[2], s)
-    redis.call('SET', ended_prefix .. s, 'expired', 'EX', ended_ttl)
+    finish(s, 'expired')
     table.insert(result, 'x:' .. s)
   end
 end
 local live = redis.call('ZCARD', KEYS[1])
 if live >= max then
   if policy == 'reject' then return {'reject'} end
-  local victims = redis.call('ZRANGE', KEYS[1], 0, live - max)
-  for _, s in ipairs(victims) do
-    redis.call('DEL', sess_prefix .. s)
-    redis.call('ZREM', KEYS[1], s)
-    redis.call('ZREM', KEYS[2], s)
-    redis.call('SET', ended_prefix .. s, 'evicted', 'EX', ended_ttl)
+  for _, s in ipairs(redis.call('ZRANGE', KEYS[1], 0, live - max)) do
+    finish(s, 'evicted')
     table.insert(result, 'e:' .. s)
   end
 end
@@ -155,19 +178,13 @@ return result
 /// holding the session's current jti of the token's kind (`ajti` or `rjti`).
 /// Returns {"ok", credential_version}, {"ended", reason}, {"superseded"} or {"invalid"}.
 pub static CHECK_ACCESS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
+        &[CHECK_A_SESSION],
         r#"
 local f = redis.call('HMGET', KEYS[1], 'uid', ARGV[6], 'seen', 'cv')
-if not f[1] then
-  local reason = redis.call('GET', KEYS[2])
-  return {'ended', reason or 'expired'}
-end
-if f[1] ~= ARGV[2] then return {'invalid'} end
-if tonumber(f[4] or '0') < tonumber(redis.call('GET', KEYS[4]) or '0') then
-  return {'ended', 'password_changed'}
-end
 local now = tonumber(ARGV[4])
-if now - tonumber(f[3]) > tonumber(ARGV[5]) then return {'ended', 'expired'} end
+local refused = refusal(f[1], f[3], f[4], ARGV[2], KEYS[2], KEYS[4], now, tonumber(ARGV[5]))
+if refused then return refused end
 if f[2] ~= ARGV[3] then return {'superseded'} end
 -- Activity is recorded at most once a second: the idle timeout needs no finer grain, and a
 -- busy session then costs one read, not three writes, per request. An access token in use is
@@ -189,19 +206,13 @@ return {'ok', f[4] or '0'}
 /// Returns {"ok", credential_version}, {"grace", successor, credential_version}, {"reuse"},
 /// {"ended", reason} or {"invalid"}.
 pub static ROTATE_REFRESH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
+        &[CHECK_A_SESSION, END_A_SESSION],
         r#"
 local f = redis.call('HMGET', KEYS[1], 'uid', 'rjti', 'prev_rjti', 'rotated', 'succ', 'seen', 'cv')
-if not f[1] then
-  local reason = redis.call('GET', KEYS[2])
-  return {'ended', reason or 'expired'}
-end
-if f[1] ~= ARGV[2] then return {'invalid'} end
-if tonumber(f[7] or '0') < tonumber(redis.call('GET', KEYS[5]) or '0') then
-  return {'ended', 'password_changed'}
-end
 local now, idle, grace = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-if now - tonumber(f[6]) > idle then return {'ended', 'expired'} end
+local refused = refusal(f[1], f[6], f[7], ARGV[2], KEYS[2], KEYS[5], now, idle)
+if refused then return refused end
 if f[2] == ARGV[3] then
   redis.call('HSET', KEYS[1], 'prev_rjti', ARGV[3], 'rotated', now, 'ajti', ARGV[4],
              'rjti', ARGV[5], 'seen', now, 'succ', (grace > 0) and ARGV[9] or '')
@@ -215,10 +226,7 @@ end
 if grace > 0 and f[3] == ARGV[3] and now - tonumber(f[4]) <= grace and f[5] and f[5] ~= '' then
   return {'grace', f[5], f[7] or '0'}
 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('SET', KEYS[2], 'refresh_reuse', 'EX', ARGV[11])
+end_session(ARGV[1], KEYS[1], KEYS[2], KEYS[4], KEYS[3], 'refresh_reuse', ARGV[11])
 return {'reuse'}
 "#,
     )
@@ -228,20 +236,13 @@ return {'reuse'}
 /// KEYS: session, ended, activity, user_sessions. ARGV: sid, now_ms, idle_ms, ended_ttl_s.
 /// Returns 1 when this call ended it, else 0.
 pub static EXPIRE_IF_IDLE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
+        &[END_A_SESSION],
         r#"
-local f = redis.call('HMGET', KEYS[1], 'uid', 'seen')
-if not f[1] then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  return 0
-end
-if tonumber(ARGV[2]) - tonumber(f[2]) <= tonumber(ARGV[3]) then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('SET', KEYS[2], 'expired', 'EX', ARGV[4])
-return 1
+local seen = redis.call('HGET', KEYS[1], 'seen')
+if seen and tonumber(ARGV[2]) - tonumber(seen) <= tonumber(ARGV[3]) then return 0 end
+-- Idle past the timeout, or its record gone (then its index entries are only forgotten).
+return end_session(ARGV[1], KEYS[1], KEYS[2], KEYS[4], KEYS[3], 'expired', ARGV[4]) and 1 or 0
 "#,
     )
 });
