@@ -2,7 +2,6 @@
 //! directory), then `config/<APP_ENV>.toml` if present, then `APP__SECTION__KEY` variables, then
 //! the seed's environment variable names. Secrets are `SecretString`s: they never print.
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use actors::domain::{Email, Password, Username};
@@ -11,8 +10,9 @@ use actors::token::SigningAlgorithm;
 use config::{Config, Environment, File, FileFormat};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
+
+mod text;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -229,7 +229,7 @@ pub enum TokensBackend {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StorageSettings {
     /// `mongodb` | `embedded`; empty = chosen at load time (see [`Settings::load_from`]).
-    #[serde(deserialize_with = "empty_is_none")]
+    #[serde(deserialize_with = "text::empty_is_none")]
     pub backend: Option<StorageBackend>,
     pub data_dir: String,
 }
@@ -237,7 +237,7 @@ pub struct StorageSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct TokensSettings {
     /// `redis` | `embedded`; empty = chosen at load time.
-    #[serde(deserialize_with = "empty_is_none")]
+    #[serde(deserialize_with = "text::empty_is_none")]
     pub backend: Option<TokensBackend>,
 }
 
@@ -264,7 +264,7 @@ pub struct RedisSettings {
     /// `REDIS_CLUSTER_NODES`, comma-separated `host:port`: when set, the token store is a Redis
     /// Cluster reached through these nodes (`REDIS_HOST`/`REDIS_PORT`/`REDIS_DB` are then not
     /// used).
-    #[serde(default, with = "cluster_nodes")]
+    #[serde(default, with = "text::cluster_nodes")]
     pub cluster_nodes: Vec<(String, u16)>,
     /// Replicas that must have an end of sessions before it is answered (0: do not wait).
     #[serde(default)]
@@ -288,19 +288,19 @@ pub struct JwtSettings {
     pub secret_key: Option<SecretString>,
     /// `JWT_PREVIOUS_SECRET_KEYS`: keys retired by a rotation whose tokens still verify,
     /// comma-separated (so a key cannot hold a comma); in production each at least 32 bytes.
-    #[serde(default, with = "secret_list")]
+    #[serde(default, with = "text::secret_list")]
     pub previous_secret_keys: Vec<SecretString>,
     pub access_token_expires: u64,
     pub refresh_token_expires: u64,
     pub issuer: String,
     /// `HS256`, `EdDSA` or `ES256`.
-    #[serde(with = "algorithm")]
+    #[serde(with = "text::algorithm")]
     pub algorithm: SigningAlgorithm,
     /// The PKCS#8 PEM file of the private key that signs under `EdDSA`/`ES256`.
     #[serde(default)]
     pub private_key_file: Option<String>,
     /// Comma-separated PEM files of public keys a rotation retired: they still verify.
-    #[serde(default, with = "text_list")]
+    #[serde(default, with = "text::text_list")]
     pub previous_public_key_files: Vec<String>,
     /// The PEM file of the public key that signs next: published (and verifying) before it signs.
     #[serde(default)]
@@ -314,7 +314,7 @@ pub struct JwtSettings {
 pub struct IntrospectionSettings {
     /// `INTROSPECTION_CLIENTS`: `id:secret` pairs, comma-separated, allowed to introspect with
     /// HTTP Basic; in production each secret at least 32 bytes.
-    #[serde(default, with = "client_list")]
+    #[serde(default, with = "text::client_list")]
     pub clients: Vec<(String, SecretString)>,
     /// Introspections a second for each client (bursts of as many).
     pub rate_limit: u32,
@@ -324,7 +324,7 @@ pub struct IntrospectionSettings {
 pub struct SessionsSettings {
     pub session_timeout: u64,
     pub max_concurrent_sessions: u32,
-    #[serde(with = "limit_policy")]
+    #[serde(with = "text::limit_policy")]
     pub limit_policy: LimitPolicy,
     pub session_check_interval: u64,
     pub refresh_reuse_grace: u64,
@@ -340,7 +340,7 @@ pub struct SecuritySettings {
     pub login_failure_window: u64,
     /// `TRUSTED_PROXIES`: the reverse proxies whose `X-Forwarded-For` is believed, CIDRs or
     /// single addresses, comma-separated.
-    #[serde(with = "proxies")]
+    #[serde(with = "text::proxies")]
     pub trusted_proxies: Vec<IpNet>,
     /// How many leading bits of an IPv6 address name one client (1–128).
     pub client_ipv6_prefix: u8,
@@ -407,174 +407,6 @@ fn masked<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S
 /// A connection string with its password (if any) replaced by `***`.
 fn masked_uri<S: Serializer>(uri: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&mask_uri_password(uri))
-}
-
-/// Reads a setting given as text, converted once at load by `parse`, whose error says what the
-/// value must be (`Settings::load_from` puts the variable's name before it).
-fn parse_text<'de, D: Deserializer<'de>, T>(
-    d: D,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, D::Error> {
-    let text = String::deserialize(d)?;
-    parse(text.trim()).map_err(D::Error::custom)
-}
-
-/// The entries of a comma-separated list, blanks left out.
-fn entries(text: &str) -> impl Iterator<Item = &str> {
-    text.split(',').map(str::trim).filter(|e| !e.is_empty())
-}
-
-/// A list printed back as the comma-separated text it was given as.
-fn print_list<S: Serializer, T>(
-    list: &[T],
-    s: S,
-    print: impl Fn(&T) -> String,
-) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&list.iter().map(print).collect::<Vec<_>>().join(","))
-}
-
-/// A backend left empty: chosen at load time (see [`Settings::load_from`]).
-fn empty_is_none<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    let text = String::deserialize(d)?;
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    T::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(
-        text.trim(),
-    ))
-    .map(Some)
-}
-
-mod limit_policy {
-    use super::*;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LimitPolicy, D::Error> {
-        parse_text(d, |text| match text {
-            "evict_oldest" => Ok(LimitPolicy::EvictOldest),
-            "reject" => Ok(LimitPolicy::Reject),
-            _ => Err("must be \"evict_oldest\" or \"reject\"".into()),
-        })
-    }
-    pub fn serialize<S: Serializer>(policy: &LimitPolicy, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(policy.as_str())
-    }
-}
-
-mod algorithm {
-    use super::*;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SigningAlgorithm, D::Error> {
-        parse_text(d, |text| {
-            SigningAlgorithm::parse(text).map_err(|e| format!("is invalid: {e}"))
-        })
-    }
-    pub fn serialize<S: Serializer>(algorithm: &SigningAlgorithm, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(algorithm.as_str())
-    }
-}
-
-mod proxies {
-    use super::*;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-        parse_text(d, |text| {
-            entries(text)
-                .map(|entry| {
-                    entry
-                        .parse::<IpNet>()
-                        .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                        .map_err(|_| {
-                            format!(
-                                "must be a comma-separated list of CIDRs or addresses; \
-                                 {entry:?} is neither"
-                            )
-                        })
-                })
-                .collect()
-        })
-    }
-    pub fn serialize<S: Serializer>(list: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
-        print_list(list, s, IpNet::to_string)
-    }
-}
-
-mod cluster_nodes {
-    use super::*;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, u16)>, D::Error> {
-        parse_text(d, |text| {
-            entries(text)
-                .map(|node| {
-                    node.rsplit_once(':')
-                        .and_then(|(host, port)| {
-                            let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
-                            (!host.is_empty()).then(|| (host.to_string(), port))
-                        })
-                        .ok_or_else(|| {
-                            format!("must be a comma-separated list of host:port; {node:?} is not")
-                        })
-                })
-                .collect()
-        })
-    }
-    pub fn serialize<S: Serializer>(list: &[(String, u16)], s: S) -> Result<S::Ok, S::Error> {
-        print_list(list, s, |(host, port)| format!("{host}:{port}"))
-    }
-}
-
-mod text_list {
-    use super::*;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-        let text = String::deserialize(d)?;
-        Ok(entries(&text).map(str::to_string).collect())
-    }
-    pub fn serialize<S: Serializer>(list: &[String], s: S) -> Result<S::Ok, S::Error> {
-        print_list(list, s, String::clone)
-    }
-}
-
-/// Secrets, comma-separated; printed as `***` when any is set, `null` when none.
-mod secret_list {
-    use super::*;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
-        let text = String::deserialize(d)?;
-        Ok(entries(&text)
-            .map(|key| SecretString::from(key.to_string()))
-            .collect())
-    }
-    pub fn serialize<S: Serializer>(list: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
-        match list.is_empty() {
-            true => s.serialize_none(),
-            false => s.serialize_str("***"),
-        }
-    }
-}
-
-/// `id:secret` pairs, comma-separated; printed as `***` when any is set, `null` when none.
-mod client_list {
-    use super::*;
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Vec<(String, SecretString)>, D::Error> {
-        parse_text(d, |text| {
-            entries(text)
-                .map(|pair| match pair.split_once(':') {
-                    Some((id, secret)) if !id.trim().is_empty() && !secret.is_empty() => Ok((
-                        id.trim().to_string(),
-                        SecretString::from(secret.to_string()),
-                    )),
-                    _ => Err("must be comma-separated id:secret pairs".to_string()),
-                })
-                .collect()
-        })
-    }
-    pub fn serialize<S: Serializer>(
-        list: &[(String, SecretString)],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match list.is_empty() {
-            true => s.serialize_none(),
-            false => s.serialize_str("***"),
-        }
-    }
 }
 
 pub fn mask_uri_password(uri: &str) -> String {

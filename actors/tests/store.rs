@@ -13,7 +13,7 @@ use actors::db_queue::{
     RegisterUser, SearchIndexed, SearchUsersSlice, UpdateUser, UserFilter, Written,
 };
 use actors::domain::{
-    AuditEntry, Email, NewUser, Role, User, UserChanges, UserId, UserStatus, Username,
+    AuditEntry, Email, NewUser, Page, Role, User, UserChanges, UserId, UserStatus, Username,
 };
 use actors::error::DuplicateField;
 use actors::ActorError;
@@ -37,7 +37,7 @@ async fn register_as(db: &DbQueue, user: NewUser) -> Result<Written<User>, Actor
         audit: AuditEntry::new("user.register", "success"),
     })
     .await
-    .map(|written| written.map(|(user, _wallet)| user))
+    .map(|written| written.map(|created| created.user))
 }
 
 /// Registers a user that must be stored.
@@ -169,7 +169,10 @@ async fn a_deleted_user_is_gone_and_its_audit_entries_stay(backend: &StoreBacken
     assert!(matches!(deleted, Written::Applied(())), "{deleted:?}");
     assert!(matches!(again, Written::NotFound), "{again:?}");
     assert!(find_by_email(&db, "alan@example.com").await.is_none());
-    let (entries, total) = db
+    let Page {
+        items: entries,
+        total,
+    } = db
         .call(ListAudit {
             user_id: Some(user.id.to_hex()),
             action: None,

@@ -1,14 +1,13 @@
 //! `/health`, `/health/live`, `/health/ready`: their shape, what a dependency outage does to them
 //! and to requests, and start-up refusing a bad configuration.
 use std::io::Read;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with, PASSWORD};
+use crate::helpers::{assert_error, free_port, spawn_app, spawn_app_with, PASSWORD};
 
 const ACTORS: [&str; 5] = ["account", "db_queue", "token", "session", "hasher"];
 const ACTOR_FIGURES: [&str; 10] = [
@@ -25,11 +24,6 @@ const ACTOR_FIGURES: [&str; 10] = [
 ];
 
 /// A port nobody listens on.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 fn sorted_keys(object: &Value) -> Vec<&str> {
     let mut keys: Vec<&str> = object
         .as_object()
@@ -99,7 +93,7 @@ async fn with_redis_down_the_service_starts_reports_unhealthy_and_answers_503() 
     if !crate::helpers::needs_servers("it stops Redis") {
         return;
     }
-    let port = closed_port().to_string();
+    let port = free_port().to_string();
     let app = spawn_app_with(&[("REDIS_PORT", port.as_str()), ("REDIS_TIMEOUT_MS", "300")]).await;
     // Registration needs only MongoDB.
     let (email, _) = app.create_user().await;

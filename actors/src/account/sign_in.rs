@@ -21,7 +21,7 @@ use crate::session::{BeginLoginAttempt, EndLoginAttempt, LoginAttempt, TakeRateT
 use crate::session_store::AttemptOutcome;
 use crate::token::{
     CheckDeviceToken, IssueDeviceToken, KnownDevice, OpenSession, OpenedSession, RevokeSession,
-    RotateRefresh, TokenPair,
+    RotateRefresh, Rotated, TokenPair,
 };
 use crate::ActorError;
 
@@ -390,7 +390,7 @@ fn now_ms() -> DateTime<Utc> {
 
 pub(super) async fn refresh(a: Arc<Accounts>, m: Refresh) -> Result<TokenPair, ActorError> {
     a.sessions.call(TakeRateToken(m.ip)).await?;
-    let (principal, pair) = match a.tokens.call(RotateRefresh(m.refresh_token)).await {
+    let Rotated { principal, pair } = match a.tokens.call(RotateRefresh(m.refresh_token)).await {
         Ok(rotated) => rotated,
         Err(ActorError::Token(TokenRejection::ReuseDetected {
             user_id,

@@ -136,8 +136,16 @@ pub struct ValidateAccess(pub String);
 /// Exchange a refresh token for a new pair; the old pair stops working. Presenting a rotated
 /// refresh token again ends the whole session (outside the grace window).
 #[derive(Message)]
-#[rtype(result = "Result<(Principal, TokenPair), ActorError>")]
+#[rtype(result = "Result<Rotated, ActorError>")]
 pub struct RotateRefresh(pub String);
+
+/// A refresh's outcome: whose session it is (at its credential version now) and its new pair
+/// (the successor already given, when the old token came again within the grace window).
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    pub principal: Principal,
+    pub pair: TokenPair,
+}
 
 /// A user's live sessions, newest first.
 #[derive(Message)]

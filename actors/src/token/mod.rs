@@ -422,7 +422,7 @@ impl Handler<Introspect> for TokenActor {
 }
 
 impl Handler<RotateRefresh> for TokenActor {
-    type Result = ResponseActFuture<Self, Result<(Principal, TokenPair), ActorError>>;
+    type Result = ResponseActFuture<Self, Result<Rotated, ActorError>>;
 
     fn handle(&mut self, msg: RotateRefresh, _: &mut Self::Context) -> Self::Result {
         let timer = self.stats.start();
@@ -448,33 +448,30 @@ impl Handler<RotateRefresh> for TokenActor {
                     successor,
                 })
                 .await?;
-            match rotation {
-                Rotation::Rotated { credential_version } => Ok((
-                    Principal {
-                        credential_version,
-                        ..principal
-                    },
-                    pair,
-                )),
+            let (credential_version, pair) = match rotation {
+                Rotation::Rotated { credential_version } => (credential_version, pair),
                 Rotation::Grace {
                     pair: previous,
                     credential_version,
                 } => {
-                    let principal = Principal {
-                        credential_version,
-                        ..principal
-                    };
                     let pair = serde_json::from_str(&previous)
                         .map_err(|e| ActorError::internal("keeping the successor pair", e))?;
-                    Ok((principal, pair))
+                    (credential_version, pair)
                 }
-                Rotation::Reuse => Err(ActorError::Token(TokenRejection::ReuseDetected {
-                    user_id: principal.user_id,
-                    session_id: principal.session_id,
-                })),
-                Rotation::Ended(reason) => Err(ended(reason)),
-                Rotation::Invalid => Err(ActorError::Token(TokenRejection::Invalid)),
-            }
+                Rotation::Reuse => {
+                    return Err(ActorError::Token(TokenRejection::ReuseDetected {
+                        user_id: principal.user_id,
+                        session_id: principal.session_id,
+                    }))
+                }
+                Rotation::Ended(reason) => return Err(ended(reason)),
+                Rotation::Invalid => return Err(ActorError::Token(TokenRejection::Invalid)),
+            };
+            let principal = Principal {
+                credential_version,
+                ..principal
+            };
+            Ok(Rotated { principal, pair })
         })
     }
 }
