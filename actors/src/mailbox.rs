@@ -42,6 +42,9 @@ pub struct ActorStats {
     /// (`u64::MAX`: no limit). Beyond it, calls are refused at once ([`ActorError::Saturated`]).
     expected_wait_ms: AtomicU64,
     wait_target_ms: AtomicU64,
+    /// How much longer new work waits for each job announced ahead of it, in µs (0: not
+    /// known; announced work is then not counted at admission).
+    wait_per_job_us: AtomicU64,
     /// For the hasher: its kernel's width (0: not a batching pool), passwords per batch and
     /// the time spent waiting to fill one (microseconds), over the recent past.
     lanes: AtomicU64,
@@ -218,6 +221,7 @@ impl ActorStats {
             announced: AtomicUsize::new(0),
             expected_wait_ms: AtomicU64::new(0),
             wait_target_ms: AtomicU64::new(u64::MAX),
+            wait_per_job_us: AtomicU64::new(0),
             lanes: AtomicU64::new(0),
             per_batch: Mutex::new(RecentTimes::new()),
             fill_wait: Mutex::new(RecentTimes::new()),
@@ -258,10 +262,28 @@ impl ActorStats {
         self.wait_target_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// The actor's estimate of how long new work would wait now.
-    pub fn set_expected_wait(&self, wait: Duration) {
+    /// The actor's estimate of how long new work would wait now, and how much each job
+    /// announced ahead of it adds.
+    pub fn set_expected_wait(&self, wait: Duration, per_job: Duration) {
         let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         self.expected_wait_ms.store(ms, Ordering::Relaxed);
+        let us = u64::try_from(per_job.as_micros()).unwrap_or(u64::MAX);
+        self.wait_per_job_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Admits one job and announces it ([`ActorStats::announce`]) in one step: refused
+    /// (`Saturated`) when it would wait beyond the target behind what is queued, running and
+    /// already announced. Each caller counts itself in before it looks, so a crowd arriving
+    /// together is cut at the door to what the target allows, before any of it does other work
+    /// (the look-ups a login makes before its verification is queued).
+    pub fn admit_announced(self: &Arc<Self>) -> Result<Announced, ActorError> {
+        let announced = self.announce();
+        let ahead = self.announced().saturating_sub(1) as u64;
+        let per_job_us = self.wait_per_job_us.load(Ordering::Relaxed);
+        let queued_ms = self.expected_wait_ms.load(Ordering::Relaxed);
+        let wait_ms = queued_ms.saturating_add(ahead.saturating_mul(per_job_us) / 1000);
+        self.within_target(wait_ms)?;
+        Ok(announced)
     }
 
     /// `Err(Saturated)` while new work would wait longer than the target: the caller answers
@@ -686,4 +708,64 @@ macro_rules! inject_panic_handler {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ActorStats;
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn admission_at_the_door_counts_the_work_announced_ahead() {
+        // 100 ms of queued work, each job 30 ms more, a target of 200 ms: four more jobs fit
+        // (the fourth waits 100 + 3 × 30 = 190 ms), a fifth would wait 220 ms.
+        let stats = ActorStats::new("hasher", 16);
+        stats.set_wait_target(200 * MS);
+        stats.set_expected_wait(100 * MS, 30 * MS);
+        let admitted: Vec<_> = (0..4).map(|_| stats.admit_announced()).collect();
+        assert!(admitted.iter().all(Result::is_ok));
+        assert!(
+            stats.admit_announced().is_err(),
+            "a fifth waits past the target"
+        );
+        assert_eq!(stats.announced(), 4, "a refused caller withdraws its word");
+        drop(admitted);
+        assert!(
+            stats.admit_announced().is_ok(),
+            "room again once they are sent"
+        );
+    }
+
+    #[test]
+    fn a_crowd_arriving_together_is_cut_to_what_the_target_allows() {
+        // Nothing queued, 10 ms a job, a target of 95 ms: ten jobs fit (90 ms ahead of the
+        // tenth). 64 callers released at once, for several rounds.
+        for _ in 0..20 {
+            let stats = ActorStats::new("hasher", 64);
+            stats.set_wait_target(95 * MS);
+            stats.set_expected_wait(Duration::ZERO, 10 * MS);
+            let start = Arc::new(Barrier::new(64));
+            let callers: Vec<_> = (0..64)
+                .map(|_| {
+                    let (stats, start) = (Arc::clone(&stats), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        stats.admit_announced().ok()
+                    })
+                })
+                .collect();
+            let admitted: Vec<_> = callers
+                .into_iter()
+                .filter_map(|caller| caller.join().expect("a caller"))
+                .collect();
+            assert!(
+                (1..=10).contains(&admitted.len()),
+                "{} admitted",
+                admitted.len()
+            );
+        }
+    }
 }

@@ -26,8 +26,9 @@ use crate::token::{
 use crate::ActorError;
 
 pub(super) async fn register(a: Arc<Accounts>, m: Register) -> Result<Registered, ActorError> {
-    a.hasher.stats().admit()?;
+    let coming = a.hasher.stats().admit_announced()?;
     a.sessions.call(TakeRateToken(m.ip)).await?;
+    drop(coming);
     let password_hash = a.hasher.call(HashPassword::new(m.password)).await?;
     let audit = AuditEntry::new("user.register", "success")
         .email(m.email.as_str())
@@ -75,11 +76,13 @@ pub(super) async fn login(a: Arc<Accounts>, m: Login) -> Result<SignedIn, ActorE
         user_agent,
         device_token,
     } = m;
-    // Refused at once in a storm the hashing pool cannot serve in time (SPEC 7), then
-    // rate-limited: a refused request does no other work and counts toward nothing.
-    a.hasher.stats().admit()?;
+    // Refused at once in a storm the hashing pool cannot serve in time (SPEC 7), counting the
+    // verifications admitted before it and still on their way; then rate-limited: a refused
+    // request does no other work and counts toward nothing. The verification is announced
+    // from here: the pool may wait a little for it to fill a batch.
+    let coming = a.hasher.stats().admit_announced()?;
     a.sessions.call(TakeRateToken(ip)).await?;
-    let (user, device) = verified_user(&a, &email, &password, ip, device_token).await?;
+    let (user, device) = verified_user(&a, &email, &password, ip, device_token, coming).await?;
     if user.status != UserStatus::Active {
         let entry = login_failure(&email, ip, "forbidden")
             .user(user.id)
@@ -132,9 +135,9 @@ async fn verified_user(
     password: &Password,
     ip: ClientIp,
     device_token: Option<String>,
+    coming: Announced,
 ) -> Result<(User, Option<KnownDevice>), ActorError> {
-    // The verification is announced now: the pool may wait a little for it to fill a batch.
-    let mut coming = Some(a.hasher.stats().announce());
+    let mut coming = Some(coming);
     let mut device = match device_token {
         Some(token) => {
             let email = email.key().clone();

@@ -306,6 +306,8 @@ impl Pool {
                 tracing::error!(error = %e, "could not start a hashing thread");
             }
         }
+        // The calibrated cost per job counts at admission from the first call on.
+        pool.publish_wait(0);
         pool
     }
 
@@ -341,7 +343,9 @@ impl Pool {
 
     /// Publishes the wait of new work, for admission at the callers ([`ActorStats::admit`]).
     fn publish_wait(&self, queued: usize) {
-        self.stats.set_expected_wait(self.wait_for(queued));
+        let per_job = self.per_job_ns.load(Ordering::Relaxed) / self.threads as u64;
+        self.stats
+            .set_expected_wait(self.wait_for(queued), Duration::from_nanos(per_job));
     }
 
     /// Folds a finished batch into the cost per job (weight 1/8: a few batches follow a change
