@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use actors::account::AccountActor;
-use actors::domain::ClientIp;
+use actors::domain::{ClientIp, UserId};
 use actors::mailbox::Mailbox;
 use ipnet::IpNet;
 
@@ -46,6 +46,23 @@ fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
         return Err(ApiError::missing_token("Missing bearer token"));
     }
     Ok(token.to_string())
+}
+
+/// The user a path names (`{user_id}`): 24 hexadecimal characters, else 400.
+pub struct TargetUser(pub UserId);
+
+impl FromRequest for TargetUser {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let raw = req.match_info().get("user_id").unwrap_or_default();
+        ready(
+            UserId::parse(raw)
+                .map(TargetUser)
+                .map_err(ApiError::BadRequest),
+        )
+    }
 }
 
 /// The client's `User-Agent`, as its list of sessions shows it: printable characters only, at

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extractors::{Accounts, Bearer, ClientAddr};
+use crate::extractors::{Accounts, Bearer, ClientAddr, TargetUser};
 use crate::routes::responses::{AdminOnly, InvalidId, MessageResponse, NoSuchUser, SignedIn};
-use crate::routes::users::{user_id, UserPath};
+use crate::routes::users::UserPath;
 
 /// One live session.
 #[derive(Serialize, ToSchema)]
@@ -157,9 +157,8 @@ pub async fn end_users(
     accounts: Accounts,
     ClientAddr(ip): ClientAddr,
     Bearer(token): Bearer,
-    path: web::Path<UserPath>,
+    TargetUser(target): TargetUser,
 ) -> Result<HttpResponse, ApiError> {
-    let target = user_id(&path.user_id)?;
     let n = accounts.call(EndUserSessions { token, target, ip }).await?;
     Ok(ended("The user's sessions ended", n))
 }
@@ -191,9 +190,8 @@ pub async fn lift_lockout(
     accounts: Accounts,
     ClientAddr(ip): ClientAddr,
     Bearer(token): Bearer,
-    path: web::Path<UserPath>,
+    TargetUser(target): TargetUser,
 ) -> Result<HttpResponse, ApiError> {
-    let target = user_id(&path.user_id)?;
     let cleared = accounts.call(LiftUserLockout { token, target, ip }).await?;
     Ok(HttpResponse::Ok().json(LockoutLiftedResponse {
         success: true,

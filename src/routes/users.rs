@@ -4,12 +4,12 @@ use actors::account::{
     AccountChanges, CreateAccount, DeleteAccount, GetAccount, SearchAccounts, UpdateAccount,
 };
 use actors::db_queue::SearchUsers;
-use actors::domain::{Email, Password, Role, User, UserId, UserStatus, Username};
+use actors::domain::{Email, Password, Role, User, UserStatus, Username};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extractors::{Accounts, Bearer, ClientAddr};
+use crate::extractors::{Accounts, Bearer, ClientAddr, TargetUser};
 use crate::routes::responses::{
     CreateUserResponse, InUse, InvalidId, InvalidInput, JsonBody, MessageResponse, NoSuchUser,
     NotAllowed, SearchResponse, SignedIn, UpdateUserResponse, UserData,
@@ -23,10 +23,6 @@ const MAX_NEEDLE: usize = 254;
 
 fn bad(e: String) -> ApiError {
     ApiError::BadRequest(e)
-}
-
-pub fn user_id(raw: &str) -> Result<UserId, ApiError> {
-    UserId::parse(raw).map_err(bad)
 }
 
 /// `limit`/`skip` of a page: limit 1..=∞ capped at 100, skip ≥ 0.
@@ -57,8 +53,10 @@ pub struct CreateUserRequest {
     role: Option<Role>,
 }
 
-/// A user id in a path: 24 hexadecimal characters.
+/// A user id in a path: 24 hexadecimal characters (documented here; handlers take it as
+/// [`TargetUser`]).
 #[derive(Deserialize, IntoParams)]
+#[allow(dead_code)] // its field is read by the OpenAPI document only
 pub struct UserPath {
     /// 24 hexadecimal characters.
     #[param(example = "507f1f77bcf86cd799439011")]
@@ -109,9 +107,8 @@ pub async fn create(
 pub async fn get(
     accounts: Accounts,
     Bearer(token): Bearer,
-    path: web::Path<UserPath>,
+    TargetUser(target): TargetUser,
 ) -> Result<HttpResponse, ApiError> {
-    let target = user_id(&path.user_id)?;
     let user = accounts.call(GetAccount { token, target }).await?;
     Ok(HttpResponse::Ok().json(user))
 }
@@ -176,10 +173,9 @@ pub async fn update(
     accounts: Accounts,
     ClientAddr(ip): ClientAddr,
     Bearer(token): Bearer,
-    path: web::Path<UserPath>,
     body: web::Json<UpdateUserRequest>,
+    TargetUser(target): TargetUser,
 ) -> Result<HttpResponse, ApiError> {
-    let target = user_id(&path.user_id)?;
     let changes = body.into_inner().parse()?;
     let user = accounts
         .call(UpdateAccount {
@@ -210,9 +206,8 @@ pub async fn delete(
     accounts: Accounts,
     ClientAddr(ip): ClientAddr,
     Bearer(token): Bearer,
-    path: web::Path<UserPath>,
+    TargetUser(target): TargetUser,
 ) -> Result<HttpResponse, ApiError> {
-    let target = user_id(&path.user_id)?;
     accounts.call(DeleteAccount { token, target, ip }).await?;
     Ok(HttpResponse::Ok().json(MessageResponse::new("User deleted successfully")))
 }
