@@ -277,8 +277,10 @@ impl ActorStats {
     /// together is cut at the door to what the target allows, before any of it does other work
     /// (the look-ups a login makes before its verification is queued).
     pub fn admit_announced(self: &Arc<Self>) -> Result<Announced, ActorError> {
-        let announced = self.announce();
-        let ahead = self.announced().saturating_sub(1) as u64;
+        // Its place in line: those who counted themselves in before it (a refused one among
+        // them withdraws soon; it never lets a later caller in past the target).
+        let ahead = self.announced.fetch_add(1, Ordering::AcqRel) as u64;
+        let announced = Announced(Arc::clone(self));
         let per_job_us = self.wait_per_job_us.load(Ordering::Relaxed);
         let queued_ms = self.expected_wait_ms.load(Ordering::Relaxed);
         let wait_ms = queued_ms.saturating_add(ahead.saturating_mul(per_job_us) / 1000);

@@ -174,8 +174,10 @@ pub async fn update(
     ClientAddr(ip): ClientAddr,
     Bearer(token): Bearer,
     body: web::Json<UpdateUserRequest>,
-    TargetUser(target): TargetUser,
+    // Taken as a `Result`, so a bad body is reported before a bad id.
+    target: Result<TargetUser, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    let TargetUser(target) = target?;
     let changes = body.into_inner().parse()?;
     let user = accounts
         .call(UpdateAccount {

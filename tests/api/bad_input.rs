@@ -140,3 +140,28 @@ async fn a_wrong_method_is_405_with_allow_in_the_error_shape() {
         assert_error(response, StatusCode::METHOD_NOT_ALLOWED).await;
     }
 }
+
+#[actix_web::test]
+async fn an_update_with_a_bad_body_and_a_bad_id_is_refused_for_its_body() {
+    // Arrange
+    let app = spawn_app().await;
+    let (email, _) = app.create_user().await;
+    let (token, _) = app.tokens_for(&email).await;
+
+    // Act: a malformed body, to an id that is none.
+    let response = app
+        .client
+        .put(app.url("/auth/not-an-id"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+
+    // Assert: the body is judged first, as it always was.
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error_code"], "malformed_request", "{body}");
+}
