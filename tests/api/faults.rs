@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 
 use crate::helpers::{
     assert_only, exchange, free_port, hang_detecting_client, login_request, mongo_client,
-    needs_servers, poll_until, register_new_user, spawn_app_in, spawn_app_with,
+    needs_servers, poll_until, register_new_user, spawn_app_in, spawn_app_with, spawn_redis,
     start_secantus_with, summary, Backdoor, Exchange, Isolation, Load, ScratchDir, Server,
     PASSWORD,
 };
@@ -409,35 +409,19 @@ async fn start_cluster_with_replicas(scratch: &ScratchDir) -> (Vec<Server>, Vec<
         let port = free_cluster_port(&ports);
         ports.push(port);
     }
-    let dir = scratch.0.to_string_lossy().to_string();
     let timeout_ms = NODE_TIMEOUT.as_millis().to_string();
     let mut servers = Vec::new();
     for port in &ports {
-        let (port_arg, conf) = (port.to_string(), format!("nodes-{port}.conf"));
-        let server = Server::spawn(
-            "redis-server (cluster node)",
-            std::path::Path::new("redis-server"),
-            &[
-                "--port",
-                &port_arg,
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &conf,
-                "--cluster-node-timeout",
-                &timeout_ms,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &dir,
-            ],
-            std::iter::empty(),
-            scratch.join(&format!("redis-{port}.log")),
-        );
+        let conf = format!("nodes-{port}.conf");
+        let cluster = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &conf,
+            "--cluster-node-timeout",
+            &timeout_ms,
+        ];
+        let server = spawn_redis("redis-server (cluster node)", *port, &cluster, scratch);
         servers.push(server);
     }
     for port in &ports {

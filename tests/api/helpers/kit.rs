@@ -473,28 +473,31 @@ async fn redis_answers_ping(port: u16) -> bool {
     )
 }
 
-/// A private, in-memory redis-server on `port`, ready to answer.
-pub(crate) async fn start_redis(port: u16, scratch: &ScratchDir) -> Server {
+/// A private, in-memory redis-server on `port` (with `extra` arguments), its log in `scratch`;
+/// not yet waited for.
+pub(crate) fn spawn_redis(
+    name: &'static str,
+    port: u16,
+    extra: &[&str],
+    scratch: &ScratchDir,
+) -> Server {
     let port_arg = port.to_string();
     let dir = scratch.0.to_string_lossy().to_string();
-    let mut server = Server::spawn(
-        "redis-server",
+    let mut args = vec!["--port", &port_arg, "--bind", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--save", "", "--appendonly", "no", "--dir", &dir]);
+    Server::spawn(
+        name,
         Path::new("redis-server"),
-        &[
-            "--port",
-            &port_arg,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            &dir,
-        ],
+        &args,
         std::iter::empty(),
         scratch.join(&format!("redis-{port}.log")),
-    );
+    )
+}
+
+/// A private, in-memory redis-server on `port`, ready to answer.
+pub(crate) async fn start_redis(port: u16, scratch: &ScratchDir) -> Server {
+    let mut server = spawn_redis("redis-server", port, &[], scratch);
     let up = wait_until_up(&mut server, || redis_answers_ping(port)).await;
     assert!(
         up,
