@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # How the service's costs grow with its users (issue 32). For each size, USERS users are written
 # straight into a fresh store as the service stores them (on the embedded store its triggers
-# index them; on MongoDB their search keys are written with them), then the release binary is
-# started on it and measured: start-up (to /health/ready), a login (p50/p95, cost 4),
+# index them; on MongoDB their search keys and slot are written with them), then the release
+# binary is started on it and measured: start-up (to /health/ready), a login (p50/p95, cost 4),
 # /auth/me, administrator searches (no match, few matches, a match of every user, a status),
 # a two-letter search (too short for any index: read in slices) and a login sent 150 ms into
 # it, and the service's RSS; on the embedded store then, the same store without its search index
@@ -58,6 +58,17 @@ hash_ = "$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinva"
 def keys(value):
     v = value.lower()
     return sorted({v[i:i + n] for n in (3, 5) for i in range(len(v) - n + 1)})
+def slot(oid):  # search_slot in actors/src/domain/search_keys.rs
+    m = 0xFFFFFFFFFFFFFFFF
+    h = 0xcbf29ce484222325
+    for b in oid.binary:
+        h = ((h ^ b) * 0x100000001b3) & m
+    h ^= h >> 33
+    h = (h * 0xff51afd7ed558ccd) & m
+    h ^= h >> 33
+    h = (h * 0xc4ceb9fe1a85ec53) & m
+    h ^= h >> 33
+    return h >> 40
 def user(i):
     name = f"user{i}"
     at = now if same_date else now - datetime.timedelta(minutes=i)
@@ -70,8 +81,10 @@ if backend == "mongodb":
     batch = []
     for i in range(users):
         name, email, status, at = user(i)
-        batch.append({"_id": ObjectId(), "email": email, "email_key": email, "username": name,
+        oid = ObjectId()
+        batch.append({"_id": oid, "email": email, "email_key": email, "username": name,
                       "username_lower": name, "username_keys": keys(name), "email_keys": keys(email),
+                      "search_slot": slot(oid),
                       "password_hash": hash_, "status": status, "role": "user", "created_at": at,
                       "updated_at": at, "last_login_at": None, "login_count": 0,
                       "credential_version": 0})

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     AuditEntry, AuditRecord, Email, NewUser, Page, Registered, Role, User, UserChanges, UserId,
-    UserStatus,
+    UserStatus, SEARCH_SLOTS,
 };
 use crate::ActorError;
 
@@ -200,11 +200,80 @@ impl UserFilter {
     }
 }
 
-/// Where a search goes on: on MongoDB the next range of `created_at` it reads, on the embedded
-/// store the last id it covered.
+/// Where a search goes on: on MongoDB the next range of search slots or, while some users
+/// have no slot yet, of `created_at` it reads; on the embedded store the last id it covered.
 pub enum SearchPosition {
+    Slots(SlotRange),
     Mongo(UserRange),
     Embedded(UserId),
+}
+
+/// A range of MongoDB's search slots ([`crate::domain::search_slot`]), read once every user
+/// has one. The hash spreads users evenly over the slots, so a range holds the share of users
+/// its width says, whatever their dates: the next range is sized from this one's density.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotRange {
+    /// Slots in `[from, from + width)`; the last range is open above, so a slot written out of
+    /// bounds by another program is still read. (Every range is bounded below: SecantusDB
+    /// reads a range open below from the index's start, where the users without a slot are.)
+    Slots { from: i32, width: i32 },
+    /// Users without a slot (written by another program since the backfill last looked), a
+    /// range of their dates at a time, through the `(search_slot, created_at)` index.
+    Unslotted(UserRange),
+}
+
+impl SlotRange {
+    /// The first range: a 4,096th of the slots (244 users of a million).
+    pub fn first() -> Self {
+        Self::Slots {
+            from: 0,
+            width: SEARCH_SLOTS / 4096,
+        }
+    }
+
+    /// The query of the users in this range.
+    pub fn filter(self) -> mongodb::bson::Document {
+        use mongodb::bson::{doc, Bson};
+        match self {
+            Self::Slots { from, width } => match from.checked_add(width) {
+                Some(until) if until < SEARCH_SLOTS => {
+                    doc! {"search_slot": {"$gte": from, "$lt": until}}
+                }
+                _ => doc! {"search_slot": {"$gte": from}},
+            },
+            Self::Unslotted(dates) => {
+                doc! {"search_slot": Bson::Null, "created_at": dates.condition()}
+            }
+        }
+    }
+
+    /// The range after this one, which held `read` users: as wide as that density says holds
+    /// about `target` (at most 16 times this one's width: the spread is even, so the density
+    /// can be trusted further than a date's); after the slots, the users without one from the
+    /// newest second back (`now_ms`), as a search by date goes. `None` after them.
+    pub fn next(self, read: usize, target: u32, now_ms: i64) -> Option<Self> {
+        let (from, width) = match self {
+            Self::Slots { from, width } => (from, width),
+            // Users without a slot are few or none (another program's writes since the
+            // backfill looked): empty stretches are crossed 16 times wider at each step.
+            Self::Unslotted(dates) => {
+                return dates.next_growing(read, target, 16).map(Self::Unslotted)
+            }
+        };
+        let from = from.saturating_add(width);
+        if from >= SEARCH_SLOTS {
+            return Some(Self::Unslotted(UserRange::first(now_ms)));
+        }
+        let width = i64::from(width.max(1));
+        let next = match read {
+            0 => width * 16,
+            read => (width * i64::from(target.max(1)) / i64::try_from(read).unwrap_or(i64::MAX))
+                .min(width * 16),
+        };
+        let width =
+            i32::try_from(next.clamp(1, i64::from(SEARCH_SLOTS - from))).unwrap_or(SEARCH_SLOTS);
+        Some(Self::Slots { from, width })
+    }
 }
 
 /// A range of users on MongoDB's `created_at` index, bounded at both ends wherever it can be,
@@ -260,6 +329,11 @@ impl UserRange {
     /// stretch is crossed quickly, and a dense one after it is not read at once). `None` after
     /// the last.
     pub fn next(self, read: usize, target: u32) -> Option<Self> {
+        self.next_growing(read, target, 2)
+    }
+
+    /// [`Self::next`], growing `empty_growth` times wider after a range that held no one.
+    pub fn next_growing(self, read: usize, target: u32, empty_growth: i64) -> Option<Self> {
         let (from_ms, width) = match self {
             Self::Since { from_ms } => (from_ms, Self::FIRST_WIDTH_MS),
             Self::Between { from_ms, until_ms } => (from_ms, until_ms.saturating_sub(from_ms)),
@@ -272,7 +346,7 @@ impl UserRange {
         }
         let width = i128::from(width.max(1));
         let next = if read == 0 {
-            width * 2
+            width * i128::from(empty_growth.max(2))
         } else {
             (width * i128::from(target.max(1)) / read as i128).clamp(width / 8, width * 2)
         };
@@ -332,16 +406,27 @@ pub struct IndexedSearch {
 #[rtype(result = "Result<Backfilled, ActorError>")]
 pub struct BackfillSearchIndex {
     pub rows: u32,
-    /// On MongoDB, the range of `created_at` the step reads (`None`: the first step).
-    pub after: Option<UserRange>,
+    /// On MongoDB, where the step goes on (`None`: the first step).
+    pub after: Option<MongoBackfill>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// Where a backfill on MongoDB goes on: the users read but not yet written (a range of one
+/// date can hold any number: they are written a step's worth at a time), then the next range
+/// of `created_at`.
+#[derive(Debug, Clone, Default)]
+pub struct MongoBackfill {
+    pub pending: Vec<mongodb::bson::Document>,
+    pub next: Option<UserRange>,
+    /// How many users the next step writes (0: not measured yet).
+    pub writes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct Backfilled {
     pub indexed: u64,
     pub remaining: bool,
-    /// On MongoDB, the range the next step reads.
-    pub resume: Option<UserRange>,
+    /// On MongoDB, where the next step goes on.
+    pub resume: Option<MongoBackfill>,
 }
 
 /// Users by id (those that exist), in no particular order.
@@ -361,7 +446,67 @@ pub struct ListAudit {
 
 #[cfg(test)]
 mod tests {
-    use super::UserRange;
+    use super::{SlotRange, UserRange};
+    use crate::domain::SEARCH_SLOTS;
+
+    #[test]
+    fn slot_ranges_cover_every_slot_once_then_the_unslotted() {
+        let now = 1_790_000_000_000;
+        for users in [0_i64, 10, 10_000, 1_000_000, 50_000_000] {
+            let (mut range, mut covered, mut steps) = (SlotRange::first(), 0_i64, 0);
+            while let SlotRange::Slots { from, width } = range {
+                assert_eq!(i64::from(from), covered, "ranges follow each other");
+                assert!(width >= 1);
+                covered += i64::from(width);
+                let held = usize::try_from(users * i64::from(width) / i64::from(SEARCH_SLOTS))
+                    .expect("a count");
+                // After the first, a range holds about the target (250), never far more.
+                assert!(
+                    steps == 0 || held <= 2 * 250 + 1,
+                    "{users}: {held} in {range:?}"
+                );
+                range = range.next(held, 250, now).expect("the unslotted come last");
+                steps += 1;
+            }
+            assert_eq!(covered, i64::from(SEARCH_SLOTS), "{users}");
+            assert!(
+                steps < 50 || users > 1_000,
+                "{users} users in {steps} steps"
+            );
+            // Then the unslotted, by date, from the newest second back to the undated and the
+            // text dates; with none, in a few steps.
+            assert_eq!(range, SlotRange::Unslotted(UserRange::first(now)));
+            let (mut until, mut steps) = (now - 1_000, 0);
+            while let Some(next) = range.next(0, 250, now) {
+                match next {
+                    SlotRange::Unslotted(UserRange::Between { from_ms, until_ms }) => {
+                        assert_eq!(until_ms, until, "the dates are tiled");
+                        until = from_ms;
+                    }
+                    SlotRange::Unslotted(UserRange::Before { until_ms }) => assert_eq!(until_ms, 0),
+                    SlotRange::Unslotted(_) => {}
+                    SlotRange::Slots { .. } => panic!("{next:?} after the slots"),
+                }
+                range = next;
+                steps += 1;
+            }
+            assert_eq!(range, SlotRange::Unslotted(UserRange::Text));
+            assert!(steps <= 12, "{steps} steps through an empty set of dates");
+        }
+    }
+
+    #[test]
+    fn every_slot_range_is_bounded_below() {
+        let mut range = SlotRange::first();
+        while let SlotRange::Slots { .. } = range {
+            let filter = range.filter();
+            let slot = filter
+                .get_document("search_slot")
+                .expect("a condition on the slot");
+            assert!(slot.contains_key("$gte"), "{filter}");
+            range = range.next(250, 250, 0).expect("a next range");
+        }
+    }
 
     /// Every range a search reads, from the first to the last, with `read` users in each.
     fn walk(now_ms: i64, read: impl Fn(UserRange) -> usize) -> Vec<UserRange> {

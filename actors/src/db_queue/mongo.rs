@@ -19,13 +19,13 @@ use mongodb::options::FindOptions;
 
 use super::messages::{
     BackfillSearchIndex, Backfilled, DeleteUser, Expect, Guard, IndexPlan, IndexedSearch,
-    ListAudit, RegisterUser, SearchIndexed, SearchPosition, SearchSlice, SearchUsersSlice,
-    UpdateUser, UserRange, Written,
+    ListAudit, MongoBackfill, RegisterUser, SearchIndexed, SearchPosition, SearchSlice,
+    SearchUsersSlice, SlotRange, UpdateUser, UserRange, Written,
 };
-use super::mongo_indexes::{case_insensitive, EMAIL_KEY};
+use super::mongo_indexes::{case_insensitive, get_count, EMAIL_KEY};
 use crate::domain::{
-    probe_key, search_keys, AuditEntry, AuditRecord, Email, Page, Registered, Role, User, UserId,
-    UserStatus, Username, Wallet,
+    probe_key, search_keys, search_slot, AuditEntry, AuditRecord, Email, Page, Registered, Role,
+    User, UserId, UserStatus, Username, Wallet,
 };
 use crate::error::DuplicateField;
 use crate::ActorError;
@@ -279,6 +279,9 @@ enum Decision<T> {
 /// held for it. Past it the search goes on in slices (SecantusDB reads all of a key's holders
 /// whatever the limit, and checks the time only now and then).
 const SEARCH_BUDGET: Duration = Duration::from_millis(250);
+
+/// How long a backfill step's writes may take: what a request queued behind it waits.
+const BACKFILL_STEP: Duration = Duration::from_millis(20);
 
 /// The server stopped the command at its time limit (`maxTimeMS`).
 fn over_time(e: &mongodb::error::Error) -> bool {
@@ -587,15 +590,17 @@ impl MongoStore {
         let mut plan = self.clone().plan_indexes().await?;
         let unkeyed = self
             .users()
-            .count_documents(
-                doc! {"$or": [{"username_keys": Bson::Null}, {"email_keys": Bson::Null}]},
-            )
+            .count_documents(doc! {"$or": [
+                {"username_keys": Bson::Null},
+                {"email_keys": Bson::Null},
+                {"search_slot": Bson::Null},
+            ]})
             .await
             .map_err(ActorError::mongo)?;
         if unkeyed > 0 {
             plan.steps.push(format!(
-                "add search keys to {unkeyed} users (username_keys, email_keys), in steps, while \
-                 serving"
+                "add search keys to {unkeyed} users (username_keys, email_keys, search_slot), in \
+                 steps, while serving"
             ));
         }
         if let Some(retention) = self.audit_retention {
@@ -1054,18 +1059,33 @@ impl MongoStore {
         })))
     }
 
-    /// One slice of a search: the users in one range of the `created_at` index (the fields a
-    /// search reads only), filtered here. Each range is bounded at both ends where it can be,
-    /// so the server reads what the range holds whatever the filter matches; the next range
-    /// is sized from this one's density ([`UserRange::next`]).
+    /// One slice of a search: the users in one range of search slots ([`SlotRange`]) once
+    /// every user has a slot, else of the `created_at` index ([`UserRange`]), with the fields a
+    /// search reads only, filtered here. Each range is bounded at both ends where it can be, so
+    /// the server reads what the range holds whatever the filter matches; the next range is
+    /// sized from this one's density. Slots split any data evenly; dates cannot split users of
+    /// one date (a bulk import), so they are read only until the backfill has slotted everyone.
     pub async fn search_slice(self, q: SearchUsersSlice) -> Result<SearchSlice, ActorError> {
-        let range = match q.after {
-            Some(SearchPosition::Mongo(range)) => range,
-            _ => UserRange::first(Utc::now().timestamp_millis()),
+        let at = match q.after {
+            Some(at @ (SearchPosition::Slots(_) | SearchPosition::Mongo(_))) => at,
+            _ if self.search_ready.load(Ordering::Relaxed) => {
+                SearchPosition::Slots(SlotRange::first())
+            }
+            _ => SearchPosition::Mongo(UserRange::first(Utc::now().timestamp_millis())),
+        };
+        let filter = match at {
+            SearchPosition::Slots(range) => range.filter(),
+            SearchPosition::Mongo(range) => doc! {"created_at": range.condition()},
+            SearchPosition::Embedded(_) => {
+                return Err(ActorError::internal(
+                    "a search slice",
+                    "given a position of the embedded store",
+                ))
+            }
         };
         let docs: Vec<Document> = self
             .users()
-            .find(doc! {"created_at": range.condition()})
+            .find(filter)
             .with_options(
                 FindOptions::builder()
                     .projection(doc! {
@@ -1084,10 +1104,16 @@ impl MongoStore {
             .filter(|d| q.filter.matches(d))
             .filter_map(User::sort_key)
             .collect();
-        Ok(SearchSlice {
-            matches,
-            next: range.next(docs.len(), q.examine).map(SearchPosition::Mongo),
-        })
+        let next = match at {
+            SearchPosition::Slots(range) => range
+                .next(docs.len(), q.examine, Utc::now().timestamp_millis())
+                .map(SearchPosition::Slots),
+            SearchPosition::Mongo(range) => {
+                range.next(docs.len(), q.examine).map(SearchPosition::Mongo)
+            }
+            SearchPosition::Embedded(_) => None,
+        };
+        Ok(SearchSlice { matches, next })
     }
 
     /// Up to `limit` users `filter` finds, with the fields a search compares, read within
@@ -1192,76 +1218,159 @@ impl MongoStore {
     }
 
     /// One backfill step ([`BackfillSearchIndex`]): the users of one range of `created_at`
-    /// (sized as a search's slices are, to hold about a tenth of `rows`: each user without
-    /// keys is one write) get the keys of their username and email, each written only if
-    /// the user still has the username and email read (a rename meanwhile wrote its own).
-    /// The first step does nothing while the keys serve searches; else it looks through the
-    /// key indexes for a user without keys, and when there is none, they serve at once.
+    /// (sized as a search's slices are, to hold about a tenth of `rows`) without keys or slot
+    /// get them, each written only if the user still has the username and email read (a rename
+    /// meanwhile wrote its own). A step writes as many as fit in [`BACKFILL_STEP`] at the pace
+    /// of the step before (at most a tenth of `rows`): keying a user writes some forty index
+    /// entries, 3 ms on SecantusDB. A range of one date may hold any number: the users it holds
+    /// beyond a step are carried to the next steps. The first step does nothing while the keys
+    /// serve searches; else it looks through the key and slot indexes for a user without them,
+    /// and when there is none, they serve at once.
     pub async fn backfill_search_index(
         self,
         q: BackfillSearchIndex,
     ) -> Result<Backfilled, ActorError> {
-        let range = match q.after {
-            Some(range) => range,
+        let most = usize::try_from(q.rows / 10).unwrap_or(usize::MAX).max(1);
+        let at = match q.after {
+            Some(at) => match at.next {
+                Some(range) if at.pending.is_empty() => MongoBackfill {
+                    writes: at.writes,
+                    ..self.unkeyed_in(range, most).await?
+                },
+                _ => at,
+            },
             None if self.search_ready.load(Ordering::Relaxed) => return Ok(Backfilled::default()),
+            None if !self.any_unkeyed().await? => {
+                self.search_ready.store(true, Ordering::Relaxed);
+                return Ok(Backfilled::default());
+            }
             None => {
-                let mut unkeyed = false;
-                for field in ["username_keys", "email_keys"] {
-                    unkeyed |= self
-                        .users()
-                        .find_one(doc! {field: Bson::Null})
-                        .projection(doc! {"_id": 1})
-                        .await
-                        .map_err(ActorError::mongo)?
-                        .is_some();
-                }
-                if !unkeyed {
-                    self.search_ready.store(true, Ordering::Relaxed);
-                    return Ok(Backfilled::default());
-                }
-                UserRange::first(Utc::now().timestamp_millis())
+                let first = UserRange::first(Utc::now().timestamp_millis());
+                self.unkeyed_in(first, most).await?
             }
         };
+        let MongoBackfill {
+            mut pending,
+            next,
+            writes,
+        } = at;
+        // The first step writes a few, to measure the pace.
+        let writes = if writes == 0 { 4 } else { writes }.min(most);
+        let rest = pending.split_off(writes.min(pending.len()));
+        let (wrote, started) = (pending.len(), Instant::now());
+        let indexed = self.key_users(pending).await?;
+        let writes = match wrote {
+            0 => writes,
+            wrote => {
+                let pace = BACKFILL_STEP.as_micros() / started.elapsed().as_micros().max(1);
+                usize::try_from((wrote as u128).saturating_mul(pace.max(1)))
+                    .unwrap_or(most)
+                    .clamp(1, most)
+            }
+        };
+        let remaining = !rest.is_empty() || next.is_some();
+        if !remaining {
+            self.search_ready.store(true, Ordering::Relaxed);
+        }
+        Ok(Backfilled {
+            indexed,
+            remaining,
+            resume: remaining.then_some(MongoBackfill {
+                pending: rest,
+                next,
+                writes,
+            }),
+        })
+    }
+
+    /// Writes the search keys and slot of each of `users` (read with their id, username and
+    /// email) in one `update` command, each only if the user still has the username and email
+    /// read. Replies with how many were written.
+    async fn key_users(&self, users: Vec<Document>) -> Result<u64, ActorError> {
+        let updates: Vec<Document> = users
+            .iter()
+            .filter_map(|d| {
+                let id = d.get_object_id("_id").ok()?;
+                let text = |field: &str| d.get_str(field).unwrap_or("");
+                Some(doc! {
+                    "q": {
+                        "_id": id,
+                        "username": d.get("username").cloned().unwrap_or(Bson::Null),
+                        "email": d.get("email").cloned().unwrap_or(Bson::Null),
+                    },
+                    "u": {"$set": {
+                        "username_keys": search_keys(text("username")),
+                        "email_keys": search_keys(text("email")),
+                        "search_slot": search_slot(&id),
+                    }},
+                })
+            })
+            .collect();
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let reply = self
+            .db
+            .run_command(doc! {"update": "users", "updates": updates, "ordered": false})
+            .await
+            .map_err(ActorError::mongo)?;
+        if let Some(Bson::Array(errors)) = reply.get("writeErrors") {
+            return Err(ActorError::internal(
+                "writing search keys",
+                format!("{} errors, the first: {:?}", errors.len(), errors.first()),
+            ));
+        }
+        Ok(get_count(&reply, "nModified"))
+    }
+
+    /// Whether some user lacks search keys or a slot, asked of the key and slot indexes.
+    async fn any_unkeyed(&self) -> Result<bool, ActorError> {
+        for field in ["username_keys", "email_keys", "search_slot"] {
+            let found = self
+                .users()
+                .find_one(doc! {field: Bson::Null})
+                .projection(doc! {"_id": 1})
+                .await
+                .map_err(ActorError::mongo)?;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The users of `range` that lack search keys or a slot (id, username and email), and the
+    /// range after it, sized to hold about `target` users.
+    async fn unkeyed_in(
+        &self,
+        range: UserRange,
+        target: usize,
+    ) -> Result<MongoBackfill, ActorError> {
         let docs: Vec<Document> = self
             .users()
             .find(doc! {"created_at": range.condition()})
             .projection(doc! {
-                "_id": 1, "username": 1, "email": 1, "username_keys": 1, "email_keys": 1
+                "_id": 1, "username": 1, "email": 1, "username_keys": 1, "email_keys": 1,
+                "search_slot": 1
             })
             .await
             .map_err(ActorError::mongo)?
             .try_collect()
             .await
             .map_err(ActorError::mongo)?;
-        let mut indexed = 0;
-        for d in &docs {
-            if d.get_array("username_keys").is_ok() && d.get_array("email_keys").is_ok() {
-                continue;
-            }
-            let text = |field: &str| d.get_str(field).unwrap_or("");
-            let set = doc! {
-                "username_keys": search_keys(text("username")),
-                "email_keys": search_keys(text("email")),
-            };
-            let same = doc! {
-                "_id": d.get("_id").cloned().unwrap_or(Bson::Null),
-                "username": d.get("username").cloned().unwrap_or(Bson::Null),
-                "email": d.get("email").cloned().unwrap_or(Bson::Null),
-            };
-            self.users()
-                .update_one(same, doc! {"$set": set})
-                .await
-                .map_err(ActorError::mongo)?;
-            indexed += 1;
-        }
-        let next = range.next(docs.len(), (q.rows / 10).max(1));
-        if next.is_none() {
-            self.search_ready.store(true, Ordering::Relaxed);
-        }
-        Ok(Backfilled {
-            indexed,
-            remaining: next.is_some(),
-            resume: next,
+        let next = range.next(docs.len(), u32::try_from(target).unwrap_or(u32::MAX));
+        let pending = docs
+            .into_iter()
+            .filter(|d| {
+                d.get_array("username_keys").is_err()
+                    || d.get_array("email_keys").is_err()
+                    || d.get_i32("search_slot").is_err()
+            })
+            .collect();
+        Ok(MongoBackfill {
+            pending,
+            next,
+            writes: 0,
         })
     }
 

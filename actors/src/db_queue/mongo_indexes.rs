@@ -106,6 +106,13 @@ fn wanted(audit_retention: Option<Duration>, seed: bool) -> Vec<Wanted> {
         ),
         index("users", "email_keys", doc! {"email_keys": 1}, false, false),
         index(
+            "users",
+            "search_slot",
+            doc! {"search_slot": 1, "created_at": -1},
+            false,
+            false,
+        ),
+        index(
             "wallets",
             "user_id_unique",
             doc! {"user_id": 1},
@@ -343,7 +350,8 @@ async fn key_users(db: &Database) -> Result<u64, ActorError> {
     }
 }
 
-fn get_count(reply: &Document, field: &str) -> u64 {
+/// A count in a command's reply (an int32 or int64), 0 when missing.
+pub(super) fn get_count(reply: &Document, field: &str) -> u64 {
     match reply.get(field) {
         Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
         Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),

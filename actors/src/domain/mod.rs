@@ -19,5 +19,5 @@ pub use records::{
     AuditEntry, AuditRecord, EndReason, NewUser, Page, Registered, Role, User, UserChanges,
     UserStatus, Wallet,
 };
-pub use search_keys::{probe_key, search_keys};
+pub use search_keys::{probe_key, search_keys, search_slot, SEARCH_SLOTS};
 pub use username::Username;

@@ -5,7 +5,7 @@ use mongodb::bson::{self, doc, oid::ObjectId, Bson, Document};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{search_keys, Email, UserId, Username};
+use super::{search_keys, search_slot, Email, UserId, Username};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -253,6 +253,7 @@ impl NewUser {
             "username_lower": self.username.lowercase(),
             "username_keys": search_keys(self.username.as_str()),
             "email_keys": search_keys(self.email.as_str()),
+            "search_slot": search_slot(&id),
             "password_hash": &self.password_hash,
             "status": self.status.as_str(),
             "role": self.role.as_str(),

@@ -4,6 +4,30 @@
 //! itself a key, so the index holds exactly the users that contain it; a longer one (or one of
 //! four) is looked up by one of its own keys and the candidates are checked in the service.
 //! Shorter ones have no key.
+//!
+//! Beside the keys, every user has a `search_slot`: a number in `[0, SEARCH_SLOTS)` hashed from
+//! its id, under its own index. A search the keys cannot serve reads users in ranges of slots;
+//! the hash spreads users evenly over the slots whatever their dates or names, so a range holds
+//! about the share of users its width says (`created_at` cannot split a bulk import of one date).
+
+/// How many search slots there are (2^24: a range of one slot holds a user in 16 of a million).
+pub const SEARCH_SLOTS: i32 = 1 << 24;
+
+/// The search slot of the user with this id: FNV-1a over its 12 bytes, mixed by MurmurHash3's
+/// finalizer (ids made together differ in their last bytes only, which FNV alone leaves in its
+/// low bits), its top 24 bits. Stored, so it never changes: the same id gives the same slot.
+pub fn search_slot(id: &mongodb::bson::oid::ObjectId) -> i32 {
+    let mut h = id.bytes().iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    // 24 bits always fit an i32.
+    i32::try_from(h >> 40).unwrap_or(0)
+}
 
 /// The lengths of the stored substrings.
 const LENGTHS: [usize; 2] = [3, 5];
@@ -48,7 +72,41 @@ pub fn probe_key(needle: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{probe_key, search_keys};
+    use super::{probe_key, search_keys, search_slot, SEARCH_SLOTS};
+    use mongodb::bson::oid::ObjectId;
+
+    #[test]
+    fn a_slot_is_the_same_hash_wherever_it_is_computed() {
+        // The values `scripts/scale-bench.sh` computes in Python for these ids.
+        for (id, slot) in [
+            ("000000000000000000000000", 1_194_382),
+            ("5f0000000000000000000001", 2_794_882),
+            ("6b15edfd5df4dc7eeca9efc9", 16_057_671),
+        ] {
+            assert_eq!(
+                search_slot(&ObjectId::parse_str(id).expect("an id")),
+                slot,
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_made_together_spread_evenly_over_the_slots() {
+        // Ids of one second from one process differ in their counter only: a bulk import.
+        let ids: Vec<ObjectId> = (0..64_000).map(|_| ObjectId::new()).collect();
+        let mut shares = [0usize; 64];
+        for id in &ids {
+            let slot = search_slot(id);
+            assert!((0..SEARCH_SLOTS).contains(&slot));
+            assert_eq!(slot, search_slot(id), "a slot is a function of the id");
+            shares[usize::try_from(slot / (SEARCH_SLOTS / 64)).expect("a share")] += 1;
+        }
+        // 1,000 expected in each sixty-fourth; a fair spread stays within a few percent.
+        for n in shares {
+            assert!((850..1150).contains(&n), "{shares:?}");
+        }
+    }
 
     #[test]
     fn a_value_is_keyed_by_its_substrings_of_three_and_five() {
