@@ -359,19 +359,26 @@ async fn newest_in_slices(
     keep: usize,
 ) -> Result<db_queue::IndexedSearch, ActorError> {
     use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
+    use std::collections::{BinaryHeap, HashSet};
 
     // The newest `keep` matches so far, the oldest of them on top.
     let mut newest = BinaryHeap::new();
     let (mut total, mut after) = (0u64, None);
+    // Users met in a slice whose users may be met again (see `SearchSlice::may_recur`).
+    let mut met = HashSet::new();
     loop {
-        let slice =
+        let mut slice =
             a.db.call(db_queue::SearchUsersSlice {
                 filter: filter.clone(),
                 after,
                 examine: a.settings.search_slice,
             })
             .await?;
+        if slice.may_recur {
+            met.extend(slice.matches.iter().map(|(_, id)| *id));
+        } else if !met.is_empty() {
+            slice.matches.retain(|(_, id)| !met.contains(id));
+        }
         total += slice.matches.len() as u64;
         for key in slice.matches {
             newest.push(Reverse(key));

@@ -200,69 +200,92 @@ impl UserFilter {
     }
 }
 
-/// Where a search goes on: on MongoDB the next range of search slots or, while some users
-/// have no slot yet, of `created_at` it reads; on the embedded store the last id it covered.
+/// Where a search goes on: on MongoDB the next range it reads; on the embedded store the last
+/// id it covered.
 pub enum SearchPosition {
-    Slots(SlotRange),
-    Mongo(UserRange),
+    Mongo(SlotRange),
     Embedded(UserId),
 }
 
-/// A range of MongoDB's search slots ([`crate::domain::search_slot`]), read once every user
-/// has one. The hash spreads users evenly over the slots, so a range holds the share of users
-/// its width says, whatever their dates: the next range is sized from this one's density.
+/// A range of users a search reads on MongoDB: first the users without a search slot (written
+/// by another program since the backfill last looked: the seed's module, an import), a range of
+/// their dates at a time through the `(search_slot, created_at)` index; then ranges of slots
+/// ([`crate::domain::search_slot`]). The hash spreads users evenly over the slots, so a range
+/// holds the share of users its width says, whatever their dates: the next range is sized from
+/// this one's density. The users without a slot come first because a backfill may slot one
+/// meanwhile: it then moves into a range of slots still to be read (and the search, which
+/// remembers those it met without a slot, counts it once), never into one already read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotRange {
-    /// Slots in `[from, from + width)`; the last range is open above, so a slot written out of
-    /// bounds by another program is still read. (Every range is bounded below: SecantusDB
-    /// reads a range open below from the index's start, where the users without a slot are.)
-    Slots { from: i32, width: i32 },
-    /// Users without a slot (written by another program since the backfill last looked), a
-    /// range of their dates at a time, through the `(search_slot, created_at)` index.
+    /// Users without a slot, of one range of dates.
     Unslotted(UserRange),
+    /// Slots in `[from, from + width)`; the first range starts at minus infinity and the last is
+    /// open above, so a slot written out of bounds by another program is still read. (A range
+    /// is never open below: SecantusDB reads such a range from the index's start, where the
+    /// users without a slot are.)
+    Slots { from: i32, width: i32 },
 }
 
 impl SlotRange {
-    /// The first range: a 4,096th of the slots (244 users of a million).
-    pub fn first() -> Self {
-        Self::Slots {
-            from: 0,
-            width: SEARCH_SLOTS / 4096,
-        }
+    /// How wide the first range of slots is: a 65,536th of them (15 users of a million).
+    const FIRST_WIDTH: i32 = SEARCH_SLOTS / 65_536;
+
+    /// Where a search starts: the users without a slot, from the newest second (`now_ms`) back.
+    pub fn first(now_ms: i64) -> Self {
+        Self::Unslotted(UserRange::first(now_ms))
     }
 
     /// The query of the users in this range.
     pub fn filter(self) -> mongodb::bson::Document {
         use mongodb::bson::{doc, Bson};
         match self {
-            Self::Slots { from, width } => match from.checked_add(width) {
-                Some(until) if until < SEARCH_SLOTS => {
-                    doc! {"search_slot": {"$gte": from, "$lt": until}}
-                }
-                _ => doc! {"search_slot": {"$gte": from}},
-            },
             Self::Unslotted(dates) => {
                 doc! {"search_slot": Bson::Null, "created_at": dates.condition()}
+            }
+            Self::Slots { from, width } => {
+                let lower = if from == 0 {
+                    Bson::Double(f64::NEG_INFINITY)
+                } else {
+                    Bson::Int32(from)
+                };
+                match from
+                    .checked_add(width)
+                    .filter(|&until| until < SEARCH_SLOTS)
+                {
+                    Some(until) => doc! {"search_slot": {"$gte": lower, "$lt": until}},
+                    None => doc! {"search_slot": {"$gte": lower}},
+                }
             }
         }
     }
 
-    /// The range after this one, which held `read` users: as wide as that density says holds
-    /// about `target` (at most 16 times this one's width: the spread is even, so the density
-    /// can be trusted further than a date's); after the slots, the users without one from the
-    /// newest second back (`now_ms`), as a search by date goes. `None` after them.
-    pub fn next(self, read: usize, target: u32, now_ms: i64) -> Option<Self> {
+    /// Whether the users of this range may be met again in a later range of the same search
+    /// (those without a slot, which a backfill may slot meanwhile).
+    pub fn may_recur(self) -> bool {
+        matches!(self, Self::Unslotted(_))
+    }
+
+    /// The range after this one, which held `read` users, sized to hold about `target`: the
+    /// dates of the users without a slot as a search by date goes (an empty stretch crossed 16
+    /// times wider at each step: such users are few or none), then the slots (at most 16 times
+    /// this one's width: the spread is even, so the density can be trusted further than a
+    /// date's). `None` after the last.
+    pub fn next(self, read: usize, target: u32) -> Option<Self> {
         let (from, width) = match self {
-            Self::Slots { from, width } => (from, width),
-            // Users without a slot are few or none (another program's writes since the
-            // backfill looked): empty stretches are crossed 16 times wider at each step.
             Self::Unslotted(dates) => {
-                return dates.next_growing(read, target, 16).map(Self::Unslotted)
+                return Some(match dates.next_growing(read, target, 16) {
+                    Some(dates) => Self::Unslotted(dates),
+                    None => Self::Slots {
+                        from: 0,
+                        width: Self::FIRST_WIDTH,
+                    },
+                })
             }
+            Self::Slots { from, width } => (from, width),
         };
         let from = from.saturating_add(width);
         if from >= SEARCH_SLOTS {
-            return Some(Self::Unslotted(UserRange::first(now_ms)));
+            return None;
         }
         let width = i64::from(width.max(1));
         let next = match read {
@@ -332,7 +355,8 @@ impl UserRange {
         self.next_growing(read, target, 2)
     }
 
-    /// [`Self::next`], growing `empty_growth` times wider after a range that held no one.
+    /// [`Self::next`], growing `empty_growth` times wider (at least twice) after a range that
+    /// held no one.
     pub fn next_growing(self, read: usize, target: u32, empty_growth: i64) -> Option<Self> {
         let (from_ms, width) = match self {
             Self::Since { from_ms } => (from_ms, Self::FIRST_WIDTH_MS),
@@ -360,7 +384,7 @@ impl UserRange {
 }
 
 /// One slice of a user search, from where the previous one stopped: on SQLite `examine` users
-/// in id order, on MongoDB one [`UserRange`] sized to hold about `examine`. No slice holds the
+/// in id order, on MongoDB one [`SlotRange`] sized to hold about `examine`. No slice holds the
 /// queue for long; other operations take their turns between slices. Replies with the sort
 /// keys of those that match, and where to go on.
 #[derive(Message)]
@@ -375,6 +399,9 @@ pub struct SearchUsersSlice {
 pub struct SearchSlice {
     /// (`created_at`, id) of each match in the slice.
     pub matches: Vec<(DateTime<Utc>, UserId)>,
+    /// These users may be met again in a later slice of the same search ([`SlotRange::may_recur`]):
+    /// the search remembers their ids and counts each once.
+    pub may_recur: bool,
     /// Where the next slice starts; `None` when this one reached the end.
     pub next: Option<SearchPosition>,
 }
@@ -400,8 +427,10 @@ pub struct IndexedSearch {
     pub total: u64,
 }
 
-/// Adds to the search index up to `rows` of the users stored before it existed (a backfill
-/// step: one turn in the queue). Replies with how many were indexed and whether any remain.
+/// Adds to the search index some of the users stored before it existed (a backfill step: one
+/// turn in the queue): on SQLite `rows` of them, on MongoDB as many as its pace fits in a step
+/// (see `MongoStore::backfill_search_index`). Replies with how many were indexed and whether
+/// any remain.
 #[derive(Message)]
 #[rtype(result = "Result<Backfilled, ActorError>")]
 pub struct BackfillSearchIndex {
@@ -450,22 +479,50 @@ mod tests {
     use crate::domain::SEARCH_SLOTS;
 
     #[test]
-    fn slot_ranges_cover_every_slot_once_then_the_unslotted() {
+    fn a_search_reads_the_unslotted_by_date_then_every_slot_once() {
         let now = 1_790_000_000_000;
         for users in [0_i64, 10, 10_000, 1_000_000, 50_000_000] {
-            let (mut range, mut covered, mut steps) = (SlotRange::first(), 0_i64, 0);
-            while let SlotRange::Slots { from, width } = range {
+            // The users without a slot, by date, from the newest second back to the undated and
+            // the text dates; with none, in a few steps.
+            let mut range = SlotRange::first(now);
+            assert_eq!(range, SlotRange::Unslotted(UserRange::first(now)));
+            let (mut until, mut steps) = (now - 1_000, 0);
+            while let SlotRange::Unslotted(dates) = range {
+                assert!(range.may_recur());
+                match dates {
+                    UserRange::Between { from_ms, until_ms } => {
+                        assert_eq!(until_ms, until, "the dates are tiled");
+                        until = from_ms;
+                    }
+                    UserRange::Before { until_ms } => assert_eq!(until_ms, 0),
+                    _ => {}
+                }
+                range = range.next(0, 250).expect("the slots come next");
+                steps += 1;
+            }
+            assert!(steps <= 14, "{steps} steps through an empty set of dates");
+            // Then every slot once.
+            let (mut covered, mut steps) = (0_i64, 0);
+            loop {
+                let SlotRange::Slots { from, width } = range else {
+                    panic!("{range:?} after the slots")
+                };
+                assert!(!range.may_recur());
                 assert_eq!(i64::from(from), covered, "ranges follow each other");
                 assert!(width >= 1);
                 covered += i64::from(width);
                 let held = usize::try_from(users * i64::from(width) / i64::from(SEARCH_SLOTS))
                     .expect("a count");
-                // After the first, a range holds about the target (250), never far more.
+                // After the first (15 users of a million), a range holds about the target
+                // (250), never far more.
                 assert!(
                     steps == 0 || held <= 2 * 250 + 1,
                     "{users}: {held} in {range:?}"
                 );
-                range = range.next(held, 250, now).expect("the unslotted come last");
+                match range.next(held, 250) {
+                    Some(next) => range = next,
+                    None => break,
+                }
                 steps += 1;
             }
             assert_eq!(covered, i64::from(SEARCH_SLOTS), "{users}");
@@ -473,39 +530,27 @@ mod tests {
                 steps < 50 || users > 1_000,
                 "{users} users in {steps} steps"
             );
-            // Then the unslotted, by date, from the newest second back to the undated and the
-            // text dates; with none, in a few steps.
-            assert_eq!(range, SlotRange::Unslotted(UserRange::first(now)));
-            let (mut until, mut steps) = (now - 1_000, 0);
-            while let Some(next) = range.next(0, 250, now) {
-                match next {
-                    SlotRange::Unslotted(UserRange::Between { from_ms, until_ms }) => {
-                        assert_eq!(until_ms, until, "the dates are tiled");
-                        until = from_ms;
-                    }
-                    SlotRange::Unslotted(UserRange::Before { until_ms }) => assert_eq!(until_ms, 0),
-                    SlotRange::Unslotted(_) => {}
-                    SlotRange::Slots { .. } => panic!("{next:?} after the slots"),
-                }
-                range = next;
-                steps += 1;
-            }
-            assert_eq!(range, SlotRange::Unslotted(UserRange::Text));
-            assert!(steps <= 12, "{steps} steps through an empty set of dates");
         }
     }
 
     #[test]
-    fn every_slot_range_is_bounded_below() {
-        let mut range = SlotRange::first();
-        while let SlotRange::Slots { .. } = range {
-            let filter = range.filter();
-            let slot = filter
-                .get_document("search_slot")
-                .expect("a condition on the slot");
-            assert!(slot.contains_key("$gte"), "{filter}");
-            range = range.next(250, 250, 0).expect("a next range");
+    fn every_slot_range_is_bounded_below_and_the_last_open_above() {
+        let mut range = SlotRange::Slots {
+            from: 0,
+            width: SlotRange::FIRST_WIDTH,
+        };
+        let first = range.filter();
+        let slot = first.get_document("search_slot").expect("a condition");
+        assert_eq!(slot.get_f64("$gte"), Ok(f64::NEG_INFINITY), "{first}");
+        let mut last = first.clone();
+        while let Some(next) = range.next(250, 250) {
+            last = next.filter();
+            let slot = last.get_document("search_slot").expect("a condition");
+            assert!(slot.contains_key("$gte"), "{last}");
+            range = next;
         }
+        let slot = last.get_document("search_slot").expect("a condition");
+        assert!(!slot.contains_key("$lt"), "{last}");
     }
 
     /// Every range a search reads, from the first to the last, with `read` users in each.

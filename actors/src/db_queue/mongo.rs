@@ -925,7 +925,13 @@ impl MongoStore {
     /// transaction. A password change raises the credential version.
     pub async fn update_user(self, m: UpdateUser) -> Result<Written<User>, ActorError> {
         let now = bson::DateTime::now().to_chrono();
-        let mut update = doc! {"$set": m.changes.to_set_document(now)};
+        let mut set = m.changes.to_set_document(now);
+        if m.changes.username.is_some() || m.changes.email.is_some() {
+            // New search keys come with the change; its slot with them, for a user the backfill
+            // had read but not yet keyed (its write, conditional on the old names, then misses).
+            set.insert("search_slot", search_slot(&m.id.oid()));
+        }
+        let mut update = doc! {"$set": set};
         if m.changes.password_hash.is_some() {
             update.insert("$inc", doc! {"credential_version": 1_i64});
         }
@@ -1059,33 +1065,20 @@ impl MongoStore {
         })))
     }
 
-    /// One slice of a search: the users in one range of search slots ([`SlotRange`]) once
-    /// every user has a slot, else of the `created_at` index ([`UserRange`]), with the fields a
-    /// search reads only, filtered here. Each range is bounded at both ends where it can be, so
-    /// the server reads what the range holds whatever the filter matches; the next range is
-    /// sized from this one's density. Slots split any data evenly; dates cannot split users of
-    /// one date (a bulk import), so they are read only until the backfill has slotted everyone.
+    /// One slice of a search: the users of one [`SlotRange`] (first those without a search slot,
+    /// by date, then ranges of slots), with the fields a search reads only, filtered here. Each
+    /// range is bounded at both ends where it can be, so the server reads what the range holds
+    /// whatever the filter matches; the next range is sized from this one's density. Slots
+    /// split any data evenly; dates cannot split users of one date (a bulk import), so only
+    /// the users still without a slot are read by date.
     pub async fn search_slice(self, q: SearchUsersSlice) -> Result<SearchSlice, ActorError> {
-        let at = match q.after {
-            Some(at @ (SearchPosition::Slots(_) | SearchPosition::Mongo(_))) => at,
-            _ if self.search_ready.load(Ordering::Relaxed) => {
-                SearchPosition::Slots(SlotRange::first())
-            }
-            _ => SearchPosition::Mongo(UserRange::first(Utc::now().timestamp_millis())),
-        };
-        let filter = match at {
-            SearchPosition::Slots(range) => range.filter(),
-            SearchPosition::Mongo(range) => doc! {"created_at": range.condition()},
-            SearchPosition::Embedded(_) => {
-                return Err(ActorError::internal(
-                    "a search slice",
-                    "given a position of the embedded store",
-                ))
-            }
+        let range = match q.after {
+            Some(SearchPosition::Mongo(range)) => range,
+            _ => SlotRange::first(Utc::now().timestamp_millis()),
         };
         let docs: Vec<Document> = self
             .users()
-            .find(filter)
+            .find(range.filter())
             .with_options(
                 FindOptions::builder()
                     .projection(doc! {
@@ -1104,16 +1097,11 @@ impl MongoStore {
             .filter(|d| q.filter.matches(d))
             .filter_map(User::sort_key)
             .collect();
-        let next = match at {
-            SearchPosition::Slots(range) => range
-                .next(docs.len(), q.examine, Utc::now().timestamp_millis())
-                .map(SearchPosition::Slots),
-            SearchPosition::Mongo(range) => {
-                range.next(docs.len(), q.examine).map(SearchPosition::Mongo)
-            }
-            SearchPosition::Embedded(_) => None,
-        };
-        Ok(SearchSlice { matches, next })
+        Ok(SearchSlice {
+            matches,
+            may_recur: range.may_recur(),
+            next: range.next(docs.len(), q.examine).map(SearchPosition::Mongo),
+        })
     }
 
     /// Up to `limit` users `filter` finds, with the fields a search compares, read within
@@ -1257,16 +1245,18 @@ impl MongoStore {
         // The first step writes a few, to measure the pace.
         let writes = if writes == 0 { 4 } else { writes }.min(most);
         let rest = pending.split_off(writes.min(pending.len()));
-        let (wrote, started) = (pending.len(), Instant::now());
-        let indexed = self.key_users(pending).await?;
-        let writes = match wrote {
+        let started = Instant::now();
+        let (sent, indexed) = self.key_users(pending).await?;
+        // As many as this step's pace fits in the budget; a step that matched nothing (its
+        // users renamed meanwhile) measures no pace.
+        let writes = match indexed {
             0 => writes,
-            wrote => {
-                let pace = BACKFILL_STEP.as_micros() / started.elapsed().as_micros().max(1);
-                usize::try_from((wrote as u128).saturating_mul(pace.max(1)))
-                    .unwrap_or(most)
-                    .clamp(1, most)
-            }
+            _ => usize::try_from(
+                (sent as u128).saturating_mul(BACKFILL_STEP.as_micros())
+                    / started.elapsed().as_micros().max(1),
+            )
+            .unwrap_or(most)
+            .clamp(1, most),
         };
         let remaining = !rest.is_empty() || next.is_some();
         if !remaining {
@@ -1285,8 +1275,10 @@ impl MongoStore {
 
     /// Writes the search keys and slot of each of `users` (read with their id, username and
     /// email) in one `update` command, each only if the user still has the username and email
-    /// read. Replies with how many were written.
-    async fn key_users(&self, users: Vec<Document>) -> Result<u64, ActorError> {
+    /// read. Replies with how many writes were sent and how many were made. A write the server
+    /// refuses is logged and left: that user stays without keys (searches still find it) and
+    /// the next backfill tries it again.
+    async fn key_users(&self, users: Vec<Document>) -> Result<(usize, u64), ActorError> {
         let updates: Vec<Document> = users
             .iter()
             .filter_map(|d| {
@@ -1306,8 +1298,9 @@ impl MongoStore {
                 })
             })
             .collect();
-        if updates.is_empty() {
-            return Ok(0);
+        let sent = updates.len();
+        if sent == 0 {
+            return Ok((0, 0));
         }
         let reply = self
             .db
@@ -1315,12 +1308,14 @@ impl MongoStore {
             .await
             .map_err(ActorError::mongo)?;
         if let Some(Bson::Array(errors)) = reply.get("writeErrors") {
-            return Err(ActorError::internal(
-                "writing search keys",
-                format!("{} errors, the first: {:?}", errors.len(), errors.first()),
-            ));
+            tracing::warn!(
+                refused = errors.len(),
+                first = ?errors.first(),
+                "search keys refused for some users: searches still find them; the next \
+                 backfill tries again"
+            );
         }
-        Ok(get_count(&reply, "nModified"))
+        Ok((sent, get_count(&reply, "nModified")))
     }
 
     /// Whether some user lacks search keys or a slot, asked of the key and slot indexes.

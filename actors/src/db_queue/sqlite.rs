@@ -909,7 +909,11 @@ impl SqliteStore {
                 .and_then(|id| UserId::parse(id).ok())
                 .map(SearchPosition::Embedded)
         };
-        Ok(SearchSlice { matches, next })
+        Ok(SearchSlice {
+            matches,
+            may_recur: false,
+            next,
+        })
     }
 
     /// A whole search in one turn when an index bounds it ([`SearchIndexed`]). The candidates

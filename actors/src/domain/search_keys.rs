@@ -10,7 +10,7 @@
 //! the hash spreads users evenly over the slots whatever their dates or names, so a range holds
 //! about the share of users its width says (`created_at` cannot split a bulk import of one date).
 
-/// How many search slots there are (2^24: a range of one slot holds a user in 16 of a million).
+/// How many search slots there are (2^24: a million users fill one slot in 16).
 pub const SEARCH_SLOTS: i32 = 1 << 24;
 
 /// The search slot of the user with this id: FNV-1a over its 12 bytes, mixed by MurmurHash3's
