@@ -682,3 +682,44 @@ async fn the_backfill_of_an_import_of_one_date_keys_it_a_step_at_a_time() {
         "the import, a user and the administrator"
     );
 }
+
+/// A backfill slots users while searches run: a user slotted mid-search moves into a range of
+/// slots the search has still to read, and is counted once. An instance searches, in slices of
+/// five, users another program wrote without keys or slot, while a second instance starting
+/// on the store keys and slots them; every search, round after round, answers as a filter of
+/// the stored users does.
+#[actix_web::test]
+async fn searches_during_a_backfill_count_each_user_once() {
+    if !needs_servers("the search slots are MongoDB's") {
+        return;
+    }
+    const IMPORTED: usize = 300;
+    let iso = Isolation::new();
+    let (first, admin) = admin_app(&iso, &[("APP__ACTORS__SEARCH_SLICE", "5")]).await;
+    insert_users(&first, IMPORTED, Bulk::Unkeyed).await;
+    let users = stored_users(&first).await;
+    // One character: no key serves it, so every search reads every user in slices.
+    let everyone = json!({"email": "@", "limit": 50, "skip": 100});
+    assert_answers(&first, &admin, &users, &everyone, "before the backfill").await;
+
+    let (_second, _) = admin_app(&iso, &[("APP__ACTORS__SEARCH_SLICE", "40")]).await;
+    let (mut rounds, deadline) = (0, Instant::now() + Duration::from_secs(120));
+    loop {
+        let left = unindexed(&first).await;
+        assert_answers(
+            &first,
+            &admin,
+            &users,
+            &everyone,
+            &format!("round {rounds}"),
+        )
+        .await;
+        rounds += 1;
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backfill ends within 120 s");
+    }
+    eprintln!("{rounds} searches of {IMPORTED} users while they were slotted");
+    assert!(rounds > 2, "searches ran while the backfill did: {rounds}");
+}
