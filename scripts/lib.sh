@@ -43,13 +43,17 @@ ensure_venv() {
   fi
 }
 
-# start_secantus PORT [DATA_DIR]: starts SecantusDB, waits (<= 60 s) for a ping.
+# start_secantus PORT [DATA_DIR]: starts SecantusDB, waits (<= 60 s) for a ping. Its WiredTiger
+# cache is SECANTUS_CACHE_SIZE (default 4G, SecantusDB's own default 1G): in memory, the data, its
+# indexes and the oplog all live in that cache, and a test suite's databases (two of 50,000
+# users among them) filled 1G: writes slowed fourfold, then failed with WT_CACHE_FULL.
 start_secantus() {
   local port="$1" storage="${2:-:memory:}" extra=()
   mkdir -p "$RUN_DIR"
   if [ "$storage" != ":memory:" ]; then extra=(--sync-on-commit); mkdir -p "$storage"; fi
   "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path "$storage" \
-    --log-level WARNING "${extra[@]}" >"$RUN_DIR/secantus-$port.log" 2>&1 &
+    --cache-size "${SECANTUS_CACHE_SIZE:-4G}" --log-level WARNING "${extra[@]}" \
+    >"$RUN_DIR/secantus-$port.log" 2>&1 &
   local pid=$!
   STARTED_PIDS+=("$pid")
   echo "$pid" >"$RUN_DIR/secantus-$port.pid"

@@ -277,8 +277,10 @@ enum Decision<T> {
 
 /// How long an indexed search may read candidates on the server: one turn of the queue is
 /// held for it. Past it the search goes on in slices (SecantusDB reads all of a key's holders
-/// whatever the limit, and checks the time only now and then).
-const SEARCH_BUDGET: Duration = Duration::from_millis(250);
+/// whatever the limit, and checks the time only now and then). Generous, so a loaded server
+/// reading a narrow key's few holders slowly is not taken for a broad key: that search would
+/// go on in slices, tens of turns where one would do.
+const SEARCH_BUDGET: Duration = Duration::from_secs(1);
 
 /// How long a backfill step's writes may take: what a request queued behind it waits.
 const BACKFILL_STEP: Duration = Duration::from_millis(20);
@@ -1126,8 +1128,9 @@ impl MongoStore {
     /// has keys: the users holding the first substring's key ([`probe_key`]) or, with no
     /// substring, the status asked for, and those written without keys since (by the seed's
     /// module, an import), read with the fields a search compares and filtered here. More
-    /// than `sort_at_most` candidates, or more than [`SEARCH_BUDGET`] spent reading them: the
-    /// search goes on in slices (and the key is not asked again for ten minutes). More keyless
+    /// than `sort_at_most` candidates, or the read stopped at [`SEARCH_BUDGET`]: the search goes
+    /// on in slices (and the key is not asked again for ten minutes). A read answered slowly
+    /// is kept: the time says how loaded the server is, the count how broad the key is. More keyless
     /// users than that turn the keys off until the backfill, which looks again every 30 s, has
     /// keyed them. One field's equality only,
     /// since SecantusDB reads the whole collection for a query that combines a key with
@@ -1158,7 +1161,7 @@ impl MongoStore {
             return Ok(None);
         }
         let limit = i64::from(q.sort_at_most) + 1;
-        let (mut candidates, started) = (Vec::new(), Instant::now());
+        let mut candidates = Vec::new();
         let mut queries = vec![(false, doc! {field: key})];
         if field != "status" {
             queries.push((true, doc! {field: Bson::Null}));
@@ -1184,11 +1187,6 @@ impl MongoStore {
                 }
                 return Ok(None);
             }
-        }
-        if started.elapsed() > SEARCH_BUDGET {
-            // Answered, but past the budget (SecantusDB checks it only now and then): slices
-            // next time.
-            self.broad_keys.insert(broad, ());
         }
         let mut matches: Vec<_> = candidates
             .iter()
