@@ -121,16 +121,6 @@ async fn insert_users(app: &TestApp, n: usize, bulk: Bulk) {
     }
 }
 
-/// Drops the test's database once its bulk users have served: 50,000 users and their index
-/// entries would stay in the suite's one SecantusDB, slowing every test after it (a server
-/// holding a suite's leftovers wrote 5,000 keyed users in 16–34 s, a fresh one in 4 s). Best
-/// effort: a database left behind only costs the tests after it time.
-async fn drop_bulk(app: &TestApp) {
-    if let Err(e) = app.store.mongo().drop().await {
-        eprintln!("the test's database was not dropped: {e}");
-    }
-}
-
 #[actix_web::test]
 async fn a_login_sent_during_a_search_of_50000_users_is_served_between_its_slices() {
     if !needs_servers("it measures MongoDB's queue behind a collection scan") {
@@ -183,7 +173,6 @@ async fn a_login_sent_during_a_search_of_50000_users_is_served_between_its_slice
         login_took < Duration::from_secs(1),
         "a login behind a search waits for one slice, not the scan: {login_took:?}"
     );
-    drop_bulk(&app).await;
 }
 
 /// A search and, sent 20 ms into it, a login: the search's answer, how long it took, and the
@@ -260,7 +249,6 @@ async fn a_login_during_a_search_of_50000_users_of_one_date_is_served_within_a_s
              {login_took:?}"
         );
     }
-    drop_bulk(&app).await;
 }
 
 /// Users as the seed's Python service may have left them (a string date, no date, a null
