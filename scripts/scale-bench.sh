@@ -164,13 +164,12 @@ first = during_search({"username": "user"})
 every, t2 = search({"username": "user"}, n=max(3, reps // 4))
 suspended, t4 = search({"status": "suspended"})
 # A two-letter search (slices) and a login sent 150 ms into it.
-result = dict(zip(("took", "total", "during"), during_search({"username": "12"})))
-during = result["during"]
+took, total, during = during_search({"username": "12"})
 rss = next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS"))
 f = lambda p: f"{p[0]:.1f} / {p[1]:.1f} ms"
 print(f"| {users:,} | {startup} | {f(login)} | {me[0]:.1f} ms | {f(none)} | {f(few)} ({t1}) "
       f"| {first[0]:.0f} ms / {first[2]:.0f} ms | {f(every)} ({t2}) | {f(suspended)} ({t4}) "
-      f"| {result['took']:.0f} ms ({result['total']}) "
+      f"| {took:.0f} ms ({total}) "
       f"| {during:.0f} ms | {int(rss) // 1024} MiB |")
 PY
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""

@@ -1130,11 +1130,11 @@ impl MongoStore {
     /// module, an import), read with the fields a search compares and filtered here. More
     /// than `sort_at_most` candidates, or the read stopped at [`SEARCH_BUDGET`]: the search goes
     /// on in slices (and the key is not asked again for ten minutes). A read answered slowly
-    /// is kept: the time says how loaded the server is, the count how broad the key is. More keyless
-    /// users than that turn the keys off until the backfill, which looks again every 30 s, has
-    /// keyed them. One field's equality only,
-    /// since SecantusDB reads the whole collection for a query that combines a key with
-    /// another condition on the same array or an `$or`.
+    /// is kept: the time says how loaded the server is, the count how broad the key is. More
+    /// keyless users than that turn the keys off until the backfill, which looks again every
+    /// 30 s, has keyed them. One field's equality only, since SecantusDB reads the whole
+    /// collection for a query that combines a key with another condition on the same array or
+    /// an `$or`.
     pub async fn search_indexed(
         self,
         q: SearchIndexed,
