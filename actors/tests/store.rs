@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use actors::db_queue::{
-    DbQueue, DeleteUser, Expect, FindUserByEmail, FindUserById, FindUsersByIds, Guard, ListAudit,
-    RegisterUser, SearchIndexed, SearchUsersSlice, UpdateUser, UserFilter, Written,
+    DbQueue, DeleteUser, Expect, FindUserByEmail, FindUserById, FindUsersByIds, Guard, Indexed,
+    ListAudit, RegisterUser, SearchIndexed, SearchUsersSlice, UpdateUser, UserFilter, Written,
 };
 use actors::domain::{
     AuditEntry, Email, NewUser, Page, Role, User, UserChanges, UserId, UserStatus, Username,
@@ -187,36 +187,46 @@ async fn a_deleted_user_is_gone_and_its_audit_entries_stay(backend: &StoreBacken
 }
 
 /// The newest `keep` matches of `filter` and how many match: from the store's index when it
-/// has one for this filter, else read as slices (as the account search does).
+/// has one for this filter (whole, or begun there), else read as slices (as the account search
+/// does).
 async fn newest_matches(db: &DbQueue, filter: UserFilter, keep: usize) -> (Vec<UserId>, u64) {
     let indexed = db
         .call(SearchIndexed {
             filter: filter.clone(),
             keep,
             sort_at_most: 1_000,
+            examine: 100,
         })
         .await
         .unwrap();
-    if let Some(found) = indexed {
-        return (
-            found.newest.into_iter().map(|(_, id)| id).collect(),
-            found.total,
-        );
-    }
+    let first = match indexed {
+        Some(Indexed::Found(found)) => {
+            return (
+                found.newest.into_iter().map(|(_, id)| id).collect(),
+                found.total,
+            )
+        }
+        Some(Indexed::Begun(first)) => first,
+        None => Vec::new(),
+    };
     let (mut matches, mut after) = (Vec::new(), None);
+    let mut first = first.into_iter().peekable();
     loop {
-        let slice = db
-            .call(SearchUsersSlice {
-                filter: filter.clone(),
-                after,
-                examine: 100,
-            })
-            .await
-            .unwrap();
+        let slice = match first.next() {
+            Some(slice) => slice,
+            None => db
+                .call(SearchUsersSlice {
+                    filter: filter.clone(),
+                    after: after.take(),
+                    examine: 100,
+                })
+                .await
+                .unwrap(),
+        };
         matches.extend(slice.matches);
-        match slice.next {
-            Some(next) => after = Some(next),
-            None => break,
+        after = slice.next;
+        if after.is_none() && first.peek().is_none() {
+            break;
         }
     }
     matches.sort_by(|a, b| b.cmp(a));

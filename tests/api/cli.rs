@@ -316,6 +316,69 @@ async fn migrate_dry_run_announces_the_purge_and_changes_nothing() {
     assert_eq!(snapshot(&iso, &copy).await, before, "{said}");
 }
 
+/// A database an earlier version made has single-field search key indexes: `migrate
+/// --dry-run` announces their replacement by the `…_slot` indexes (which bound a search's
+/// reads by slot) and changes nothing; `migrate` makes the new ones and drops the old.
+#[actix_web::test]
+async fn migrate_replaces_the_search_key_indexes_of_earlier_versions() {
+    if !crate::helpers::needs_servers("the search key indexes are MongoDB's") {
+        return;
+    }
+    let iso = Isolation::new();
+    let made = run(&["migrate"], &iso.env(&[]));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let app = TestApp::connect(String::new(), &iso).await;
+    let users = app
+        .store
+        .mongo()
+        .collection::<mongodb::bson::Document>("users");
+    const FIELDS: [&str; 2] = ["username_keys", "email_keys"];
+    for field in FIELDS {
+        users.drop_index(format!("{field}_slot")).await.unwrap();
+        let earlier = mongodb::IndexModel::builder()
+            .keys(doc! {field: 1})
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .name(field.to_string())
+                    .build(),
+            )
+            .build();
+        users.create_index(earlier).await.unwrap();
+    }
+    let before = app.store.index_names("users").await;
+
+    let dry_run = run(&["migrate", "--dry-run"], &iso.env(&[]));
+
+    let said = String::from_utf8_lossy(&dry_run.stdout);
+    assert!(dry_run.status.success(), "{said}");
+    for field in FIELDS {
+        for step in [
+            format!("would create index users.{field}_slot"),
+            format!("would drop index users.{field} (users.{field}_slot serves its searches)"),
+        ] {
+            assert!(said.contains(&step), "{step} in {said}");
+        }
+    }
+    assert_eq!(app.store.index_names("users").await, before, "{said}");
+
+    let migrated = run(&["migrate"], &iso.env(&[]));
+
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let names = app.store.index_names("users").await;
+    for field in FIELDS {
+        assert!(names.contains(&format!("{field}_slot")), "{names:?}");
+        assert!(!names.iter().any(|n| n == field), "{names:?}");
+    }
+}
+
 /// A dry run where no store exists yet says it would make one, and makes nothing.
 #[test]
 fn migrate_dry_run_on_a_new_data_directory_creates_nothing() {

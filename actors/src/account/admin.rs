@@ -307,9 +307,10 @@ pub(super) async fn delete(a: Arc<Accounts>, m: DeleteAccount) -> Result<(), Act
 }
 
 /// A search is answered in one turn of the database queue when the store's indexes bound its
-/// work by its matches and page (`SearchIndexed`: the embedded store's trigram index); else it
-/// runs as slices ([`newest_in_slices`]). Then the page's users are read by id; a user deleted
-/// meanwhile is left out of the page.
+/// work by its matches and page (`SearchIndexed`: the embedded store's trigram index), or begun
+/// from them (MongoDB's key indexes: the key's holders, a range of slots at a time); else it
+/// runs as slices of every user ([`newest_in_slices`]). Then the page's users are read by id; a
+/// user deleted meanwhile is left out of the page.
 pub(super) async fn search(a: Arc<Accounts>, m: SearchAccounts) -> Result<Page<User>, ActorError> {
     a.admin(m.token).await?;
     let q = m.query;
@@ -322,11 +323,13 @@ pub(super) async fn search(a: Arc<Accounts>, m: SearchAccounts) -> Result<Page<U
             filter: filter.clone(),
             keep,
             sort_at_most: a.settings.search_slice.saturating_mul(20),
+            examine: a.settings.search_slice,
         })
         .await?;
     let found = match indexed {
-        Some(found) => found,
-        None => newest_in_slices(&a, filter, keep).await?,
+        Some(db_queue::Indexed::Found(found)) => found,
+        Some(db_queue::Indexed::Begun(first)) => newest_in_slices(&a, filter, keep, first).await?,
+        None => newest_in_slices(&a, filter, keep, Vec::new()).await?,
     };
     let total = found.total;
     let page: Vec<UserId> = found
@@ -349,14 +352,16 @@ pub(super) async fn search(a: Arc<Accounts>, m: SearchAccounts) -> Result<Page<U
     })
 }
 
-/// The newest `keep` matches' sort keys (newest first) and how many match, read as slices
-/// (`SearchUsersSlice`), each its own turn in the database queue, so a scan of a large
+/// The newest `keep` matches' sort keys (newest first) and how many match: the slices `first`
+/// (read already, in order), then from where the last of them stopped (or from the start),
+/// slices (`SearchUsersSlice`) each its own turn in the database queue, so a scan of a large
 /// collection never holds the queue: what is queued behind a slice waits for that slice only.
 /// Not a snapshot: a write landing between slices may or may not be seen.
 async fn newest_in_slices(
     a: &Accounts,
     filter: db_queue::UserFilter,
     keep: usize,
+    first: Vec<db_queue::SearchSlice>,
 ) -> Result<db_queue::IndexedSearch, ActorError> {
     use std::cmp::Reverse;
     use std::collections::{BinaryHeap, HashSet};
@@ -366,14 +371,19 @@ async fn newest_in_slices(
     let (mut total, mut after) = (0u64, None);
     // Users met in a slice whose users may be met again (see `SearchSlice::may_recur`).
     let mut met = HashSet::new();
+    let mut first = first.into_iter().peekable();
     loop {
-        let mut slice =
-            a.db.call(db_queue::SearchUsersSlice {
-                filter: filter.clone(),
-                after,
-                examine: a.settings.search_slice,
-            })
-            .await?;
+        let mut slice = match first.next() {
+            Some(slice) => slice,
+            None => {
+                a.db.call(db_queue::SearchUsersSlice {
+                    filter: filter.clone(),
+                    after: after.take(),
+                    examine: a.settings.search_slice,
+                })
+                .await?
+            }
+        };
         if slice.may_recur {
             met.extend(slice.matches.iter().map(|(_, id)| *id));
         } else if !met.is_empty() {
@@ -386,9 +396,9 @@ async fn newest_in_slices(
                 newest.pop();
             }
         }
-        match slice.next {
-            Some(next) => after = Some(next),
-            None => break,
+        after = slice.next;
+        if after.is_none() && first.peek().is_none() {
+            break;
         }
     }
     // Newest first: ascending `Reverse` order.

@@ -200,10 +200,12 @@ impl UserFilter {
     }
 }
 
-/// Where a search goes on: on MongoDB the next range it reads; on the embedded store the last
-/// id it covered.
+/// Where a search goes on: on MongoDB the next range it reads, of every user or of the holders
+/// of the search's key only (`MongoKeyed`, read through the key's index with the slot; see
+/// `MongoStore::search_indexed`); on the embedded store the last id it covered.
 pub enum SearchPosition {
     Mongo(SlotRange),
+    MongoKeyed(SlotRange),
     Embedded(UserId),
 }
 
@@ -230,9 +232,22 @@ impl SlotRange {
     /// How wide the first range of slots is: a 65,536th of them (15 users of a million).
     const FIRST_WIDTH: i32 = SEARCH_SLOTS / 65_536;
 
+    /// How wide the first range of slots is when only a key's holders are read: a 4,096th
+    /// of them (244 users of a million holding the key).
+    const FIRST_KEYED_WIDTH: i32 = SEARCH_SLOTS / 4_096;
+
     /// Where a search starts: the users without a slot, from the newest second (`now_ms`) back.
     pub fn first(now_ms: i64) -> Self {
         Self::Unslotted(UserRange::first(now_ms))
+    }
+
+    /// Where a read of a key's holders starts: its first range of slots. A key's holders all
+    /// have slots (the service writes both at once), so there is no date stage.
+    pub fn first_keyed() -> Self {
+        Self::Slots {
+            from: 0,
+            width: Self::FIRST_KEYED_WIDTH,
+        }
     }
 
     /// The query of the users in this range.
@@ -406,18 +421,31 @@ pub struct SearchSlice {
     pub next: Option<SearchPosition>,
 }
 
-/// A whole search answered in one turn from the store's indexes, when they bound the work by
-/// the matches and the page asked for: the newest `keep` matches' sort keys, and the total.
-/// `None` when no index serves this filter (a substring shorter than three characters, a
-/// search index still being built, a store without one): the search then goes on in slices.
+/// A search begun from the store's indexes, when they bound the work by the matches: replies
+/// [`Indexed`]. `None` when no index serves this filter (a substring shorter than three
+/// characters, a search index still being built, a store without one): the search then goes
+/// on in slices of every user.
 #[derive(Message)]
-#[rtype(result = "Result<Option<IndexedSearch>, ActorError>")]
+#[rtype(result = "Result<Option<Indexed>, ActorError>")]
 pub struct SearchIndexed {
     pub filter: UserFilter,
     pub keep: usize,
     /// At most this many candidates are read and sorted; beyond it, the page is read along the
     /// `created_at` index instead (the matches are then dense enough that the newest come soon).
+    /// On MongoDB, more users written without keys than this turn the keys off.
     pub sort_at_most: u32,
+    /// On MongoDB, about how many of the key's holders this turn reads (a slice's worth).
+    pub examine: u32,
+}
+
+/// How an indexed search begins.
+pub enum Indexed {
+    /// The whole answer, in one turn (the embedded store's trigram index).
+    Found(IndexedSearch),
+    /// The first slices of the search, read in one turn through the key's index (MongoDB): the
+    /// users without keys, then ranges of slots of the key's holders. The search goes on from
+    /// the last slice's `next` (holders only), or is done when it is `None`.
+    Begun(Vec<SearchSlice>),
 }
 
 /// The sort keys of a search's newest matches, and how many match.
@@ -530,6 +558,35 @@ mod tests {
                 steps < 50 || users > 1_000,
                 "{users} users in {steps} steps"
             );
+        }
+    }
+
+    /// A key's holders are read from the first range of slots on (no date stage): a key held
+    /// by a few of a million users in five reads at most, one every user holds a slice's
+    /// worth at a time after the first two.
+    #[test]
+    fn a_keys_holders_are_read_through_every_slot_once() {
+        for (holders, reads_at_most) in [(0_i64, 5), (3, 5), (1_000_000, 1_100)] {
+            let mut range = SlotRange::first_keyed();
+            let (mut covered, mut reads) = (0_i64, 0);
+            loop {
+                let SlotRange::Slots { from, width } = range else {
+                    panic!("{range:?} is not a range of slots")
+                };
+                assert!(!range.may_recur());
+                assert_eq!(i64::from(from), covered, "ranges follow each other");
+                covered += i64::from(width);
+                reads += 1;
+                let held = usize::try_from(holders * i64::from(width) / i64::from(SEARCH_SLOTS))
+                    .expect("a count");
+                assert!(reads <= 2 || held <= 2 * 1_000 + 1, "{held} in {range:?}");
+                match range.next(held, 1_000) {
+                    Some(next) => range = next,
+                    None => break,
+                }
+            }
+            assert_eq!(covered, i64::from(SEARCH_SLOTS), "{holders}");
+            assert!(reads <= reads_at_most, "{holders} holders in {reads} reads");
         }
     }
 

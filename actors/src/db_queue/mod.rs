@@ -397,7 +397,7 @@ queued!(WriteAudit, (), |m, c| Op::Audit(m.0, c));
 queued!(EnsureIndexes, (), |m, c| alone(m, c));
 queued!(RegisterUser, Written<Registered>, |m, c| alone(m, c));
 queued!(SearchUsersSlice, SearchSlice, |m, c| alone(m, c));
-queued!(SearchIndexed, Option<IndexedSearch>, |m, c| alone(m, c));
+queued!(SearchIndexed, Option<Indexed>, |m, c| alone(m, c));
 queued!(BackfillSearchIndex, Backfilled, |m, c| alone(m, c));
 queued!(FindUsersByIds, Vec<User>, |m, c| alone(m, c));
 queued!(ListAudit, Page<AuditRecord>, |m, c| alone(m, c));
@@ -444,7 +444,7 @@ alone!(RegisterUser, Written<Registered>, register);
 alone!(UpdateUser, Written<User>, update_user, writes id);
 alone!(DeleteUser, Written<()>, delete_user, writes id);
 alone!(SearchUsersSlice, SearchSlice, search_slice);
-alone!(SearchIndexed, Option<IndexedSearch>, search_indexed);
+alone!(SearchIndexed, Option<Indexed>, search_indexed);
 alone!(BackfillSearchIndex, Backfilled, backfill_search_index);
 alone!(ListAudit, Page<AuditRecord>, list_audit);
 

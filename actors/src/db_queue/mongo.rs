@@ -18,9 +18,9 @@ use futures::TryStreamExt;
 use mongodb::options::FindOptions;
 
 use super::messages::{
-    BackfillSearchIndex, Backfilled, DeleteUser, Expect, Guard, IndexPlan, IndexedSearch,
-    ListAudit, MongoBackfill, RegisterUser, SearchIndexed, SearchPosition, SearchSlice,
-    SearchUsersSlice, SlotRange, UpdateUser, UserRange, Written,
+    BackfillSearchIndex, Backfilled, DeleteUser, Expect, Guard, IndexPlan, Indexed, ListAudit,
+    MongoBackfill, RegisterUser, SearchIndexed, SearchPosition, SearchSlice, SearchUsersSlice,
+    SlotRange, UpdateUser, UserFilter, UserRange, Written,
 };
 use super::mongo_indexes::{case_insensitive, get_count, EMAIL_KEY};
 use crate::domain::{
@@ -95,10 +95,6 @@ pub async fn connect(
         trips,
         seed_beside: Arc::default(),
         search_ready: Arc::default(),
-        broad_keys: moka::sync::Cache::builder()
-            .max_capacity(1_000)
-            .time_to_live(Duration::from_secs(600))
-            .build(),
     })
 }
 
@@ -275,11 +271,9 @@ enum Decision<T> {
     Abort(Result<Written<T>, ActorError>),
 }
 
-/// How long an indexed search may read candidates on the server: one turn of the queue is
-/// held for it. Past it the search goes on in slices (SecantusDB reads all of a key's holders
-/// whatever the limit, and checks the time only now and then). Generous, so a loaded server
-/// reading a narrow key's few holders slowly is not taken for a broad key: that search would
-/// go on in slices, tens of turns where one would do.
+/// How long an indexed search may read the users written without keys: one turn of the queue
+/// is held for it. Past it, as with too many of them, searches go on in slices of every user
+/// until the backfill has keyed them. Generous, so a loaded server is not taken for an import.
 const SEARCH_BUDGET: Duration = Duration::from_secs(1);
 
 /// How long a backfill step's writes may take: what a request queued behind it waits.
@@ -288,6 +282,28 @@ const BACKFILL_STEP: Duration = Duration::from_millis(20);
 /// The server stopped the command at its time limit (`maxTimeMS`).
 fn over_time(e: &mongodb::error::Error) -> bool {
     matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 50 || c.code == 262)
+}
+
+/// The index condition a search is begun from: the field and value of the first substring's
+/// key ([`probe_key`]) or, with no substring, of the status asked for. `None` when a substring
+/// is shorter than any key, or nothing is asked.
+fn index_key(f: &UserFilter) -> Option<(&'static str, String)> {
+    let needle = [("username_keys", &f.username), ("email_keys", &f.email)]
+        .into_iter()
+        .find_map(|(field, needle)| Some((field, needle.as_ref()?)));
+    match (needle, f.status) {
+        (Some((field, needle)), _) => Some((field, probe_key(needle)?)),
+        (None, Some(status)) => Some(("status", status.as_str().to_string())),
+        (None, None) => None,
+    }
+}
+
+/// The sort keys of the users of `docs` that `filter` matches.
+fn matching(filter: &UserFilter, docs: &[Document]) -> Vec<(DateTime<Utc>, UserId)> {
+    docs.iter()
+        .filter(|d| filter.matches(d))
+        .filter_map(User::sort_key)
+        .collect()
 }
 
 #[derive(Clone)]
@@ -303,9 +319,6 @@ pub struct MongoStore {
     /// Every user has its search keys (the backfill found none without): searches by a
     /// substring of three characters or more are answered from the key indexes.
     search_ready: Arc<std::sync::atomic::AtomicBool>,
-    /// Keys (field, key) found held by more users than a search sorts: such searches go on in
-    /// slices without asking the index first, for ten minutes.
-    broad_keys: moka::sync::Cache<(&'static str, String), ()>,
 }
 
 /// The outcome of one command carrying many writes, in order (`ordered: true`).
@@ -1068,139 +1081,127 @@ impl MongoStore {
     }
 
     /// One slice of a search: the users of one [`SlotRange`] (first those without a search slot,
-    /// by date, then ranges of slots), with the fields a search reads only, filtered here. Each
-    /// range is bounded at both ends where it can be, so the server reads what the range holds
-    /// whatever the filter matches; the next range is sized from this one's density. Slots
-    /// split any data evenly; dates cannot split users of one date (a bulk import), so only
-    /// the users still without a slot are read by date.
+    /// by date, then ranges of slots), or only the holders of the search's key in it
+    /// ([`SearchPosition::MongoKeyed`], after [`Self::search_indexed`] began), with the fields a
+    /// search reads only, filtered here. Each range is bounded at both ends where it can be, so
+    /// the server reads what the range holds whatever the filter matches; the next range is
+    /// sized from this one's density. Slots split any data evenly; dates cannot split users of
+    /// one date (a bulk import), so only the users still without a slot are read by date.
     pub async fn search_slice(self, q: SearchUsersSlice) -> Result<SearchSlice, ActorError> {
-        let range = match q.after {
-            Some(SearchPosition::Mongo(range)) => range,
-            _ => SlotRange::first(Utc::now().timestamp_millis()),
+        let (range, key) = match q.after {
+            Some(SearchPosition::Mongo(range)) => (range, None),
+            Some(SearchPosition::MongoKeyed(range)) => (range, index_key(&q.filter)),
+            _ => (SlotRange::first(Utc::now().timestamp_millis()), None),
         };
-        let docs: Vec<Document> = self
-            .users()
-            .find(range.filter())
-            .with_options(
-                FindOptions::builder()
-                    .projection(doc! {
-                        "_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1
-                    })
-                    .batch_size(q.examine.saturating_mul(4).max(101))
-                    .build(),
-            )
+        let keyed = key.is_some();
+        let mut filter = key.map_or_else(Document::new, |(field, key)| doc! {field: key});
+        filter.extend(range.filter());
+        let docs = self.search_candidates(filter, q.examine).await?;
+        Ok(SearchSlice {
+            matches: matching(&q.filter, &docs),
+            may_recur: range.may_recur(),
+            next: range.next(docs.len(), q.examine).map(|next| {
+                if keyed {
+                    SearchPosition::MongoKeyed(next)
+                } else {
+                    SearchPosition::Mongo(next)
+                }
+            }),
+        })
+    }
+
+    /// The users `filter` finds (about `expect` of them), with the fields a search compares.
+    async fn search_candidates(
+        &self,
+        filter: Document,
+        expect: u32,
+    ) -> Result<Vec<Document>, ActorError> {
+        self.users()
+            .find(filter)
+            .projection(doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1})
+            .batch_size(expect.saturating_mul(4).max(101))
             .await
             .map_err(ActorError::mongo)?
             .try_collect()
             .await
-            .map_err(ActorError::mongo)?;
-        let matches = docs
-            .iter()
-            .filter(|d| q.filter.matches(d))
-            .filter_map(User::sort_key)
-            .collect();
-        Ok(SearchSlice {
-            matches,
-            may_recur: range.may_recur(),
-            next: range.next(docs.len(), q.examine).map(SearchPosition::Mongo),
-        })
+            .map_err(ActorError::mongo)
     }
 
-    /// Up to `limit` users `filter` finds, with the fields a search compares, read within
-    /// [`SEARCH_BUDGET`] of the server's time.
-    async fn search_candidates(
-        &self,
-        filter: Document,
-        limit: i64,
-    ) -> mongodb::error::Result<Vec<Document>> {
-        self.users()
-            .find(filter)
-            .projection(doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1})
-            .limit(limit)
-            .batch_size(u32::try_from(limit).unwrap_or(u32::MAX))
-            .max_time(SEARCH_BUDGET)
-            .await?
-            .try_collect::<Vec<Document>>()
-            .await
-    }
-
-    /// A whole search in one turn from the key indexes ([`SearchIndexed`]), once every user
-    /// has keys: the users holding the first substring's key ([`probe_key`]) or, with no
-    /// substring, the status asked for, and those written without keys since (by the seed's
-    /// module, an import), read with the fields a search compares and filtered here. More
-    /// than `sort_at_most` candidates, or the read stopped at [`SEARCH_BUDGET`]: the search goes
-    /// on in slices (and the key is not asked again for ten minutes). A read answered slowly
-    /// is kept: the time says how loaded the server is, the count how broad the key is. More
-    /// keyless users than that turn the keys off until the backfill, which looks again every
-    /// 30 s, has keyed them. One field's equality only, since SecantusDB reads the whole
-    /// collection for a query that combines a key with another condition on the same array or
-    /// an `$or`.
-    pub async fn search_indexed(
-        self,
-        q: SearchIndexed,
-    ) -> Result<Option<IndexedSearch>, ActorError> {
+    /// Begins a search from the key indexes ([`SearchIndexed`]), once every user has keys: in
+    /// one turn, the users written without keys since the backfill looked (by the seed's
+    /// module, an import), then ranges of slots of the holders of the first substring's key
+    /// ([`probe_key`]) or, with no substring, of the status asked for, through the
+    /// `(key, search_slot)` index, until about `examine` holders are read; the search goes on
+    /// in slices of the holders ([`SearchPosition::MongoKeyed`]). A few holders take one turn,
+    /// however many users there are; a key every user holds is read a slice at a time from the
+    /// first, and no read is unbounded (SecantusDB reads all of a key's holders whatever the
+    /// limit of a query). More keyless users than `sort_at_most` (or a read of them past
+    /// [`SEARCH_BUDGET`]) turn the keys off until the backfill, which looks again every 30 s,
+    /// has keyed them. One field's equality and the slot only, since SecantusDB reads the
+    /// whole collection for a query that combines a key with another condition on the same
+    /// array or an `$or`.
+    pub async fn search_indexed(self, q: SearchIndexed) -> Result<Option<Indexed>, ActorError> {
         if !self.search_ready.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let f = &q.filter;
-        let needle = [("username_keys", &f.username), ("email_keys", &f.email)]
-            .into_iter()
-            .find_map(|(field, needle)| Some((field, needle.as_ref()?)));
-        // The candidates: the holders of the first substring's key, or of the status (its
-        // index) when no substring is given.
-        let (field, key) = match (needle, f.status) {
-            (Some((field, needle)), _) => match probe_key(needle) {
-                Some(key) => (field, key),
-                None => return Ok(None),
-            },
-            (None, Some(status)) => ("status", status.as_str().to_string()),
-            (None, None) => return Ok(None),
-        };
-        let broad = (field, key.clone());
-        if self.broad_keys.contains_key(&broad) {
+        let Some((field, key)) = index_key(&q.filter) else {
             return Ok(None);
-        }
-        let limit = i64::from(q.sort_at_most) + 1;
-        let mut candidates = Vec::new();
-        let mut queries = vec![(false, doc! {field: key})];
+        };
+        let mut slices = Vec::new();
         if field != "status" {
-            queries.push((true, doc! {field: Bson::Null}));
-        }
-        for (keyless, filter) in queries {
-            let over = match self.search_candidates(filter, limit).await {
-                Ok(docs) => {
-                    candidates.extend(docs);
-                    candidates.len() >= usize::try_from(limit).unwrap_or(usize::MAX)
-                }
-                Err(e) if over_time(&e) => true,
-                Err(e) => return Err(ActorError::mongo(e)),
+            let limit = i64::from(q.sort_at_most) + 1;
+            let keyless = self
+                .users()
+                .find(doc! {field: Bson::Null})
+                .projection(
+                    doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1},
+                )
+                .limit(limit)
+                .max_time(SEARCH_BUDGET)
+                .await;
+            let keyless = match keyless {
+                Ok(cursor) => cursor.try_collect::<Vec<Document>>().await,
+                Err(e) => Err(e),
             };
-            if over {
-                if keyless {
+            match keyless {
+                Ok(docs) if docs.len() < usize::try_from(limit).unwrap_or(usize::MAX) => {
+                    slices.push(SearchSlice {
+                        matches: matching(&q.filter, &docs),
+                        // A backfill may key and slot them before the holders are read.
+                        may_recur: true,
+                        next: None,
+                    });
+                }
+                Err(e) if !over_time(&e) => return Err(ActorError::mongo(e)),
+                _ => {
                     // Written without keys behind the service's back (an import): searches go
                     // on in slices until the background backfill has keyed them.
                     self.search_ready.store(false, Ordering::Relaxed);
-                } else {
-                    // SecantusDB reads every holder of a key whatever the limit: a key held by
-                    // too many is not asked again for a while.
-                    self.broad_keys.insert(broad, ());
+                    return Ok(None);
                 }
-                return Ok(None);
             }
         }
-        let mut matches: Vec<_> = candidates
-            .iter()
-            .filter(|d| f.matches(d))
-            .filter_map(User::sort_key)
-            .collect();
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        matches.dedup();
-        let total = matches.len() as u64;
-        matches.truncate(q.keep);
-        Ok(Some(IndexedSearch {
-            newest: matches,
-            total,
-        }))
+        let (mut range, mut read) = (SlotRange::first_keyed(), 0u32);
+        loop {
+            let mut filter = doc! {field: &key};
+            filter.extend(range.filter());
+            let docs = self.search_candidates(filter, q.examine).await?;
+            let n = u32::try_from(docs.len()).unwrap_or(u32::MAX);
+            read = read.saturating_add(n);
+            let left = q.examine.saturating_sub(read);
+            let next = range.next(docs.len(), q.examine);
+            slices.push(SearchSlice {
+                matches: matching(&q.filter, &docs),
+                may_recur: false,
+                next: next.map(SearchPosition::MongoKeyed),
+            });
+            // The rest of this turn's share reads on, in a range sized to hold what is left.
+            match range.next(docs.len(), left).filter(|_| left > 0) {
+                Some(within) => range = within,
+                None => break,
+            }
+        }
+        Ok(Some(Indexed::Begun(slices)))
     }
 
     /// One backfill step ([`BackfillSearchIndex`]): the users of one range of `created_at`

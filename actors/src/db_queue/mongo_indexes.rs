@@ -55,6 +55,9 @@ pub const EMAIL_KEY: &str = "email_key";
 const EMAIL_KEY_INDEX: &str = "email_key_unique";
 /// The case-insensitive email index of earlier versions: identity is the key now.
 const RETIRED_EMAIL_INDEX: &str = "email_ci_unique";
+/// The search key indexes of earlier versions, dropped once their `…_slot` successors exist:
+/// those serve the same equality, and also bound it by slot.
+const RETIRED_KEY_INDEXES: [&str; 2] = ["username_keys", "email_keys"];
 
 /// Users that have no email key yet.
 pub fn unkeyed() -> Document {
@@ -97,14 +100,29 @@ fn wanted(audit_retention: Option<Duration>, seed: bool) -> Vec<Wanted> {
         ),
         index("users", "status", doc! {"status": 1}, false, false),
         index("users", "created_at", doc! {"created_at": -1}, false, false),
+        // A search reads a key's (or a status's) holders a range of slots at a time
+        // (`MongoStore::search_indexed`): equality and a bounded range of one index.
         index(
             "users",
-            "username_keys",
-            doc! {"username_keys": 1},
+            "username_keys_slot",
+            doc! {"username_keys": 1, "search_slot": 1},
             false,
             false,
         ),
-        index("users", "email_keys", doc! {"email_keys": 1}, false, false),
+        index(
+            "users",
+            "email_keys_slot",
+            doc! {"email_keys": 1, "search_slot": 1},
+            false,
+            false,
+        ),
+        index(
+            "users",
+            "status_slot",
+            doc! {"status": 1, "search_slot": 1},
+            false,
+            false,
+        ),
         index(
             "users",
             "search_slot",
@@ -436,7 +454,21 @@ pub(super) async fn plan(
         }
         plan.steps.push(action);
     }
+    for name in retired_key_indexes(&users) {
+        plan.steps.push(format!(
+            "drop index users.{name} (users.{name}_slot serves its searches)"
+        ));
+    }
     Ok(plan)
+}
+
+/// The search key indexes of earlier versions among `present`.
+fn retired_key_indexes(present: &[Existing]) -> Vec<&str> {
+    present
+        .iter()
+        .map(|e| e.name.as_str())
+        .filter(|name| RETIRED_KEY_INDEXES.contains(name))
+        .collect()
 }
 
 /// Brings one index to `want`: its expiry changed in place, an equal one adopted, a different
@@ -534,6 +566,14 @@ pub(super) async fn ensure(
     }
     for want in wanted(audit_retention, seed) {
         ensure_index(db, want).await?;
+    }
+    let users = db.collection::<Document>("users");
+    for name in retired_key_indexes(&existing(db, "users").await?) {
+        users.drop_index(name).await.map_err(ActorError::mongo)?;
+        tracing::info!(
+            index = name,
+            "index retired: its _slot successor serves searches"
+        );
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::messages::{
-    BackfillSearchIndex, Backfilled, DeleteUser, Expect, Guard, IndexPlan, IndexedSearch,
+    BackfillSearchIndex, Backfilled, DeleteUser, Expect, Guard, IndexPlan, Indexed, IndexedSearch,
     ListAudit, RegisterUser, SearchIndexed, SearchPosition, SearchSlice, SearchUsersSlice,
     UpdateUser, UserFilter, Written,
 };
@@ -924,10 +924,7 @@ impl SqliteStore {
     /// is read along the `created_at` index, where matches that dense come soon. Many
     /// candidates and a status besides would need every candidate read to count them: that
     /// search goes on in slices.
-    pub fn search_indexed(
-        c: &Connection,
-        q: SearchIndexed,
-    ) -> Result<Option<IndexedSearch>, ActorError> {
+    pub fn search_indexed(c: &Connection, q: SearchIndexed) -> Result<Option<Indexed>, ActorError> {
         let f = &q.filter;
         let phrase = match search_phrase(f) {
             None => None,
@@ -974,10 +971,10 @@ impl SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
             })
             .map_err(db_error)?;
-        Ok(Some(IndexedSearch {
+        Ok(Some(Indexed::Found(IndexedSearch {
             newest,
             total: u64::try_from(total).unwrap_or(0),
-        }))
+        })))
     }
 
     /// One backfill step ([`BackfillSearchIndex`]): the next `rows` rowids up to `upto` are
