@@ -421,8 +421,10 @@ async fn assert_answers(app: &TestApp, admin: &str, users: &[Stored], query: &Va
 /// every stored user gives, whatever way the store takes. On the embedded store: its trigram
 /// index with the candidates sorted, or with the page read along `created_at` (a slice of 2
 /// makes that come past 40 candidates), a status count, substrings shorter than a trigram in
-/// slices. On MongoDB: slices. Names over a small alphabet share many trigrams; renames and
-/// deletions go through the API (so the index follows writes); substrings carry FTS5 syntax
+/// slices. On MongoDB: a key's holders a range of slots at a time, or slices of every user.
+/// Names over a small alphabet share many trigrams; renames and
+/// deletions go through the API (so the index follows writes), and on MongoDB a few users are
+/// written beside it without keys or slot; substrings carry FTS5 syntax
 /// (`"`, `*`, `AND`) that must read literally. Seeded: `SEARCH_SEED` replays a failure.
 #[actix_web::test]
 async fn random_searches_answer_as_a_filter_of_every_stored_user() {
@@ -470,6 +472,36 @@ async fn random_searches_answer_as_a_filter_of_every_stored_user() {
     for id in ids.iter().skip(3).step_by(11) {
         let response = app.delete_auth(&format!("/auth/{id}"), &admin).await;
         assert!(response.status().is_success(), "{}", response.status());
+    }
+    if !crate::helpers::embedded() {
+        // Written behind the service's back while its keys serve searches: as the seed's module
+        // writes users (no keys, no slot), and as a version before the slots did (keys only).
+        let collection = app.store.mongo().collection::<Document>("users");
+        for (i, status) in ["active", "suspended", "active", "inactive"]
+            .iter()
+            .enumerate()
+        {
+            let (name, email) = (format!("Beside_usr{i}"), format!("beside{i}@ex.com"));
+            let mut user = doc! {
+                "_id": ObjectId::new(),
+                "email": &email,
+                "username": &name,
+                "password_hash": "$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinva",
+                "status": *status,
+                "created_at": BsonDateTime::now(),
+            };
+            if i % 2 == 1 {
+                user.insert(
+                    "username_keys",
+                    actors::domain::search_keys(&name.to_lowercase()),
+                );
+                user.insert("email_keys", actors::domain::search_keys(&email));
+            }
+            collection
+                .insert_one(user)
+                .await
+                .expect("a user written beside");
+        }
     }
     let users = stored_users(&app).await;
 

@@ -298,6 +298,10 @@ fn index_key(f: &UserFilter) -> Option<(&'static str, String)> {
     }
 }
 
+fn limit_usize(limit: i64) -> usize {
+    usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
 /// The sort keys of the users of `docs` that `filter` matches.
 fn matching(filter: &UserFilter, docs: &[Document]) -> Vec<(DateTime<Utc>, UserId)> {
     docs.iter()
@@ -1127,19 +1131,36 @@ impl MongoStore {
             .map_err(ActorError::mongo)
     }
 
+    /// Up to `limit` users `filter` finds, with the fields a search compares, read within
+    /// [`SEARCH_BUDGET`] of the server's time.
+    async fn read_within_budget(
+        &self,
+        filter: Document,
+        limit: i64,
+    ) -> mongodb::error::Result<Vec<Document>> {
+        self.users()
+            .find(filter)
+            .projection(doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1})
+            .limit(limit)
+            .max_time(SEARCH_BUDGET)
+            .await?
+            .try_collect()
+            .await
+    }
+
     /// Begins a search from the key indexes ([`SearchIndexed`]), once every user has keys: in
-    /// one turn, the users written without keys since the backfill looked (by the seed's
-    /// module, an import), then ranges of slots of the holders of the first substring's key
-    /// ([`probe_key`]) or, with no substring, of the status asked for, through the
-    /// `(key, search_slot)` index, until about `examine` holders are read; the search goes on
-    /// in slices of the holders ([`SearchPosition::MongoKeyed`]). A few holders take one turn,
-    /// however many users there are; a key every user holds is read a slice at a time from the
-    /// first, and no read is unbounded (SecantusDB reads all of a key's holders whatever the
-    /// limit of a query). More keyless users than `sort_at_most` (or a read of them past
-    /// [`SEARCH_BUDGET`]) turn the keys off until the backfill, which looks again every 30 s,
-    /// has keyed them. One field's equality and the slot only, since SecantusDB reads the
-    /// whole collection for a query that combines a key with another condition on the same
-    /// array or an `$or`.
+    /// one turn, the users written without a slot or without keys since the backfill looked
+    /// (by the seed's module, an import, an earlier version), then ranges of slots of the
+    /// holders of the first substring's key ([`probe_key`]) or, with no substring, of the
+    /// status asked for, through the `(key, search_slot)` index, until about `examine` holders
+    /// are read; the search goes on in slices of the holders ([`SearchPosition::MongoKeyed`]).
+    /// A few holders take one turn, however many users there are; a key every user holds is
+    /// read a slice at a time from the first, and no read of holders is unbounded (SecantusDB
+    /// reads all of a key's holders whatever the limit of a query). More users without a slot
+    /// or keys than `sort_at_most` (or a read of them past [`SEARCH_BUDGET`]) turn the keys off
+    /// until the backfill, which looks again every 30 s, has keyed them. One field's equality
+    /// and the slot only, since SecantusDB reads the whole collection for a query that combines
+    /// a key with another condition on the same array or an `$or`.
     pub async fn search_indexed(self, q: SearchIndexed) -> Result<Option<Indexed>, ActorError> {
         if !self.search_ready.load(Ordering::Relaxed) {
             return Ok(None);
@@ -1147,40 +1168,39 @@ impl MongoStore {
         let Some((field, key)) = index_key(&q.filter) else {
             return Ok(None);
         };
-        let mut slices = Vec::new();
+        // The users the ranges of holders cannot reach: those without a slot, and without
+        // keys (written behind the service's back: the seed's module, an import, an earlier
+        // version), each read through its index.
+        let limit = i64::from(q.sort_at_most) + 1;
+        let mut lacking = vec![doc! {"search_slot": Bson::Null}];
         if field != "status" {
-            let limit = i64::from(q.sort_at_most) + 1;
-            let keyless = self
-                .users()
-                .find(doc! {field: Bson::Null})
-                .projection(
-                    doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1},
-                )
-                .limit(limit)
-                .max_time(SEARCH_BUDGET)
-                .await;
-            let keyless = match keyless {
-                Ok(cursor) => cursor.try_collect::<Vec<Document>>().await,
-                Err(e) => Err(e),
-            };
-            match keyless {
-                Ok(docs) if docs.len() < usize::try_from(limit).unwrap_or(usize::MAX) => {
-                    slices.push(SearchSlice {
-                        matches: matching(&q.filter, &docs),
-                        // A backfill may key and slot them before the holders are read.
-                        may_recur: true,
-                        next: None,
-                    });
+            lacking.push(doc! {field: Bson::Null});
+        }
+        let mut outside = Vec::new();
+        for filter in lacking {
+            match self.read_within_budget(filter, limit).await {
+                Ok(docs) if outside.len() + docs.len() < limit_usize(limit) => {
+                    outside.extend(docs);
                 }
                 Err(e) if !over_time(&e) => return Err(ActorError::mongo(e)),
                 _ => {
-                    // Written without keys behind the service's back (an import): searches go
-                    // on in slices until the background backfill has keyed them.
+                    // Too many: searches go on in slices of every user until the background
+                    // backfill has keyed and slotted them.
                     self.search_ready.store(false, Ordering::Relaxed);
                     return Ok(None);
                 }
             }
         }
+        // A user without either is read twice: counted once.
+        let mut matches = matching(&q.filter, &outside);
+        matches.sort_unstable();
+        matches.dedup();
+        let mut slices = vec![SearchSlice {
+            matches,
+            // A backfill may key and slot them before the holders are read.
+            may_recur: true,
+            next: None,
+        }];
         let (mut range, mut read) = (SlotRange::first_keyed(), 0u32);
         loop {
             let mut filter = doc! {field: &key};

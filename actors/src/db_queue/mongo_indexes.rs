@@ -462,12 +462,14 @@ pub(super) async fn plan(
     Ok(plan)
 }
 
-/// The search key indexes of earlier versions among `present`.
+/// The search key indexes of earlier versions among `present`: of their names and on their
+/// field alone.
 fn retired_key_indexes(present: &[Existing]) -> Vec<&str> {
     present
         .iter()
+        .filter(|e| RETIRED_KEY_INDEXES.contains(&e.name.as_str()))
+        .filter(|e| e.keys == [(e.name.clone(), 1)])
         .map(|e| e.name.as_str())
-        .filter(|name| RETIRED_KEY_INDEXES.contains(name))
         .collect()
 }
 
