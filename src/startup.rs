@@ -11,6 +11,7 @@ use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
 use actix_web::rt::net::TcpStream;
+use actix_web::rt::task::JoinHandle;
 use actix_web::{web, App};
 use actors::account::{AccountActors, AccountSettings};
 use actors::db_queue::{
@@ -342,19 +343,36 @@ fn spawn_search_backfill(db: DbQueue, rows: u32) {
 
 /// Prepares the database's indexes once it answers (retrying with a growing pause, at most
 /// 5 s), marks it prepared, then creates the bootstrap administrator if one is configured.
-/// Data that cannot meet the indexes is logged and leaves the service not ready.
+/// `running` is a first preparation still under way (much data to take over): its outcome is
+/// awaited first. Data that cannot meet the indexes is logged and leaves the service not ready.
 fn prepare_when_reachable(
     db: DbQueue,
     database: Arc<Dependency>,
     hasher: Mailbox<HasherActor>,
     admin: Option<(BootstrapAdmin, i64)>,
     backfill_rows: u32,
+    running: Option<JoinHandle<Result<(), ActorError>>>,
 ) {
     actix_web::rt::spawn(async move {
+        let mut first = match running {
+            Some(running) => Some(running.await.unwrap_or_else(|e| {
+                Err(ActorError::internal(
+                    "preparing the database",
+                    e.to_string(),
+                ))
+            })),
+            None => None,
+        };
         let mut pause = Duration::from_millis(250);
         loop {
-            tokio::time::sleep(pause).await;
-            match db.prepare().await {
+            let outcome = match first.take() {
+                Some(outcome) => outcome,
+                None => {
+                    tokio::time::sleep(pause).await;
+                    db.prepare().await
+                }
+            };
+            match outcome {
                 Ok(()) => break,
                 Err(ActorError::Unavailable { .. } | ActorError::Timeout(_)) => {
                     pause = (pause * 2).min(Duration::from_secs(5));
@@ -388,6 +406,17 @@ fn prepare_when_reachable(
 /// call deadlines.
 const WORKFLOW_CALLS: u32 = 8;
 
+/// How the first preparation of the database went at start ([`Actors::start_serving`]).
+pub enum Preparation {
+    /// Done: the database serves at once.
+    Done,
+    /// Still running (much data to take over): the service starts not ready, and is ready
+    /// when it is done.
+    Running(JoinHandle<Result<(), ActorError>>),
+    /// The database did not answer: it is prepared when it does.
+    Unreachable,
+}
+
 /// The running actors, started once per process.
 pub struct Actors {
     /// Users with wallets recently read; filled and invalidated by the DbQueueActor only.
@@ -420,12 +449,34 @@ impl Actors {
     /// [`Actors::start`] for `serve`: a database unreachable at start (as a Redis one is) does
     /// not stop the service; it starts not ready, refuses work needing the database (503,
     /// `Retry-After`), and prepares the indexes as soon as the database answers, then runs
-    /// `then` (the bootstrap administrator). Data that cannot meet the indexes still stops
-    /// start-up. Whether it is prepared now is the second value.
-    pub async fn start_serving(settings: &Settings) -> Result<(Self, bool), StartupError> {
+    /// `then` (the bootstrap administrator). A preparation that outlasts one operation's
+    /// deadline (much data to take over: it reads every user) goes on while the service starts,
+    /// not ready, so `/health/live` answers meanwhile. Data that cannot meet the indexes still
+    /// stops start-up when that is known at once (later, it leaves the service not ready).
+    pub async fn start_serving(settings: &Settings) -> Result<(Self, Preparation), StartupError> {
         let actors = Self::start_unindexed(settings).await?;
-        match actors.db.prepare().await {
-            Ok(()) => Ok((actors, true)),
+        let db = actors.db.clone();
+        let mut running = actix_web::rt::spawn(async move { db.prepare().await });
+        let first_wait = Duration::from_millis(settings.mongodb.op_timeout_ms);
+        let outcome = match tokio::time::timeout(first_wait, &mut running).await {
+            Ok(joined) => joined.unwrap_or_else(|e| {
+                Err(ActorError::internal(
+                    "preparing the database",
+                    e.to_string(),
+                ))
+            }),
+            Err(_) => {
+                actors.database.set_prepared(false);
+                tracing::info!(
+                    dependency = actors.database.name,
+                    database = %actors.database_name,
+                    "the database is being prepared (much data to take over): starting not ready"
+                );
+                return Ok((actors, Preparation::Running(running)));
+            }
+        };
+        match outcome {
+            Ok(()) => Ok((actors, Preparation::Done)),
             Err(e @ (ActorError::Unavailable { .. } | ActorError::Timeout(_))) => {
                 actors.database.set_prepared(false);
                 tracing::warn!(
@@ -435,7 +486,7 @@ impl Actors {
                     "the database is unreachable: starting not ready; its indexes are prepared \
                      as soon as it answers"
                 );
-                Ok((actors, false))
+                Ok((actors, Preparation::Unreachable))
             }
             Err(e) => Err(StartupError::Database(e.to_string())),
         }
@@ -503,21 +554,26 @@ impl Actors {
             .map_err(|e| StartupError::Config(e.to_string()))?;
         let balance = settings.wallet.initial_balance;
         let backfill_rows = settings.actors.search_slice.max(1);
-        let (actors, prepared) = Actors::start_serving(settings).await?;
-        if !prepared {
-            prepare_when_reachable(
-                actors.db.clone(),
-                Arc::clone(&actors.database),
-                actors.hasher.clone(),
-                admin.map(|a| (a, balance)),
-                backfill_rows,
-            );
-            return Ok(actors);
-        }
-        if let Some(admin) = admin {
-            bootstrap_admin(&actors.db, &actors.hasher, admin, balance).await?;
-        }
-        spawn_search_backfill(actors.db.clone(), backfill_rows);
+        let (actors, preparation) = Actors::start_serving(settings).await?;
+        let running = match preparation {
+            Preparation::Done => {
+                if let Some(admin) = admin {
+                    bootstrap_admin(&actors.db, &actors.hasher, admin, balance).await?;
+                }
+                spawn_search_backfill(actors.db.clone(), backfill_rows);
+                return Ok(actors);
+            }
+            Preparation::Running(running) => Some(running),
+            Preparation::Unreachable => None,
+        };
+        prepare_when_reachable(
+            actors.db.clone(),
+            Arc::clone(&actors.database),
+            actors.hasher.clone(),
+            admin.map(|a| (a, balance)),
+            backfill_rows,
+            running,
+        );
         Ok(actors)
     }
 }

@@ -1,6 +1,7 @@
 //! Sharing one database with the seed's Python service: password hashes each side can verify,
 //! and users and wallets the seed wrote work here.
 use std::process::Command;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 
@@ -8,7 +9,10 @@ use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{needs_servers, spawn_app, spawn_app_in, Isolation, TestApp, PASSWORD};
+use crate::helpers::{
+    needs_servers, poll_until, ready_status, spawn_app, spawn_app_in, start_service, Isolation,
+    ScratchDir, TestApp, PASSWORD,
+};
 
 /// The Python interpreter with `bcrypt` installed: `TEST_PYTHON`, else the repo's `.venv`.
 pub(crate) fn python() -> String {
@@ -513,4 +517,51 @@ async fn on_a_seed_shaped_database_every_spelling_is_the_seeds_account_with_one_
         let right = app.login(spelling, PASSWORD).await;
         assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS, "{spelling}");
     }
+}
+
+/// Taking over a database reads every user once (which lack an email key, which clash) and
+/// builds the indexes over them: work that grows with the data. It is not held to one
+/// operation's deadline (`MONGODB_OP_TIMEOUT_MS`), which it used to time out against for ever
+/// (100,000 users on SecantusDB on a slow host): with that deadline far below the work, the
+/// service still becomes ready, every user keyed.
+#[actix_web::test]
+async fn a_database_whose_preparation_outlasts_one_operations_deadline_is_still_taken_over() {
+    if !needs_servers("the seed's database is MongoDB") {
+        return;
+    }
+    // Arrange: a seed database of 5,000 users (no email key, no search keys).
+    let iso = Isolation::new();
+    let db = seed_database(&iso, &[]).await;
+    let users: Vec<Document> = (0..5000)
+        .map(|i| {
+            seed_user(
+                &format!("Bulk.{i}@Example.com"),
+                &format!("bulk_{i}"),
+                "$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinva",
+            )
+        })
+        .collect();
+    let collection = db.collection::<Document>("users");
+    for chunk in users.chunks(1000) {
+        collection.insert_many(chunk).await.unwrap();
+    }
+    let scratch = ScratchDir::new("prepare-long");
+
+    // Act: the binary, each operation allowed 40 ms (reading 5,000 users takes longer).
+    let (_service, app) = start_service(&iso, &[("MONGODB_OP_TIMEOUT_MS", "40")], &scratch).await;
+
+    // Assert
+    let client = reqwest::Client::new();
+    assert!(
+        poll_until(Duration::from_secs(120), || async {
+            ready_status(&client, &app.address).await == Some(StatusCode::OK)
+        })
+        .await,
+        "ready once the preparation, however long, is done"
+    );
+    let keyed = collection
+        .count_documents(doc! {"email_key": {"$exists": true}})
+        .await
+        .unwrap();
+    assert_eq!(keyed, 5000);
 }

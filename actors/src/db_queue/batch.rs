@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::LocalBoxFuture;
 use mongodb::bson::{oid::ObjectId, Document};
@@ -77,6 +77,11 @@ pub trait Operation: Send + 'static {
         false
     }
 
+    /// How long it may run, when that is longer than the queue's operation deadline
+    /// (`MONGODB_OP_TIMEOUT_MS`): work whose length grows with the data, done before the
+    /// service serves anything.
+    const TIME_LIMIT: Option<Duration> = None;
+
     fn mongo(self, store: MongoStore) -> impl Future<Output = Result<Self::Output, ActorError>>;
 
     fn sqlite(self, c: &Connection) -> Result<Self::Output, ActorError>;
@@ -87,6 +92,7 @@ pub trait Alone: Send {
     #[cfg(feature = "fault-injection")]
     fn panics(&self) -> bool;
     fn start(&mut self, stats: &Arc<ActorStats>);
+    fn time_limit(&self) -> Option<Duration>;
     fn fail(self: Box<Self>, e: ActorError);
     fn mongo(
         self: Box<Self>,
@@ -110,6 +116,10 @@ impl<M: Operation> Alone for Job<M> {
 
     fn start(&mut self, stats: &Arc<ActorStats>) {
         self.caller.start(stats);
+    }
+
+    fn time_limit(&self) -> Option<Duration> {
+        M::TIME_LIMIT
     }
 
     fn fail(self: Box<Self>, e: ActorError) {
@@ -168,6 +178,14 @@ impl Op {
             Op::WithWallet(_, c) => c.start(stats),
             Op::Stamp(_, c) | Op::Audit(_, c) => c.start(stats),
             Op::Alone(job) => job.start(stats),
+        }
+    }
+
+    /// Its own time limit, if it has one ([`Operation::TIME_LIMIT`]).
+    pub fn time_limit(&self) -> Option<Duration> {
+        match self {
+            Op::Alone(job) => job.time_limit(),
+            _ => None,
         }
     }
 

@@ -34,6 +34,13 @@ pub use store::Store;
 
 use batch::{Caller, Job, Op, Operation};
 
+/// How long the preparation ([`EnsureIndexes`]) may run. It reads every user once (whether
+/// some lack an email key; SecantusDB reads some 40,000 users a second), so its length grows
+/// with the data and does not fit the deadline of one request's operation
+/// (`MONGODB_OP_TIMEOUT_MS`): held to that, start-up timed out and tried again for ever
+/// (100,000 users on SecantusDB on a slow host). Nothing else is served meanwhile.
+pub const PREPARE_TIME_LIMIT: Duration = Duration::from_secs(15 * 60);
+
 pub struct DbQueueActor {
     store: Store,
     stats: Arc<ActorStats>,
@@ -127,7 +134,10 @@ impl DbQueueActor {
         }
         self.running = true;
         let (store, cache, stats) = (self.store.clone(), self.cache.clone(), self.stats.clone());
-        let deadline = Instant::now() + self.op_timeout;
+        // An operation with a time limit of its own (the preparation) runs alone before the
+        // service serves: the batch that carries it has that limit.
+        let limit = ops.iter().filter_map(Op::time_limit).max();
+        let deadline = Instant::now() + limit.map_or(self.op_timeout, |l| l.max(self.op_timeout));
         let batch = async move {
             #[cfg(feature = "fault-injection")]
             if ops.iter().any(Op::panics) {
@@ -226,7 +236,7 @@ impl DbQueue {
     /// Brings the indexes to what the service needs ([`EnsureIndexes`]), the one operation
     /// sent before the database is prepared.
     pub async fn prepare(&self) -> Result<(), ActorError> {
-        self.send(EnsureIndexes).await
+        self.send(EnsureIndexes, PREPARE_TIME_LIMIT).await
     }
 
     /// Adds to the search index the users stored before it existed, a step (`rows` users) per
@@ -265,17 +275,19 @@ impl DbQueue {
                 ),
             ));
         }
-        self.send(msg).await
+        self.send(msg, self.op_timeout).await
     }
 
-    async fn send<M, T>(&self, msg: M) -> Result<T, ActorError>
+    /// Sends `msg` and waits for its answer for the mailbox's deadline to start and `limit` to
+    /// run (and half a second more for the answer to travel).
+    async fn send<M, T>(&self, msg: M, limit: Duration) -> Result<T, ActorError>
     where
         M: Message<Result = Result<T, ActorError>> + Send + 'static,
         T: Send + 'static,
         DbQueueActor: Handler<crate::mailbox::Traced<Queued<M>>>,
     {
         let start_by = Instant::now() + self.mailbox.deadline();
-        let grace = self.op_timeout + Duration::from_millis(500);
+        let grace = limit + Duration::from_millis(500);
         self.mailbox
             .call_with_grace::<Queued<M>, T>(Queued { msg, start_by }, grace)
             .await
@@ -480,6 +492,7 @@ impl Operation for FindUsersByIds {
 
 impl Operation for EnsureIndexes {
     type Output = ();
+    const TIME_LIMIT: Option<Duration> = Some(PREPARE_TIME_LIMIT);
 
     async fn mongo(self, store: MongoStore) -> Result<(), ActorError> {
         store.ensure_indexes().await
