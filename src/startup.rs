@@ -355,12 +355,7 @@ fn prepare_when_reachable(
 ) {
     actix_web::rt::spawn(async move {
         let mut first = match running {
-            Some(running) => Some(running.await.unwrap_or_else(|e| {
-                Err(ActorError::internal(
-                    "preparing the database",
-                    e.to_string(),
-                ))
-            })),
+            Some(running) => Some(finished(running.await)),
             None => None,
         };
         let mut pause = Duration::from_millis(250);
@@ -405,6 +400,18 @@ fn prepare_when_reachable(
 /// bcrypt, the session, the stamp; with room to spare): a whole workflow ends within this many
 /// call deadlines.
 const WORKFLOW_CALLS: u32 = 8;
+
+/// The outcome of a preparation run as a task (a panic in it is an internal error).
+fn finished(
+    joined: Result<Result<(), ActorError>, actix_web::rt::task::JoinError>,
+) -> Result<(), ActorError> {
+    joined.unwrap_or_else(|e| {
+        Err(ActorError::internal(
+            "preparing the database",
+            e.to_string(),
+        ))
+    })
+}
 
 /// How the first preparation of the database went at start ([`Actors::start_serving`]).
 pub enum Preparation {
@@ -459,12 +466,7 @@ impl Actors {
         let mut running = actix_web::rt::spawn(async move { db.prepare().await });
         let first_wait = Duration::from_millis(settings.mongodb.op_timeout_ms);
         let outcome = match tokio::time::timeout(first_wait, &mut running).await {
-            Ok(joined) => joined.unwrap_or_else(|e| {
-                Err(ActorError::internal(
-                    "preparing the database",
-                    e.to_string(),
-                ))
-            }),
+            Ok(joined) => finished(joined),
             Err(_) => {
                 actors.database.set_prepared(false);
                 tracing::info!(
