@@ -69,7 +69,6 @@ start_service() {
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 field() { "$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
-pin_bcrypt_kernel
 
 REDIS_PID=$(timeout 5 redis-cli -h "$REDIS_TEST_HOST" -p "$REDIS_TEST_PORT" info server 2>/dev/null \
   | tr -d '\r' | awk -F: '/^process_id/ {print $2}' || true)

@@ -207,14 +207,3 @@ start_baseline() {
   done
 }
 
-# pin_bcrypt_kernel: for the benchmarks. bcrypt-rust picks its batch kernel by a one-time
-# measurement where the CPU has AVX2 and AVX-512; on AMD Zen 4 they are at parity and the pick
-# is a coin toss, while a 16-wide vector fills only when 16 logins queue. Pins AVX2 where it
-# exists (docs/design.md, "Hasher"), for the service and the ceilings alike; BCRYPT_FORCE_BACKEND=
-# (set and empty) measures the crate's own pick.
-pin_bcrypt_kernel() {
-  if [ -z "${BCRYPT_FORCE_BACKEND+set}" ] && grep -qw avx2 /proc/cpuinfo; then
-    export BCRYPT_FORCE_BACKEND=avx2
-  fi
-  [ -n "${BCRYPT_FORCE_BACKEND:-}" ] || unset BCRYPT_FORCE_BACKEND
-}

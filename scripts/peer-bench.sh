@@ -37,7 +37,6 @@ PEER_PID=$(cat /tmp/peer/run/uvicorn.pid); PEER_DB_PID=$(cat /tmp/peer/run/secan
 
 MONGO_PORT=$(free_port); start_secantus "$MONGO_PORT"
 OUR_DB_PID=$(cat "$RUN_DIR/secantus-$MONGO_PORT.pid")
-pin_bcrypt_kernel
 PORT=$(free_port); RUN_ID="p$(date +%s)"
 env APP_ENV=production HOST=127.0.0.1 PORT="$PORT" BCRYPT_COST=10 AUTH_RATE_LIMIT=0 RUST_LOG=warn \
   MAX_CONCURRENT_SESSIONS=100000 \

@@ -183,6 +183,7 @@ async fn run_async(args: RunArgs) -> Result<bool, String> {
         succeeded: AtomicU64::new(0),
     });
 
+    open_connections(&shared.client, &shared.base, args.concurrency).await;
     let duration = Duration::from_secs_f64(args.duration);
     let pace =
         (args.rate > 0.0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
@@ -227,6 +228,20 @@ async fn run_async(args: RunArgs) -> Result<bool, String> {
         elapsed,
         &cpu_used,
     ))
+}
+
+/// Opens one connection per client before the measured window, as wrk does: a request of
+/// each at once to `/health/live`, left idle in the pool. Otherwise the window's first
+/// latencies are this machine setting up `concurrency` connections at once, the load tool's
+/// CPU and the service's, not the answers measured.
+async fn open_connections(client: &reqwest::Client, base: &str, concurrency: usize) {
+    let url = format!("{base}/health/live");
+    let opened = (0..concurrency).map(|_| async {
+        if let Ok(response) = client.get(&url).send().await {
+            let _ = response.bytes().await;
+        }
+    });
+    futures::future::join_all(opened).await;
 }
 
 /// One line a second on standard error while the run lasts (the report comes at the end):

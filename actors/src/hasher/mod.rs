@@ -4,16 +4,19 @@
 //! Dynamic batching: `bcrypt-rust` runs up to a vector's worth of passwords (8 with AVX2) in the
 //! lanes of one SIMD register, in about the time of four or five one at a time (measured at
 //! start: [`Shape::calibrated`]). So a thread taking work chooses its shape from what is queued
-//! and what is coming ([`Shape::next`]): a full vector when that many of one kind (hashes, or
-//! verifications) are queued; a short wait, bounded by a tenth of a batch's time, when callers
-//! have announced work that would fill it (a login announces its verification when it starts,
-//! before its database look-up); a partial batch when enough are queued for it to beat one at a
-//! time; otherwise one job alone, at once, so a lone login keeps its single-hash latency.
+//! and what is coming ([`Shape::next`]): a wide batch (16, AVX-512, where the CPU has a kernel
+//! that does more per core; see [`kernel`]) when enough are queued to make it pay; a full
+//! vector when that many of one kind (hashes, or verifications) are queued; a short wait,
+//! bounded by a tenth of a batch's time, when callers have announced work that would fill it (a
+//! login announces its verification when it starts, before its database look-up); a partial
+//! batch when enough are queued for it to beat one at a time; otherwise one job alone, at once,
+//! so a lone login keeps its single-hash latency.
 //!
 //! Admission: the pool publishes how long new work would wait (what is queued and running,
 //! times the measured cost per job, over the threads). Beyond `HASHER_QUEUE_TARGET_MS` callers
 //! are refused at once with 503 and a `Retry-After` from that wait, before any bcrypt work, so
 //! a storm keeps the admitted logins' latency and the cores on answers someone still waits for.
+mod kernel;
 pub mod messages;
 
 use std::collections::VecDeque;
@@ -27,6 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::mailbox::ActorStats;
 use crate::ActorError;
+use kernel::Kernels;
 pub use messages::{HashPassword, VerifyPassword};
 
 /// The actix face of the pool: takes messages and queues them for the hashing threads.
@@ -37,35 +41,39 @@ pub struct HasherActor {
 impl HasherActor {
     /// Starts `threads` hashing threads (0 = one per core) and the actor that feeds them.
     ///
-    /// The batch kernel is chosen first, here: by `bcrypt-rust`'s one-time measurement where
-    /// the CPU has more than one (AVX2 and AVX-512), or by its `BCRYPT_FORCE_BACKEND`
-    /// variable, which it refuses with a panic when the CPU cannot run the named kernel; that
-    /// is a configuration error, reported as one.
+    /// The batch kernels are chosen first, here ([`Kernels::detect`]): AVX2 and, where it does
+    /// more per core, AVX-512 for wider batches; or the one `BCRYPT_FORCE_BACKEND` names, which
+    /// `bcrypt-rust` refuses with a panic when the CPU cannot run it; that is a configuration
+    /// error, reported as one.
     pub fn start(
         threads: usize,
         cost: u32,
         queue_target: Duration,
         stats: Arc<ActorStats>,
     ) -> Result<Addr<Self>, String> {
-        let backend = batch_kernel().ok_or_else(|| {
+        let kernels = Kernels::detect().ok_or_else(|| {
             "BCRYPT_FORCE_BACKEND names a bcrypt kernel this CPU cannot run \
              (scalar, sse41, avx2, avx512, ...; or unset it)"
                 .to_string()
         })?;
-        tracing::info!(
-            kernel = backend.name(),
-            lanes = backend.lanes(),
-            "bcrypt batch kernel"
-        );
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
             threads
         };
         stats.set_wait_target(queue_target);
-        let pool = Pool::start(threads, cost, stats);
+        let pool = Pool::start(threads, cost, kernels, stats);
+        let (narrow, wide) = (pool.kernels.narrow, pool.kernels.wide);
+        tracing::info!(
+            kernel = narrow.name(),
+            lanes = narrow.lanes(),
+            wide_kernel = wide.map_or("none", kernel::Kernel::name),
+            wide_lanes = wide.map_or(0, kernel::Kernel::lanes),
+            "bcrypt batch kernels"
+        );
         tracing::info!(
             break_even = pool.shape.break_even,
+            wide_from = pool.shape.wide.map_or(0, |w| w.from),
             max_wait_ms = pool.shape.max_wait.as_secs_f64() * 1e3,
             "bcrypt batch shape"
         );
@@ -189,53 +197,65 @@ enum Next {
     Wait(Duration),
 }
 
-/// The batch policy's figures: the kernel's width, the fewest jobs a batch does in less time
-/// than one at a time, and the longest a thread waits to fill a batch.
+/// The batch policy's figures: the (narrow) kernel's width, the fewest jobs a batch does in
+/// less time than one at a time, the longest a thread waits to fill a batch, and the wide
+/// kernel's batches, if the CPU has one that pays.
 #[derive(Debug, Clone, Copy)]
 struct Shape {
     lanes: usize,
     break_even: usize,
     max_wait: Duration,
+    wide: Option<Wide>,
+}
+
+/// Batches of the wide kernel: from `from` queued jobs (where one does more per second than a
+/// full narrow batch) up to `lanes`.
+#[derive(Debug, Clone, Copy)]
+struct Wide {
+    from: usize,
+    lanes: usize,
 }
 
 impl Shape {
     /// Measured once at start, at cost 4 (a few milliseconds): one hash alone and one full
-    /// batch; their ratio is the break-even (the cost factor cancels out), and the batch's time
-    /// at `cost` bounds the wait (a tenth of it, at most 50 ms).
-    fn calibrated(lanes: usize, cost: u32) -> (Self, Duration) {
+    /// batch of each kernel; the narrow batch's time over one alone is the break-even (the cost
+    /// factor cancels out), the batch's time at `cost` bounds the wait (a tenth of it, at most
+    /// 50 ms), and the wide kernel is kept only where it pays ([`Kernels::calibrated`]).
+    /// Returns the kernels kept and one job's time alone at `cost`.
+    fn calibrated(kernels: Kernels, cost: u32) -> (Self, Kernels, Duration) {
         const PROBE_COST: u32 = 4;
         let scale = 2f64.powi(cost.saturating_sub(PROBE_COST) as i32);
-        let time = |f: &dyn Fn()| {
-            f(); // warm
-            let started = Instant::now();
-            for _ in 0..3 {
-                f();
-            }
-            started.elapsed().as_secs_f64() / 3.0
-        };
-        let one = time(&|| {
+        let one = kernel::seconds(&|| {
             let _ = bcrypt::hash_with_result("calibration", PROBE_COST);
         });
+        let lanes = kernels.narrow.lanes();
         if lanes < 2 {
             let shape = Shape {
                 lanes: 1,
                 break_even: 1,
                 max_wait: Duration::ZERO,
+                wide: None,
             };
-            return (shape, Duration::from_secs_f64(one * scale));
+            let alone = Kernels {
+                wide: None,
+                ..kernels
+            };
+            return (shape, alone, Duration::from_secs_f64(one * scale));
         }
-        let passwords = vec![b"calibration".as_slice(); lanes];
-        let batch = time(&|| {
-            let _ = bcrypt::hash_many(&passwords, PROBE_COST);
-        });
+        let (kernels, batch, wide_from) = kernels.calibrated(kernel::seconds);
         let break_even = ((batch / one.max(1e-9)).ceil() as usize).clamp(2, lanes);
         let max_wait = Duration::from_secs_f64(batch * scale / 10.0).min(Duration::from_millis(50));
+        let wide = (kernels.wide.zip(wide_from)).map(|(wide, from)| Wide {
+            from,
+            lanes: wide.lanes(),
+        });
         let shape = Shape {
             lanes,
             break_even,
             max_wait,
+            wide,
         };
-        (shape, Duration::from_secs_f64(one * scale))
+        (shape, kernels, Duration::from_secs_f64(one * scale))
     }
 
     /// The choice for `queued` jobs of the front's kind, `announced` more on their way, after
@@ -243,6 +263,9 @@ impl Shape {
     fn next(&self, queued: usize, announced: usize, waited: Duration) -> Next {
         if self.lanes < 2 {
             return Next::One;
+        }
+        if let Some(wide) = self.wide.filter(|wide| queued >= wide.from) {
+            return Next::Batch(queued.min(wide.lanes));
         }
         if queued >= self.lanes {
             return Next::Batch(self.lanes);
@@ -265,6 +288,8 @@ struct Pool {
     cost: u32,
     threads: usize,
     shape: Shape,
+    /// The batch kernels: a batch wider than the narrow one's width runs on the wide one.
+    kernels: Kernels,
     stats: Arc<ActorStats>,
     /// Jobs being hashed now.
     running: AtomicUsize,
@@ -278,10 +303,9 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(threads: usize, cost: u32, stats: Arc<ActorStats>) -> Arc<Self> {
-        let lanes = batch_kernel().map_or(1, |kernel| kernel.lanes());
-        let (shape, one) = Shape::calibrated(lanes, cost);
-        stats.set_lanes(shape.lanes);
+    fn start(threads: usize, cost: u32, kernels: Kernels, stats: Arc<ActorStats>) -> Arc<Self> {
+        let (shape, kernels, one) = Shape::calibrated(kernels, cost);
+        stats.set_lanes(kernels.lanes());
         let pool = Arc::new(Pool {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -291,6 +315,7 @@ impl Pool {
             cost,
             threads: threads.max(1),
             shape,
+            kernels,
             stats,
             running: AtomicUsize::new(0),
             per_job_ns: AtomicU64::new(u64::try_from(one.as_nanos()).unwrap_or(u64::MAX)),
@@ -445,7 +470,11 @@ impl Pool {
             let passwords: Vec<&[u8]> = (jobs.iter())
                 .map(|(msg, _)| msg.password.expose().as_bytes())
                 .collect();
-            match bcrypt::hash_many(&passwords, self.cost) {
+            match self
+                .kernels
+                .for_batch(jobs.len())
+                .hash_many(&passwords, self.cost)
+            {
                 Ok(hashes) if hashes.len() == jobs.len() => hashes.into_iter().map(Ok).collect(),
                 Ok(_) => (jobs.iter())
                     .map(|_| Err(ActorError::internal("bcrypt hash", "batch lost a result")))
@@ -475,9 +504,7 @@ impl Pool {
                 .map(|(msg, _)| msg.password.expose().as_bytes())
                 .collect();
             let hashes: Vec<&str> = jobs.iter().map(|(msg, _)| msg.hash.as_str()).collect();
-            (bcrypt::verify_many(&passwords, &hashes).into_iter())
-                .map(|r| r.unwrap_or(false))
-                .collect()
+            (self.kernels.for_batch(jobs.len())).verify_many(&passwords, &hashes)
         };
         for (((_, reply), timer), verdict) in jobs.into_iter().zip(timers).zip(verdicts) {
             let result = Ok(verdict);
@@ -505,7 +532,7 @@ fn take_alike<T>(jobs: &mut VecDeque<T>, n: usize, kind: impl Fn(&T) -> bool) ->
 
 #[cfg(test)]
 mod tests {
-    use super::{take_alike, Job, Next, Pool, Shape};
+    use super::{take_alike, Job, Kernels, Next, Pool, Shape, Wide};
     use crate::domain::Password;
     use crate::hasher::VerifyPassword;
     use crate::mailbox::ActorStats;
@@ -516,7 +543,8 @@ mod tests {
     #[test]
     fn work_whose_caller_stopped_waiting_is_dropped_unhashed() {
         // No threads: the test takes the batches itself.
-        let pool = Pool::start(0, 4, ActorStats::new("hasher", 16));
+        let kernels = Kernels::detect().expect("a batch kernel");
+        let pool = Pool::start(0, 4, kernels, ActorStats::new("hasher", 16));
         let mut waiting = Vec::new();
         for n in 0..10 {
             let (reply, answer) = oneshot::channel();
@@ -545,6 +573,7 @@ mod tests {
         lanes: 8,
         break_even: 5,
         max_wait: Duration::from_millis(20),
+        wide: None,
     };
     const MS: Duration = Duration::from_millis(1);
 
@@ -581,16 +610,49 @@ mod tests {
             lanes: 1,
             break_even: 1,
             max_wait: Duration::ZERO,
+            wide: None,
         };
         assert_eq!(scalar.next(9, 4, Duration::ZERO), Next::One);
     }
 
     #[test]
+    fn a_deep_queue_takes_a_wide_batch_where_one_pays_and_a_shallow_one_the_narrow_vector() {
+        // AVX-512 beside AVX2: 16 lanes, doing more per second than a full 8 from 15 jobs.
+        let both = Shape {
+            wide: Some(Wide {
+                from: 15,
+                lanes: 16,
+            }),
+            ..SHAPE
+        };
+        assert_eq!(both.next(40, 0, Duration::ZERO), Next::Batch(16));
+        assert_eq!(both.next(16, 3, Duration::ZERO), Next::Batch(16));
+        assert_eq!(both.next(15, 0, Duration::ZERO), Next::Batch(15));
+        // Fewer: the narrow kernel's vector, as without a wide one.
+        assert_eq!(both.next(14, 9, Duration::ZERO), Next::Batch(8));
+        assert_eq!(both.next(8, 0, Duration::ZERO), Next::Batch(8));
+        assert_eq!(both.next(1, 6, Duration::ZERO), Next::Wait(20 * MS));
+        assert_eq!(both.next(4, 0, Duration::ZERO), Next::One);
+    }
+
+    #[test]
     fn the_calibrated_shape_is_within_the_kernels_width() {
-        let (shape, one) = Shape::calibrated(8, 10);
-        assert!((2..=8).contains(&shape.break_even), "{shape:?}");
+        let kernels = Kernels::detect().expect("a batch kernel");
+        let (shape, kept, one) = Shape::calibrated(kernels, 10);
+        let lanes = kernels.narrow.lanes();
+        assert_eq!(shape.lanes, lanes);
+        assert!(
+            lanes < 2 || (2..=lanes).contains(&shape.break_even),
+            "{shape:?}"
+        );
         assert!(shape.max_wait <= Duration::from_millis(50));
         assert!(one > Duration::ZERO);
+        if let Some(wide) = shape.wide {
+            assert!(wide.from > lanes && wide.from <= wide.lanes, "{shape:?}");
+            assert_eq!(kept.wide.map(|k| k.lanes()), Some(wide.lanes));
+        } else {
+            assert!(kept.wide.is_none());
+        }
     }
 
     /// Jobs as numbers: even ones are one kind (verifications), odd ones the other (hashes).
