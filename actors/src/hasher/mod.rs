@@ -259,13 +259,17 @@ impl Shape {
     }
 
     /// The choice for `queued` jobs of the front's kind, `announced` more on their way, after
-    /// this thread has waited `waited` for them.
-    fn next(&self, queued: usize, announced: usize, waited: Duration) -> Next {
+    /// this thread has waited `waited` for them, while `idle` other threads look for work too.
+    /// A wide batch leaves a narrow vector's worth for each idle thread: at 16 clients on two
+    /// threads, one wide batch of 16 would leave the other thread nothing, for half the work
+    /// per second of two narrow ones.
+    fn next(&self, queued: usize, announced: usize, waited: Duration, idle: usize) -> Next {
         if self.lanes < 2 {
             return Next::One;
         }
-        if let Some(wide) = self.wide.filter(|wide| queued >= wide.from) {
-            return Next::Batch(queued.min(wide.lanes));
+        let spare = queued.saturating_sub(idle.saturating_mul(self.lanes));
+        if let Some(wide) = self.wide.filter(|wide| spare >= wide.from) {
+            return Next::Batch(spare.min(wide.lanes));
         }
         if queued >= self.lanes {
             return Next::Batch(self.lanes);
@@ -293,6 +297,8 @@ struct Pool {
     stats: Arc<ActorStats>,
     /// Jobs being hashed now.
     running: AtomicUsize,
+    /// Threads waiting for work or choosing it (in [`Pool::next_batch`]).
+    looking: AtomicUsize,
     /// One thread's bcrypt time per job, in nanoseconds, as recent batches ran (a moving
     /// average; at start, one job alone at the configured cost).
     per_job_ns: AtomicU64,
@@ -318,6 +324,7 @@ impl Pool {
             kernels,
             stats,
             running: AtomicUsize::new(0),
+            looking: AtomicUsize::new(0),
             per_job_ns: AtomicU64::new(u64::try_from(one.as_nanos()).unwrap_or(u64::MAX)),
             per_batch: metrics::histogram!("csum_hasher_passwords_per_batch"),
             fill_wait: metrics::histogram!("csum_hasher_fill_wait_seconds"),
@@ -405,6 +412,13 @@ impl Pool {
     /// Waits for work and takes it in the shape [`Shape::next`] chooses; `None` once the pool
     /// is closed.
     fn next_batch(&self) -> Option<Vec<Job>> {
+        self.looking.fetch_add(1, Ordering::Relaxed);
+        let batch = self.choose_batch();
+        self.looking.fetch_sub(1, Ordering::Relaxed);
+        batch
+    }
+
+    fn choose_batch(&self) -> Option<Vec<Job>> {
         let mut queue = self.lock();
         let mut filling: Option<Instant> = None;
         loop {
@@ -419,7 +433,12 @@ impl Pool {
             };
             let queued = queue.jobs.iter().filter(|j| j.is_hash() == front).count();
             let waited = filling.map_or(Duration::ZERO, |since| since.elapsed());
-            let batch = match self.shape.next(queued, self.stats.announced(), waited) {
+            // The other threads waiting for work (this one is among those looking).
+            let idle = self.looking.load(Ordering::Relaxed).saturating_sub(1);
+            let batch = match self
+                .shape
+                .next(queued, self.stats.announced(), waited, idle)
+            {
                 Next::Batch(n) => take_alike(&mut queue.jobs, n, Job::is_hash),
                 Next::One => queue.jobs.pop_front().into_iter().collect(),
                 Next::Wait(left) => {
@@ -579,29 +598,29 @@ mod tests {
 
     #[test]
     fn an_idle_pool_runs_a_lone_job_at_once() {
-        assert_eq!(SHAPE.next(1, 0, Duration::ZERO), Next::One);
-        assert_eq!(SHAPE.next(4, 0, Duration::ZERO), Next::One);
+        assert_eq!(SHAPE.next(1, 0, Duration::ZERO, 0), Next::One);
+        assert_eq!(SHAPE.next(4, 0, Duration::ZERO, 0), Next::One);
     }
 
     #[test]
     fn a_full_vector_goes_at_once_and_a_partial_one_when_it_beats_one_at_a_time() {
-        assert_eq!(SHAPE.next(12, 3, Duration::ZERO), Next::Batch(8));
-        assert_eq!(SHAPE.next(8, 0, Duration::ZERO), Next::Batch(8));
-        assert_eq!(SHAPE.next(6, 0, Duration::ZERO), Next::Batch(6));
-        assert_eq!(SHAPE.next(5, 0, Duration::ZERO), Next::Batch(5));
+        assert_eq!(SHAPE.next(12, 3, Duration::ZERO, 0), Next::Batch(8));
+        assert_eq!(SHAPE.next(8, 0, Duration::ZERO, 0), Next::Batch(8));
+        assert_eq!(SHAPE.next(6, 0, Duration::ZERO, 0), Next::Batch(6));
+        assert_eq!(SHAPE.next(5, 0, Duration::ZERO, 0), Next::Batch(5));
     }
 
     #[test]
     fn announced_work_that_would_fill_a_batch_is_waited_for_within_the_bound() {
-        assert_eq!(SHAPE.next(1, 6, Duration::ZERO), Next::Wait(20 * MS));
-        assert_eq!(SHAPE.next(3, 2, 5 * MS), Next::Wait(15 * MS));
+        assert_eq!(SHAPE.next(1, 6, Duration::ZERO, 0), Next::Wait(20 * MS));
+        assert_eq!(SHAPE.next(3, 2, 5 * MS, 0), Next::Wait(15 * MS));
         // A batch that can run already waits for the rest of a vector too, as long.
-        assert_eq!(SHAPE.next(5, 2, 19 * MS), Next::Wait(MS));
+        assert_eq!(SHAPE.next(5, 2, 19 * MS, 0), Next::Wait(MS));
         // The bound reached: what is there goes.
-        assert_eq!(SHAPE.next(5, 2, 20 * MS), Next::Batch(5));
-        assert_eq!(SHAPE.next(1, 6, 25 * MS), Next::One);
+        assert_eq!(SHAPE.next(5, 2, 20 * MS, 0), Next::Batch(5));
+        assert_eq!(SHAPE.next(1, 6, 25 * MS, 0), Next::One);
         // Too few coming to make a batch worth it: no wait.
-        assert_eq!(SHAPE.next(2, 2, Duration::ZERO), Next::One);
+        assert_eq!(SHAPE.next(2, 2, Duration::ZERO, 0), Next::One);
     }
 
     #[test]
@@ -612,7 +631,7 @@ mod tests {
             max_wait: Duration::ZERO,
             wide: None,
         };
-        assert_eq!(scalar.next(9, 4, Duration::ZERO), Next::One);
+        assert_eq!(scalar.next(9, 4, Duration::ZERO, 0), Next::One);
     }
 
     #[test]
@@ -625,14 +644,19 @@ mod tests {
             }),
             ..SHAPE
         };
-        assert_eq!(both.next(40, 0, Duration::ZERO), Next::Batch(16));
-        assert_eq!(both.next(16, 3, Duration::ZERO), Next::Batch(16));
-        assert_eq!(both.next(15, 0, Duration::ZERO), Next::Batch(15));
+        assert_eq!(both.next(40, 0, Duration::ZERO, 0), Next::Batch(16));
+        assert_eq!(both.next(16, 3, Duration::ZERO, 0), Next::Batch(16));
+        assert_eq!(both.next(15, 0, Duration::ZERO, 0), Next::Batch(15));
         // Fewer: the narrow kernel's vector, as without a wide one.
-        assert_eq!(both.next(14, 9, Duration::ZERO), Next::Batch(8));
-        assert_eq!(both.next(8, 0, Duration::ZERO), Next::Batch(8));
-        assert_eq!(both.next(1, 6, Duration::ZERO), Next::Wait(20 * MS));
-        assert_eq!(both.next(4, 0, Duration::ZERO), Next::One);
+        assert_eq!(both.next(14, 9, Duration::ZERO, 0), Next::Batch(8));
+        assert_eq!(both.next(8, 0, Duration::ZERO, 0), Next::Batch(8));
+        assert_eq!(both.next(1, 6, Duration::ZERO, 0), Next::Wait(20 * MS));
+        assert_eq!(both.next(4, 0, Duration::ZERO, 0), Next::One);
+        // Another thread idle: a narrow vector is left for it first.
+        assert_eq!(both.next(16, 0, Duration::ZERO, 1), Next::Batch(8));
+        assert_eq!(both.next(22, 0, Duration::ZERO, 1), Next::Batch(8));
+        assert_eq!(both.next(23, 0, Duration::ZERO, 1), Next::Batch(15));
+        assert_eq!(both.next(40, 0, Duration::ZERO, 1), Next::Batch(16));
     }
 
     #[test]
