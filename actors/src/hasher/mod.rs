@@ -8,9 +8,10 @@
 //! that does more per core; see [`kernel`]) when enough are queued to make it pay; a full
 //! vector when that many of one kind (hashes, or verifications) are queued; a short wait,
 //! bounded by a tenth of a batch's time, when callers have announced work that would fill it (a
-//! login announces its verification when it starts, before its database look-up); a partial
-//! batch when enough are queued for it to beat one at a time; otherwise one job alone, at once,
-//! so a lone login keeps its single-hash latency.
+//! login announces its verification when it starts, before its database look-up) or the
+//! callers its last batch answered are not all back yet; a partial batch when enough are queued
+//! for it to beat one at a time; otherwise one job alone, at once, so a lone login keeps its
+//! single-hash latency. Threads idle beside it are left what they can do alone meanwhile.
 //!
 //! Admission: the pool publishes how long new work would wait (what is queued and running,
 //! times the measured cost per job, over the threads). Beyond `HASHER_QUEUE_TARGET_MS` callers
