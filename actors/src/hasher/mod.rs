@@ -240,11 +240,8 @@ impl Shape {
                 batch: Duration::from_secs_f64(one * scale),
                 wide: None,
             };
-            let alone = Kernels {
-                wide: None,
-                ..kernels
-            };
-            return (shape, alone, Duration::from_secs_f64(one * scale));
+            // A one-lane narrow kernel means no AVX2, so no wide kernel either.
+            return (shape, kernels, Duration::from_secs_f64(one * scale));
         }
         let (kernels, batch, wide_from) = kernels.calibrated(kernel::seconds);
         let break_even = ((batch / one.max(1e-9)).ceil() as usize).clamp(2, lanes);
