@@ -324,7 +324,10 @@ pub async fn plan_migration(settings: &Settings) -> Result<(String, IndexPlan), 
 /// MongoDB the search memory is filled beside it ([`spawn_search_memory`]).
 fn spawn_search_backfill(db: DbQueue, rows: u32) {
     if db.keeps_search_memory() {
-        spawn_search_memory(db.clone(), rows);
+        // A quarter of a slice a step: a login's three operations each wait for one step at
+        // most while it fills (a whole slice a step: logins of 208 ms p50 at 100,000 users on
+        // SecantusDB, against 18 ms alone).
+        spawn_search_memory(db.clone(), (rows / 4).max(1));
     }
     actix_web::rt::spawn(async move {
         loop {
@@ -347,7 +350,7 @@ fn spawn_search_backfill(db: DbQueue, rows: u32) {
     });
 }
 
-/// Fills the search memory (MongoDB's) in steps of `chunk` users, in the background, then keeps
+/// Fills the search memory (MongoDB's) in steps of about `chunk` users, in the background, then keeps
 /// it current: every second the changes since are applied, so a search has few left to apply
 /// before it answers. A step that fails sets the memory aside; the next fills it again.
 fn spawn_search_memory(db: DbQueue, chunk: u32) {

@@ -256,10 +256,17 @@ impl DbQueue {
     }
 
     /// Steps of keeping the search memory ([`KeepSearchMemory`], `chunk` users or events a
-    /// turn) until none is due.
+    /// turn) until none is due, each followed by a pause as long as it took: the steps hold
+    /// the queue half the time at most, so an operation sent meanwhile finds it free as often
+    /// as not, and waits for one step at most.
     pub async fn keep_search_memory(&self, chunk: u32) -> Result<(), ActorError> {
-        while self.call(KeepSearchMemory { chunk }).await? {}
-        Ok(())
+        loop {
+            let started = Instant::now();
+            if !self.call(KeepSearchMemory { chunk }).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(started.elapsed()).await;
+        }
     }
 
     /// Brings the indexes to what the service needs ([`EnsureIndexes`]), the one operation
