@@ -189,9 +189,8 @@ impl SearchMemory {
         keep: usize,
         most: u32,
     ) -> Option<IndexedSearch> {
-        if self.serving().is_none() {
-            return None;
-        }
+        // Not serving: no lock taken, the indexes answer.
+        self.serving()?;
         let mut state = self.state.lock().await;
         let (stage, held) = &mut *state;
         let Stage::Current(events) = stage else {
