@@ -691,6 +691,30 @@ async fn the_search_memory_answers_with_every_write_acknowledged_before_the_sear
     );
 }
 
+/// `n` searches for `query`, each sent when `barrier` releases it; their answers.
+fn racing_searches(
+    app: &std::sync::Arc<TestApp>,
+    admin: &str,
+    query: &Value,
+    barrier: &std::sync::Arc<tokio::sync::Barrier>,
+    n: usize,
+) -> Vec<actix_web::rt::task::JoinHandle<Value>> {
+    (0..n)
+        .map(|_| {
+            let (app, barrier, admin, query) = (
+                app.clone(),
+                barrier.clone(),
+                admin.to_string(),
+                query.clone(),
+            );
+            actix_web::rt::spawn(async move {
+                barrier.wait().await;
+                search(&app, &admin, &query).await
+            })
+        })
+        .collect()
+}
+
 /// Searches racing registrations and deletions (released at once, several rounds): a racing
 /// search counts at most what was written, and a search after the writes are acknowledged
 /// counts every one of them, on the embedded store's index and on MongoDB's search memory.
@@ -725,14 +749,7 @@ async fn searches_racing_writes_count_every_acknowledged_one() {
                 body["data"]["user"]["_id"].as_str().unwrap().to_string()
             })
         });
-        let searches = (0..SEARCHERS).map(|_| {
-            let (app, barrier, admin, query) =
-                (app.clone(), barrier.clone(), admin.clone(), query.clone());
-            actix_web::rt::spawn(async move {
-                barrier.wait().await;
-                search(&app, &admin, &query).await
-            })
-        });
+        let searches = racing_searches(&app, &admin, &query, &barrier, SEARCHERS);
         let (ids, during) = futures::join!(join_all(writes), join_all(searches));
         let ids: Vec<String> = ids.into_iter().map(Result::unwrap).collect();
         for body in during {
@@ -759,14 +776,7 @@ async fn searches_racing_writes_count_every_acknowledged_one() {
                 assert!(response.status().is_success(), "{}", response.status());
             })
         });
-        let searches = (0..SEARCHERS).map(|_| {
-            let (app, barrier, admin, query) =
-                (app.clone(), barrier.clone(), admin.clone(), query.clone());
-            actix_web::rt::spawn(async move {
-                barrier.wait().await;
-                search(&app, &admin, &query).await
-            })
-        });
+        let searches = racing_searches(&app, &admin, &query, &barrier, SEARCHERS);
         let (deleted, during) = futures::join!(join_all(deletes), join_all(searches));
         deleted.into_iter().for_each(Result::unwrap);
         for body in during {
