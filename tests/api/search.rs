@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use crate::helpers::{needs_servers, spawn_app_in, Isolation, TestApp, ADMIN_EMAIL, PASSWORD};
 
 /// A service with a bootstrap administrator, and that administrator's access token. On MongoDB
-/// its searches read the key indexes and slices (the ways these tests test), unless `extra`
-/// turns the search memory on ([`REMEMBER`]).
+/// its searches read the key indexes and slices (the test environment turns the search memory
+/// off), unless `extra` turns the memory on ([`REMEMBER`]).
 async fn admin_app(iso: &Isolation, extra: &[(&str, &str)]) -> (TestApp, String) {
     let mut settings = vec![
         ("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
@@ -20,9 +20,6 @@ async fn admin_app(iso: &Isolation, extra: &[(&str, &str)]) -> (TestApp, String)
         ("BOOTSTRAP_ADMIN_PASSWORD", PASSWORD),
         ("MAX_CONCURRENT_SESSIONS", "5"),
     ];
-    if !extra.iter().any(|(k, _)| *k == REMEMBER.0) {
-        settings.push(("APP__ACTORS__SEARCH_MEMORY", "0"));
-    }
     settings.extend_from_slice(extra);
     let app = spawn_app_in(iso, &settings).await;
     let (admin, _) = app.tokens_for(ADMIN_EMAIL).await;
