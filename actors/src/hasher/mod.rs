@@ -279,9 +279,10 @@ impl Shape {
         if self.lanes < 2 {
             return Next::One;
         }
-        let spare = queued.saturating_sub(idle.saturating_mul(self.lanes));
-        if let Some(wide) = self.wide.filter(|wide| spare >= wide.from) {
-            return Next::Batch(spare.min(wide.lanes));
+        // What is left after a narrow vector for each idle thread: a wide batch takes only that.
+        let beyond_narrow = queued.saturating_sub(idle.saturating_mul(self.lanes));
+        if let Some(wide) = self.wide.filter(|wide| beyond_narrow >= wide.from) {
+            return Next::Batch(beyond_narrow.min(wide.lanes));
         }
         // Each other thread that is idle can hash about `break_even - 1` jobs alone in the time
         // of a batch: those are left to it. 4 jobs on two threads, one at a time on each, are
