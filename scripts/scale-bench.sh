@@ -2,8 +2,9 @@
 # How the service's costs grow with its users (issue 32). For each size, USERS users are written
 # straight into a fresh store as the service stores them (on the embedded store its triggers
 # index them; on MongoDB their search keys and slot are written with them), then the release
-# binary is started on it and measured: start-up (to /health/ready), a login (p50/p95, cost 4),
-# /auth/me, administrator searches (no match, few matches, the first search of a key every user
+# binary is started on it and measured: start-up (to /health/ready), on MongoDB how long the
+# search memory takes to fill (logins sent meanwhile), a login (p50/p95, cost 4), /auth/me,
+# administrator searches (no match, few matches, the first search of a key every user
 # holds with a login sent 150 ms into it, a match of every user, a status),
 # a two-letter search (too short for any index: read in slices) and a login sent 150 ms into
 # it, and the service's RSS; on the embedded store then, the same store without its search index
@@ -13,12 +14,15 @@
 # Env: BACKEND (embedded, the default, or mongodb: SecantusDB + Redis), BIN (default
 #      target/release/cs-user-management), SIZES (default "10000 100000 1000000" embedded,
 #      "10000 100000" mongodb), REPS (requests per figure, default 20), SAME_DATE=1 (every
-#      user registered in the same millisecond, as a bulk import may leave them)
+#      user registered in the same millisecond, as a bulk import may leave them), MEMORY
+#      (MongoDB: APP__ACTORS__SEARCH_MEMORY, default 2000000; 0 measures the indexes alone),
+#      SETTLE (seconds of pause between writing the users and starting the service, default 0)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 BIN="${BIN:-$ROOT/target/release/cs-user-management}"
 BACKEND="${BACKEND:-embedded}"; REPS="${REPS:-20}"; SAME_DATE="${SAME_DATE:-0}"
+MEMORY="${MEMORY:-2000000}"; SETTLE="${SETTLE:-0}"
 if [ "$BACKEND" = mongodb ]; then SIZES="${SIZES:-10000 100000}"; else SIZES="${SIZES:-10000 100000 1000000}"; fi
 [ -x "$BIN" ] || timeout 1800 cargo build -q --release --locked -p cs-user-management
 PID=""
@@ -31,8 +35,8 @@ if [ "$BACKEND" = mongodb ]; then
   MONGO_PORT=$(free_port)
   start_secantus "$MONGO_PORT"
 fi
-echo "| users | start-up | login p50/p95 | \`/auth/me\` p50 | search, no match p50/p95 | search \`user12345\` p50/p95 | first search \`user\`, a login sent during it | search \`user\` (every user) p50/p95 | search suspended p50/p95 | search \`12\` (slices) | a login sent during it | RSS |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| users | start-up | search memory filled (logins meanwhile p50 / max) | login p50/p95 | \`/auth/me\` p50 | search, no match p50/p95 | search \`user12345\` p50/p95 | first search \`user\`, a login sent during it | search \`user\` (every user) p50/p95 | search suspended p50/p95 | search \`12\` (slices) | a login sent during it | RSS |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for USERS in $SIZES; do
   DIR="$OUT/$BACKEND-$USERS"; rm -rf "$DIR"; mkdir -p "$DIR"
   PORT=$(free_port); DB="scale_${USERS}_$(date +%s)"
@@ -42,7 +46,8 @@ for USERS in $SIZES; do
     JWT_SECRET_KEY=benchmark-secret-key-0123456789abcdef)
   if [ "$BACKEND" = mongodb ]; then
     run_env+=(MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/$DB?directConnection=true"
-      REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="$DB:")
+      REDIS_HOST="$REDIS_TEST_HOST" REDIS_PORT="$REDIS_TEST_PORT" REDIS_KEY_PREFIX="$DB:"
+      APP__ACTORS__SEARCH_MEMORY="$MEMORY")
   else
     run_env+=(STORAGE_BACKEND=embedded TOKENS_BACKEND=embedded)
   fi
@@ -108,6 +113,9 @@ else:
     c.commit()
 print(f"inserted {users} users in {time.monotonic() - started:.1f} s", file=sys.stderr)
 PY
+  # SecantusDB works off a bulk insert for minutes after it is acknowledged (pings of 0.2-1.1 s):
+  # SETTLE seconds of pause keep that out of the service's figures.
+  sleep "$SETTLE"
   started=$(date +%s.%N)
   "${run_env[@]}" "$BIN" >"$DIR/service.log" 2>&1 &
   PID=$!
@@ -118,9 +126,10 @@ PY
   done
   startup=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f} s')" \
     "$started" "$(date +%s.%N)")
-  "$VENV/bin/python" - "http://127.0.0.1:$PORT" "$USERS" "$REPS" "$startup" "$PID" <<'PY'
+  "$VENV/bin/python" - "http://127.0.0.1:$PORT" "$USERS" "$REPS" "$startup" "$PID" "$BACKEND" "$MEMORY" <<'PY'
 import json, sys, threading, time, urllib.request
 url, users, reps, startup, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+backend, remember = sys.argv[6], sys.argv[7] != "0"
 
 def call(method, path, body=None, token=None):
     req = urllib.request.Request(url + path, json.dumps(body).encode() if body is not None else None,
@@ -140,6 +149,26 @@ admin = call("POST", "/auth/login", {"email": "scale-admin@example.com", "passwo
 admin = admin["data"]["access_token"]
 call("POST", "/auth/register", {"username": "probe_user", "email": "probe@example.com", "password": "correct-horse-9"})
 probe = {"email": "probe@example.com", "password": "correct-horse-9"}
+def memory_fill():
+    """On MongoDB: how long until the search memory serves, and the logins sent meanwhile."""
+    started, logins = time.monotonic(), []
+    while time.monotonic() - started < 900:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=10) as r:
+                held = json.load(r)["details"].get("search_memory_users")
+        except Exception:
+            held = None
+        if held is not None:
+            if not logins:
+                return f"{time.monotonic() - started:.1f} s"
+            logins.sort()
+            return (f"{time.monotonic() - started:.1f} s ({logins[len(logins) // 2]:.0f} / "
+                    f"{logins[-1]:.0f} ms)")
+        if not remember:
+            return "off"
+        logins.append(call("POST", "/auth/login", probe)[1])
+    return "not within 900 s"
+fill = memory_fill() if backend == "mongodb" else "—"
 login = timed("POST", "/auth/login", probe)
 me = timed("GET", "/auth/me", token=admin)
 def search(query, n=reps):
@@ -167,7 +196,7 @@ suspended, t4 = search({"status": "suspended"})
 took, total, during = during_search({"username": "12"})
 rss = next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS"))
 f = lambda p: f"{p[0]:.1f} / {p[1]:.1f} ms"
-print(f"| {users:,} | {startup} | {f(login)} | {me[0]:.1f} ms | {f(none)} | {f(few)} ({t1}) "
+print(f"| {users:,} | {startup} | {fill} | {f(login)} | {me[0]:.1f} ms | {f(none)} | {f(few)} ({t1}) "
       f"| {first[0]:.0f} ms / {first[2]:.0f} ms | {f(every)} ({t2}) | {f(suspended)} ({t4}) "
       f"| {took:.0f} ms ({total}) "
       f"| {during:.0f} ms | {int(rss) // 1024} MiB |")

@@ -384,6 +384,10 @@ pub struct ActorSettings {
     /// Users read by one slice of an administrator's search: a slice is one turn in the
     /// database queue, so this bounds what waits behind a search.
     pub search_slice: u32,
+    /// On MongoDB, searches read what they compare of at most this many users from memory,
+    /// kept by a change stream (0: never); see `config/default.toml`.
+    #[serde(default = "default_search_memory")]
+    pub search_memory: usize,
     /// At most this many operations in one batch of the database queue (group commit); 1
     /// sends every operation on its own.
     pub db_queue_batch: usize,
@@ -394,6 +398,10 @@ pub struct ActorSettings {
     pub call_timeout_ms: u64,
     pub probe_interval_ms: u64,
     pub user_cache_ttl_ms: u64,
+}
+
+fn default_search_memory() -> usize {
+    2_000_000
 }
 
 /// Secrets print as `***` when set, `null` when not.

@@ -289,7 +289,9 @@ async fn connect_mongo(settings: &Settings) -> Result<MongoStore, StartupError> 
     )
     .await
     .map_err(StartupError::Config)?;
-    Ok(store.with_audit_retention(settings.audit_retention()))
+    Ok(store
+        .with_audit_retention(settings.audit_retention())
+        .with_search_memory(settings.actors.search_memory))
 }
 
 /// What `migrate` would change in the configured database (`migrate --dry-run`), read without
@@ -318,8 +320,15 @@ pub async fn plan_migration(settings: &Settings) -> Result<(String, IndexPlan), 
 /// Adds the users stored before the search index existed to it, in steps of `rows`, in the
 /// background (the service serves meanwhile; searches read every user until it is done), then
 /// looks again every 30 s (on MongoDB, users written without keys behind the service's back
-/// turn the index off until they are keyed). A database that stops answering pauses it.
+/// turn the index off until they are keyed). A database that stops answering pauses it. On
+/// MongoDB the search memory is filled beside it ([`spawn_search_memory`]).
 fn spawn_search_backfill(db: DbQueue, rows: u32) {
+    if db.keeps_search_memory() {
+        // A quarter of a slice a step: a login's three operations each wait for one step at
+        // most while it fills (a whole slice a step: logins of 208 ms p50 at 100,000 users on
+        // SecantusDB, against 18 ms alone).
+        spawn_search_memory(db.clone(), (rows / 4).max(1));
+    }
     actix_web::rt::spawn(async move {
         loop {
             let started = std::time::Instant::now();
@@ -337,6 +346,30 @@ fn spawn_search_backfill(db: DbQueue, rows: u32) {
                 ),
             }
             tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    });
+}
+
+/// Fills the search memory (MongoDB's) in steps of about `chunk` users, in the background, then keeps
+/// it current: every second the changes since are applied, so a search has few left to apply
+/// before it answers. A step that fails sets the memory aside; the next fills it again.
+fn spawn_search_memory(db: DbQueue, chunk: u32) {
+    actix_web::rt::spawn(async move {
+        let mut failing = false;
+        loop {
+            match db.keep_search_memory(chunk).await {
+                Ok(()) => failing = false,
+                Err(ActorError::Unavailable { .. } | ActorError::Timeout(_)) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(
+                        error = %e,
+                        "the search memory is set aside: searches read the indexes meanwhile"
+                    );
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
 }
@@ -629,6 +662,7 @@ fn start_db_queue(
     let audit_retention = settings.audit_retention();
     let purge_interval = Duration::from_secs(settings.sessions.session_check_interval);
     let batch_size = a.db_queue_batch.max(1);
+    let search_memory = store.search_memory();
     let actor = {
         let (stats, database, cache) = (stats.clone(), database.clone(), cache.clone());
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
@@ -638,7 +672,7 @@ fn start_db_queue(
         })
     };
     let mailbox = Mailbox::new(actor, stats, settings.call_timeout());
-    DbQueue::new(mailbox, op_timeout, database.clone())
+    DbQueue::new(mailbox, op_timeout, database.clone()).with_search_memory(search_memory)
 }
 
 fn token_settings(settings: &Settings, keys: &Arc<SigningKeys>) -> TokenSettings {

@@ -119,6 +119,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         why: probe.why.clone(),
         details: HealthDetails {
             database_queue: DatabaseQueue::from_snapshot(probe.actors.get("db_queue")),
+            search_memory_users: state.db.search_memory_users(),
             actors: probe.actors,
         },
     };

@@ -218,6 +218,10 @@ impl DatabaseQueue {
 #[derive(Serialize, ToSchema)]
 pub struct HealthDetails {
     pub database_queue: DatabaseQueue,
+    /// On MongoDB, how many users the search memory holds while searches read it (absent
+    /// while it fills, is set aside, or is off: searches read the indexes then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_memory_users: Option<u64>,
     /// One entry per actor: `db_queue`, `token`, `session`, `hasher`.
     pub actors: BTreeMap<&'static str, ActorSnapshot>,
 }

@@ -121,6 +121,11 @@ impl Isolation {
                 self.db_name
             );
             env.insert("MONGODB_URI".into(), uri);
+            // The search memory's change stream is off unless a test turns it on: SecantusDB
+            // keeps one oplog for every database, so each stream's next read walks every other
+            // test's writes (268 ms after 20,000 of them), and a stream per service under test
+            // loaded the shared server until its pings failed.
+            env.insert("APP__ACTORS__SEARCH_MEMORY".into(), "0".into());
             env.insert("REDIS_HOST".into(), redis_host());
             env.insert("REDIS_PORT".into(), redis_port().to_string());
             env.insert("REDIS_KEY_PREFIX".into(), self.prefix.clone());

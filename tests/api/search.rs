@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::{needs_servers, spawn_app_in, Isolation, TestApp, ADMIN_EMAIL, PASSWORD};
 
+/// A service with a bootstrap administrator, and that administrator's access token. On MongoDB
+/// its searches read the key indexes and slices (the test environment turns the search memory
+/// off), unless `extra` turns the memory on ([`REMEMBER`]).
 async fn admin_app(iso: &Isolation, extra: &[(&str, &str)]) -> (TestApp, String) {
     let mut settings = vec![
         ("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
@@ -21,6 +24,25 @@ async fn admin_app(iso: &Isolation, extra: &[(&str, &str)]) -> (TestApp, String)
     let app = spawn_app_in(iso, &settings).await;
     let (admin, _) = app.tokens_for(ADMIN_EMAIL).await;
     (app, admin)
+}
+
+/// The search memory on (MongoDB; the embedded store has none), as the service runs by default.
+const REMEMBER: (&str, &str) = ("APP__ACTORS__SEARCH_MEMORY", "2000000");
+
+/// How many users `app`'s search memory holds, once it serves searches (within 60 s).
+async fn remembered(app: &TestApp) -> u64 {
+    let started = Instant::now();
+    loop {
+        let health = app.get_json("/health").await;
+        if let Some(users) = health["details"]["search_memory_users"].as_u64() {
+            return users;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the search memory did not serve within 60 s: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn search(app: &TestApp, admin: &str, query: &Value) -> Value {
@@ -549,6 +571,234 @@ async fn random_searches_answer_as_a_filter_of_every_stored_user() {
     }
     for query in &queries {
         assert_answers(&app, &admin, &users, query, &format!("SEARCH_SEED={seed}")).await;
+    }
+    if !crate::helpers::embedded() {
+        // A second instance that reads its search memory, filled from these users.
+        let (memory, memory_admin) = admin_app(&iso, &[REMEMBER]).await;
+        assert_eq!(remembered(&memory).await, users.len() as u64);
+        for query in &queries {
+            let why = format!("from memory, SEARCH_SEED={seed}");
+            assert_answers(&memory, &memory_admin, &users, query, &why).await;
+        }
+    }
+}
+
+/// The queries the search memory tests ask after each write.
+fn memory_queries() -> [Value; 6] {
+    [
+        json!({}),
+        json!({"username": "mem_"}),
+        json!({"username": "MEM_", "status": "active", "limit": 3, "skip": 1}),
+        json!({"email": "@mem.org"}),
+        json!({"status": "suspended"}),
+        json!({"username": "renamed"}),
+    ]
+}
+
+/// Every answer of [`memory_queries`] is what a filter of every stored user gives.
+async fn assert_all_answers(app: &TestApp, admin: &str, after: &str) {
+    let users = stored_users(app).await;
+    for query in memory_queries() {
+        assert_answers(app, admin, &users, &query, after).await;
+    }
+}
+
+/// A user as the seed's module writes one, straight into the collection.
+fn beside(name: &str) -> Document {
+    doc! {
+        "_id": ObjectId::new(),
+        "email": format!("{name}@mem.org"),
+        "username": name,
+        "password_hash": "$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinva",
+        "status": "active",
+        "created_at": BsonDateTime::now(),
+    }
+}
+
+/// The search memory (MongoDB) answers every search with every write acknowledged before it,
+/// at once: the service's own, another instance's, and writes straight into the collection by
+/// another program (insert, update, replace, delete, a bulk insert), each searched right after
+/// it, with no pause.
+#[actix_web::test]
+async fn the_search_memory_answers_with_every_write_acknowledged_before_the_search() {
+    if !needs_servers("the search memory is MongoDB's") {
+        return;
+    }
+    let iso = Isolation::new();
+    let (app, admin) = admin_app(&iso, &[REMEMBER]).await;
+    let (other, other_admin) = admin_app(&iso, &[]).await;
+    remembered(&app).await;
+    let mut ids = Vec::new();
+    for (i, writer) in [&app, &other, &app, &other].into_iter().enumerate() {
+        let name = format!("Mem_{i}");
+        let response = writer
+            .register(&name, &format!("{name}@mem.org"), PASSWORD)
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        ids.push(body["data"]["user"]["_id"].as_str().unwrap().to_string());
+        assert_all_answers(&app, &admin, &format!("after registration {i}")).await;
+    }
+    let changes = [
+        (&other, &other_admin, json!({"username": "Renamed_mem"})),
+        (&app, &admin, json!({"status": "suspended"})),
+        (&other, &other_admin, json!({"email": "moved@else.net"})),
+    ];
+    for ((writer, token, change), id) in changes.into_iter().zip(&ids) {
+        let response = writer
+            .put_auth(&format!("/auth/{id}"), token, &change)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{change}");
+        assert_all_answers(&app, &admin, &format!("after {change}")).await;
+    }
+    let response = other
+        .delete_auth(&format!("/auth/{}", ids[3]), &other_admin)
+        .await;
+    assert!(response.status().is_success());
+    assert_all_answers(&app, &admin, "after a deletion by another instance").await;
+
+    let users = app.store.mongo().collection::<Document>("users");
+    let first = beside("mem_beside_1");
+    let id = first.get_object_id("_id").unwrap();
+    users.insert_one(first).await.unwrap();
+    assert_all_answers(&app, &admin, "after an insert beside").await;
+    users
+        .update_one(
+            doc! {"_id": id},
+            doc! {"$set": {"username": "renamed_beside", "status": "suspended"}},
+        )
+        .await
+        .unwrap();
+    assert_all_answers(&app, &admin, "after an update beside").await;
+    let mut replaced = beside("mem_replaced");
+    replaced.insert("_id", id);
+    users.replace_one(doc! {"_id": id}, replaced).await.unwrap();
+    assert_all_answers(&app, &admin, "after a replace beside").await;
+    users
+        .insert_many((0..3).map(|i| beside(&format!("mem_bulk_{i}"))))
+        .await
+        .unwrap();
+    assert_all_answers(&app, &admin, "after a bulk insert beside").await;
+    users.delete_one(doc! {"_id": id}).await.unwrap();
+    assert_all_answers(&app, &admin, "after a delete beside").await;
+    assert_eq!(
+        remembered(&app).await,
+        stored_users(&app).await.len() as u64,
+        "one entry per stored user"
+    );
+}
+
+/// `n` searches for `query`, each sent when `barrier` releases it; their answers.
+fn racing_searches(
+    app: &std::sync::Arc<TestApp>,
+    admin: &str,
+    query: &Value,
+    barrier: &std::sync::Arc<tokio::sync::Barrier>,
+    n: usize,
+) -> Vec<actix_web::rt::task::JoinHandle<Value>> {
+    (0..n)
+        .map(|_| {
+            let (app, barrier, admin, query) = (
+                app.clone(),
+                barrier.clone(),
+                admin.to_string(),
+                query.clone(),
+            );
+            actix_web::rt::spawn(async move {
+                barrier.wait().await;
+                search(&app, &admin, &query).await
+            })
+        })
+        .collect()
+}
+
+/// Searches racing registrations and deletions (released at once, several rounds): a racing
+/// search counts at most what was written, and a search after the writes are acknowledged
+/// counts every one of them, on the embedded store's index and on MongoDB's search memory.
+#[actix_web::test]
+async fn searches_racing_writes_count_every_acknowledged_one() {
+    use futures::future::join_all;
+    use std::sync::Arc;
+    use tokio::sync::Barrier;
+
+    const WRITERS: usize = 12;
+    const SEARCHERS: usize = 6;
+    let iso = Isolation::new();
+    let (app, admin) = admin_app(&iso, &[REMEMBER]).await;
+    if !crate::helpers::embedded() {
+        remembered(&app).await;
+    }
+    let app = Arc::new(app);
+    let total = |body: &Value| body["total"].as_u64().expect("a total");
+    for round in 0..4 {
+        let tag = format!("race{round}_");
+        let query = json!({"username": tag, "limit": 100});
+        let barrier = Arc::new(Barrier::new(WRITERS + SEARCHERS));
+        let writes = (0..WRITERS).map(|i| {
+            let (app, barrier, name) = (app.clone(), barrier.clone(), format!("{tag}{i}"));
+            actix_web::rt::spawn(async move {
+                barrier.wait().await;
+                let response = app
+                    .register(&name, &format!("{name}@race.org"), PASSWORD)
+                    .await;
+                assert_eq!(response.status(), StatusCode::CREATED, "{name}");
+                let body: Value = response.json().await.unwrap();
+                body["data"]["user"]["_id"].as_str().unwrap().to_string()
+            })
+        });
+        let searches = racing_searches(&app, &admin, &query, &barrier, SEARCHERS);
+        let (ids, during) = futures::join!(join_all(writes), join_all(searches));
+        let ids: Vec<String> = ids.into_iter().map(Result::unwrap).collect();
+        for body in during {
+            assert!(total(&body.unwrap()) <= WRITERS as u64, "round {round}");
+        }
+        let after = search(&app, &admin, &query).await;
+        assert_eq!(
+            total(&after),
+            WRITERS as u64,
+            "round {round}: every registration"
+        );
+
+        let barrier = Arc::new(Barrier::new(WRITERS / 2 + SEARCHERS));
+        let deletes = ids.iter().take(WRITERS / 2).map(|id| {
+            let (app, barrier, admin, path) = (
+                app.clone(),
+                barrier.clone(),
+                admin.clone(),
+                format!("/auth/{id}"),
+            );
+            actix_web::rt::spawn(async move {
+                barrier.wait().await;
+                let response = app.delete_auth(&path, &admin).await;
+                assert!(response.status().is_success(), "{}", response.status());
+            })
+        });
+        let searches = racing_searches(&app, &admin, &query, &barrier, SEARCHERS);
+        let (deleted, during) = futures::join!(join_all(deletes), join_all(searches));
+        deleted.into_iter().for_each(Result::unwrap);
+        for body in during {
+            let n = total(&body.unwrap());
+            assert!(
+                (WRITERS / 2..=WRITERS).contains(&(n as usize)),
+                "round {round}: {n}"
+            );
+        }
+        let after = search(&app, &admin, &query).await;
+        assert_eq!(
+            total(&after),
+            (WRITERS / 2) as u64,
+            "round {round}: every deletion"
+        );
+        let mut left: Vec<&str> = after["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["_id"].as_str().unwrap())
+            .collect();
+        left.sort_unstable();
+        let mut kept: Vec<&str> = ids[WRITERS / 2..].iter().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(left, kept, "round {round}");
     }
 }
 

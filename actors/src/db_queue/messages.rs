@@ -186,17 +186,34 @@ impl From<&SearchUsers> for UserFilter {
 impl UserFilter {
     /// Whether a stored user (its `username`, `email` and `status` fields) matches.
     pub fn matches(&self, doc: &mongodb::bson::Document) -> bool {
-        let contains = |field: &str, needle: &Option<String>| {
-            needle.as_ref().is_none_or(|n| {
-                doc.get_str(field)
-                    .is_ok_and(|v| v.to_lowercase().contains(n.as_str()))
-            })
+        // Lower-cased only where a substring is asked of it.
+        let lowered = |field: &str, needle: &Option<String>| {
+            needle.as_ref()?;
+            doc.get_str(field).ok().map(str::to_lowercase)
         };
-        contains("username", &self.username)
-            && contains("email", &self.email)
-            && self
-                .status
-                .is_none_or(|s| doc.get_str("status").is_ok_and(|v| v == s.as_str()))
+        self.matches_lowered(
+            lowered("username", &self.username).as_deref(),
+            lowered("email", &self.email).as_deref(),
+            doc.get_str("status").ok(),
+        )
+    }
+
+    /// Whether a user with this username and email (lower-cased; `None`: the field is not
+    /// stored) and this stored status matches.
+    pub fn matches_lowered(
+        &self,
+        username: Option<&str>,
+        email: Option<&str>,
+        status: Option<&str>,
+    ) -> bool {
+        let contains = |value: Option<&str>, needle: &Option<String>| {
+            needle
+                .as_ref()
+                .is_none_or(|n| value.is_some_and(|v| v.contains(n.as_str())))
+        };
+        contains(username, &self.username)
+            && contains(email, &self.email)
+            && self.status.is_none_or(|s| status == Some(s.as_str()))
     }
 }
 
@@ -484,6 +501,16 @@ pub struct Backfilled {
     pub remaining: bool,
     /// On MongoDB, where the next step goes on.
     pub resume: Option<MongoBackfill>,
+}
+
+/// One step of keeping the search memory on MongoDB (`MongoStore`'s `SearchMemory`): at first
+/// the change stream is opened, then the users are read `chunk` at a time, then the changes
+/// since are applied, at most `chunk` of them per step. One turn in the queue each. Replies
+/// whether more steps are due at once; on the embedded store there is nothing to keep.
+#[derive(Message)]
+#[rtype(result = "Result<bool, ActorError>")]
+pub struct KeepSearchMemory {
+    pub chunk: u32,
 }
 
 /// Users by id (those that exist), in no particular order.

@@ -11,6 +11,7 @@ mod cache;
 pub mod messages;
 mod mongo;
 mod mongo_indexes;
+mod mongo_memory;
 mod sqlite;
 mod store;
 
@@ -29,6 +30,7 @@ pub use cache::{UserCache, UserWithWallet};
 pub use messages::*;
 pub use mongo::{connect, MongoStore};
 pub use mongo_indexes::case_insensitive;
+pub use mongo_memory::SearchMemory;
 pub use sqlite::SqliteStore;
 pub use store::Store;
 
@@ -218,6 +220,8 @@ pub struct DbQueue {
     /// The database: no operation is sent until it is prepared (its indexes in place), since
     /// the unique indexes guard every duplicate rule.
     database: Arc<Dependency>,
+    /// MongoDB's search memory, read by `/health`.
+    search_memory: Option<Arc<SearchMemory>>,
 }
 
 impl DbQueue {
@@ -230,6 +234,38 @@ impl DbQueue {
             mailbox,
             op_timeout,
             database,
+            search_memory: None,
+        }
+    }
+
+    /// Names the store's search memory (MongoDB's), so `/health` can say what it holds.
+    pub fn with_search_memory(mut self, memory: Option<Arc<SearchMemory>>) -> Self {
+        self.search_memory = memory;
+        self
+    }
+
+    /// Whether the store keeps a search memory (MongoDB, with a bound above 0).
+    pub fn keeps_search_memory(&self) -> bool {
+        self.search_memory.as_ref().is_some_and(|m| m.enabled())
+    }
+
+    /// How many users the search memory holds while it answers searches (`None`: it does not,
+    /// or the store has none).
+    pub fn search_memory_users(&self) -> Option<u64> {
+        self.search_memory.as_ref()?.serving()
+    }
+
+    /// Steps of keeping the search memory ([`KeepSearchMemory`], `chunk` users or events a
+    /// turn) until none is due, each followed by a pause as long as it took: the steps hold
+    /// the queue half the time at most, so an operation sent meanwhile finds it free as often
+    /// as not, and waits for one step at most.
+    pub async fn keep_search_memory(&self, chunk: u32) -> Result<(), ActorError> {
+        loop {
+            let started = Instant::now();
+            if !self.call(KeepSearchMemory { chunk }).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(started.elapsed()).await;
         }
     }
 
@@ -411,6 +447,7 @@ queued!(RegisterUser, Written<Registered>, |m, c| alone(m, c));
 queued!(SearchUsersSlice, SearchSlice, |m, c| alone(m, c));
 queued!(SearchIndexed, Option<Indexed>, |m, c| alone(m, c));
 queued!(BackfillSearchIndex, Backfilled, |m, c| alone(m, c));
+queued!(KeepSearchMemory, bool, |m, c| alone(m, c));
 queued!(FindUsersByIds, Vec<User>, |m, c| alone(m, c));
 queued!(ListAudit, Page<AuditRecord>, |m, c| alone(m, c));
 queued!(UpdateUser, Written<User>, |m, c| alone(m, c), invalidates id);
@@ -458,6 +495,7 @@ alone!(DeleteUser, Written<()>, delete_user, writes id);
 alone!(SearchUsersSlice, SearchSlice, search_slice);
 alone!(SearchIndexed, Option<Indexed>, search_indexed);
 alone!(BackfillSearchIndex, Backfilled, backfill_search_index);
+alone!(KeepSearchMemory, bool, keep_search_memory);
 alone!(ListAudit, Page<AuditRecord>, list_audit);
 
 impl Operation for UpgradeHash {

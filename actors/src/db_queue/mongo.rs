@@ -18,11 +18,12 @@ use futures::TryStreamExt;
 use mongodb::options::FindOptions;
 
 use super::messages::{
-    BackfillSearchIndex, Backfilled, DeleteUser, Expect, Guard, IndexPlan, Indexed, ListAudit,
-    MongoBackfill, RegisterUser, SearchIndexed, SearchPosition, SearchSlice, SearchUsersSlice,
-    SlotRange, UpdateUser, UserFilter, UserRange, Written,
+    BackfillSearchIndex, Backfilled, DeleteUser, Expect, Guard, IndexPlan, Indexed,
+    KeepSearchMemory, ListAudit, MongoBackfill, RegisterUser, SearchIndexed, SearchPosition,
+    SearchSlice, SearchUsersSlice, SlotRange, UpdateUser, UserFilter, UserRange, Written,
 };
 use super::mongo_indexes::{case_insensitive, get_count, EMAIL_KEY};
+use super::mongo_memory::{self, SearchMemory};
 use crate::domain::{
     probe_key, search_keys, search_slot, AuditEntry, AuditRecord, Email, Page, Registered, Role,
     User, UserId, UserStatus, Username, Wallet,
@@ -95,6 +96,7 @@ pub async fn connect(
         trips,
         seed_beside: Arc::default(),
         search_ready: Arc::default(),
+        memory: Arc::new(SearchMemory::new(0)),
     })
 }
 
@@ -323,6 +325,8 @@ pub struct MongoStore {
     /// Every user has its search keys (the backfill found none without): searches by a
     /// substring of three characters or more are answered from the key indexes.
     search_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// What searches compare of every user, kept in the service ([`SearchMemory`]).
+    memory: Arc<SearchMemory>,
 }
 
 /// The outcome of one command carrying many writes, in order (`ordered: true`).
@@ -348,6 +352,26 @@ impl MongoStore {
     pub fn with_audit_retention(mut self, retention: Option<Duration>) -> Self {
         self.audit_retention = retention;
         self
+    }
+
+    /// Keeps what searches compare of at most `users` users in memory (0: never), once
+    /// [`KeepSearchMemory`] steps have filled it.
+    pub fn with_search_memory(mut self, users: usize) -> Self {
+        self.memory = Arc::new(SearchMemory::new(users));
+        self
+    }
+
+    /// The search memory, for `/health`.
+    pub fn search_memory(&self) -> Arc<SearchMemory> {
+        Arc::clone(&self.memory)
+    }
+
+    /// One step of keeping the search memory ([`KeepSearchMemory`]).
+    pub async fn keep_search_memory(self, q: KeepSearchMemory) -> Result<bool, ActorError> {
+        self.memory
+            .keep(&self.users(), q.chunk)
+            .await
+            .map_err(ActorError::mongo)
     }
 
     /// Removes the audit entries older than `before`; replies with how many went.
@@ -1120,13 +1144,7 @@ impl MongoStore {
         filter: Document,
         expect: u32,
     ) -> Result<Vec<Document>, ActorError> {
-        self.users()
-            .find(filter)
-            .projection(doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1})
-            .batch_size(expect.saturating_mul(4).max(101))
-            .await
-            .map_err(ActorError::mongo)?
-            .try_collect()
+        mongo_memory::read(&self.users(), filter, expect)
             .await
             .map_err(ActorError::mongo)
     }
@@ -1140,7 +1158,7 @@ impl MongoStore {
     ) -> mongodb::error::Result<Vec<Document>> {
         self.users()
             .find(filter)
-            .projection(doc! {"_id": 1, "created_at": 1, "username": 1, "email": 1, "status": 1})
+            .projection(mongo_memory::searched_fields())
             .limit(limit)
             .max_time(SEARCH_BUDGET)
             .await?
@@ -1162,6 +1180,9 @@ impl MongoStore {
     /// and the slot only, since SecantusDB reads the whole collection for a query that combines
     /// a key with another condition on the same array or an `$or`.
     pub async fn search_indexed(self, q: SearchIndexed) -> Result<Option<Indexed>, ActorError> {
+        if let Some(found) = self.memory.search(&q.filter, q.keep, q.examine).await {
+            return Ok(Some(Indexed::Found(found)));
+        }
         if !self.search_ready.load(Ordering::Relaxed) {
             return Ok(None);
         }

@@ -13,8 +13,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::messages::{
     BackfillSearchIndex, Backfilled, DeleteUser, Expect, Guard, IndexPlan, Indexed, IndexedSearch,
-    ListAudit, RegisterUser, SearchIndexed, SearchPosition, SearchSlice, SearchUsersSlice,
-    UpdateUser, UserFilter, Written,
+    KeepSearchMemory, ListAudit, RegisterUser, SearchIndexed, SearchPosition, SearchSlice,
+    SearchUsersSlice, UpdateUser, UserFilter, Written,
 };
 use crate::domain::{
     AuditEntry, AuditRecord, Email, EmailKey, Page, Registered, Role, User, UserId, UserStatus,
@@ -975,6 +975,11 @@ impl SqliteStore {
             newest,
             total: u64::try_from(total).unwrap_or(0),
         })))
+    }
+
+    /// Nothing to keep: the trigram index answers searches ([`KeepSearchMemory`] is MongoDB's).
+    pub fn keep_search_memory(_: &Connection, _: KeepSearchMemory) -> Result<bool, ActorError> {
+        Ok(false)
     }
 
     /// One backfill step ([`BackfillSearchIndex`]): the next `rows` rowids up to `upto` are

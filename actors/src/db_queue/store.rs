@@ -30,6 +30,14 @@ impl Store {
         }
     }
 
+    /// MongoDB's search memory; the embedded store has none (its trigram index serves).
+    pub fn search_memory(&self) -> Option<std::sync::Arc<super::SearchMemory>> {
+        match self {
+            Store::Mongo(s) => Some(s.search_memory()),
+            Store::Embedded(_) => None,
+        }
+    }
+
     /// The backend's name, as `/health` lists it.
     pub fn backend(&self) -> &'static str {
         match self {
