@@ -688,6 +688,71 @@ async fn the_search_memory_answers_with_every_write_acknowledged_before_the_sear
     );
 }
 
+/// A deletion acknowledged by another instance is not counted by the next search from memory,
+/// also while another database's bulk insert commits: SecantusDB then holds back this
+/// database's newer events from the stream, so a stream read that comes back empty does not
+/// mean the deletion is in it (without the search's mark, this test saw such a deletion
+/// counted).
+#[actix_web::test]
+async fn a_search_from_memory_counts_no_deletion_acknowledged_during_another_databases_bulk_insert()
+{
+    if !needs_servers("the search memory is MongoDB's") {
+        return;
+    }
+    const USERS: usize = 40;
+    let iso = Isolation::new();
+    let (app, admin) = admin_app(&iso, &[REMEMBER]).await;
+    let (other, other_admin) = admin_app(&iso, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..USERS {
+        let name = format!("bulk_{i}");
+        let response = other
+            .register(&name, &format!("{name}@bulk.org"), PASSWORD)
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        ids.push(body["data"]["user"]["_id"].as_str().unwrap().to_string());
+    }
+    remembered(&app).await;
+    let elsewhere = app
+        .store
+        .mongo()
+        .client()
+        .database(&format!("{}_bulk", app.store.mongo().name()));
+    let bulk = {
+        let elsewhere = elsewhere.clone();
+        actix_web::rt::spawn(async move {
+            let rows = elsewhere.collection::<Document>("rows");
+            for _ in 0..4 {
+                let batch = (0..20_000).map(|i| doc! {"i": i, "pad": "x".repeat(40)});
+                rows.insert_many(batch).await.unwrap();
+            }
+        })
+    };
+    let query = json!({"username": "bulk_", "limit": 1});
+    let mut left = USERS as u64;
+    for id in &ids {
+        if bulk.is_finished() {
+            break;
+        }
+        let response = other
+            .delete_auth(&format!("/auth/{id}"), &other_admin)
+            .await;
+        assert!(response.status().is_success());
+        left -= 1;
+        let found = search(&app, &admin, &query).await;
+        assert_eq!(found["total"], left, "after the deletion of {id}");
+    }
+    bulk.await.unwrap();
+    elsewhere.drop().await.unwrap();
+    assert!(
+        left < USERS as u64 - 5,
+        "too few deletions during the bulk insert"
+    );
+    // Still serving: the searches above were answered from memory.
+    remembered(&app).await;
+}
+
 /// `n` searches for `query`, each sent when `barrier` releases it; their answers.
 fn racing_searches(
     app: &std::sync::Arc<TestApp>,

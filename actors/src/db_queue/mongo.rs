@@ -369,7 +369,7 @@ impl MongoStore {
     /// One step of keeping the search memory ([`KeepSearchMemory`]).
     pub async fn keep_search_memory(self, q: KeepSearchMemory) -> Result<bool, ActorError> {
         self.memory
-            .keep(&self.users(), q.chunk)
+            .keep(&self.db, q.chunk)
             .await
             .map_err(ActorError::mongo)
     }
@@ -1180,7 +1180,11 @@ impl MongoStore {
     /// and the slot only, since SecantusDB reads the whole collection for a query that combines
     /// a key with another condition on the same array or an `$or`.
     pub async fn search_indexed(self, q: SearchIndexed) -> Result<Option<Indexed>, ActorError> {
-        if let Some(found) = self.memory.search(&q.filter, q.keep, q.examine).await {
+        if let Some(found) = self
+            .memory
+            .search(&self.db, &q.filter, q.keep, q.examine)
+            .await
+        {
             return Ok(Some(Indexed::Found(found)));
         }
         if !self.search_ready.load(Ordering::Relaxed) {
