@@ -70,6 +70,7 @@ const FAMILIES: &[(Kind, &str, &str)] = &[
     (Kind::Histogram, "csum_hasher_fill_wait_seconds", "Time a bcrypt batch waited for more passwords before it ran."),
     (Kind::Gauge, "csum_dependency_up", "1 when the dependency (mongodb, redis) answered its last check, 0 when not."),
     (Kind::Counter, "csum_redis_unreplicated_ends_total", "Session ends answered before REDIS_WAIT_REPLICAS replicas acknowledged them."),
+    (Kind::Counter, "csum_search_memory_searches_total", "Searches while the search memory (MongoDB) served, by who answered: memory, or the indexes because mark_late (the search's mark not in the stream within 250 ms), events_behind, mark_failed or set_aside."),
 ];
 
 #[derive(Clone, Copy)]

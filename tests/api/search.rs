@@ -714,6 +714,7 @@ async fn a_search_from_memory_counts_no_deletion_acknowledged_during_another_dat
         ids.push(body["data"]["user"]["_id"].as_str().unwrap().to_string());
     }
     remembered(&app).await;
+    let from_memory = memory_answers(&app).await;
     let elsewhere = app
         .store
         .mongo()
@@ -749,8 +750,23 @@ async fn a_search_from_memory_counts_no_deletion_acknowledged_during_another_dat
         left < USERS as u64 - 5,
         "too few deletions during the bulk insert"
     );
-    // Still serving: the searches above were answered from memory.
+    // Still serving, and the searches above were answered from memory (at least as many
+    // answers more: other tests' searches add to the process-wide count too).
     remembered(&app).await;
+    let searched = USERS as u64 - left;
+    assert!(memory_answers(&app).await >= from_memory + searched);
+}
+
+/// How many searches the memory answered, by `/metrics`
+/// (`csum_search_memory_searches_total{answer="memory"}`, 0 before the first).
+async fn memory_answers(app: &TestApp) -> u64 {
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = response.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(r#"csum_search_memory_searches_total{answer="memory"}"#))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// `n` searches for `query`, each sent when `barrier` releases it; their answers.

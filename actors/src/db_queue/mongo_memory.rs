@@ -219,35 +219,36 @@ impl SearchMemory {
             Ok(token) => token,
             Err(e) => {
                 tracing::warn!(error = %e, "a search's mark was not written: the indexes answer");
-                return None;
+                return answered("mark_failed", None);
             }
         };
         let mut state = self.state.lock().await;
         let (stage, held) = &mut *state;
         let Stage::Current(events) = stage else {
-            return None;
+            return answered("set_aside", None);
         };
-        let until = Until::Mark(token, Instant::now() + MARK_WAIT);
-        match self.apply(events, held, most, until).await {
+        let by = Instant::now() + MARK_WAIT;
+        match self.apply(events, held, most, Until::Mark(token, by)).await {
             Ok(Some(true)) => {}
-            Ok(Some(false)) => return None,
+            Ok(Some(false)) if Instant::now() >= by => return answered("mark_late", None),
+            Ok(Some(false)) => return answered("events_behind", None),
             Ok(None) => {
                 *stage = self.set_aside(held);
-                return None;
+                return answered("set_aside", None);
             }
             Err(e) => {
                 // The indexes answer; if the database is down they say so.
                 tracing::warn!(error = %e, "the search memory's change stream failed: set aside");
                 *stage = self.set_aside(held);
-                return None;
+                return answered("set_aside", None);
             }
         }
         if held.len() > self.most {
             *stage = self.too_many(held);
-            return None;
+            return answered("set_aside", None);
         }
         self.serve(held);
-        Some(newest(filter, held, keep))
+        answered("memory", Some(newest(filter, held, keep)))
     }
 
     /// Applies the stream's events, at most `most`, `until` an empty `getMore` or the mark:
@@ -349,6 +350,13 @@ impl SearchMemory {
         self.set_aside(held);
         Stage::TooMany
     }
+}
+
+/// Counts who answered a search the memory was serving for (`csum_search_memory_searches_total`):
+/// `memory`, or why the indexes did instead.
+fn answered(answer: &'static str, found: Option<IndexedSearch>) -> Option<IndexedSearch> {
+    metrics::counter!("csum_search_memory_searches_total", "answer" => answer).increment(1);
+    found
 }
 
 /// Writes a search's mark: a new token in the one document of [`MARKS`], which every instance
