@@ -45,6 +45,14 @@ async fn remembered(app: &TestApp) -> u64 {
     }
 }
 
+/// Registers `name` with `email` (201 expected); the new user's id.
+async fn registered(app: &TestApp, name: &str, email: &str) -> String {
+    let response = app.register(name, email, PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::CREATED, "{name} {email}");
+    let body: Value = response.json().await.unwrap();
+    body["data"]["user"]["_id"].as_str().unwrap().to_string()
+}
+
 async fn search(app: &TestApp, admin: &str, query: &Value) -> Value {
     let response = app.post_auth("/users/search", admin, query).await;
     let status = response.status();
@@ -477,10 +485,7 @@ async fn random_searches_answer_as_a_filter_of_every_stored_user() {
         let name = format!("{}{common}{i}", pick(&mut rng, &name_letters, 2..=7));
         let local = format!("{}{i}", pick(&mut rng, &mail_letters, 1..=6));
         let email = format!("{}@{}", local.trim_start_matches('-'), domains[i % 3]);
-        let response = app.register(&name, &email, PASSWORD).await;
-        assert_eq!(response.status(), StatusCode::CREATED, "{name} {email}");
-        let body: Value = response.json().await.unwrap();
-        ids.push(body["data"]["user"]["_id"].as_str().unwrap().to_string());
+        ids.push(registered(&app, &name, &email).await);
     }
     for (n, id) in ids.iter().enumerate().step_by(7) {
         let change = match n % 3 {
@@ -631,12 +636,7 @@ async fn the_search_memory_answers_with_every_write_acknowledged_before_the_sear
     let mut ids = Vec::new();
     for (i, writer) in [&app, &other, &app, &other].into_iter().enumerate() {
         let name = format!("Mem_{i}");
-        let response = writer
-            .register(&name, &format!("{name}@mem.org"), PASSWORD)
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let body: Value = response.json().await.unwrap();
-        ids.push(body["data"]["user"]["_id"].as_str().unwrap().to_string());
+        ids.push(registered(writer, &name, &format!("{name}@mem.org")).await);
         assert_all_answers(&app, &admin, &format!("after registration {i}")).await;
     }
     let changes = [
@@ -706,12 +706,7 @@ async fn a_search_from_memory_counts_no_deletion_acknowledged_during_another_dat
     let mut ids = Vec::new();
     for i in 0..USERS {
         let name = format!("bulk_{i}");
-        let response = other
-            .register(&name, &format!("{name}@bulk.org"), PASSWORD)
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let body: Value = response.json().await.unwrap();
-        ids.push(body["data"]["user"]["_id"].as_str().unwrap().to_string());
+        ids.push(registered(&other, &name, &format!("{name}@bulk.org")).await);
     }
     remembered(&app).await;
     let from_memory = memory_answers(&app).await;
@@ -819,12 +814,7 @@ async fn searches_racing_writes_count_every_acknowledged_one() {
             let (app, barrier, name) = (app.clone(), barrier.clone(), format!("{tag}{i}"));
             actix_web::rt::spawn(async move {
                 barrier.wait().await;
-                let response = app
-                    .register(&name, &format!("{name}@race.org"), PASSWORD)
-                    .await;
-                assert_eq!(response.status(), StatusCode::CREATED, "{name}");
-                let body: Value = response.json().await.unwrap();
-                body["data"]["user"]["_id"].as_str().unwrap().to_string()
+                registered(&app, &name, &format!("{name}@race.org")).await
             })
         });
         let searches = racing_searches(&app, &admin, &query, &barrier, SEARCHERS);
