@@ -119,6 +119,48 @@ impl SqliteDb {
     pub fn name(&self) -> &'static str {
         self.name
     }
+
+    /// A second connection to the file, read-only, on a thread of its own: for the half of a
+    /// long read that runs on another core while the database thread reads the other half.
+    pub fn reader(&self) -> Result<Reader, String> {
+        let path = self.path();
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .and_then(|conn| conn.busy_timeout(Duration::from_secs(5)).map(|()| conn))
+            .map_err(|e| format!("{}: cannot open it to read: {e}", path.display()))?;
+        let (calls, queue) = mpsc::channel::<Call>();
+        std::thread::Builder::new()
+            .name(format!("{}-reader", self.name))
+            .spawn(move || serve(conn, queue))
+            .map_err(|e| format!("{}: cannot start its reader: {e}", path.display()))?;
+        Ok(Reader { calls })
+    }
+}
+
+/// A read-only connection on its own thread ([`SqliteDb::reader`]), driven from the database
+/// thread: [`Reader::start`] hands it a read and returns at once; the database thread reads its
+/// own share meanwhile, then waits for the reader's.
+#[derive(Clone)]
+pub struct Reader {
+    calls: mpsc::Sender<Call>,
+}
+
+impl Reader {
+    /// Starts `f` on the reader's thread; its result comes on the returned channel (which
+    /// closes without one if the reader is gone or `f` panicked).
+    pub fn start<T, F>(&self, f: F) -> mpsc::Receiver<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> T + Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let call: Call = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        // A reader gone drops the call, and with it `reply`: the caller reads its half itself.
+        let _ = self.calls.send(call);
+        answer
+    }
 }
 
 /// Opens `path` for reading only, leaving every file as it is (for `migrate --dry-run`). A

@@ -797,6 +797,71 @@ fn racing_searches(
         .collect()
 }
 
+/// Searches matching more users than one turn sorts (on the embedded store their count is
+/// split between the database thread and a reader on another core) racing deletions, released
+/// at once, several rounds: each counts between the users stored before and after the round,
+/// and its page (large enough for every match) lists every user no deletion touched, and none
+/// more than it counts (the page's users are read after the count: one deleted meanwhile is
+/// left out).
+#[actix_web::test]
+async fn dense_searches_racing_deletions_count_the_users_their_page_lists() {
+    use futures::future::join_all;
+    use std::sync::Arc;
+    use tokio::sync::Barrier;
+
+    // More than the 40 a slice of 2 sorts at most, before and after every round.
+    const USERS: usize = 80;
+    const DELETERS: usize = 8;
+    const SEARCHERS: usize = 6;
+    let iso = Isolation::new();
+    let (app, admin) = admin_app(&iso, &[("APP__ACTORS__SEARCH_SLICE", "2"), REMEMBER]).await;
+    let mut ids = Vec::new();
+    for i in 0..USERS {
+        let name = format!("dense_{i}");
+        ids.push(registered(&app, &name, &format!("{name}@dense.org")).await);
+    }
+    if !crate::helpers::embedded() {
+        remembered(&app).await;
+    }
+    let app = Arc::new(app);
+    let query = json!({"username": "dense_", "limit": 100});
+    let mut left = USERS;
+    for round in 0..4 {
+        let barrier = Arc::new(Barrier::new(DELETERS + SEARCHERS));
+        let deletes: Vec<_> = ids
+            .drain(..DELETERS)
+            .map(|id| {
+                let (app, barrier, admin) = (app.clone(), barrier.clone(), admin.clone());
+                actix_web::rt::spawn(async move {
+                    barrier.wait().await;
+                    let response = app.delete_auth(&format!("/auth/{id}"), &admin).await;
+                    assert!(response.status().is_success(), "{}", response.status());
+                })
+            })
+            .collect();
+        let searches = racing_searches(&app, &admin, &query, &barrier, SEARCHERS);
+        let (deleted, during) = futures::join!(join_all(deletes), join_all(searches));
+        deleted.into_iter().for_each(Result::unwrap);
+        for body in during {
+            let body = body.unwrap();
+            let total = body["total"].as_u64().expect("a total") as usize;
+            assert!(
+                (left - DELETERS..=left).contains(&total),
+                "round {round}: {total} of {left} before, {} after",
+                left - DELETERS
+            );
+            let listed = body["users"].as_array().map_or(0, Vec::len);
+            assert!(
+                (left - DELETERS..=total).contains(&listed),
+                "round {round}: a page of {listed} for a count of {total}"
+            );
+        }
+        left -= DELETERS;
+        let after = search(&app, &admin, &query).await;
+        assert_eq!(after["total"], left as u64, "round {round}: every deletion");
+    }
+}
+
 /// Searches racing registrations and deletions (released at once, several rounds): a racing
 /// search counts at most what was written, and a search after the writes are acknowledged
 /// counts every one of them, on the embedded store's index and on MongoDB's search memory.

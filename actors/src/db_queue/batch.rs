@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use super::cache::{UserCache, UserWithWallet};
 use super::messages::RecordLogin;
 use super::mongo::{Carried, MongoStore};
-use super::sqlite::{in_savepoint, Answer, SqliteStore};
+use super::sqlite::{in_savepoint, Answer, Beside, SqliteStore};
 use crate::domain::{AuditEntry, Email, EmailKey, User, UserId, Wallet};
 use crate::mailbox::{ActorStats, HandlingTimer};
 use crate::ActorError;
@@ -85,6 +85,15 @@ pub trait Operation: Send + 'static {
     fn mongo(self, store: MongoStore) -> impl Future<Output = Result<Self::Output, ActorError>>;
 
     fn sqlite(self, c: &Connection) -> Result<Self::Output, ActorError>;
+
+    /// [`Operation::sqlite`], for an operation that can share its reading with the store's
+    /// reader on another core ([`Beside`]); the others read alone.
+    fn sqlite_beside(self, c: &Connection, _: &Beside) -> Result<Self::Output, ActorError>
+    where
+        Self: Sized,
+    {
+        self.sqlite(c)
+    }
 }
 
 /// An [`Operation`] with its caller, its types erased.
@@ -100,7 +109,7 @@ pub trait Alone: Send {
         cache: UserCache,
         deadline: Instant,
     ) -> LocalBoxFuture<'static, ()>;
-    fn sqlite(self: Box<Self>, c: &Connection, cache: &UserCache) -> Answer;
+    fn sqlite(self: Box<Self>, c: &Connection, cache: &UserCache, beside: &Beside) -> Answer;
 }
 
 pub struct Job<M: Operation> {
@@ -143,10 +152,10 @@ impl<M: Operation> Alone for Job<M> {
         })
     }
 
-    fn sqlite(self: Box<Self>, c: &Connection, cache: &UserCache) -> Answer {
+    fn sqlite(self: Box<Self>, c: &Connection, cache: &UserCache, beside: &Beside) -> Answer {
         let Job { msg, caller } = *self;
         let user = msg.writes_user();
-        let result = in_savepoint(c, |c| msg.sqlite(c));
+        let result = in_savepoint(c, |c| msg.sqlite_beside(c, beside));
         let cache = cache.clone();
         Box::new(move |commit_failed| {
             if let Some(user) = user {
@@ -255,14 +264,18 @@ pub async fn run_mongo(store: MongoStore, cache: UserCache, ops: Vec<Op>, deadli
 pub async fn run_sqlite(store: SqliteStore, cache: UserCache, ops: Vec<Op>, deadline: Instant) {
     // Should the database thread be gone, every caller hears why (their answers are dropped
     // with the batch, which their callers see as the actor failing).
+    let reader = store.reader();
     let _ = store
         .batch(deadline, move |c| {
-            ops.into_iter().map(|op| sqlite_op(c, &cache, op)).collect()
+            let beside = Beside::new(reader, c, deadline);
+            ops.into_iter()
+                .map(|op| sqlite_op(c, &cache, &beside, op))
+                .collect()
         })
         .await;
 }
 
-fn sqlite_op(c: &Connection, cache: &UserCache, op: Op) -> Answer {
+fn sqlite_op(c: &Connection, cache: &UserCache, beside: &Beside, op: Op) -> Answer {
     /// The answer of an operation: its own result, or the commit's failure.
     fn answer<T: Send + 'static>(caller: Caller<T>, result: Result<T, ActorError>) -> Answer {
         Box::new(move |commit_failed| {
@@ -302,7 +315,7 @@ fn sqlite_op(c: &Connection, cache: &UserCache, op: Op) -> Answer {
             caller,
             in_savepoint(c, |c| SqliteStore::write_audit(c, entry)),
         ),
-        Op::Alone(job) => job.sqlite(c, cache),
+        Op::Alone(job) => job.sqlite(c, cache, beside),
     }
 }
 

@@ -35,6 +35,7 @@ pub use sqlite::SqliteStore;
 pub use store::Store;
 
 use batch::{Caller, Job, Op, Operation};
+use sqlite::Beside;
 
 /// How long the preparation ([`EnsureIndexes`]) may run. It reads every user once (whether
 /// some lack an email key; SecantusDB reads some 40,000 users a second), so its length grows
@@ -493,10 +494,25 @@ alone!(RegisterUser, Written<Registered>, register);
 alone!(UpdateUser, Written<User>, update_user, writes id);
 alone!(DeleteUser, Written<()>, delete_user, writes id);
 alone!(SearchUsersSlice, SearchSlice, search_slice);
-alone!(SearchIndexed, Option<Indexed>, search_indexed);
 alone!(BackfillSearchIndex, Backfilled, backfill_search_index);
 alone!(KeepSearchMemory, bool, keep_search_memory);
 alone!(ListAudit, Page<AuditRecord>, list_audit);
+
+impl Operation for SearchIndexed {
+    type Output = Option<Indexed>;
+
+    async fn mongo(self, store: MongoStore) -> Result<Option<Indexed>, ActorError> {
+        store.search_indexed(self).await
+    }
+
+    fn sqlite(self, c: &Connection) -> Result<Option<Indexed>, ActorError> {
+        SqliteStore::search_indexed(c, self, &Beside::none())
+    }
+
+    fn sqlite_beside(self, c: &Connection, beside: &Beside) -> Result<Option<Indexed>, ActorError> {
+        SqliteStore::search_indexed(c, self, beside)
+    }
+}
 
 impl Operation for UpgradeHash {
     type Output = bool;
