@@ -797,6 +797,30 @@ fn racing_searches(
         .collect()
 }
 
+/// The deletions of `ids` by `admin`, each sent when `barrier` releases it (each a success).
+fn racing_deletions(
+    app: &std::sync::Arc<TestApp>,
+    admin: &str,
+    ids: &[String],
+    barrier: &std::sync::Arc<tokio::sync::Barrier>,
+) -> Vec<actix_web::rt::task::JoinHandle<()>> {
+    ids.iter()
+        .map(|id| {
+            let (app, barrier, admin, path) = (
+                app.clone(),
+                barrier.clone(),
+                admin.to_string(),
+                format!("/auth/{id}"),
+            );
+            actix_web::rt::spawn(async move {
+                barrier.wait().await;
+                let response = app.delete_auth(&path, &admin).await;
+                assert!(response.status().is_success(), "{}", response.status());
+            })
+        })
+        .collect()
+}
+
 /// Searches matching more users than one turn sorts (on the embedded store their count is
 /// split between the database thread and a reader on another core) racing deletions, released
 /// at once, several rounds: each counts between the users stored before and after the round,
@@ -828,17 +852,8 @@ async fn dense_searches_racing_deletions_count_the_users_their_page_lists() {
     let mut left = USERS;
     for round in 0..4 {
         let barrier = Arc::new(Barrier::new(DELETERS + SEARCHERS));
-        let deletes: Vec<_> = ids
-            .drain(..DELETERS)
-            .map(|id| {
-                let (app, barrier, admin) = (app.clone(), barrier.clone(), admin.clone());
-                actix_web::rt::spawn(async move {
-                    barrier.wait().await;
-                    let response = app.delete_auth(&format!("/auth/{id}"), &admin).await;
-                    assert!(response.status().is_success(), "{}", response.status());
-                })
-            })
-            .collect();
+        let gone: Vec<String> = ids.drain(..DELETERS).collect();
+        let deletes = racing_deletions(&app, &admin, &gone, &barrier);
         let searches = racing_searches(&app, &admin, &query, &barrier, SEARCHERS);
         let (deleted, during) = futures::join!(join_all(deletes), join_all(searches));
         deleted.into_iter().for_each(Result::unwrap);
@@ -905,19 +920,7 @@ async fn searches_racing_writes_count_every_acknowledged_one() {
         );
 
         let barrier = Arc::new(Barrier::new(WRITERS / 2 + SEARCHERS));
-        let deletes = ids.iter().take(WRITERS / 2).map(|id| {
-            let (app, barrier, admin, path) = (
-                app.clone(),
-                barrier.clone(),
-                admin.clone(),
-                format!("/auth/{id}"),
-            );
-            actix_web::rt::spawn(async move {
-                barrier.wait().await;
-                let response = app.delete_auth(&path, &admin).await;
-                assert!(response.status().is_success(), "{}", response.status());
-            })
-        });
+        let deletes = racing_deletions(&app, &admin, &ids[..WRITERS / 2], &barrier);
         let searches = racing_searches(&app, &admin, &query, &barrier, SEARCHERS);
         let (deleted, during) = futures::join!(join_all(deletes), join_all(searches));
         deleted.into_iter().for_each(Result::unwrap);
